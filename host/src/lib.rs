@@ -1,0 +1,7 @@
+//! Mapwright: a SCIM 2.0 provisioning server whose mapping rules run as sandboxed plugins.
+//!
+//! Layers, with dependencies flowing one way: [`http`] → [`service`] → [`store`], all
+//! speaking the protocol types of [`scim`]. See `ARCHITECTURE.md` at the repository root.
+
+pub mod scim;
+pub mod store;

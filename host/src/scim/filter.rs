@@ -1,0 +1,643 @@
+//! The RFC 7644 §3.4.2.2 filter language: parse, print, and resolve against the schema.
+//!
+//! Parsing gives an untyped [`Filter`]; [`Filter::resolve`] checks every path against the
+//! schema and gives a [`Typed`] filter with canonical attribute definitions. The in-memory
+//! evaluator (PATCH value paths) and the SQL compiler (list queries) both consume `Typed`, so
+//! case sensitivity and multi-valued semantics are decided in exactly one place.
+
+use std::fmt;
+
+use super::error::{ScimError, ScimResult};
+use super::schema::{self, AttrDef, AttrType, ResourceKind};
+
+/// An attribute path as written: `[urn:]attr[.sub]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttrPath {
+    pub urn: Option<String>,
+    pub attr: String,
+    pub sub: Option<String>,
+}
+
+impl fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(u) = &self.urn {
+            write!(f, "{u}:")?;
+        }
+        f.write_str(&self.attr)?;
+        if let Some(s) = &self.sub {
+            write!(f, ".{s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl AttrPath {
+    /// Parses `urn:...:attr.sub`, `attr.sub` or `attr`.
+    pub fn parse(text: &str) -> ScimResult<AttrPath> {
+        let bad = || ScimError::invalid_path(format!("'{text}' is not a valid attribute path"));
+        let (urn, rest) = if text.len() > 4 && text[..4].eq_ignore_ascii_case("urn:") {
+            let i = text.rfind(':').ok_or_else(bad)?;
+            (Some(text[..i].to_string()), &text[i + 1..])
+        } else {
+            (None, text)
+        };
+        let mut parts = rest.splitn(2, '.');
+        let attr = parts.next().unwrap_or_default();
+        let sub = parts.next();
+        let valid = |s: &str| {
+            let mut chars = s.chars();
+            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
+        };
+        if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
+            return Err(bad());
+        }
+        Ok(AttrPath { urn, attr: attr.to_string(), sub: sub.map(str::to_string) })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Co,
+    Sw,
+    Ew,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CompareOp {
+    fn parse(word: &str) -> Option<CompareOp> {
+        Some(match word.to_ascii_lowercase().as_str() {
+            "eq" => CompareOp::Eq,
+            "ne" => CompareOp::Ne,
+            "co" => CompareOp::Co,
+            "sw" => CompareOp::Sw,
+            "ew" => CompareOp::Ew,
+            "gt" => CompareOp::Gt,
+            "ge" => CompareOp::Ge,
+            "lt" => CompareOp::Lt,
+            "le" => CompareOp::Le,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
+            CompareOp::Co => "co",
+            CompareOp::Sw => "sw",
+            CompareOp::Ew => "ew",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+        }
+    }
+}
+
+/// A comparison value as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompValue {
+    Str(String),
+    Num(serde_json::Number),
+    Bool(bool),
+    Null,
+}
+
+impl fmt::Display for CompValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompValue::Str(s) => write!(f, "{}", serde_json::Value::String(s.clone())),
+            CompValue::Num(n) => write!(f, "{n}"),
+            CompValue::Bool(b) => write!(f, "{b}"),
+            CompValue::Null => f.write_str("null"),
+        }
+    }
+}
+
+/// A parsed, untyped filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Compare(AttrPath, CompareOp, CompValue),
+    Present(AttrPath),
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    /// `attr[filter]`: some element of the multi-valued `attr` matches `filter`.
+    ValuePath(AttrPath, Box<Filter>),
+}
+
+impl fmt::Display for Filter {
+    /// Prints with full parentheses around binary operators so the output re-parses to the
+    /// same tree regardless of precedence.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Filter::Compare(p, op, v) => write!(f, "{p} {} {v}", op.as_str()),
+            Filter::Present(p) => write!(f, "{p} pr"),
+            Filter::And(a, b) => write!(f, "({a} and {b})"),
+            Filter::Or(a, b) => write!(f, "({a} or {b})"),
+            Filter::Not(a) => write!(f, "not ({a})"),
+            Filter::ValuePath(p, inner) => write!(f, "{p}[{inner}]"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Str(String),
+    Num(serde_json::Number),
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+}
+
+fn lex(input: &str) -> ScimResult<Vec<Tok>> {
+    let mut out = Vec::new();
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'(' => (out.push(Tok::LParen), i += 1).1,
+            b')' => (out.push(Tok::RParen), i += 1).1,
+            b'[' => (out.push(Tok::LBracket), i += 1).1,
+            b']' => (out.push(Tok::RBracket), i += 1).1,
+            b'"' => {
+                // A JSON string literal; serde_json handles the escapes.
+                let start = i;
+                i += 1;
+                let mut escaped = false;
+                loop {
+                    let Some(&ch) = bytes.get(i) else {
+                        return Err(ScimError::invalid_filter("unterminated string literal"));
+                    };
+                    i += 1;
+                    if escaped {
+                        escaped = false;
+                    } else if ch == b'\\' {
+                        escaped = true;
+                    } else if ch == b'"' {
+                        break;
+                    }
+                }
+                let s: String = serde_json::from_str(&input[start..i])
+                    .map_err(|e| ScimError::invalid_filter(format!("bad string literal: {e}")))?;
+                out.push(Tok::Str(s));
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let n: serde_json::Number = input[start..i]
+                    .parse()
+                    .map_err(|_| ScimError::invalid_filter(format!("bad number '{}'", &input[start..i])))?;
+                out.push(Tok::Num(n));
+            }
+            _ if c.is_ascii_alphabetic() || c == b'$' || c == b'_' => {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'$' | b':' | b'.'))
+                {
+                    i += 1;
+                }
+                out.push(Tok::Word(input[start..i].to_string()));
+            }
+            _ => {
+                let ch = input[i..].chars().next().unwrap_or('?');
+                return Err(ScimError::invalid_filter(format!("unexpected character '{ch}' at offset {i}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parser (recursive descent; precedence not > and > or)
+
+/// Nesting deeper than this is refused, so a hostile filter cannot overflow the stack.
+const MAX_DEPTH: usize = 64;
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+    fn peek_keyword(&self, kw: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+    }
+    fn expect(&mut self, t: Tok, what: &str) -> ScimResult<()> {
+        match self.next() {
+            Some(ref got) if *got == t => Ok(()),
+            Some(got) => Err(ScimError::invalid_filter(format!("expected {what}, found {got:?}"))),
+            None => Err(ScimError::invalid_filter(format!("expected {what}, found end of filter"))),
+        }
+    }
+
+    fn or_expr(&mut self, in_brackets: bool) -> ScimResult<Filter> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ScimError::invalid_filter("filter is nested too deeply"));
+        }
+        let mut left = self.and_expr(in_brackets)?;
+        while self.peek_keyword("or") {
+            self.pos += 1;
+            let right = self.and_expr(in_brackets)?;
+            left = Filter::Or(Box::new(left), Box::new(right));
+        }
+        self.depth -= 1;
+        Ok(left)
+    }
+
+    fn and_expr(&mut self, in_brackets: bool) -> ScimResult<Filter> {
+        let mut left = self.unary(in_brackets)?;
+        while self.peek_keyword("and") {
+            self.pos += 1;
+            let right = self.unary(in_brackets)?;
+            left = Filter::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self, in_brackets: bool) -> ScimResult<Filter> {
+        if self.peek_keyword("not") && matches!(self.toks.get(self.pos + 1), Some(Tok::LParen)) {
+            self.pos += 2;
+            let inner = self.or_expr(in_brackets)?;
+            self.expect(Tok::RParen, "')'")?;
+            return Ok(Filter::Not(Box::new(inner)));
+        }
+        match self.next() {
+            Some(Tok::LParen) => {
+                let inner = self.or_expr(in_brackets)?;
+                self.expect(Tok::RParen, "')'")?;
+                Ok(inner)
+            }
+            Some(Tok::Word(w)) => {
+                let path = AttrPath::parse(&w).map_err(|e| ScimError::invalid_filter(e.detail))?;
+                if matches!(self.peek(), Some(Tok::LBracket)) {
+                    if in_brackets {
+                        return Err(ScimError::invalid_filter("value filters cannot be nested"));
+                    }
+                    if path.sub.is_some() {
+                        return Err(ScimError::invalid_filter(format!("'{w}[...]': a value filter applies to an attribute, not a sub-attribute")));
+                    }
+                    self.pos += 1;
+                    let inner = self.or_expr(true)?;
+                    self.expect(Tok::RBracket, "']'")?;
+                    return Ok(Filter::ValuePath(path, Box::new(inner)));
+                }
+                self.attr_expr(path)
+            }
+            Some(t) => Err(ScimError::invalid_filter(format!("expected an attribute path, found {t:?}"))),
+            None => Err(ScimError::invalid_filter("unexpected end of filter")),
+        }
+    }
+
+    fn attr_expr(&mut self, path: AttrPath) -> ScimResult<Filter> {
+        let op = match self.next() {
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("pr") => return Ok(Filter::Present(path)),
+            Some(Tok::Word(w)) => CompareOp::parse(&w)
+                .ok_or_else(|| ScimError::invalid_filter(format!("unknown operator '{w}'")))?,
+            Some(t) => return Err(ScimError::invalid_filter(format!("expected an operator after '{path}', found {t:?}"))),
+            None => return Err(ScimError::invalid_filter(format!("expected an operator after '{path}'"))),
+        };
+        let value = match self.next() {
+            Some(Tok::Str(s)) => CompValue::Str(s),
+            Some(Tok::Num(n)) => CompValue::Num(n),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("true") => CompValue::Bool(true),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => CompValue::Bool(false),
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("null") => CompValue::Null,
+            Some(t) => return Err(ScimError::invalid_filter(format!("expected a value after '{path} {}', found {t:?}", op.as_str()))),
+            None => return Err(ScimError::invalid_filter(format!("expected a value after '{path} {}'", op.as_str()))),
+        };
+        Ok(Filter::Compare(path, op, value))
+    }
+}
+
+impl Filter {
+    /// Parses a complete filter expression.
+    pub fn parse(input: &str) -> ScimResult<Filter> {
+        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0 };
+        if p.toks.is_empty() {
+            return Err(ScimError::invalid_filter("empty filter"));
+        }
+        let f = p.or_expr(false)?;
+        if let Some(t) = p.peek() {
+            return Err(ScimError::invalid_filter(format!("unexpected {t:?} after a complete expression")));
+        }
+        Ok(f)
+    }
+
+    /// Parses the filter inside a PATCH value path (`members[value eq "x"]`), whose paths are
+    /// relative to the elements of the multi-valued attribute.
+    pub fn parse_value_filter(input: &str) -> ScimResult<Filter> {
+        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0 };
+        let f = p.or_expr(true)?;
+        if let Some(t) = p.peek() {
+            return Err(ScimError::invalid_filter(format!("unexpected {t:?} in value filter")));
+        }
+        Ok(f)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution against the schema
+
+/// An attribute a typed filter compares: a top-level attribute and optionally a sub-attribute.
+/// Inside a value filter (`emails[...]`), `attr` is the sub-attribute and `sub` is `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub ext: Option<&'static str>,
+    pub attr: &'static AttrDef,
+    pub sub: Option<&'static AttrDef>,
+}
+
+impl Target {
+    /// The definition whose value is compared.
+    pub fn leaf(&self) -> &'static AttrDef {
+        self.sub.unwrap_or(self.attr)
+    }
+}
+
+/// A comparison literal, already converted to the compared attribute's type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Bool(bool),
+    Num(f64),
+    Null,
+}
+
+#[derive(Debug, Clone)]
+pub enum Typed {
+    Cmp(Target, CompareOp, Literal),
+    Present(Target),
+    And(Box<Typed>, Box<Typed>),
+    Or(Box<Typed>, Box<Typed>),
+    Not(Box<Typed>),
+    /// Some element of the multi-valued complex attribute matches the inner filter.
+    Any(Target, Box<Typed>),
+}
+
+/// Canonical form of a dateTime (RFC 3339, UTC, milliseconds), so that string order is time order.
+pub fn canonical_datetime(s: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some(t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+fn literal_for(def: &AttrDef, op: CompareOp, v: &CompValue, shown: &str) -> ScimResult<Literal> {
+    let bad = |why: &str| ScimError::invalid_filter(format!("'{shown}': {why}"));
+    let ordering = matches!(op, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le);
+    let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
+    if matches!(v, CompValue::Null) {
+        return if matches!(op, CompareOp::Eq | CompareOp::Ne) { Ok(Literal::Null) } else { Err(bad("null only compares with eq or ne")) };
+    }
+    match def.ty {
+        AttrType::Boolean => {
+            if ordering || substring {
+                return Err(bad("boolean attributes only support eq and ne"));
+            }
+            match v {
+                CompValue::Bool(b) => Ok(Literal::Bool(*b)),
+                CompValue::Str(s) if s.eq_ignore_ascii_case("true") => Ok(Literal::Bool(true)),
+                CompValue::Str(s) if s.eq_ignore_ascii_case("false") => Ok(Literal::Bool(false)),
+                _ => Err(bad("expected true or false")),
+            }
+        }
+        AttrType::Binary if ordering => Err(bad("binary attributes cannot be ordered")),
+        AttrType::Integer | AttrType::Decimal => {
+            if substring {
+                return Err(bad("numbers do not support co, sw or ew"));
+            }
+            match v {
+                CompValue::Num(n) => Ok(Literal::Num(n.as_f64().unwrap_or(f64::NAN))),
+                _ => Err(bad("expected a number")),
+            }
+        }
+        AttrType::DateTime => match v {
+            CompValue::Str(s) if !substring => {
+                canonical_datetime(s).map(Literal::Str).ok_or_else(|| bad("expected an RFC 3339 dateTime"))
+            }
+            CompValue::Str(s) => Ok(Literal::Str(s.clone())),
+            _ => Err(bad("expected a dateTime string")),
+        },
+        AttrType::Complex => Err(bad("a complex attribute needs a sub-attribute to compare")),
+        _ => match v {
+            CompValue::Str(s) => Ok(Literal::Str(s.clone())),
+            // Lenient: `externalId eq 123` means the string "123".
+            CompValue::Num(n) => Ok(Literal::Str(n.to_string())),
+            CompValue::Bool(_) => Err(bad("expected a string")),
+            CompValue::Null => Ok(Literal::Null),
+        },
+    }
+}
+
+fn resolve_target(kind: ResourceKind, p: &AttrPath, for_compare: bool) -> ScimResult<Target> {
+    let loc = schema::locate(kind, p.urn.as_deref(), &p.attr)
+        .ok_or_else(|| ScimError::invalid_filter(format!("unknown attribute '{p}'")))?;
+    let sub = match &p.sub {
+        Some(s) => Some(
+            schema::find(loc.def.sub, s)
+                .ok_or_else(|| ScimError::invalid_filter(format!("unknown sub-attribute '{p}'")))?,
+        ),
+        // `emails eq "x"` compares the primary value sub-attribute of each element.
+        None if for_compare && loc.def.ty == AttrType::Complex && loc.def.multi => schema::find(loc.def.sub, "value"),
+        None => None,
+    };
+    Ok(Target { ext: loc.extension, attr: loc.def, sub })
+}
+
+impl Filter {
+    /// Types this filter against the schema of `kind`.
+    pub fn resolve(&self, kind: ResourceKind) -> ScimResult<Typed> {
+        self.resolve_in(kind, None)
+    }
+
+    /// Types a value filter (`attr[...]`) whose paths name sub-attributes of `parent`.
+    pub fn resolve_element(&self, kind: ResourceKind, parent: &'static AttrDef) -> ScimResult<Typed> {
+        self.resolve_in(kind, Some(parent))
+    }
+
+    /// `element`: inside `attr[...]`, the multi-valued attribute whose sub-attributes paths name.
+    fn resolve_in(&self, kind: ResourceKind, element: Option<&'static AttrDef>) -> ScimResult<Typed> {
+        let target = |p: &AttrPath, cmp: bool| -> ScimResult<Target> {
+            match element {
+                None => resolve_target(kind, p, cmp),
+                Some(parent) => {
+                    if p.urn.is_some() || p.sub.is_some() {
+                        return Err(ScimError::invalid_filter(format!("'{p}': paths inside a value filter name sub-attributes of '{}'", parent.name)));
+                    }
+                    let def = schema::find(parent.sub, &p.attr).ok_or_else(|| {
+                        ScimError::invalid_filter(format!("'{}' has no sub-attribute '{}'", parent.name, p.attr))
+                    })?;
+                    Ok(Target { ext: None, attr: def, sub: None })
+                }
+            }
+        };
+        Ok(match self {
+            Filter::Compare(p, op, v) => {
+                let t = target(p, true)?;
+                let shown = format!("{p} {} {v}", op.as_str());
+                Typed::Cmp(t, *op, literal_for(t.leaf(), *op, v, &shown)?)
+            }
+            Filter::Present(p) => Typed::Present(target(p, false)?),
+            Filter::And(a, b) => Typed::And(Box::new(a.resolve_in(kind, element)?), Box::new(b.resolve_in(kind, element)?)),
+            Filter::Or(a, b) => Typed::Or(Box::new(a.resolve_in(kind, element)?), Box::new(b.resolve_in(kind, element)?)),
+            Filter::Not(a) => Typed::Not(Box::new(a.resolve_in(kind, element)?)),
+            Filter::ValuePath(p, inner) => {
+                let t = resolve_target(kind, p, false)?;
+                if t.attr.ty != AttrType::Complex || !t.attr.multi {
+                    return Err(ScimError::invalid_filter(format!("'{p}[...]': only multi-valued complex attributes take a value filter")));
+                }
+                Typed::Any(t, Box::new(inner.resolve_in(kind, Some(t.attr))?))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_rfc_examples() {
+        for f in [
+            r#"userName Eq "john""#,
+            r#"name.familyName co "O'Malley""#,
+            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "J""#,
+            r#"title pr"#,
+            r#"meta.lastModified gt "2011-05-13T04:42:34Z""#,
+            r#"title pr and userType eq "Employee""#,
+            r#"title pr or userType eq "Intern""#,
+            r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#,
+            r#"userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")"#,
+            r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#,
+            r#"userType eq "Employee" and emails[type eq "work" and value co "@example.com"]"#,
+            r#"emails[type eq "work" and value co "@example.com"] or ims[type eq "xmpp" and value co "@foo.com"]"#,
+        ] {
+            Filter::parse(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn precedence_and_binds_tighter_than_or() {
+        let f = Filter::parse(r#"a eq "1" or b eq "2" and c eq "3""#).unwrap();
+        assert!(matches!(f, Filter::Or(_, ref r) if matches!(**r, Filter::And(_, _))), "{f}");
+    }
+
+    #[test]
+    fn urn_paths_split_at_last_colon() {
+        let p = AttrPath::parse("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value").unwrap();
+        assert_eq!(p.urn.as_deref(), Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"));
+        assert_eq!((p.attr.as_str(), p.sub.as_deref()), ("manager", Some("value")));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for f in ["", "userName", "userName eq", r#"userName zz "x""#, r#"(userName eq "x""#, r#"userName eq "x" extra"#,
+                  r#"emails[type eq "work""#, r#"emails[type[value eq "x"]]"#, r#"userName eq "unterminated"#] {
+            let e = Filter::parse(f).unwrap_err();
+            assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::InvalidFilter), "{f}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let f = format!("{}userName eq \"x\"{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(Filter::parse(&f).is_err());
+    }
+
+    #[test]
+    fn resolve_checks_types() {
+        let k = ResourceKind::User;
+        assert!(Filter::parse("active gt true").unwrap().resolve(k).is_err());
+        assert!(Filter::parse(r#"nope eq "x""#).unwrap().resolve(k).is_err());
+        assert!(Filter::parse(r#"name eq "x""#).unwrap().resolve(k).is_err());
+        assert!(Filter::parse(r#"userName[value eq "x"]"#).unwrap().resolve(k).is_err());
+        assert!(Filter::parse(r#"emails[type eq "work"]"#).unwrap().resolve(k).is_ok());
+        assert!(Filter::parse(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "x""#).unwrap().resolve(k).is_ok());
+        assert!(Filter::parse(r#"meta.created gt "not a date""#).unwrap().resolve(k).is_err());
+    }
+
+    fn arb_path() -> impl Strategy<Value = AttrPath> {
+        let name = "[a-zA-Z][a-zA-Z0-9_]{0,8}";
+        (proptest::option::of(Just("urn:ietf:params:scim:schemas:core:2.0:User".to_string())), name, proptest::option::of(name))
+            .prop_map(|(urn, attr, sub)| AttrPath { urn, attr, sub })
+    }
+
+    fn arb_value() -> impl Strategy<Value = CompValue> {
+        prop_oneof![
+            any::<String>().prop_map(CompValue::Str),
+            any::<i64>().prop_map(|n| CompValue::Num(n.into())),
+            any::<bool>().prop_map(CompValue::Bool),
+            Just(CompValue::Null),
+        ]
+    }
+
+    fn arb_op() -> impl Strategy<Value = CompareOp> {
+        use CompareOp::*;
+        proptest::sample::select(vec![Eq, Ne, Co, Sw, Ew, Gt, Ge, Lt, Le])
+    }
+
+    fn arb_filter(in_brackets: bool) -> BoxedStrategy<Filter> {
+        let path = if in_brackets { arb_path().prop_map(|p| AttrPath { urn: None, sub: None, ..p }).boxed() } else { arb_path().boxed() };
+        let leaf = prop_oneof![
+            (path.clone(), arb_op(), arb_value()).prop_map(|(p, o, v)| Filter::Compare(p, o, v)),
+            path.prop_map(Filter::Present),
+        ];
+        leaf.prop_recursive(4, 24, 2, move |inner| {
+            let mut options = vec![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))).boxed(),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))).boxed(),
+                inner.clone().prop_map(|a| Filter::Not(Box::new(a))).boxed(),
+            ];
+            if !in_brackets {
+                options.push(
+                    (arb_path().prop_map(|p| AttrPath { sub: None, ..p }), arb_filter(true))
+                        .prop_map(|(p, f)| Filter::ValuePath(p, Box::new(f)))
+                        .boxed(),
+                );
+            }
+            proptest::strategy::Union::new(options)
+        })
+        .boxed()
+    }
+
+    proptest! {
+        #[test]
+        fn print_then_parse_is_identity(f in arb_filter(false)) {
+            let printed = f.to_string();
+            let reparsed = Filter::parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed}: {e}")))?;
+            prop_assert_eq!(&reparsed, &f);
+            prop_assert_eq!(reparsed.to_string(), printed);
+        }
+
+        #[test]
+        fn parser_never_panics(s in "\\PC{0,64}") {
+            let _ = Filter::parse(&s);
+        }
+    }
+}

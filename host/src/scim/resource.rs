@@ -1,0 +1,266 @@
+//! Canonical resources: incoming JSON → schema-checked JSON with canonical attribute names.
+//!
+//! Every body an IdP sends (POST, PUT, the result of a PATCH) goes through [`canonicalize`],
+//! which is where the value-level IdP quirks are absorbed for every IdP kind: attribute names
+//! in any case, booleans sent as `"True"`/`"False"`, a single value where an array belongs,
+//! an enterprise `manager` sent as a bare id string. Read-only attributes a client sends are
+//! ignored (RFC 7643 §2.2), unknown attributes are dropped, `null` means unassigned.
+
+use serde_json::{Map, Value};
+
+use super::error::{ScimError, ScimResult};
+use super::filter::canonical_datetime;
+use super::schema::{self, AttrDef, AttrType, Mutability, ResourceKind};
+
+fn coerce_simple(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
+    let bad = |want: &str| ScimError::invalid_value(format!("'{shown}' must be {want}"));
+    Ok(Some(match (def.ty, v) {
+        (_, Value::Null) => return Ok(None),
+        (AttrType::Boolean, Value::Bool(_)) => v.clone(),
+        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
+        (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => Value::Bool(false),
+        (AttrType::Boolean, _) => return Err(bad("a boolean")),
+        (AttrType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => v.clone(),
+        (AttrType::Integer, _) => return Err(bad("an integer")),
+        (AttrType::Decimal, Value::Number(_)) => v.clone(),
+        (AttrType::Decimal, _) => return Err(bad("a number")),
+        (AttrType::DateTime, Value::String(s)) => {
+            Value::String(canonical_datetime(s).ok_or_else(|| bad("an RFC 3339 dateTime"))?)
+        }
+        (AttrType::DateTime, _) => return Err(bad("an RFC 3339 dateTime string")),
+        (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(_)) => v.clone(),
+        // IdPs send employee numbers and the like as JSON numbers.
+        (AttrType::String, Value::Number(n)) => Value::String(n.to_string()),
+        (AttrType::String | AttrType::Reference | AttrType::Binary, _) => return Err(bad("a string")),
+        (AttrType::Complex, _) => return Err(bad("an object")),
+    }))
+}
+
+fn canonical_complex(def: &AttrDef, v: &Value, shown: &str, keep_read_only: bool) -> ScimResult<Option<Value>> {
+    let obj = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        // Entra sends the enterprise manager as a bare id; any complex attribute with a
+        // `value` sub-attribute accepts that shorthand.
+        Value::String(_) | Value::Number(_) | Value::Bool(_) if schema::find(def.sub, "value").is_some() => {
+            let mut m = Map::new();
+            m.insert("value".into(), v.clone());
+            return canonical_complex(def, &Value::Object(m), shown, keep_read_only);
+        }
+        _ => return Err(ScimError::invalid_value(format!("'{shown}' must be an object"))),
+    };
+    let mut out = Map::new();
+    for (k, sv) in obj {
+        let Some(sd) = schema::find(def.sub, k) else { continue };
+        if sd.mutability == Mutability::ReadOnly && !keep_read_only {
+            continue;
+        }
+        if let Some(c) = coerce_simple(sd, sv, &format!("{shown}.{}", sd.name))? {
+            out.insert(sd.name.to_string(), c);
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(Value::Object(out)) })
+}
+
+/// Canonicalises one attribute value; `None` means "unassigned".
+pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
+    if def.multi {
+        let items: Vec<&Value> = match v {
+            Value::Null => return Ok(None),
+            Value::Array(a) => a.iter().collect(),
+            other => vec![other],
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let c = if def.ty == AttrType::Complex {
+                canonical_complex(def, item, shown, false)?
+            } else {
+                coerce_simple(def, item, shown)?
+            };
+            if let Some(c) = c
+                && !out.contains(&c)
+            {
+                out.push(c);
+            }
+        }
+        return Ok(if out.is_empty() { None } else { Some(Value::Array(out)) });
+    }
+    if def.ty == AttrType::Complex { canonical_complex(def, v, shown, false) } else { coerce_simple(def, v, shown) }
+}
+
+fn canonical_attrs(
+    attrs: &'static [AttrDef],
+    input: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+    prefix: &str,
+) -> ScimResult<()> {
+    for (k, v) in input {
+        let Some(def) = schema::find(attrs, k) else {
+            tracing::debug!(attribute = %k, "dropping unknown attribute");
+            continue;
+        };
+        if def.mutability == Mutability::ReadOnly {
+            continue;
+        }
+        if let Some(c) = canonical_value(def, v, &format!("{prefix}{}", def.name))? {
+            out.insert(def.name.to_string(), c);
+        }
+    }
+    Ok(())
+}
+
+/// Canonicalises a whole resource body. The result holds no `schemas`, `id`, `meta` or other
+/// read-only attributes: those are the server's, added by [`render`].
+pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
+    let obj = input.as_object().ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
+    let mut out = Map::new();
+    let mut core = Map::new();
+    for (k, v) in obj {
+        if k.eq_ignore_ascii_case("schemas") {
+            continue;
+        }
+        if let Some(urn) = schema::extension_urn(kind, k) {
+            let attrs = kind.extensions().iter().find(|(u, _)| *u == urn).map(|(_, a)| *a).unwrap_or(&[]);
+            let Some(ext_obj) = v.as_object() else {
+                if v.is_null() {
+                    continue;
+                }
+                return Err(ScimError::invalid_value(format!("'{urn}' must be an object")));
+            };
+            let mut ext = match out.remove(urn) {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            canonical_attrs(attrs, ext_obj, &mut ext, &format!("{urn}:"))?;
+            if !ext.is_empty() {
+                out.insert(urn.to_string(), Value::Object(ext));
+            }
+        } else if k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:") {
+            // A URN-qualified attribute name at the top level (`urn:...:User:userName`).
+            let Some(i) = k.rfind(':') else { continue };
+            let (urn, name) = (&k[..i], &k[i + 1..]);
+            match schema::locate(kind, Some(urn), name) {
+                Some(loc) if loc.def.mutability != Mutability::ReadOnly => {
+                    let c = canonical_value(loc.def, v, k)?;
+                    let target = match loc.extension {
+                        None => &mut core,
+                        Some(ext) => {
+                            let e = out.entry(ext.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                            match e.as_object_mut() {
+                                Some(m) => m,
+                                None => continue,
+                            }
+                        }
+                    };
+                    match c {
+                        Some(c) => target.insert(loc.def.name.to_string(), c),
+                        None => target.remove(loc.def.name),
+                    };
+                }
+                _ => tracing::debug!(attribute = %k, "dropping unknown attribute"),
+            }
+        } else {
+            let mut one = Map::new();
+            one.insert(k.clone(), v.clone());
+            canonical_attrs(schema::COMMON_ATTRS, &one, &mut core, "")?;
+            canonical_attrs(kind.core_attrs(), &one, &mut core, "")?;
+        }
+    }
+    // Core attributes first, extensions after: the order a reader expects.
+    let mut result = core;
+    for (k, v) in out {
+        if v.as_object().is_some_and(|o| !o.is_empty()) {
+            result.insert(k, v);
+        }
+    }
+    let required = kind.core_attrs().iter().filter(|a| a.required);
+    for def in required {
+        let ok = result.get(def.name).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
+        if !ok {
+            return Err(ScimError::invalid_value(format!("'{}' is required and must be a non-empty string", def.name)));
+        }
+    }
+    Ok(Value::Object(result))
+}
+
+/// The `meta` block and identity of a stored resource.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub id: String,
+    pub created: String,
+    pub last_modified: String,
+    pub version: i64,
+}
+
+impl Meta {
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version)
+    }
+}
+
+/// Turns a stored canonical resource into the representation a client receives.
+pub fn render(kind: ResourceKind, body: &Value, meta: &Meta, base_url: &str) -> Value {
+    let mut out = Map::new();
+    let mut schemas = vec![Value::from(kind.core_schema())];
+    for (urn, _) in kind.extensions() {
+        if body.get(*urn).is_some() {
+            schemas.push(Value::from(*urn));
+        }
+    }
+    out.insert("schemas".into(), Value::Array(schemas));
+    out.insert("id".into(), Value::from(meta.id.clone()));
+    if let Some(o) = body.as_object() {
+        for (k, v) in o {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    let mut m = Map::new();
+    m.insert("resourceType".into(), kind.name().into());
+    m.insert("created".into(), meta.created.clone().into());
+    m.insert("lastModified".into(), meta.last_modified.clone().into());
+    m.insert("location".into(), format!("{base_url}/{}/{}", kind.endpoint(), meta.id).into());
+    m.insert("version".into(), meta.etag().into());
+    out.insert("meta".into(), Value::Object(m));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonicalizes_idp_quirks() {
+        let c = canonicalize(
+            ResourceKind::User,
+            &json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "id": "client-chosen", "UserName": "jdoe", "active": "False",
+                "emails": {"Value": "j@x.com", "primary": "True"},
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": "m-1", "employeeNumber": 42},
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "Eng",
+                "groups": [{"value": "g"}], "unknownThing": 1, "nickName": null,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            json!({
+                "userName": "jdoe", "active": false,
+                "emails": [{"value": "j@x.com", "primary": true}],
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                    "manager": {"value": "m-1"}, "employeeNumber": "42", "department": "Eng"
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn requires_user_name() {
+        let e = canonicalize(ResourceKind::User, &json!({"userName": "  "})).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(canonicalize(ResourceKind::User, &json!({"active": "maybe", "userName": "x"})).is_err());
+        assert!(canonicalize(ResourceKind::User, &json!([1])).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Persistence behind a narrow trait, so another backend (PostgreSQL) can be added later.
+//!
+//! Two layers are stored side by side: the **IdP view** (each connection's users and groups
+//! exactly as the IdP wrote them, what SCIM GET returns) and the **directory** (the effective
+//! entries, app groups and memberships the application consumes, after the mapping pipeline).
+//! Every write takes both layers in one transaction.
+
+pub mod sqlite;
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::scim::list::ListQuery;
+use crate::scim::patch::MemberOp;
+use crate::scim::resource::Meta;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the resource changed concurrently")]
+    VersionMismatch,
+    #[error("{0}")]
+    InvalidReference(String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: i64,
+    pub name: String,
+    pub created: String,
+}
+
+/// The IdP kinds whose dialect details differ where IdPs' habits conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IdpKind {
+    Generic,
+    Entra,
+    Okta,
+    Onelogin,
+    Jumpcloud,
+    Ping,
+    Keycloak,
+    Idcs,
+}
+
+impl IdpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdpKind::Generic => "generic",
+            IdpKind::Entra => "entra",
+            IdpKind::Okta => "okta",
+            IdpKind::Onelogin => "onelogin",
+            IdpKind::Jumpcloud => "jumpcloud",
+            IdpKind::Ping => "ping",
+            IdpKind::Keycloak => "keycloak",
+            IdpKind::Idcs => "idcs",
+        }
+    }
+    pub fn parse(s: &str) -> Option<IdpKind> {
+        <IdpKind as clap::ValueEnum>::from_str(s, true).ok()
+    }
+}
+
+/// Token-bucket settings of one IdP connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit { per_second: 50.0, burst: 200 }
+    }
+}
+
+/// One IdP connection: the scope every SCIM request runs in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdpConnection {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub tenant: String,
+    pub name: String,
+    pub kind: IdpKind,
+    pub rate: RateLimit,
+    pub disabled: bool,
+    pub created: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIdp {
+    pub name: String,
+    pub kind: IdpKind,
+    pub rate: RateLimit,
+}
+
+/// A stored bearer token: only the hash of its secret part.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub idp: IdpConnection,
+    pub secret_hash: Vec<u8>,
+    pub expires: Option<String>,
+}
+
+/// The directory entry a user maps to (the output of the mapping pipeline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryWrite {
+    pub user_name: String,
+    pub active: bool,
+    pub attributes: Value,
+}
+
+/// A user write: the IdP view and the directory entry, stored together.
+#[derive(Debug, Clone)]
+pub struct UserWrite {
+    pub body: Value,
+    pub entry: EntryWrite,
+}
+
+/// A group write: the IdP view (without members) and the app groups it maps to.
+#[derive(Debug, Clone)]
+pub struct GroupWrite {
+    pub body: Value,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub value: String,
+    pub display: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub meta: Meta,
+    pub body: Value,
+    /// The IdP's groups the user belongs to (`None` when not requested).
+    pub groups: Option<Vec<Member>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredGroup {
+    pub meta: Meta,
+    pub body: Value,
+    /// `None` when not requested: members are never loaded unless returned.
+    pub members: Option<Vec<Member>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub total: usize,
+    pub items: Vec<T>,
+}
+
+/// What the directory holds for one entry (the application's view).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryEntry {
+    pub user_name: String,
+    pub active: bool,
+    pub attributes: Value,
+    pub groups: Vec<String>,
+}
+
+/// The storage operations the service needs. Every method is one transaction.
+pub trait Store: Send + Sync + 'static {
+    fn create_tenant(&self, name: &str) -> impl Future<Output = StoreResult<Tenant>> + Send;
+    fn list_tenants(&self) -> impl Future<Output = StoreResult<Vec<Tenant>>> + Send;
+    fn create_idp(&self, tenant: &str, idp: NewIdp) -> impl Future<Output = StoreResult<IdpConnection>> + Send;
+    fn list_idps(&self, tenant: Option<&str>) -> impl Future<Output = StoreResult<Vec<IdpConnection>>> + Send;
+    fn find_idp(&self, tenant: &str, idp: &str) -> impl Future<Output = StoreResult<Option<IdpConnection>>> + Send;
+    /// Adds a token; existing tokens of the connection expire at `expire_others_at` if given
+    /// (the rotation overlap window).
+    fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
+    fn find_token(&self, token_id: &str) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;
+    fn create_user(&self, idp: &IdpConnection, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredGroup>>> + Send;
+    fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    /// Updates a group; `w: None` leaves its attributes as they are. Member operations are
+    /// deltas applied in order.
+    fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The directory entry an IdP user maps to (the application's view).
+    fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
+}

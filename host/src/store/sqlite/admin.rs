@@ -1,0 +1,95 @@
+//! Tenants, IdP connections and their tokens.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use super::now;
+use crate::store::*;
+
+pub fn create_tenant(t: &Transaction<'_>, name: &str) -> StoreResult<Tenant> {
+    let created = now();
+    t.execute("INSERT INTO tenants (name, created) VALUES (?1, ?2)", params![name, created]).map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("tenant '{name}' already exists")),
+        other => other,
+    })?;
+    Ok(Tenant { id: t.last_insert_rowid(), name: name.to_string(), created })
+}
+
+pub fn list_tenants(c: &Connection) -> StoreResult<Vec<Tenant>> {
+    let mut st = c.prepare_cached("SELECT id, name, created FROM tenants ORDER BY name")?;
+    let rows = st.query_map([], |r| Ok(Tenant { id: r.get(0)?, name: r.get(1)?, created: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const IDP_COLUMNS: &str = "i.id, i.tenant_id, t.name, i.name, i.kind, i.rate_per_sec, i.burst, i.disabled, i.created";
+
+fn idp_row(r: &Row<'_>) -> rusqlite::Result<IdpConnection> {
+    let kind: String = r.get(4)?;
+    Ok(IdpConnection {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        tenant: r.get(2)?,
+        name: r.get(3)?,
+        kind: IdpKind::parse(&kind).unwrap_or(IdpKind::Generic),
+        rate: RateLimit { per_second: r.get(5)?, burst: r.get(6)? },
+        disabled: r.get(7)?,
+        created: r.get(8)?,
+    })
+}
+
+pub fn create_idp(t: &Transaction<'_>, tenant: &str, idp: &NewIdp) -> StoreResult<IdpConnection> {
+    let tenant_id: i64 = t
+        .query_row("SELECT id FROM tenants WHERE name = ?1", [tenant], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::InvalidReference(format!("no tenant named '{tenant}'")))?;
+    t.execute(
+        "INSERT INTO idps (tenant_id, name, kind, rate_per_sec, burst, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![tenant_id, idp.name, idp.kind.as_str(), idp.rate.per_second, idp.rate.burst, now()],
+    )
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("tenant '{tenant}' already has an IdP connection named '{}'", idp.name)),
+        other => other,
+    })?;
+    let id = t.last_insert_rowid();
+    Ok(t.query_row(&format!("SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE i.id = ?1"), [id], idp_row)?)
+}
+
+pub fn list_idps(c: &Connection, tenant: Option<&str>) -> StoreResult<Vec<IdpConnection>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE ?1 IS NULL OR t.name = ?1 ORDER BY t.name, i.name"
+    ))?;
+    let rows = st.query_map([tenant], idp_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn find_idp(c: &Connection, tenant: &str, idp: &str) -> StoreResult<Option<IdpConnection>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE t.name = ?1 AND i.name = ?2"
+    ))?;
+    Ok(st.query_row([tenant, idp], idp_row).optional()?)
+}
+
+pub fn add_token(t: &Transaction<'_>, idp_id: i64, token_id: &str, hash: &[u8], expire_others_at: Option<&str>) -> StoreResult<()> {
+    if let Some(at) = expire_others_at {
+        t.execute(
+            "UPDATE idp_tokens SET expires = ?2 WHERE idp_id = ?1 AND (expires IS NULL OR expires > ?2)",
+            params![idp_id, at],
+        )?;
+    }
+    // Expired tokens are of no use to anyone: drop them.
+    t.execute("DELETE FROM idp_tokens WHERE idp_id = ?1 AND expires IS NOT NULL AND expires <= ?2", params![idp_id, now()])?;
+    t.execute(
+        "INSERT INTO idp_tokens (token_id, idp_id, secret_hash, created) VALUES (?1, ?2, ?3, ?4)",
+        params![token_id, idp_id, hash, now()],
+    )?;
+    Ok(())
+}
+
+pub fn find_token(c: &Connection, token_id: &str) -> StoreResult<Option<TokenRecord>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {IDP_COLUMNS}, k.secret_hash, k.expires FROM idp_tokens k
+         JOIN idps i ON i.id = k.idp_id JOIN tenants t ON t.id = i.tenant_id WHERE k.token_id = ?1"
+    ))?;
+    Ok(st
+        .query_row([token_id], |r| Ok(TokenRecord { idp: idp_row(r)?, secret_hash: r.get(9)?, expires: r.get(10)? }))
+        .optional()?)
+}

@@ -1,0 +1,249 @@
+//! Groups: the IdP view (`groups`, `group_members`) and the app groups and memberships they
+//! map to. Member changes are deltas: no operation here loads or rewrites members it does not
+//! change, except those whose meaning is "all members" (remove all, replace the list).
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+
+use super::filter_sql::Compiler;
+use super::now;
+use crate::scim::eval::fold;
+use crate::scim::list::ListQuery;
+use crate::scim::patch::MemberOp;
+use crate::scim::resource::Meta;
+use crate::scim::schema::ResourceKind;
+use crate::store::*;
+
+const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
+    let body: String = r.get(2)?;
+    let body = serde_json::from_str(&body).map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok((
+        r.get(0)?,
+        StoredGroup {
+            meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
+            body,
+            members: None,
+        },
+    ))
+}
+
+fn members_of(c: &Connection, group_pk: i64) -> StoreResult<Vec<Member>> {
+    let mut st = c.prepare_cached(
+        "SELECT u.id, coalesce(json_extract(u.body, '$.displayName'), json_extract(u.body, '$.userName'))
+         FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1 ORDER BY u.pk",
+    )?;
+    let rows = st.query_map([group_pk], |r| Ok(Member { value: r.get(0)?, display: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
+    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.id = ?1 AND r.idp_id = ?2"))?;
+    let (pk, mut g) = st.query_row(params![id, idp_id], row)?;
+    if with_members {
+        g.members = Some(members_of(c, pk)?);
+    }
+    Ok(g)
+}
+
+pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
+    let mut comp = Compiler::new(ResourceKind::Group);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+    let order = match &q.sort_by {
+        Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
+        None => "r.pk".into(),
+    };
+    let idp = comp.param(rusqlite::types::Value::Integer(idp_id));
+    let where_ = format!("r.idp_id = {idp} AND {filter}");
+    let total: i64 = c.query_row(&format!("SELECT count(*) FROM groups r WHERE {where_}"), rusqlite::params_from_iter(comp.params.iter()), |r| r.get(0))?;
+    let mut items = Vec::new();
+    if q.count > 0 && (q.start_index as i64) <= total {
+        let sql = format!("SELECT {COLUMNS} FROM groups r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
+        let mut st = c.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(comp.params.iter()), row)?;
+        let with_members = q.projection.wants("members");
+        for r in rows {
+            let (pk, mut g) = r?;
+            if with_members {
+                g.members = Some(members_of(c, pk)?);
+            }
+            items.push(g);
+        }
+    }
+    Ok(Page { total: total as usize, items })
+}
+
+fn owner(group_pk: i64) -> String {
+    format!("g:{group_pk}")
+}
+
+fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
+    let nf = fold(name);
+    t.prepare_cached("INSERT OR IGNORE INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![tenant_id, name, nf, now()])?;
+    Ok(t.prepare_cached("SELECT id FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?.query_row(params![tenant_id, nf], |r| r.get(0))?)
+}
+
+fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
+    let mut st = t.prepare_cached("SELECT app_group_id FROM group_targets WHERE group_pk = ?1")?;
+    let rows = st.query_map([group_pk], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Points the IdP group at the app groups `names`, moving the memberships it owns.
+fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]) -> StoreResult<()> {
+    let mut wanted = Vec::new();
+    for n in names {
+        wanted.push(app_group(t, tenant_id, n)?);
+    }
+    let have = targets_of(t, group_pk)?;
+    let own = owner(group_pk);
+    for gone in have.iter().filter(|g| !wanted.contains(g)) {
+        t.prepare_cached("DELETE FROM group_targets WHERE group_pk = ?1 AND app_group_id = ?2")?.execute(params![group_pk, gone])?;
+        t.prepare_cached("DELETE FROM app_memberships WHERE group_id = ?1 AND owner = ?2")?.execute(params![gone, own])?;
+    }
+    for new in wanted.iter().filter(|g| !have.contains(g)) {
+        t.prepare_cached("INSERT OR IGNORE INTO group_targets (group_pk, app_group_id) VALUES (?1, ?2)")?.execute(params![group_pk, new])?;
+        t.prepare_cached(
+            "INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner)
+             SELECT ?1, u.entry_id, ?3 FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?2",
+        )?
+        .execute(params![new, group_pk, own])?;
+    }
+    Ok(())
+}
+
+/// Resolves member ids to (user pk, entry id) within the IdP connection.
+fn resolve_members(t: &Transaction<'_>, idp_id: i64, ids: &[String], strict: bool) -> StoreResult<Vec<(i64, i64)>> {
+    let mut st = t.prepare_cached("SELECT pk, entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+            Some(x) => out.push(x),
+            None if strict => {
+                return Err(StoreError::InvalidReference(format!("member '{id}' is not a user provisioned by this IdP connection")));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+fn add_members(t: &Transaction<'_>, group_pk: i64, targets: &[i64], members: &[(i64, i64)]) -> StoreResult<()> {
+    let own = owner(group_pk);
+    let mut ins = t.prepare_cached("INSERT OR IGNORE INTO group_members (group_pk, user_pk) VALUES (?1, ?2)")?;
+    let mut grant = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
+    for (user_pk, entry_id) in members {
+        if ins.execute(params![group_pk, user_pk])? == 1 {
+            for g in targets {
+                grant.execute(params![g, entry_id, own])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_members(t: &Transaction<'_>, group_pk: i64, members: &[(i64, i64)]) -> StoreResult<()> {
+    let own = owner(group_pk);
+    let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
+    let mut revoke = t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1 AND entry_id = ?2")?;
+    for (user_pk, entry_id) in members {
+        if del.execute(params![group_pk, user_pk])? == 1 {
+            revoke.execute(params![own, entry_id])?;
+        }
+    }
+    Ok(())
+}
+
+fn apply_member_ops(t: &Transaction<'_>, idp_id: i64, group_pk: i64, ops: &[MemberOp]) -> StoreResult<()> {
+    let targets = targets_of(t, group_pk)?;
+    let mut i = 0;
+    while i < ops.len() {
+        match (&ops[i], ops.get(i + 1)) {
+            // "Replace the member list" becomes the delta against the current list.
+            (MemberOp::RemoveAll, Some(MemberOp::Add(ids))) => {
+                let wanted: HashMap<i64, i64> = resolve_members(t, idp_id, ids, true)?.into_iter().collect();
+                let mut st = t.prepare_cached("SELECT m.user_pk, u.entry_id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
+                let have: Vec<(i64, i64)> = st.query_map([group_pk], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                let have_set: HashSet<i64> = have.iter().map(|(p, _)| *p).collect();
+                let gone: Vec<(i64, i64)> = have.into_iter().filter(|(p, _)| !wanted.contains_key(p)).collect();
+                let new: Vec<(i64, i64)> = wanted.into_iter().filter(|(p, _)| !have_set.contains(p)).collect();
+                remove_members(t, group_pk, &gone)?;
+                add_members(t, group_pk, &targets, &new)?;
+                i += 2;
+                continue;
+            }
+            (MemberOp::RemoveAll, _) => {
+                t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
+                t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(group_pk)])?;
+            }
+            (MemberOp::Add(ids), _) => add_members(t, group_pk, &targets, &resolve_members(t, idp_id, ids, true)?)?,
+            (MemberOp::Remove(ids), _) => remove_members(t, group_pk, &resolve_members(t, idp_id, ids, false)?)?,
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn index(body: &Value) -> (String, Option<String>) {
+    let dn = body.get("displayName").and_then(Value::as_str).unwrap_or_default();
+    (fold(dn), body.get("externalId").and_then(Value::as_str).map(str::to_string))
+}
+
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String]) -> StoreResult<StoredGroup> {
+    let (dn, ext) = index(&w.body);
+    let ts = now();
+    let id = uuid::Uuid::new_v4().to_string();
+    t.prepare_cached(
+        "INSERT INTO groups (idp_id, id, display_name_fold, external_id, body, created, modified, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)",
+    )?
+    .execute(params![idp.id, id, dn, ext, w.body.to_string(), ts])?;
+    let pk = t.last_insert_rowid();
+    retarget(t, idp.tenant_id, pk, &w.targets)?;
+    if !members.is_empty() {
+        apply_member_ops(t, idp.id, pk, &[MemberOp::Add(members.to_vec())])?;
+    }
+    Ok(StoredGroup { meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 }, body: w.body.clone(), members: None })
+}
+
+pub fn update(
+    t: &Transaction<'_>,
+    idp: &IdpConnection,
+    id: &str,
+    expected_version: i64,
+    w: Option<&GroupWrite>,
+    ops: &[MemberOp],
+) -> StoreResult<StoredGroup> {
+    let (pk, version): (i64, i64) = t
+        .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
+        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if version != expected_version {
+        return Err(StoreError::VersionMismatch);
+    }
+    let ts = now();
+    if let Some(w) = w {
+        let (dn, ext) = index(&w.body);
+        t.prepare_cached("UPDATE groups SET display_name_fold = ?2, external_id = ?3, body = ?4 WHERE pk = ?1")?
+            .execute(params![pk, dn, ext, w.body.to_string()])?;
+        retarget(t, idp.tenant_id, pk, &w.targets)?;
+    }
+    apply_member_ops(t, idp.id, pk, ops)?;
+    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
+    let (_, g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    Ok(g)
+}
+
+pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+    let (pk, version): (i64, i64) = t
+        .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
+        .query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if expected_version.is_some_and(|v| v != version) {
+        return Err(StoreError::VersionMismatch);
+    }
+    t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(pk)])?;
+    t.prepare_cached("DELETE FROM groups WHERE pk = ?1")?.execute([pk])?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`. Append only: never edit a
+//! migration that has shipped.
+
+use rusqlite::Connection;
+
+use crate::store::{StoreError, StoreResult};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, IdP connections, tokens; the IdP view; the directory.
+    r#"
+    CREATE TABLE tenants (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE idps (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        rate_per_sec REAL NOT NULL,
+        burst INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE idp_tokens (
+        token_id TEXT PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        secret_hash BLOB NOT NULL,
+        created TEXT NOT NULL,
+        expires TEXT
+    );
+    CREATE INDEX idp_tokens_idp ON idp_tokens(idp_id);
+
+    -- The directory: what the application consumes, after the mapping pipeline.
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        user_name TEXT NOT NULL,
+        user_name_fold TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        attributes TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        UNIQUE (tenant_id, user_name_fold)
+    );
+    CREATE TABLE app_groups (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        name_fold TEXT NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (tenant_id, name_fold)
+    );
+    -- A membership holds while any owner holds it; owner 'g:<pk>' is an IdP group.
+    CREATE TABLE app_memberships (
+        group_id INTEGER NOT NULL REFERENCES app_groups(id) ON DELETE CASCADE,
+        entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+        owner TEXT NOT NULL,
+        PRIMARY KEY (group_id, entry_id, owner)
+    ) WITHOUT ROWID;
+    CREATE INDEX app_memberships_entry ON app_memberships(entry_id);
+    CREATE INDEX app_memberships_owner ON app_memberships(owner, entry_id);
+
+    -- The IdP view: each connection's resources as the IdP wrote them.
+    CREATE TABLE users (
+        pk INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        id TEXT NOT NULL UNIQUE,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        user_name_fold TEXT NOT NULL,
+        external_id TEXT,
+        display_name_fold TEXT,
+        active INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        UNIQUE (idp_id, user_name_fold)
+    );
+    CREATE INDEX users_external ON users(idp_id, external_id);
+    CREATE INDEX users_display ON users(idp_id, display_name_fold);
+    CREATE INDEX users_entry ON users(entry_id);
+    CREATE TABLE user_emails (
+        value_fold TEXT NOT NULL,
+        user_pk INTEGER NOT NULL REFERENCES users(pk) ON DELETE CASCADE,
+        PRIMARY KEY (value_fold, user_pk)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_emails_user ON user_emails(user_pk);
+
+    CREATE TABLE groups (
+        pk INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        id TEXT NOT NULL UNIQUE,
+        display_name_fold TEXT NOT NULL,
+        external_id TEXT,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX groups_display ON groups(idp_id, display_name_fold);
+    CREATE INDEX groups_external ON groups(idp_id, external_id);
+    CREATE TABLE group_members (
+        group_pk INTEGER NOT NULL REFERENCES groups(pk) ON DELETE CASCADE,
+        user_pk INTEGER NOT NULL REFERENCES users(pk) ON DELETE CASCADE,
+        PRIMARY KEY (group_pk, user_pk)
+    ) WITHOUT ROWID;
+    CREATE INDEX group_members_user ON group_members(user_pk, group_pk);
+    -- The app groups an IdP group maps to (the groups hook may give several).
+    CREATE TABLE group_targets (
+        group_pk INTEGER NOT NULL REFERENCES groups(pk) ON DELETE CASCADE,
+        app_group_id INTEGER NOT NULL REFERENCES app_groups(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_pk, app_group_id)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Backend(format!(
+            "the database is at schema version {current}, newer than this build knows ({known}); upgrade mapwright"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let txn = conn.transaction()?;
+        txn.execute_batch(sql)?;
+        txn.pragma_update(None, "user_version", i as i64 + 1)?;
+        txn.commit()?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}

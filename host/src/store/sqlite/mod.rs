@@ -1,0 +1,235 @@
+//! The SQLite backend: WAL, versioned migrations, one writer thread, a pool of readers.
+//!
+//! SQLite allows one writer at a time; rather than contend on its lock, every write is sent to
+//! a dedicated thread that owns the write connection and runs each request in its own
+//! transaction. Reads run on blocking-pool threads with their own connections and never wait
+//! for writes (WAL). Nothing here runs on the async worker threads.
+
+mod admin;
+mod filter_sql;
+mod groups;
+mod migrations;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// How durable an acknowledged write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Survives a crash of the process (WAL, `synchronous=NORMAL`).
+    #[default]
+    Process,
+    /// Also survives a power loss (`synchronous=FULL`: an fsync per commit).
+    Power,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    durability: Durability,
+    writer: mpsc::UnboundedSender<Job>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+fn open(path: &Path, durability: Durability, write: bool) -> rusqlite::Result<Connection> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let sync = match durability {
+        Durability::Process => "NORMAL",
+        Durability::Power => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-32000; PRAGMA temp_store=MEMORY;"
+    ))?;
+    // Unicode case folding for caseExact=false comparisons, matching `scim::eval::fold`.
+    conn.create_scalar_function("scim_fold", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).ok().map(crate::scim::eval::fold),
+            _ => None,
+        })
+    })?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut conn = open(path, durability, true)?;
+        migrations::migrate(&mut conn)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("mapwright-writer".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path: path.to_path_buf(), durability, writer: tx, readers: Mutex::new(Vec::new()) }),
+        })
+    }
+
+    /// Runs `f` in one write transaction on the writer thread.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            let result = (|| {
+                let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&txn)?;
+                txn.commit()?;
+                Ok(out)
+            })();
+            let _ = tx.send(result);
+        });
+        self.inner.writer.send(job).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Backend("the writer thread dropped a request".into()))?
+    }
+
+    /// Runs `f` on a pooled read connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path, inner.durability, false)?,
+            };
+            // A read transaction gives the whole request one consistent snapshot.
+            conn.execute_batch("BEGIN")?;
+            let out = f(&conn);
+            let _ = conn.execute_batch("COMMIT");
+            if let Ok(mut p) = inner.readers.lock()
+                && p.len() < 16
+            {
+                p.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+impl Store for SqliteStore {
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
+        let name = name.to_string();
+        self.write(move |t| admin::create_tenant(t, &name)).await
+    }
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(admin::list_tenants).await
+    }
+    async fn create_idp(&self, tenant: &str, idp: NewIdp) -> StoreResult<IdpConnection> {
+        let tenant = tenant.to_string();
+        self.write(move |t| admin::create_idp(t, &tenant, &idp)).await
+    }
+    async fn list_idps(&self, tenant: Option<&str>) -> StoreResult<Vec<IdpConnection>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| admin::list_idps(c, tenant.as_deref())).await
+    }
+    async fn find_idp(&self, tenant: &str, idp: &str) -> StoreResult<Option<IdpConnection>> {
+        let (tenant, idp) = (tenant.to_string(), idp.to_string());
+        self.read(move |c| admin::find_idp(c, &tenant, &idp)).await
+    }
+    async fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<String>) -> StoreResult<()> {
+        let (token_id, hash) = (token_id.to_string(), secret_hash.to_vec());
+        self.write(move |t| admin::add_token(t, idp_id, &token_id, &hash, expire_others_at.as_deref())).await
+    }
+    async fn find_token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>> {
+        let token_id = token_id.to_string();
+        self.read(move |c| admin::find_token(c, &token_id)).await
+    }
+
+    async fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| users::get(c, idp_id, &id, with_groups)).await
+    }
+    async fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
+        let (idp_id, q) = (idp.id, q.clone());
+        self.read(move |c| users::list(c, idp_id, &q)).await
+    }
+    async fn create_user(&self, idp: &IdpConnection, w: UserWrite) -> StoreResult<StoredUser> {
+        let idp = idp.clone();
+        self.write(move |t| users::create(t, &idp, &w)).await
+    }
+    async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite) -> StoreResult<StoredUser> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| users::update(t, &idp, &id, expected_version, &w)).await
+    }
+    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.write(move |t| users::delete(t, idp_id, &id, expected_version)).await
+    }
+
+    async fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| groups::get(c, idp_id, &id, with_members)).await
+    }
+    async fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
+        let (idp_id, q) = (idp.id, q.clone());
+        self.read(move |c| groups::list(c, idp_id, &q)).await
+    }
+    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>) -> StoreResult<StoredGroup> {
+        let idp = idp.clone();
+        self.write(move |t| groups::create(t, &idp, &w, &members)).await
+    }
+    async fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>) -> StoreResult<StoredGroup> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| groups::update(t, &idp, &id, expected_version, w.as_ref(), &members)).await
+    }
+    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.write(move |t| groups::delete(t, idp_id, &id, expected_version)).await
+    }
+    async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
+        let user_name = user_name.to_string();
+        self.read(move |c| users::directory_entry(c, tenant_id, &user_name)).await
+    }
+}

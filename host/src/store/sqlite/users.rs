@@ -1,0 +1,218 @@
+//! Users: the IdP view (`users`, `user_emails`) and the directory entry (`entries`) together.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+
+use super::filter_sql::Compiler;
+use super::now;
+use crate::scim::eval::fold;
+use crate::scim::list::ListQuery;
+use crate::scim::resource::Meta;
+use crate::scim::schema::ResourceKind;
+use crate::store::*;
+
+/// The indexed fields of a canonical user body.
+struct Index {
+    user_name: String,
+    external_id: Option<String>,
+    display_name: Option<String>,
+    active: bool,
+    emails: Vec<String>,
+}
+
+fn index(body: &Value) -> Index {
+    let s = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut emails: Vec<String> = body
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|e| e.get("value").and_then(Value::as_str)).map(fold).collect())
+        .unwrap_or_default();
+    emails.sort();
+    emails.dedup();
+    Index {
+        user_name: s("userName").unwrap_or_default(),
+        external_id: s("externalId"),
+        display_name: s("displayName").map(|d| fold(&d)),
+        active: body.get("active").and_then(Value::as_bool).unwrap_or(true),
+        emails,
+    }
+}
+
+const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredUser)> {
+    let body: String = r.get(2)?;
+    let body = serde_json::from_str(&body).map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok((
+        r.get(0)?,
+        StoredUser {
+            meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
+            body,
+            groups: None,
+        },
+    ))
+}
+
+fn groups_of(c: &Connection, user_pk: i64) -> StoreResult<Vec<Member>> {
+    let mut st = c.prepare_cached(
+        "SELECT g.id, json_extract(g.body, '$.displayName') FROM group_members m JOIN groups g ON g.pk = m.group_pk
+         WHERE m.user_pk = ?1 ORDER BY g.pk",
+    )?;
+    let rows = st.query_map([user_pk], |r| Ok(Member { value: r.get(0)?, display: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn get(c: &Connection, idp_id: i64, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
+    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.id = ?1 AND r.idp_id = ?2"))?;
+    let (pk, mut u) = st.query_row(params![id, idp_id], row)?;
+    if with_groups {
+        u.groups = Some(groups_of(c, pk)?);
+    }
+    Ok(u)
+}
+
+pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
+    let mut comp = Compiler::new(ResourceKind::User);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+    let order = match &q.sort_by {
+        Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
+        None => "r.pk".into(),
+    };
+    let idp = comp.param(rusqlite::types::Value::Integer(idp_id));
+    let where_ = format!("r.idp_id = {idp} AND {filter}");
+    let total: i64 = c.query_row(&format!("SELECT count(*) FROM users r WHERE {where_}"), rusqlite::params_from_iter(comp.params.iter()), |r| r.get(0))?;
+    let mut items = Vec::new();
+    if q.count > 0 && (q.start_index as i64) <= total {
+        let sql = format!("SELECT {COLUMNS} FROM users r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
+        let mut st = c.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(comp.params.iter()), row)?;
+        let with_groups = q.projection.wants("groups");
+        for r in rows {
+            let (pk, mut u) = r?;
+            if with_groups {
+                u.groups = Some(groups_of(c, pk)?);
+            }
+            items.push(u);
+        }
+    }
+    Ok(Page { total: total as usize, items })
+}
+
+fn taken_in_idp(t: &Transaction<'_>, idp_id: i64, user_name_fold: &str, except_pk: Option<i64>) -> StoreResult<bool> {
+    let mut st = t.prepare_cached("SELECT pk FROM users WHERE idp_id = ?1 AND user_name_fold = ?2")?;
+    let pk: Option<i64> = st.query_row(params![idp_id, user_name_fold], |r| r.get(0)).optional()?;
+    Ok(pk.is_some_and(|p| Some(p) != except_pk))
+}
+
+fn directory_conflict(e: rusqlite::Error, user_name: &str) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!(
+            "the directory already has a user named '{user_name}' (usernames are unique case-insensitively within a tenant)"
+        )),
+        other => other,
+    }
+}
+
+fn write_emails(t: &Transaction<'_>, pk: i64, emails: &[String]) -> StoreResult<()> {
+    t.prepare_cached("DELETE FROM user_emails WHERE user_pk = ?1")?.execute([pk])?;
+    let mut st = t.prepare_cached("INSERT OR IGNORE INTO user_emails (value_fold, user_pk) VALUES (?1, ?2)")?;
+    for e in emails {
+        st.execute(params![e, pk])?;
+    }
+    Ok(())
+}
+
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreResult<StoredUser> {
+    let ix = index(&w.body);
+    let uf = fold(&ix.user_name);
+    if taken_in_idp(t, idp.id, &uf, None)? {
+        return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
+    }
+    let ts = now();
+    let attrs = w.entry.attributes.to_string();
+    t.prepare_cached(
+        "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?
+    .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts])
+    .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
+    let entry_id = t.last_insert_rowid();
+    let id = uuid::Uuid::new_v4().to_string();
+    t.prepare_cached(
+        "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1)",
+    )?
+    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
+    let pk = t.last_insert_rowid();
+    write_emails(t, pk, &ix.emails)?;
+    Ok(StoredUser {
+        meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 },
+        body: w.body.clone(),
+        groups: Some(Vec::new()),
+    })
+}
+
+fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
+    let mut st = t.prepare_cached("SELECT pk, entry_id, version FROM users WHERE id = ?1 AND idp_id = ?2")?;
+    let (pk, entry_id, version): (i64, i64, i64) = st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if expected_version.is_some_and(|v| v != version) {
+        return Err(StoreError::VersionMismatch);
+    }
+    Ok((pk, entry_id))
+}
+
+pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite) -> StoreResult<StoredUser> {
+    let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
+    let ix = index(&w.body);
+    let uf = fold(&ix.user_name);
+    if taken_in_idp(t, idp.id, &uf, Some(pk))? {
+        return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
+    }
+    let ts = now();
+    t.prepare_cached("UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = ?4, attributes = ?5, modified = ?6 WHERE id = ?1")?
+        .execute(params![entry_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, w.entry.attributes.to_string(), ts])
+        .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
+    t.prepare_cached(
+        "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
+         version = version + 1 WHERE pk = ?1",
+    )?
+    .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
+    write_emails(t, pk, &ix.emails)?;
+    let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    u.groups = Some(groups_of(t, pk)?);
+    Ok(u)
+}
+
+pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+    let (pk, entry_id) = current(t, idp_id, id, expected_version)?;
+    let ts = now();
+    // The user's groups lose a member: their versions change.
+    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
+        .execute(params![pk, ts])?;
+    t.prepare_cached(
+        "DELETE FROM app_memberships WHERE entry_id = ?1 AND owner IN (SELECT 'g:' || group_pk FROM group_members WHERE user_pk = ?2)",
+    )?
+    .execute(params![entry_id, pk])?;
+    t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
+    t.prepare_cached("DELETE FROM entries WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.execute([entry_id])?;
+    Ok(())
+}
+
+pub fn directory_entry(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
+    let mut st = c.prepare_cached("SELECT id, user_name, active, attributes FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?;
+    let Some((id, user_name, active, attrs)) = st
+        .query_row(params![tenant_id, fold(user_name)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?)))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut st = c.prepare_cached(
+        "SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name",
+    )?;
+    let groups = st.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(Some(DirectoryEntry {
+        user_name,
+        active,
+        attributes: serde_json::from_str(&attrs).map_err(|e| StoreError::Backend(e.to_string()))?,
+        groups,
+    }))
+}
