@@ -5,3 +5,10 @@
 
 pub mod scim;
 pub mod store;
+pub mod service;
+pub mod http;
+pub mod tokens;
+pub mod cli;
+pub mod config;
+pub mod server;
+pub mod telemetry;

@@ -2,6 +2,7 @@
 //! resource canonicalisation, list parameters and errors.
 
 pub mod error;
+pub mod dialect;
 pub mod eval;
 pub mod filter;
 pub mod list;

@@ -1,0 +1,234 @@
+//! The `mapwright` command line. Output meant for people goes to stdout here; logs go
+//! through `tracing` to stderr.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{Config, LogFormat, validate_name};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
+use crate::{server, telemetry, tokens};
+
+/// Mapwright: a SCIM 2.0 provisioning server with per-IdP mapping rules.
+#[derive(Debug, Parser)]
+#[command(name = "mapwright", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, the embedded example configuration is used.
+    #[arg(long, global = true, env = "MAPWRIGHT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the SQLite database (overrides the configuration).
+    #[arg(long, global = true, env = "MAPWRIGHT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SCIM server.
+    Serve(ServeArgs),
+    /// Manage tenants (one application directory each).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage IdP connections (each with its own SCIM base URL and token).
+    #[command(subcommand)]
+    Idp(IdpCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "MAPWRIGHT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The URL clients reach the server at, when behind a proxy.
+    #[arg(long, env = "MAPWRIGHT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format.
+    #[arg(long, env = "MAPWRIGHT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Add {
+        /// Tenant name (used in SCIM URLs).
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdpCommand {
+    /// Create an IdP connection and print its SCIM base URL and bearer token (shown once).
+    Add {
+        tenant: String,
+        name: String,
+        /// Which IdP this is; selects the dialect details where IdPs conflict.
+        #[arg(long, value_enum, default_value = "generic")]
+        kind: IdpKind,
+        /// Sustained requests per second allowed (0 = unlimited).
+        #[arg(long)]
+        rate_per_second: Option<f64>,
+        /// Requests allowed in a burst.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List IdP connections.
+    List {
+        /// Only this tenant's connections.
+        tenant: Option<String>,
+    },
+    /// Issue a new bearer token; older tokens keep working for the overlap window.
+    RotateToken {
+        tenant: String,
+        name: String,
+        /// Seconds the previous tokens stay valid (0 revokes them now).
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn public_url(cfg: &Config) -> String {
+    cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.server.listen)).trim_end_matches('/').to_string()
+}
+
+fn base_url(public: &str, idp: &IdpConnection) -> String {
+    format!("{public}/scim/v2/{}/{}", idp.tenant, idp.name)
+}
+
+fn store_err(e: StoreError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+async fn issue_token(store: &SqliteStore, idp: &IdpConnection, expire_others_at: Option<String>) -> anyhow::Result<String> {
+    let t = tokens::generate()?;
+    store.add_token(idp.id, &t.id, &t.secret_hash, expire_others_at).await.map_err(store_err)?;
+    Ok(t.token)
+}
+
+fn print_token(public: &str, idp: &IdpConnection, token: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!({"tenant": idp.tenant, "idp": idp.name, "kind": idp.kind.as_str(), "base_url": base_url(public, idp), "token": token}));
+    } else {
+        println!("IdP connection {}/{} ({})", idp.tenant, idp.name, idp.kind.as_str());
+        println!("  SCIM base URL: {}", base_url(public, idp));
+        println!("  Bearer token (shown once, store it now): {token}");
+    }
+}
+
+/// Creates the tenants and IdP connections of the configuration that do not exist yet;
+/// returns the new connections with their tokens.
+async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConnection, Option<String>)>> {
+    let mut out = Vec::new();
+    let existing = store.list_tenants().await.map_err(store_err)?;
+    for t in &cfg.tenants {
+        if !existing.iter().any(|e| e.name == t.name) {
+            store.create_tenant(&t.name).await.map_err(store_err)?;
+        }
+        for i in &t.idps {
+            match store.find_idp(&t.name, &i.name).await.map_err(store_err)? {
+                Some(idp) => out.push((idp, None)),
+                None => {
+                    let idp = store.create_idp(&t.name, NewIdp { name: i.name.clone(), kind: i.kind, rate: i.rate() }).await.map_err(store_err)?;
+                    let token = issue_token(store, &idp, None).await?;
+                    out.push((idp, Some(token)));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Command::Serve(a) = &cli.command {
+        if let Some(l) = a.listen {
+            cfg.server.listen = l;
+        }
+        if let Some(u) = &a.public_url {
+            cfg.server.public_url = Some(u.clone());
+        }
+        if let Some(f) = a.log_format {
+            cfg.server.log_format = f;
+        }
+    }
+    telemetry::init(cfg.server.log_format);
+    let store = SqliteStore::open(&cfg.server.db_path(), cfg.server.durability).map_err(store_err).context("opening the store")?;
+    match cli.command {
+        Command::Serve(_) => {
+            let seeded = seed(&store, &cfg).await?;
+            let srv = server::Server::bind(&cfg.server, store).await?;
+            let public = srv.public_url().to_string();
+            println!("Mapwright listening on {public}");
+            println!("  database: {}", cfg.server.db_path().display());
+            for (idp, token) in &seeded {
+                match token {
+                    Some(t) => print_token(&public, idp, t, false),
+                    None => {
+                        println!("IdP connection {}/{} ({})", idp.tenant, idp.name, idp.kind.as_str());
+                        println!("  SCIM base URL: {}", base_url(&public, idp));
+                        println!("  Bearer token: issued earlier (new one: mapwright idp rotate-token {} {})", idp.tenant, idp.name);
+                    }
+                }
+            }
+            srv.serve(server::shutdown_signal()).await
+        }
+        Command::Tenant(TenantCommand::Add { name }) => {
+            validate_name("tenant", &name)?;
+            let t = store.create_tenant(&name).await.map_err(store_err)?;
+            println!("tenant {} created", t.name);
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::List) => {
+            for t in store.list_tenants().await.map_err(store_err)? {
+                println!("{}\t{}", t.name, t.created);
+            }
+            Ok(())
+        }
+        Command::Idp(IdpCommand::Add { tenant, name, kind, rate_per_second, burst, json }) => {
+            validate_name("IdP connection", &name)?;
+            let d = RateLimit::default();
+            let rate = RateLimit { per_second: rate_per_second.unwrap_or(d.per_second), burst: burst.unwrap_or(d.burst) };
+            if rate.per_second < 0.0 || !rate.per_second.is_finite() {
+                bail!("--rate-per-second must be 0 (unlimited) or positive");
+            }
+            let idp = store.create_idp(&tenant, NewIdp { name, kind, rate }).await.map_err(store_err)?;
+            let token = issue_token(&store, &idp, None).await?;
+            print_token(&public_url(&cfg), &idp, &token, json);
+            Ok(())
+        }
+        Command::Idp(IdpCommand::List { tenant }) => {
+            let public = public_url(&cfg);
+            for i in store.list_idps(tenant.as_deref()).await.map_err(store_err)? {
+                println!("{}/{}\t{}\t{}/s burst {}\t{}", i.tenant, i.name, i.kind.as_str(), i.rate.per_second, i.rate.burst, base_url(&public, &i));
+            }
+            Ok(())
+        }
+        Command::Idp(IdpCommand::RotateToken { tenant, name, overlap_secs, json }) => {
+            let idp = store.find_idp(&tenant, &name).await.map_err(store_err)?.with_context(|| format!("no IdP connection {tenant}/{name}"))?;
+            let until = chrono::Utc::now() + chrono::Duration::seconds(overlap_secs.min(365 * 86_400) as i64);
+            let token = issue_token(&store, &idp, Some(until.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())).await?;
+            print_token(&public_url(&cfg), &idp, &token, json);
+            if !json {
+                println!("  Previous tokens stop working at {}", until.format("%Y-%m-%dT%H:%M:%SZ"));
+            }
+            Ok(())
+        }
+    }
+}

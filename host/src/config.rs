@@ -1,0 +1,146 @@
+//! Configuration: a TOML file (or the embedded example), overridden by flags and environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::store::sqlite::Durability;
+use crate::store::{IdpKind, RateLimit};
+
+/// The example configuration compiled into the binary: `mapwright serve` with no `--config`
+/// runs it (the example tenant and IdP connection, a SQLite file under `./data`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/mapwright.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The URL clients reach the server at, if not `http://<listen>` (behind a proxy).
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// The largest request body accepted, in bytes (413 beyond).
+    pub body_limit: usize,
+    pub durability: Durability,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            log_format: LogFormat::Text,
+            body_limit: 1024 * 1024,
+            durability: Durability::Process,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("mapwright.db")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    #[serde(default, rename = "idp")]
+    pub idps: Vec<IdpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    pub name: String,
+    #[serde(default = "default_kind")]
+    pub kind: IdpKind,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+fn default_kind() -> IdpKind {
+    IdpKind::Generic
+}
+
+impl IdpConfig {
+    pub fn rate(&self) -> RateLimit {
+        let d = RateLimit::default();
+        RateLimit { per_second: self.rate_per_second.unwrap_or(d.per_second), burst: self.burst.unwrap_or(d.burst) }
+    }
+}
+
+/// Tenant and IdP names appear in URLs: lower-case letters, digits, `-` and `_`.
+pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        bail!("invalid {what} name '{name}': use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let c: Config = toml::from_str(text).with_context(|| format!("reading configuration {origin}"))?;
+        for t in &c.tenants {
+            validate_name("tenant", &t.name)?;
+            for i in &t.idps {
+                validate_name("IdP connection", &i.name)?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Loads `path`, or the embedded example when `None`.
+    pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                Config::parse(&text, &p.display().to_string())
+            }
+            None => Config::parse(EMBEDDED_DEFAULT, "(embedded example)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::load(None).unwrap();
+        assert!(!c.tenants.is_empty() && !c.tenants[0].idps.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_names_and_unknown_keys() {
+        assert!(Config::parse("[[tenant]]\nname = \"Bad Name\"", "t").is_err());
+        assert!(Config::parse("[server]\nlisten_typo = 1", "t").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Authentication of IdP connections, and the request scope every SCIM handler runs in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::AppState;
+use crate::scim::error::ScimError;
+use crate::store::{IdpConnection, Store, TokenRecord};
+use crate::tokens;
+
+/// How long a token record is trusted without re-reading it. Bounded so that a token
+/// revoked or rotated from the CLI (another process) stops working within this time.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct AuthCache {
+    records: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+}
+
+/// The authenticated IdP connection of a request and its SCIM base URL.
+pub struct Scope {
+    pub idp: IdpConnection,
+    pub base: String,
+}
+
+async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>, ScimError> {
+    if let Ok(cache) = state.auth_cache.records.lock()
+        && let Some((rec, at)) = cache.get(id)
+        && at.elapsed() < CACHE_TTL
+    {
+        return Ok(Some(rec.clone()));
+    }
+    let rec = state.service.store().find_token(id).await.map_err(|e| {
+        tracing::error!(error = %e, "token lookup failed");
+        ScimError::internal("authentication is unavailable")
+    })?;
+    if let (Some(r), Ok(mut cache)) = (&rec, state.auth_cache.records.lock()) {
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (r.clone(), Instant::now()));
+    }
+    Ok(rec)
+}
+
+impl FromRequestParts<Arc<AppState>> for Scope {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ScimError::not_found("no such SCIM endpoint"))?;
+        let (Some(tenant), Some(idp)) = (params.get("tenant"), params.get("idp")) else {
+            return Err(ScimError::not_found("no such SCIM endpoint"));
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        let Some((id, secret)) = presented.and_then(tokens::parse) else {
+            return Err(ScimError::unauthorized());
+        };
+        let Some(rec) = token_record(state, id).await? else {
+            return Err(ScimError::unauthorized());
+        };
+        let now = crate::store::sqlite::now();
+        let valid = tokens::verify(secret, &rec.secret_hash)
+            && rec.idp.tenant == *tenant
+            && rec.idp.name == *idp
+            && !rec.idp.disabled
+            && rec.expires.as_deref().is_none_or(|e| e > now.as_str());
+        if !valid {
+            return Err(ScimError::unauthorized());
+        }
+        let span = tracing::Span::current();
+        span.record("tenant", rec.idp.tenant.as_str());
+        span.record("idp", rec.idp.name.as_str());
+        state.limiter.check(rec.idp.id, rec.idp.rate).map_err(ScimError::too_many_requests)?;
+        let base = format!("{}/scim/v2/{}/{}", state.public_url, rec.idp.tenant, rec.idp.name);
+        Ok(Scope { idp: rec.idp, base })
+    }
+}

@@ -1,0 +1,36 @@
+//! The request body extractor: size-limited (413), JSON (400 invalidSyntax), and accepting
+//! both `application/scim+json` and `application/json`.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde_json::Value;
+
+use super::AppState;
+use crate::scim::error::ScimError;
+
+pub struct ScimBody(pub Value);
+
+impl FromRequest<Arc<AppState>> for ScimBody {
+    type Rejection = ScimError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let limit = state.body_limit;
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ScimError::payload_too_large(limit));
+        }
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if !(mime.is_empty() || mime == "application/scim+json" || mime == "application/json" || mime.ends_with("+json")) {
+                return Err(ScimError::new(415, None, format!("unsupported content type '{mime}'; send application/scim+json")));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ScimError::payload_too_large(limit))?;
+        if bytes.is_empty() {
+            return Err(ScimError::invalid_syntax("the request needs a JSON body"));
+        }
+        serde_json::from_slice(&bytes).map(ScimBody).map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    }
+}

@@ -1,0 +1,126 @@
+//! The HTTP surface: routing, authentication, rate limiting, request ids and SCIM responses.
+//! Handlers only translate between HTTP and [`crate::service`].
+
+mod auth;
+mod body;
+mod discovery;
+pub mod ratelimit;
+mod resources;
+pub mod response;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::Instrument;
+
+use crate::scim::error::ScimError;
+use crate::scim::schema::ResourceKind;
+use crate::service::Service;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// The store backend the server runs on.
+pub type AppStore = SqliteStore;
+
+pub struct AppState {
+    pub service: Service<AppStore>,
+    pub limiter: ratelimit::RateLimiter,
+    pub auth_cache: auth::AuthCache,
+    /// Scheme, host and port clients reach the server at (no trailing slash).
+    pub public_url: String,
+    pub body_limit: usize,
+}
+
+macro_rules! kind_routes {
+    ($kind:expr) => {{
+        use ResourceKind as K;
+        let k: K = $kind;
+        Router::new()
+            .route(
+                "/",
+                get(move |s, sc, q| resources::list(k, s, sc, q)).post(move |s, sc, q, b| resources::create(k, s, sc, q, b)),
+            )
+            .route("/.search", post(move |s, sc, b| resources::search(k, s, sc, b)))
+            .route(
+                "/{id}",
+                get(move |s, sc, p, q| resources::get_one(k, s, sc, p, q))
+                    .put(move |s, sc, p, q, h, b| resources::replace(k, s, sc, p, q, h, b))
+                    .patch(move |s, sc, p, q, h, b| resources::patch(k, s, sc, p, q, h, b))
+                    .delete(move |s, sc, p, h| resources::delete(k, s, sc, p, h)),
+            )
+    }};
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let scim = Router::new()
+        .nest("/Users", kind_routes!(ResourceKind::User))
+        .nest("/Groups", kind_routes!(ResourceKind::Group))
+        .route("/.search", post(resources::search_all))
+        .route("/ServiceProviderConfig", get(discovery::service_provider_config))
+        .route("/Schemas", get(discovery::schemas))
+        .route("/Schemas/{id}", get(discovery::schemas))
+        .route("/ResourceTypes", get(discovery::resource_types))
+        .route("/ResourceTypes/{id}", get(discovery::resource_types))
+        .route("/Bulk", post(|| async { ScimError::new(501, None, "bulk operations are not supported") }))
+        .method_not_allowed_fallback(|| async { ScimError::method_not_allowed() });
+    Router::new()
+        .nest("/scim/v2/{tenant}/{idp}", scim)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ScimError::not_found("no such endpoint") })
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.store().list_tenants().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+/// A request id (the client's `X-Request-Id` if it is sane, else a new one), a span with the
+/// tenant and IdP once authenticated, and one access-log line. Never the token.
+async fn request_context(req: Request, next: Next) -> Response {
+    let incoming = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .map(str::to_string);
+    let request_id = incoming.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        tenant = tracing::field::Empty,
+        idp = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    async move {
+        let mut resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if status >= 500 {
+            tracing::warn!(status, latency_ms = ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms = ms, "request");
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}

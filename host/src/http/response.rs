@@ -1,0 +1,89 @@
+//! SCIM responses: `application/scim+json` bodies, errors as RFC 7644 §3.12 bodies.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::scim::error::ScimError;
+use crate::scim::resource::{Meta, render};
+use crate::scim::schema::ResourceKind;
+use crate::store::{StoredGroup, StoredUser};
+
+pub const SCIM_JSON: &str = "application/scim+json; charset=utf-8";
+
+pub fn scim_json(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    r
+}
+
+impl IntoResponse for ScimError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = scim_json(status, &self.body());
+        let h = r.headers_mut();
+        if self.status == 401 {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mapwright\""));
+        }
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            h.insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+/// A single resource with its `ETag` (and `Location` on create).
+pub fn resource(status: StatusCode, kind: ResourceKind, body: Value, meta: &Meta, base: &str) -> Response {
+    let mut r = scim_json(status, &body);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&meta.etag()) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("{base}/{}/{}", kind.endpoint(), meta.id))
+    {
+        h.insert(header::LOCATION, v);
+    }
+    r.headers_mut().extend(h);
+    r
+}
+
+pub fn render_user(u: &StoredUser, base: &str) -> Value {
+    let mut body = u.body.clone();
+    if let (Some(groups), Some(o)) = (&u.groups, body.as_object_mut())
+        && !groups.is_empty()
+    {
+        let refs: Vec<Value> = groups
+            .iter()
+            .map(|g| json!({"value": g.value, "display": g.display, "$ref": format!("{base}/Groups/{}", g.value), "type": "direct"}))
+            .collect();
+        o.insert("groups".into(), Value::Array(refs));
+    }
+    render(ResourceKind::User, &body, &u.meta, base)
+}
+
+pub fn render_group(g: &StoredGroup, base: &str) -> Value {
+    let mut body = g.body.clone();
+    if let (Some(members), Some(o)) = (&g.members, body.as_object_mut())
+        && !members.is_empty()
+    {
+        let refs: Vec<Value> = members
+            .iter()
+            .map(|m| json!({"value": m.value, "display": m.display, "$ref": format!("{base}/Users/{}", m.value), "type": "User"}))
+            .collect();
+        o.insert("members".into(), Value::Array(refs));
+    }
+    render(ResourceKind::Group, &body, &g.meta, base)
+}
+
+pub fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": total,
+        "startIndex": start_index,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}

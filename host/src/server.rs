@@ -1,0 +1,74 @@
+//! Server lifecycle: open the store, bind, serve until shutdown, drain in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::ServerConfig;
+use crate::http::{self, AppState, AppStore};
+use crate::service::Service;
+use crate::service::mapping::IdentityRegistry;
+
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks a free port) over an open store.
+    pub async fn bind(cfg: &ServerConfig, store: AppStore) -> anyhow::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
+        let state = Arc::new(AppState {
+            service: Service::new(Arc::new(store), Arc::new(IdentityRegistry::default())),
+            limiter: Default::default(),
+            auth_cache: Default::default(),
+            public_url,
+            body_limit: cfg.body_limit,
+        });
+        Ok(Server { listener, state, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "serving");
+        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining requests in flight");
+}

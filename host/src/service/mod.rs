@@ -1,0 +1,240 @@
+//! Provisioning operations, one per SCIM request: validate and normalise the input, run the
+//! mapping pipeline, and write the IdP view and the directory in one store transaction.
+//!
+//! Writes that start from the current state (PATCH, PUT) read it, compute the new state off
+//! the writer thread (mapping can be expensive), then write with a version check; a
+//! concurrent change makes the write retry from a fresh read instead of losing an update.
+
+pub mod mapping;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::scim::dialect::Dialect;
+use crate::scim::error::{ScimError, ScimResult};
+use crate::scim::list::{ListQuery, Projection};
+use crate::scim::patch::{self, MemberOp};
+use crate::scim::resource::canonicalize;
+use crate::scim::schema::ResourceKind;
+use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
+use mapping::{MapContext, MappingError, Operation, PipelineRegistry};
+
+/// How often a write retries after losing a race with a concurrent write to the same resource.
+const MAX_RETRIES: usize = 8;
+
+pub struct Service<S: Store> {
+    store: Arc<S>,
+    pipelines: Arc<dyn PipelineRegistry>,
+}
+
+impl From<MappingError> for ScimError {
+    fn from(e: MappingError) -> Self {
+        match e {
+            MappingError::Rejected { .. } => ScimError::invalid_value(e.to_string()),
+            MappingError::Fault { .. } => ScimError::internal(e.to_string()),
+        }
+    }
+}
+
+fn store_error(kind: ResourceKind, id: &str, e: StoreError) -> ScimError {
+    match e {
+        StoreError::NotFound => ScimError::not_found(format!("{} '{id}' not found", kind.name())),
+        StoreError::Conflict(m) => ScimError::uniqueness(m),
+        StoreError::VersionMismatch => ScimError::precondition_failed(),
+        StoreError::InvalidReference(m) => ScimError::invalid_value(m),
+        StoreError::Backend(m) => {
+            tracing::error!(error = %m, "store failure");
+            ScimError::internal("the directory store failed; the request was not applied")
+        }
+    }
+}
+
+/// An `If-Match` precondition: the weak ETags a client accepts, or `*`.
+#[derive(Debug, Clone, Default)]
+pub struct Precondition(Option<String>);
+
+impl Precondition {
+    pub fn new(if_match: Option<&str>) -> Precondition {
+        Precondition(if_match.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+    }
+    fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+    fn check(&self, version: i64) -> ScimResult<()> {
+        let Some(h) = &self.0 else { return Ok(()) };
+        let ok = h.split(',').map(str::trim).any(|t| {
+            t == "*" || t.trim_start_matches("W/").trim_matches('"') == version.to_string()
+        });
+        if ok { Ok(()) } else { Err(ScimError::precondition_failed()) }
+    }
+}
+
+impl<S: Store> Service<S> {
+    pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
+        Service { store, pipelines }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<UserWrite> {
+        let ctx = MapContext { idp, operation: op };
+        let entry = self.pipelines.pipeline_for(idp).map_user(&ctx, &body)?;
+        Ok(UserWrite { body, entry })
+    }
+
+    fn group_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<GroupWrite> {
+        let ctx = MapContext { idp, operation: op };
+        let targets = self.pipelines.pipeline_for(idp).map_group(&ctx, &body)?;
+        Ok(GroupWrite { body, targets })
+    }
+
+    // -- Users ----------------------------------------------------------------------------
+
+    pub async fn create_user(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredUser> {
+        let body = canonicalize(ResourceKind::User, input)?;
+        let w = self.user_write(idp, Operation::Create, body)?;
+        self.store.create_user(idp, w).await.map_err(|e| store_error(ResourceKind::User, "", e))
+    }
+
+    pub async fn get_user(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredUser> {
+        self.store.get_user(idp, id, p.wants("groups")).await.map_err(|e| store_error(ResourceKind::User, id, e))
+    }
+
+    pub async fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> ScimResult<Page<StoredUser>> {
+        self.store.list_users(idp, q).await.map_err(|e| store_error(ResourceKind::User, "", e))
+    }
+
+    /// Read, change, write with a version check; retried when a concurrent write wins.
+    async fn modify_user<F>(&self, idp: &IdpConnection, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredUser>
+    where
+        F: Fn(&Value) -> ScimResult<Value>,
+    {
+        for _ in 0..MAX_RETRIES {
+            let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+            pre.check(cur.meta.version)?;
+            let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
+            let w = self.user_write(idp, op, body)?;
+            match self.store.update_user(idp, id, cur.meta.version, w).await {
+                Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
+                r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
+            }
+        }
+        Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
+    }
+
+    pub async fn replace_user(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
+        // Validate once up front so a bad body fails before any read.
+        canonicalize(ResourceKind::User, input)?;
+        self.modify_user(idp, id, pre, Operation::Replace, |_| Ok(input.clone())).await
+    }
+
+    pub async fn patch_user(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
+        let ops = patch::parse_and_resolve(ResourceKind::User, input)?;
+        self.modify_user(idp, id, pre, Operation::Patch, |cur| patch::apply(cur, &ops)).await
+    }
+
+    pub async fn delete_user(&self, idp: &IdpConnection, id: &str, pre: &Precondition) -> ScimResult<()> {
+        let expected = match pre.is_set() {
+            true => {
+                let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+                pre.check(cur.meta.version)?;
+                Some(cur.meta.version)
+            }
+            false => None,
+        };
+        self.store.delete_user(idp, id, expected).await.map_err(|e| store_error(ResourceKind::User, id, e))
+    }
+
+    // -- Groups ---------------------------------------------------------------------------
+
+    /// Splits a canonical group body into its attributes and its member ids.
+    fn split_group(input: &Value) -> ScimResult<(Value, Option<Vec<String>>)> {
+        let mut body = canonicalize(ResourceKind::Group, input)?;
+        let members = match body.as_object_mut().and_then(|o| o.remove("members")) {
+            None => {
+                // `canonicalize` drops an empty list; an explicit `"members": []` still means "none".
+                let explicit_empty = input.as_object().is_some_and(|o| o.iter().any(|(k, v)| k.eq_ignore_ascii_case("members") && v.as_array().is_some_and(Vec::is_empty)));
+                if explicit_empty { Some(Vec::new()) } else { None }
+            }
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|m| m.get("value").and_then(Value::as_str).map(str::to_string).ok_or_else(|| ScimError::invalid_value("each member needs a 'value'")))
+                    .collect::<ScimResult<_>>()?,
+            ),
+            Some(_) => return Err(ScimError::invalid_value("'members' must be an array")),
+        };
+        Ok((body, members))
+    }
+
+    pub async fn create_group(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredGroup> {
+        let (body, members) = Self::split_group(input)?;
+        let w = self.group_write(idp, Operation::Create, body)?;
+        self.store.create_group(idp, w, members.unwrap_or_default()).await.map_err(|e| store_error(ResourceKind::Group, "", e))
+    }
+
+    pub async fn get_group(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredGroup> {
+        self.store.get_group(idp, id, p.wants("members")).await.map_err(|e| store_error(ResourceKind::Group, id, e))
+    }
+
+    pub async fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> ScimResult<Page<StoredGroup>> {
+        self.store.list_groups(idp, q).await.map_err(|e| store_error(ResourceKind::Group, "", e))
+    }
+
+    async fn modify_group<F>(&self, idp: &IdpConnection, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredGroup>
+    where
+        F: Fn(&Value) -> ScimResult<(Option<Value>, Vec<MemberOp>)>,
+    {
+        for _ in 0..MAX_RETRIES {
+            let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
+            pre.check(cur.meta.version)?;
+            let (body, members) = change(&cur.body)?;
+            let w = match body {
+                Some(b) if b != cur.body => Some(self.group_write(idp, op, canonicalize(ResourceKind::Group, &b)?)?),
+                _ => None,
+            };
+            match self.store.update_group(idp, id, cur.meta.version, w, members).await {
+                Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
+                r => return r.map_err(|e| store_error(ResourceKind::Group, id, e)),
+            }
+        }
+        Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
+    }
+
+    pub async fn replace_group(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
+        let (body, members) = Self::split_group(input)?;
+        let dialect = Dialect::for_kind(idp.kind);
+        // A full member list becomes "replace": the store turns it into the delta.
+        let ops = match members {
+            Some(ids) => vec![MemberOp::RemoveAll, MemberOp::Add(ids)],
+            None if dialect.put_without_members_keeps_members => vec![],
+            None => vec![MemberOp::RemoveAll],
+        };
+        self.modify_group(idp, id, pre, Operation::Replace, |_| Ok((Some(body.clone()), ops.clone()))).await
+    }
+
+    pub async fn patch_group(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
+        let ops = patch::parse_and_resolve(ResourceKind::Group, input)?;
+        let (attr_ops, member_ops) = patch::split_members(ops)?;
+        self.modify_group(idp, id, pre, Operation::Patch, |cur| {
+            let body = if attr_ops.is_empty() { None } else { Some(patch::apply(cur, &attr_ops)?) };
+            Ok((body, member_ops.clone()))
+        })
+        .await
+    }
+
+    pub async fn delete_group(&self, idp: &IdpConnection, id: &str, pre: &Precondition) -> ScimResult<()> {
+        let expected = match pre.is_set() {
+            true => {
+                let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
+                pre.check(cur.meta.version)?;
+                Some(cur.meta.version)
+            }
+            false => None,
+        };
+        self.store.delete_group(idp, id, expected).await.map_err(|e| store_error(ResourceKind::Group, id, e))
+    }
+}
