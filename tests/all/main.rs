@@ -1,1 +1,13 @@
+//! The end-to-end suite: one test binary for the workspace (every extra binary links the
+//! server again). Add a module here rather than a new file under `tests/`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli;
+mod concurrency;
+mod dialects;
+mod errors;
+mod filters;
+mod groups;
+mod harness;
+mod isolation;
+mod users;

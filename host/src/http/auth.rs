@@ -15,7 +15,7 @@ use crate::tokens;
 
 /// How long a token record is trusted without re-reading it. Bounded so that a token
 /// revoked or rotated from the CLI (another process) stops working within this time.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+const CACHE_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct AuthCache {

@@ -5,6 +5,7 @@
 //! the writer thread (mapping can be expensive), then write with a version check; a
 //! concurrent change makes the write retry from a fresh read instead of losing an update.
 
+mod locks;
 pub mod mapping;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ const MAX_RETRIES: usize = 8;
 pub struct Service<S: Store> {
     store: Arc<S>,
     pipelines: Arc<dyn PipelineRegistry>,
+    locks: locks::KeyedLocks,
 }
 
 impl From<MappingError> for ScimError {
@@ -72,7 +74,7 @@ impl Precondition {
 
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
-        Service { store, pipelines }
+        Service { store, pipelines, locks: Default::default() }
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -112,6 +114,7 @@ impl<S: Store> Service<S> {
     where
         F: Fn(&Value) -> ScimResult<Value>,
     {
+        let _guard = self.locks.lock(idp.id, id).await;
         for _ in 0..MAX_RETRIES {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
@@ -188,6 +191,7 @@ impl<S: Store> Service<S> {
     where
         F: Fn(&Value) -> ScimResult<(Option<Value>, Vec<MemberOp>)>,
     {
+        let _guard = self.locks.lock(idp.id, id).await;
         for _ in 0..MAX_RETRIES {
             let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
             pre.check(cur.meta.version)?;

@@ -3,7 +3,7 @@
 //! The attributes IdPs filter on (id, userName, externalId, displayName, emails.value,
 //! members.value) compile to indexed columns and side tables; everything else to SQLite JSON
 //! functions over the stored body. Semantics mirror `scim::eval` exactly (see its module doc):
-//! each predicate is made NULL-free with `coalesce(…, 0)` so that `not` and `ne` behave as
+//! each predicate is made NULL-free (`x IS NOT NULL AND …`) so that `not` and `ne` behave as
 //! there, and `ne` is compiled as the negation of `eq`.
 
 use rusqlite::types::Value as SqlValue;
@@ -123,9 +123,10 @@ impl Compiler {
         }
         match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
             (ResourceKind::User, "emails", Some("value")) if t.ext.is_none() => {
+                // `IN` lets SQLite drive the lookup from the email index.
                 let s = Scalar { expr: "e.value_fold".into(), folded: true };
                 let c = self.cmp(&s, leaf, op, lit);
-                format!("EXISTS (SELECT 1 FROM user_emails e WHERE e.user_pk = r.pk AND {c})")
+                format!("r.pk IN (SELECT e.user_pk FROM user_emails e WHERE {c})")
             }
             (ResourceKind::Group, "members", sub) if t.ext.is_none() => {
                 let s = member_scalar(sub.unwrap_or("value"));
@@ -153,7 +154,7 @@ impl Compiler {
         if value_eq && let Literal::Str(id) = lit {
             let p = self.param(SqlValue::Text(id.clone()));
             return format!(
-                "EXISTS (SELECT 1 FROM group_members m WHERE m.group_pk = r.pk AND m.user_pk = (SELECT pk FROM users WHERE id = {p}))"
+                "r.pk IN (SELECT m.group_pk FROM group_members m WHERE m.user_pk = (SELECT pk FROM users WHERE id = {p}))"
             );
         }
         let c = inner(self);
@@ -170,26 +171,44 @@ impl Compiler {
             }
             return self.members_exists(|c| c.compile_in(inner, Ctx::Member), false, &Literal::Null);
         }
+        // `emails[value eq "x" and …]` implies `emails.value eq "x"`: add that as an indexed
+        // conjunct so the lookup starts from the email index.
+        let mut implied = String::new();
+        if self.kind == ResourceKind::User && t.ext.is_none() && t.attr.name == "emails" {
+            let mut conj = vec![inner];
+            while let Some(f) = conj.pop() {
+                match f {
+                    Typed::And(a, b) => conj.extend([&**a, &**b]),
+                    Typed::Cmp(it, CompareOp::Eq, lit @ Literal::Str(_)) if it.attr.name == "value" => {
+                        let s = Scalar { expr: "e.value_fold".into(), folded: true };
+                        let c = self.cmp(&s, it.attr, CompareOp::Eq, lit);
+                        implied = format!("r.pk IN (SELECT e.user_pk FROM user_emails e WHERE {c}) AND ");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let a = self.alias();
         let base = format!("{a}.value");
         let c = self.compile_in(inner, Ctx::Element(&base));
-        format!("EXISTS (SELECT 1 FROM json_each(r.body, '{}') {a} WHERE {c})", json_path(t, false))
+        format!("({implied}EXISTS (SELECT 1 FROM json_each(r.body, '{}') {a} WHERE {c}))", json_path(t, false))
     }
 
     fn present(&mut self, t: &Target, ctx: Ctx<'_>) -> String {
         match ctx {
             Ctx::Element(base) => {
                 let e = format!("json_extract({base}, '$.\"{}\"')", t.attr.name);
-                return format!("coalesce({e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''), 0)");
+                return format!("({e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''))");
             }
             Ctx::Member => {
                 let e = member_scalar(t.attr.name).expr;
-                return format!("coalesce({e} IS NOT NULL AND {e} <> '', 0)");
+                return format!("({e} IS NOT NULL AND {e} <> '')");
             }
             Ctx::Resource => {}
         }
         if let Some(s) = self.indexed(t) {
-            return format!("coalesce({e} IS NOT NULL AND {e} <> '', 0)", e = s.expr);
+            return format!("({e} IS NOT NULL AND {e} <> '')", e = s.expr);
         }
         match (self.kind, t.attr.name) {
             (ResourceKind::User, "emails") if t.ext.is_none() && t.sub.is_none_or(|s| s.name == "value") => {
@@ -213,7 +232,7 @@ impl Compiler {
             },
             _ => {
                 let p = json_path(t, true);
-                format!("coalesce(json_type(r.body, '{p}') <> 'null' AND (json_type(r.body, '{p}') <> 'text' OR json_extract(r.body, '{p}') <> ''), 0)")
+                format!("(json_type(r.body, '{p}') IS NOT NULL AND json_type(r.body, '{p}') <> 'null' AND (json_type(r.body, '{p}') <> 'text' OR json_extract(r.body, '{p}') <> ''))")
             }
         }
     }
@@ -230,10 +249,12 @@ impl Compiler {
         };
         match lit {
             Literal::Null => "0".into(),
-            Literal::Bool(b) => format!("coalesce({} {sym} {}, 0)", s.expr, i32::from(*b)),
+            // `x IS NOT NULL AND …` is never NULL (FALSE AND NULL is FALSE) and, unlike a
+            // coalesce() wrapper, leaves `x = ?` visible to the planner for index use.
+            Literal::Bool(b) => format!("({e} IS NOT NULL AND {e} {sym} {})", i32::from(*b), e = s.expr),
             Literal::Num(n) => {
                 let p = self.param(SqlValue::Real(*n));
-                format!("coalesce(typeof({e}) IN ('integer', 'real') AND {e} {sym} {p}, 0)", e = s.expr)
+                format!("(typeof({e}) IN ('integer', 'real') AND {e} {sym} {p})", e = s.expr)
             }
             Literal::Str(v) => {
                 let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
@@ -248,7 +269,7 @@ impl Compiler {
                 let guard = format!("typeof({}) = 'text'", s.expr);
                 let n = v.chars().count();
                 if substring && n == 0 {
-                    return format!("coalesce({guard}, 0)");
+                    return format!("({guard})");
                 }
                 let p = self.param(SqlValue::Text(v));
                 let body = match op {
@@ -257,7 +278,7 @@ impl Compiler {
                     CompareOp::Ew => format!("length({e}) >= {n} AND substr({e}, -{n}) = {p}"),
                     _ => format!("{e} {sym} {p}"),
                 };
-                format!("coalesce({guard} AND {body}, 0)")
+                format!("({guard} AND {body})")
             }
         }
     }
@@ -286,4 +307,66 @@ fn member_scalar(sub: &str) -> Scalar {
         _ => "NULL".to_string(),
     };
     Scalar { expr, folded: false }
+}
+
+/// The WHERE and ORDER BY of a list query over `users r` or `groups r` for one IdP connection.
+pub struct ListSql {
+    pub where_: String,
+    pub order: String,
+    pub params: Vec<SqlValue>,
+}
+
+pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
+    let mut comp = Compiler::new(kind);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+    let order = match &q.sort_by {
+        Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
+        None => "r.pk".into(),
+    };
+    let idp = comp.param(SqlValue::Integer(idp_id));
+    ListSql { where_: format!("r.idp_id = {idp} AND {filter}"), order, params: comp.params }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::scim::list::ListParams;
+
+    fn plan(conn: &rusqlite::Connection, kind: ResourceKind, filter: &str) -> Vec<String> {
+        let q = ListParams { filter: Some(filter.into()), ..Default::default() }.resolve(kind).unwrap();
+        let sql = list_sql(kind, 1, &q);
+        let table = if kind == ResourceKind::User { "users" } else { "groups" };
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT r.pk FROM {table} r WHERE {}", sql.where_)).unwrap();
+        st.query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// The filters IdPs send on every sync are answered from indexes: the resource table is
+    /// never scanned, neither whole nor over all of one connection's rows.
+    #[test]
+    fn idp_filters_are_index_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(super::super::SqliteStore::open(&path, Default::default()).unwrap());
+        let conn = super::super::open(&path, Default::default(), false).unwrap();
+        let cases = [
+            (ResourceKind::User, r#"userName eq "a@b.c""#, "users_user_name"),
+            (ResourceKind::User, r#"externalId eq "x""#, "users_external (idp_id=? AND external_id=?)"),
+            (ResourceKind::User, r#"displayName eq "x""#, "users_display (idp_id=? AND display_name_fold=?)"),
+            (ResourceKind::User, r#"id eq "x""#, "(id=?)"),
+            (ResourceKind::User, r#"emails.value eq "a@b.c""#, "USING INTEGER PRIMARY KEY"),
+            (ResourceKind::User, r#"emails[type eq "work" and value eq "a@b.c"]"#, "USING INTEGER PRIMARY KEY"),
+            (ResourceKind::Group, r#"displayName eq "x""#, "groups_display (idp_id=? AND display_name_fold=?)"),
+            (ResourceKind::Group, r#"externalId eq "x""#, "groups_external (idp_id=? AND external_id=?)"),
+            (ResourceKind::Group, r#"members.value eq "u""#, "USING INTEGER PRIMARY KEY"),
+            (ResourceKind::Group, r#"id eq "g" and members[value eq "u"]"#, "(id=?)"),
+        ];
+        for (kind, f, want) in cases {
+            let p = plan(&conn, kind, f);
+            let text = p.join(" | ");
+            assert!(!p.iter().any(|l| l.starts_with("SCAN r")), "{f}: full scan: {text}");
+            assert!(!p.iter().any(|l| l.starts_with("SEARCH r") && l.ends_with("(idp_id=?)")), "{f}: scans the connection: {text}");
+            assert!(text.contains(want), "{f}: expected {want}: {text}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
-use super::filter_sql::Compiler;
+use super::filter_sql::list_sql;
 use super::now;
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
@@ -50,20 +50,14 @@ pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreRe
 }
 
 pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
-    let mut comp = Compiler::new(ResourceKind::Group);
-    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
-    let order = match &q.sort_by {
-        Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
-        None => "r.pk".into(),
-    };
-    let idp = comp.param(rusqlite::types::Value::Integer(idp_id));
-    let where_ = format!("r.idp_id = {idp} AND {filter}");
-    let total: i64 = c.query_row(&format!("SELECT count(*) FROM groups r WHERE {where_}"), rusqlite::params_from_iter(comp.params.iter()), |r| r.get(0))?;
+    let sql = list_sql(ResourceKind::Group, idp_id, q);
+    let (where_, order) = (&sql.where_, &sql.order);
+    let total: i64 = c.query_row(&format!("SELECT count(*) FROM groups r WHERE {where_}"), rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))?;
     let mut items = Vec::new();
     if q.count > 0 && (q.start_index as i64) <= total {
-        let sql = format!("SELECT {COLUMNS} FROM groups r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
-        let mut st = c.prepare_cached(&sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(comp.params.iter()), row)?;
+        let page_sql = format!("SELECT {COLUMNS} FROM groups r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
+        let mut st = c.prepare_cached(&page_sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(sql.params.iter()), row)?;
         let with_members = q.projection.wants("members");
         for r in rows {
             let (pk, mut g) = r?;

@@ -76,9 +76,9 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         created TEXT NOT NULL,
         modified TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        UNIQUE (idp_id, user_name_fold)
+        version INTEGER NOT NULL
     );
+    CREATE UNIQUE INDEX users_user_name ON users(idp_id, user_name_fold);
     CREATE INDEX users_external ON users(idp_id, external_id);
     CREATE INDEX users_display ON users(idp_id, display_name_fold);
     CREATE INDEX users_entry ON users(entry_id);
@@ -114,6 +114,34 @@ const MIGRATIONS: &[&str] = &[
         app_group_id INTEGER NOT NULL REFERENCES app_groups(id) ON DELETE CASCADE,
         PRIMARY KEY (group_pk, app_group_id)
     ) WITHOUT ROWID;
+    "#,
+    // 2: planner statistics describing the shape of a directory (many resources per IdP
+    // connection; names, ids and emails nearly unique). Without them SQLite guesses on a young
+    // database and may walk a whole connection where one index lookup answers. They are hints
+    // about proportions, not counts, so they stay valid as the data grows; ANALYZE is not run.
+    r#"
+    ANALYZE sqlite_schema;
+    DELETE FROM sqlite_stat1;
+    INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES
+        ('users', NULL, '1000000'),
+        ('users', 'sqlite_autoindex_users_1', '1000000 1'),
+        ('users', 'users_user_name', '1000000 100000 1'),
+        ('users', 'users_external', '1000000 100000 1'),
+        ('users', 'users_display', '1000000 100000 2'),
+        ('users', 'users_entry', '1000000 1'),
+        ('user_emails', 'user_emails', '1200000 2 1'),
+        ('user_emails', 'user_emails_user', '1200000 2'),
+        ('groups', NULL, '100000'),
+        ('groups', 'sqlite_autoindex_groups_1', '100000 1'),
+        ('groups', 'groups_display', '100000 10000 1'),
+        ('groups', 'groups_external', '100000 10000 1'),
+        ('group_members', 'group_members', '5000000 1000 1'),
+        ('group_members', 'group_members_user', '5000000 5 1'),
+        ('entries', NULL, '1000000'),
+        ('entries', 'sqlite_autoindex_entries_1', '1000000 100000 1'),
+        ('app_memberships', 'app_memberships', '5000000 1000 1 1'),
+        ('app_memberships', 'app_memberships_entry', '5000000 5'),
+        ('app_memberships', 'app_memberships_owner', '5000000 1000 1');
     "#,
 ];
 

@@ -1,0 +1,61 @@
+//! The command line: help, tenants, IdP connections, token rotation.
+
+use crate::harness::{Client, Server};
+
+#[test]
+fn help_on_every_command() {
+    let s = Server::start();
+    for args in [
+        vec!["--help"], vec!["serve", "--help"], vec!["tenant", "--help"], vec!["tenant", "add", "--help"], vec!["tenant", "list", "--help"],
+        vec!["idp", "--help"], vec!["idp", "add", "--help"], vec!["idp", "list", "--help"], vec!["idp", "rotate-token", "--help"],
+    ] {
+        let out = s.cli(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn tenants_and_idps_from_the_cli() {
+    let s = Server::start();
+    assert!(s.cli(&["tenant", "add", "Bad Name"]).status.code() != Some(0));
+    assert!(s.cli(&["tenant", "add", "acme"]).status.success());
+    assert!(!s.cli(&["tenant", "add", "acme"]).status.success(), "duplicate tenant");
+    assert!(!s.cli(&["idp", "add", "nosuch", "okta"]).status.success());
+    let out = s.cli(&["idp", "add", "acme", "okta", "--kind", "okta"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/scim/v2/acme/okta") && text.contains("Bearer token (shown once"), "{text}");
+    let list = String::from_utf8_lossy(&s.cli(&["idp", "list"]).stdout).to_string();
+    assert!(list.contains("acme/okta\tokta"), "{list}");
+    assert!(!list.contains("mw_"), "tokens are never listed");
+    let tenants = String::from_utf8_lossy(&s.cli(&["tenant", "list"]).stdout).to_string();
+    assert!(tenants.starts_with("acme\t"));
+    // Tokens are stored hashed only.
+    let db = std::fs::read(s.db()).unwrap();
+    let token = text.lines().find_map(|l| l.split("store it now): ").nth(1)).unwrap().trim().to_string();
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+#[test]
+fn token_rotation_with_overlap_and_revocation() {
+    let s = Server::start();
+    let old = s.idp("acme", "okta", "okta");
+    assert_eq!(old.get("/Users").status, 200);
+    let rotate = |overlap: &str| -> Client {
+        let out = s.cli(&["idp", "rotate-token", "acme", "okta", "--overlap-secs", overlap, "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        old.with_token(v["token"].as_str().unwrap())
+    };
+    let second = rotate("3600");
+    assert_eq!(second.get("/Users").status, 200);
+    assert_eq!(old.get("/Users").status, 200, "old token works during the overlap");
+    let third = rotate("0");
+    assert_eq!(third.get("/Users").status, 200);
+    // Revocation reaches the running server within its auth cache lifetime.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    old.get("/Users").assert_error(401, None);
+    second.get("/Users").assert_error(401, None);
+    assert_eq!(third.get("/Users").status, 200);
+}

@@ -1,0 +1,148 @@
+//! Groups and membership: deltas, full-list PUT, the Entra membership check, the directory.
+
+use serde_json::json;
+
+use crate::harness::{Server, directory_entry, enc};
+
+fn member_ids(r: &crate::harness::Resp) -> Vec<String> {
+    let mut v: Vec<String> = r.body["members"].as_array().map(|a| a.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect()).unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sorted(ids: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn membership_lifecycle_and_directory() {
+    let s = Server::start();
+    let c = s.idp("acme", "okta", "okta");
+    let (a, b, d) = (c.user("a@acme.com"), c.user("b@acme.com"), c.user("d@acme.com"));
+    let g = c.group("Dev users", &[&a]);
+
+    let r = c.get(&format!("/Groups/{g}"));
+    assert_eq!(member_ids(&r), [a.clone()]);
+    assert_eq!(r.body["members"][0]["display"], "a@acme.com");
+    assert_eq!(r.body["members"][0]["type"], "User");
+    assert!(r.body["members"][0]["$ref"].as_str().unwrap().ends_with(&format!("/Users/{a}")));
+    let etag = r.header("etag").unwrap().to_string();
+
+    // Add one member; the response is 204 and the version moves.
+    let p = c.patch(&format!("/Groups/{g}"), json!([{"op": "add", "path": "members", "value": [{"value": b}, {"value": d}]}]));
+    assert_eq!(p.status, 204, "{}", p.body);
+    assert_ne!(p.header("etag").unwrap(), etag);
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g}"))), sorted(&[&a, &b, &d]));
+
+    // The user sees its group; the directory holds the app group membership.
+    let u = c.get(&format!("/Users/{b}"));
+    assert_eq!(u.body["groups"][0]["value"], g.as_str());
+    assert_eq!(u.body["groups"][0]["display"], "Dev users");
+    assert_eq!(directory_entry(&s.db(), "acme", "b@acme.com").unwrap().groups, ["Dev users"]);
+
+    // Remove by value filter; excludedAttributes=members skips them.
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "remove", "path": format!("members[value eq \"{b}\"]")}]));
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g}"))), sorted(&[&a, &d]));
+    assert!(directory_entry(&s.db(), "acme", "b@acme.com").unwrap().groups.is_empty());
+    let x = c.get(&format!("/Groups/{g}?excludedAttributes=members"));
+    assert!(x.body.get("members").is_none() && x.body["displayName"] == "Dev users");
+
+    // Rename: the IdP view keeps the new name; the directory follows.
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "value": {"displayName": "Developers"}}]));
+    assert_eq!(c.get(&format!("/Groups/{g}")).body["displayName"], "Developers");
+    assert_eq!(directory_entry(&s.db(), "acme", "a@acme.com").unwrap().groups, ["Developers"]);
+
+    // PATCH with attributes asked for answers 200 with the group.
+    let with = c.send("PATCH", &format!("/Groups/{g}?attributes=displayName"), Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "externalId", "value": "okta-g1"}]})), &[]);
+    assert_eq!(with.status, 200);
+    assert_eq!(with.body["displayName"], "Developers");
+
+    // Remove all members, then delete the group.
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "remove", "path": "members"}]));
+    assert!(member_ids(&c.get(&format!("/Groups/{g}"))).is_empty());
+    assert_eq!(c.delete(&format!("/Groups/{g}")).status, 204);
+    c.get(&format!("/Groups/{g}")).assert_error(404, None);
+
+    // Deleting a user removes it from its groups.
+    let g2 = c.group("Ops", &[&a, &d]);
+    c.delete(&format!("/Users/{a}"));
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g2}"))), [d.clone()]);
+}
+
+#[test]
+fn okta_full_member_put_is_applied_as_delta() {
+    let s = Server::start();
+    let c = s.idp("acme", "okta", "okta");
+    let ids: Vec<String> = (0..6).map(|i| c.user(&format!("u{i}@acme.com"))).collect();
+    let g = c.group("Everyone", &[&ids[0], &ids[1], &ids[2]]);
+    let put = c.put(&format!("/Groups/{g}"), &json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "id": g, "displayName": "Everyone",
+        "members": [{"value": ids[1]}, {"value": ids[3]}, {"value": ids[4]}],
+    }));
+    assert_eq!(put.status, 200, "{}", put.body);
+    assert_eq!(member_ids(&put), sorted(&[&ids[1], &ids[3], &ids[4]]));
+    assert!(directory_entry(&s.db(), "acme", "u0@acme.com").unwrap().groups.is_empty());
+    assert_eq!(directory_entry(&s.db(), "acme", "u3@acme.com").unwrap().groups, ["Everyone"]);
+    // Okta/generic PUT without members means "no members" (RFC 7644 PUT).
+    let put = c.put(&format!("/Groups/{g}"), &json!({"displayName": "Everyone"}));
+    assert!(member_ids(&put).is_empty());
+}
+
+#[test]
+fn entra_membership_check_filter() {
+    let s = Server::start();
+    let c = s.idp("acme", "entra", "entra");
+    let (a, b) = (c.user("a@acme.com"), c.user("b@acme.com"));
+    let g = c.group("Sales", &[&a]);
+    let check = |u: &str| {
+        let f = enc(&format!("id eq \"{g}\" and members[value eq \"{u}\"]"));
+        let r = c.get(&format!("/Groups?filter={f}&excludedAttributes=members"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        for res in r.body["Resources"].as_array().unwrap() {
+            assert!(res.get("members").is_none());
+        }
+        r.body["totalResults"].as_u64().unwrap()
+    };
+    assert_eq!(check(&a), 1);
+    assert_eq!(check(&b), 0);
+    let by_member = c.get(&format!("/Groups?filter={}", enc(&format!("members.value eq \"{a}\""))));
+    assert_eq!(by_member.body["totalResults"], 1);
+    let by_name = c.get(&format!("/Groups?filter={}", enc("displayName eq \"sales\"")));
+    assert_eq!(by_name.body["totalResults"], 1);
+}
+
+#[test]
+fn members_must_be_users_of_the_connection() {
+    let s = Server::start();
+    let c = s.idp("acme", "okta", "okta");
+    let other = s.idp("acme", "entra", "entra");
+    let foreign = other.user("x@acme.com");
+    let r = c.post("/Groups", &json!({"displayName": "G", "members": [{"value": foreign}]}));
+    r.assert_error(400, Some("invalidValue"));
+    assert_eq!(c.get("/Groups").body["totalResults"], 0, "nothing was written");
+    let g = c.group("G", &[]);
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "add", "path": "members", "value": [{"value": "no-such-user"}]}])).assert_error(400, Some("invalidValue"));
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].display", "value": "y"}])).assert_error(400, Some("mutability"));
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"]", "value": {"value": "y"}}])).assert_error(400, Some("invalidPath"));
+}
+
+#[test]
+fn same_app_group_from_two_idps_is_co_owned() {
+    let s = Server::start();
+    let okta = s.idp("acme", "okta", "okta");
+    let entra = s.idp("acme", "entra", "entra");
+    // The same person is provisioned by each IdP under its own userName; each IdP puts its user
+    // in an IdP group named "Staff", which is one app group.
+    let u1 = okta.user("p1@acme.com");
+    let g1 = okta.group("Staff", &[&u1]);
+    let u2 = entra.user("p2@acme.com");
+    let g2 = entra.group("staff", &[&u2]);
+    assert_eq!(directory_entry(&s.db(), "acme", "p1@acme.com").unwrap().groups, ["Staff"]);
+    assert_eq!(directory_entry(&s.db(), "acme", "p2@acme.com").unwrap().groups, ["Staff"]);
+    entra.delete(&format!("/Groups/{g2}"));
+    assert_eq!(directory_entry(&s.db(), "acme", "p1@acme.com").unwrap().groups, ["Staff"], "the other IdP's membership stays");
+    assert!(directory_entry(&s.db(), "acme", "p2@acme.com").unwrap().groups.is_empty());
+    okta.delete(&format!("/Groups/{g1}"));
+}

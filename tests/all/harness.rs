@@ -1,0 +1,223 @@
+//! Starts the real `mapwright` binary on 127.0.0.1:0 with its own data directory, provisions
+//! tenants and IdP connections through the real CLI, and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::blocking::Client as Http;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mapwright");
+
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_file(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("mapwright.toml");
+    std::fs::write(&p, format!("[server]\nlisten = \"127.0.0.1:0\"\nbody_limit = 65536\n{extra}")).unwrap();
+    p
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Starts a server whose configuration has `extra` appended (e.g. tenants).
+    pub fn start_with(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_file(dir.path(), extra);
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().unwrap_or_else(|| panic!("server exited; log: {}", std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default())).unwrap();
+            if let Some(u) = line.strip_prefix("Mapwright listening on ") {
+                break u.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, dir, url }
+    }
+
+    /// Runs the CLI against this server's data directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let cfg = self.dir.path().join("mapwright.toml");
+        Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "--data-dir", self.dir.path().to_str().unwrap()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("mapwright.db")
+    }
+
+    /// Creates (if needed) `tenant` and a new IdP connection, and returns a client for it.
+    pub fn idp(&self, tenant: &str, idp: &str, kind: &str) -> Client {
+        self.idp_with(tenant, idp, kind, &[])
+    }
+
+    pub fn idp_with(&self, tenant: &str, idp: &str, kind: &str, extra: &[&str]) -> Client {
+        let _ = self.cli(&["tenant", "add", tenant]);
+        let mut args = vec!["idp", "add", tenant, idp, "--kind", kind, "--json"];
+        if !extra.contains(&"--rate-per-second") {
+            // Tests send bursts; they get no rate limit unless they test it.
+            args.extend(["--rate-per-second", "0"]);
+        }
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(out.status.success(), "idp add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Client::new(format!("{}/scim/v2/{tenant}/{idp}", self.url), v["token"].as_str().unwrap().to_string())
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Asserts an RFC 7644 error body with this status and scimType.
+    pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{}", self.body);
+        assert_eq!(self.body["status"], status.to_string());
+        assert_eq!(self.body["scimType"].as_str(), scim_type, "{}", self.body);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    pub fn id(&self) -> String {
+        self.body["id"].as_str().unwrap_or_else(|| panic!("no id in {}", self.body)).to_string()
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: String,
+    http: Http,
+}
+
+impl Client {
+    pub fn new(base: String, token: String) -> Client {
+        Client { base, token, http: Http::builder().timeout(Duration::from_secs(30)).build().unwrap() }
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client { token: token.to_string(), ..self.clone() }
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
+        let mut req = self.http.request(method.parse().unwrap(), url).bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, headers, body }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, None, &[])
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send("POST", path, Some(body), &[])
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send("PUT", path, Some(body), &[])
+    }
+    pub fn patch(&self, path: &str, ops: Value) -> Resp {
+        let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+        self.send("PATCH", path, Some(&body), &[])
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.send("DELETE", path, None, &[])
+    }
+
+    /// Creates a user with this userName (and a work email) and returns its id.
+    pub fn user(&self, user_name: &str) -> String {
+        let r = self.post("/Users", &serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user_name,
+            "emails": [{"value": user_name, "type": "work", "primary": true}],
+            "active": true,
+        }));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.id()
+    }
+
+    pub fn group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| serde_json::json!({"value": m})).collect();
+        let r = self.post("/Groups", &serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "members": members,
+        }));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.id()
+    }
+
+    /// userNames of a list response, in order.
+    pub fn names(&self, query: &str) -> Vec<String> {
+        let r = self.get(&format!("/Users?{query}"));
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        r.body["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The directory entry (after rules) of a userName, read through the store API.
+pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwright::store::DirectoryEntry> {
+    use mapwright::store::Store;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = mapwright::store::sqlite::SqliteStore::open(db, Default::default()).unwrap();
+        let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
+        store.directory_entry(t.id, user_name).await.unwrap()
+    })
+}
