@@ -24,8 +24,8 @@ fn membership_lifecycle_and_directory() {
     let g = c.group("Dev users", &[&a]);
 
     let r = c.get(&format!("/Groups/{g}"));
-    assert_eq!(member_ids(&r), [a.clone()]);
-    assert_eq!(r.body["members"][0]["display"], "a@acme.com");
+    assert_eq!(member_ids(&r), std::slice::from_ref(&a));
+    assert!(r.body["members"][0].get("display").is_none(), "RFC 7643 members have no display");
     assert_eq!(r.body["members"][0]["type"], "User");
     assert!(r.body["members"][0]["$ref"].as_str().unwrap().ends_with(&format!("/Users/{a}")));
     let etag = r.header("etag").unwrap().to_string();
@@ -68,7 +68,7 @@ fn membership_lifecycle_and_directory() {
     // Deleting a user removes it from its groups.
     let g2 = c.group("Ops", &[&a, &d]);
     c.delete(&format!("/Users/{a}"));
-    assert_eq!(member_ids(&c.get(&format!("/Groups/{g2}"))), [d.clone()]);
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g2}"))), std::slice::from_ref(&d));
 }
 
 #[test]
@@ -124,7 +124,8 @@ fn members_must_be_users_of_the_connection() {
     assert_eq!(c.get("/Groups").body["totalResults"], 0, "nothing was written");
     let g = c.group("G", &[]);
     c.patch(&format!("/Groups/{g}"), json!([{"op": "add", "path": "members", "value": [{"value": "no-such-user"}]}])).assert_error(400, Some("invalidValue"));
-    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].display", "value": "y"}])).assert_error(400, Some("mutability"));
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].display", "value": "y"}])).assert_error(400, Some("invalidPath"));
+    c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].value", "value": "y"}])).assert_error(400, Some("invalidPath"));
     c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"]", "value": {"value": "y"}}])).assert_error(400, Some("invalidPath"));
 }
 

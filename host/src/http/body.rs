@@ -10,6 +10,9 @@ use serde_json::Value;
 use super::AppState;
 use crate::scim::error::ScimError;
 
+/// Bodies up to this many times the limit are read to the end before the 413 is sent.
+const DRAIN_FACTOR: usize = 4;
+
 pub struct ScimBody(pub Value);
 
 impl FromRequest<Arc<AppState>> for ScimBody {
@@ -19,6 +22,11 @@ impl FromRequest<Arc<AppState>> for ScimBody {
         let limit = state.body_limit;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
+            // Read (and drop) a bounded amount so the client, still sending, sees the 413
+            // rather than a reset connection.
+            if declared.is_some_and(|n| n <= limit.saturating_mul(DRAIN_FACTOR)) {
+                let _ = axum::body::to_bytes(req.into_body(), limit.saturating_mul(DRAIN_FACTOR)).await;
+            }
             return Err(ScimError::payload_too_large(limit));
         }
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {

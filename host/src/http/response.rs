@@ -71,7 +71,7 @@ pub fn render_group(g: &StoredGroup, base: &str) -> Value {
     {
         let refs: Vec<Value> = members
             .iter()
-            .map(|m| json!({"value": m.value, "display": m.display, "$ref": format!("{base}/Users/{}", m.value), "type": "User"}))
+            .map(|m| json!({"value": m.value, "$ref": format!("{base}/Users/{}", m.value), "type": "User"}))
             .collect();
         o.insert("members".into(), Value::Array(refs));
     }

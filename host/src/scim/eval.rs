@@ -143,7 +143,7 @@ pub fn matches(f: &Typed, resource: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::scim::filter::Filter;
     use crate::scim::schema::ResourceKind;

@@ -124,15 +124,18 @@ impl ListParams {
     }
 }
 
+/// One named attribute: (extension URN, attribute, sub-attribute), canonical names. An empty
+/// attribute with an extension names the whole extension.
+type Named = (Option<&'static str>, &'static str, Option<&'static str>);
+
 /// `attributes` / `excludedAttributes`: which attributes a response carries.
 #[derive(Debug, Clone, Default)]
 pub struct Projection {
-    /// (extension URN, attribute, sub-attribute), canonical names.
-    include: Vec<(Option<&'static str>, &'static str, Option<&'static str>)>,
-    exclude: Vec<(Option<&'static str>, &'static str, Option<&'static str>)>,
+    include: Vec<Named>,
+    exclude: Vec<Named>,
 }
 
-fn parse_list(kind: ResourceKind, list: Option<&str>, which: &str) -> ScimResult<Vec<(Option<&'static str>, &'static str, Option<&'static str>)>> {
+fn parse_list(kind: ResourceKind, list: Option<&str>, which: &str) -> ScimResult<Vec<Named>> {
     let mut out = Vec::new();
     for item in list.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
         // A whole extension (`attributes=urn:...:enterprise:2.0:User`).
@@ -268,7 +271,7 @@ fn merge_sub(dst: &mut Map<String, Value>, attr: &str, v: &Value, sub: &str) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use serde_json::json;
 

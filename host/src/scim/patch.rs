@@ -76,6 +76,8 @@ pub struct PatchOp {
     pub op: OpKind,
     pub path: Option<PatchPath>,
     pub value: Option<Value>,
+    /// Expanded from a path-less value: unknown or read-only keys are skipped, as in a POST.
+    pub lenient: bool,
 }
 
 /// Parses a PatchOp request body.
@@ -108,18 +110,47 @@ pub fn parse_request(body: &Value) -> ScimResult<Vec<PatchOp>> {
             Some(_) => return Err(ScimError::invalid_path("'path' must be a string")),
         };
         let value = eval::get_ci(op, "value").cloned();
+        // A path naming a whole extension (`urn:...:enterprise:2.0:User`): its attributes.
+        if let Some((urn, attrs)) = path.as_ref().and_then(|p| whole_extension(p)) {
+            match (kind, value) {
+                (OpKind::Remove, _) => {
+                    for a in attrs {
+                        out.push(PatchOp { op: kind, path: Some(PatchPath::parse(&format!("{urn}:{}", a.name))?), value: None, lenient: false });
+                    }
+                }
+                (_, Some(Value::Object(m))) => {
+                    for (k, v) in m.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("schemas")) {
+                        out.push(PatchOp { op: kind, path: Some(PatchPath::parse(&format!("{urn}:{k}"))?), value: Some(v), lenient: false });
+                    }
+                }
+                _ => return Err(ScimError::invalid_value(format!("'{urn}' takes an object of its attributes"))),
+            }
+            continue;
+        }
         match (kind, path) {
             (OpKind::Remove, None) => return Err(ScimError::no_target("a remove operation needs a path")),
             (_, Some(path)) => {
                 if kind != OpKind::Remove && value.is_none() {
                     return Err(ScimError::invalid_syntax(format!("operation '{op_name}' needs a value")));
                 }
-                out.push(PatchOp { op: kind, path: Some(path), value });
+                out.push(PatchOp { op: kind, path: Some(path), value, lenient: false });
             }
             (_, None) => expand_pathless(kind, value, &mut out)?,
         }
     }
     Ok(out)
+}
+
+fn whole_extension(p: &PatchPath) -> Option<(&'static str, &'static [AttrDef])> {
+    if p.filter.is_some() || p.sub.is_some() || p.attr.sub.is_some() {
+        return None;
+    }
+    let full = p.attr.to_string();
+    [ResourceKind::User, ResourceKind::Group]
+        .iter()
+        .flat_map(|k| k.extensions().iter())
+        .find(|(u, _)| u.eq_ignore_ascii_case(&full))
+        .map(|(u, a)| (*u, *a))
 }
 
 /// `{"op":"add","value":{"a":1,"name.givenName":"x","urn:..:User":{"department":"y"}}}` →
@@ -141,12 +172,12 @@ fn expand_pathless(kind: OpKind, value: Option<Value>, out: &mut Vec<PatchOp>) -
             if let Value::Object(inner) = v {
                 for (k2, v2) in inner {
                     let path = PatchPath::parse(&format!("{k}:{k2}"))?;
-                    out.push(PatchOp { op: kind, path: Some(path), value: Some(v2) });
+                    out.push(PatchOp { op: kind, path: Some(path), value: Some(v2), lenient: true });
                 }
             }
             continue;
         }
-        out.push(PatchOp { op: kind, path: Some(PatchPath::parse(&k)?), value: Some(v) });
+        out.push(PatchOp { op: kind, path: Some(PatchPath::parse(&k)?), value: Some(v), lenient: true });
     }
     Ok(())
 }
@@ -166,10 +197,10 @@ pub struct ResolvedOp {
 
 /// Resolves operations. Unknown attributes in an explicit path are an error (`invalidPath`);
 /// unknown or read-only keys of a path-less value are ignored, as in a POST body.
-pub fn resolve(kind: ResourceKind, ops: Vec<PatchOp>, pathless_keys: &[bool]) -> ScimResult<Vec<ResolvedOp>> {
+pub fn resolve(kind: ResourceKind, ops: Vec<PatchOp>) -> ScimResult<Vec<ResolvedOp>> {
     let mut out = Vec::with_capacity(ops.len());
-    for (i, op) in ops.into_iter().enumerate() {
-        let lenient = pathless_keys.get(i).copied().unwrap_or(false);
+    for op in ops {
+        let lenient = op.lenient;
         let Some(path) = op.path else { continue };
         let shown = match &path.filter {
             Some(f) => format!("{}[{f}]{}", path.attr, path.sub.as_ref().map(|s| format!(".{s}")).unwrap_or_default()),
@@ -216,35 +247,7 @@ pub fn resolve(kind: ResourceKind, ops: Vec<PatchOp>, pathless_keys: &[bool]) ->
 
 /// Parses and resolves a PATCH body in one step.
 pub fn parse_and_resolve(kind: ResourceKind, body: &Value) -> ScimResult<Vec<ResolvedOp>> {
-    let obj_ops = body.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("Operations"))).and_then(|(_, v)| v.as_array());
-    // Which expanded operations came from path-less values (lenient about unknown keys).
-    let mut lenient = Vec::new();
-    if let Some(raw) = obj_ops {
-        for op in raw {
-            let has_path = eval::get_ci(op, "path").and_then(Value::as_str).is_some_and(|p| !p.trim().is_empty());
-            if has_path {
-                lenient.push(false);
-            } else {
-                let n = count_pathless(eval::get_ci(op, "value"));
-                lenient.extend(std::iter::repeat_n(true, n));
-            }
-        }
-    }
-    resolve(kind, parse_request(body)?, &lenient)
-}
-
-fn count_pathless(v: Option<&Value>) -> usize {
-    let Some(Value::Object(m)) = v else { return 0 };
-    m.iter()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
-        .map(|(k, v)| {
-            let ext = k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:") && v.is_object() && {
-                let last = k.rsplit(':').next().unwrap_or_default();
-                last.eq_ignore_ascii_case("User") || last.eq_ignore_ascii_case("Group")
-            };
-            if ext { v.as_object().map(|o| o.len()).unwrap_or(0) } else { 1 }
-        })
-        .sum()
+    resolve(kind, parse_request(body)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +262,7 @@ fn container<'a>(obj: &'a mut Map<String, Value>, ext: Option<&str>) -> Option<&
     slot.as_object_mut()
 }
 
-fn required_value<'a>(op: &'a ResolvedOp) -> ScimResult<&'a Value> {
+fn required_value(op: &ResolvedOp) -> ScimResult<&Value> {
     op.value.as_ref().ok_or_else(|| ScimError::invalid_syntax(format!("operation on '{}' needs a value", op.shown)))
 }
 
@@ -591,7 +594,7 @@ pub fn split_members(ops: Vec<ResolvedOp>) -> ScimResult<(Vec<ResolvedOp>, Vec<M
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use serde_json::json;
 
@@ -673,6 +676,18 @@ mod tests {
             MemberOp::RemoveAll,
             MemberOp::Add(vec!["u9".into()]),
         ]);
+    }
+
+    #[test]
+    fn whole_extension_paths() {
+        let u = json!({"userName": "a", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"division": "D"}});
+        let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let out = patch(&u, json!([{"op": "add", "path": ext, "value": {"department": "Eng"}}, {"op": "replace", "path": "title", "value": "T"}])).unwrap();
+        assert_eq!(out[ext], json!({"division": "D", "department": "Eng"}));
+        assert_eq!(out["title"], "T");
+        let out = patch(&out, json!([{"op": "remove", "path": ext}])).unwrap();
+        assert!(out.get(ext).is_none());
+        assert!(patch(&u, json!([{"op": "add", "path": ext, "value": {"bogus": 1}}])).is_err());
     }
 
     #[test]

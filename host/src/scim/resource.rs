@@ -226,7 +226,7 @@ pub fn render(kind: ResourceKind, body: &Value, meta: &Meta, base_url: &str) -> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use serde_json::json;
 

@@ -194,10 +194,10 @@ pub static ENTERPRISE_ATTRS: &[AttrDef] = &[
     complex("manager", MANAGER_SUB, "The User's manager."),
 ];
 
+// RFC 7643 §8.7.1 defines no `display` for members: a member is its id, URI and type.
 const MEMBER_SUB: &[AttrDef] = &[
     AttrDef { mutability: Mutability::Immutable, case_exact: true, ..s("value", "Identifier of the member of this Group.") },
     AttrDef { mutability: Mutability::Immutable, reference_types: &["User"], case_exact: true, ..base("$ref", AttrType::Reference, "The URI of the member.") },
-    read_only(DISPLAY),
     AttrDef { mutability: Mutability::Immutable, canonical: &["User"], ..s("type", "The type of member.") },
 ];
 

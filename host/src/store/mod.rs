@@ -133,6 +133,7 @@ pub struct GroupWrite {
     pub targets: Vec<String>,
 }
 
+/// A group member (a user id) or a user's group (a group id and its name).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub value: String,

@@ -33,10 +33,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
 
 fn members_of(c: &Connection, group_pk: i64) -> StoreResult<Vec<Member>> {
     let mut st = c.prepare_cached(
-        "SELECT u.id, coalesce(json_extract(u.body, '$.displayName'), json_extract(u.body, '$.userName'))
-         FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1 ORDER BY u.pk",
+        "SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1 ORDER BY u.pk",
     )?;
-    let rows = st.query_map([group_pk], |r| Ok(Member { value: r.get(0)?, display: r.get(1)? }))?;
+    let rows = st.query_map([group_pk], |r| Ok(Member { value: r.get(0)?, display: None }))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

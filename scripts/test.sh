@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, installing what it needs on a fresh machine:
+#   1. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1);
+#   2. the external SCIM conformance checker scim2-tester (PyPI, pinned in
+#      tests/conformance/requirements.txt) against a live server with an empty tenant.
+# CI (.ci/run) calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Rule plugins are built for wasm32-wasip2; a new machine does not have the target.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+cargo test --workspace --locked
+
+# --- External conformance: scim2-tester --------------------------------------------------
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+
+bin="$CARGO_TARGET_DIR/debug/mapwright"
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+printf '[server]\nlisten = "127.0.0.1:0"\n' > "$work/mapwright.toml"
+mw() { "$bin" --config "$work/mapwright.toml" --data-dir "$work" "$@"; }
+mw tenant add conformance >/dev/null
+token=$(mw idp add conformance checker --kind generic --rate-per-second 0 --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+RUST_LOG=warn mw serve > "$work/stdout" 2> "$work/server.log" &
+server_pid=$!
+url=""
+for _ in $(seq 1 100); do
+    url=$(sed -n 's/^Mapwright listening on //p' "$work/stdout" | head -n1)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+if [ -z "$url" ]; then
+    echo "the server did not start:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+fi
+echo "scim2-tester against $url/scim/v2/conformance/checker"
+"$venv/bin/python" tests/conformance/scim2_tester_check.py "$url/scim/v2/conformance/checker" "$token"
