@@ -1,0 +1,194 @@
+//! Load benchmark: drives a real Mapwright server over HTTP on 127.0.0.1 and reports
+//! throughput and latency percentiles. Not a test: nothing here asserts a timing.
+//!
+//! ```sh
+//! cargo bench -p mapwright --bench load                       # defaults below
+//! cargo bench -p mapwright --bench load -- --users 100000 --creates 3000 --lookups 20000
+//! ```
+//!
+//! The server runs in this process (same binary code as `mapwright serve`, its own SQLite
+//! file in a temporary directory); clients and server share the machine's cores, so compare
+//! figures as ratios within one run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mapwright::config::ServerConfig;
+use mapwright::server::Server;
+use mapwright::store::sqlite::SqliteStore;
+use mapwright::store::{NewIdp, RateLimit, Store};
+use serde_json::json;
+
+struct Args {
+    users: usize,
+    creates: usize,
+    lookups: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { users: 100_000, creates: 3_000, lookups: 20_000 };
+    let v: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < v.len() {
+        let next = v.get(i + 1).and_then(|s| s.parse().ok());
+        match (v[i].as_str(), next) {
+            ("--users", Some(n)) => a.users = n,
+            ("--creates", Some(n)) => a.creates = n,
+            ("--lookups", Some(n)) => a.lookups = n,
+            _ => {}
+        }
+        i += 1;
+    }
+    a
+}
+
+struct Stats {
+    n: usize,
+    errors: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+}
+
+impl Stats {
+    fn row(&self, name: &str) {
+        let mut l = self.lat.clone();
+        l.sort();
+        let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or_default();
+        println!(
+            "{name:<44} {:>8} req {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   errors {}",
+            self.n,
+            self.n as f64 / self.elapsed.as_secs_f64(),
+            pct(0.50).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+            self.errors
+        );
+    }
+}
+
+/// Runs `n` requests from `concurrency` workers; `make(i)` builds request `i`.
+async fn drive<F>(concurrency: usize, n: usize, make: F) -> Stats
+where
+    F: Fn(usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (make, next) = (make.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                match make(i).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, errors)
+        }));
+    }
+    let mut s = Stats { n, errors: 0, elapsed: Duration::ZERO, lat: Vec::with_capacity(n) };
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        s.lat.extend(l);
+        s.errors += e;
+    }
+    s.elapsed = started.elapsed();
+    s
+}
+
+fn user_body(name: &str) -> String {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name, "externalId": name, "active": true,
+        "name": {"givenName": "Bench", "familyName": name},
+        "emails": [{"value": name, "type": "work", "primary": true}],
+    })
+    .to_string()
+}
+
+async fn connection(store: &SqliteStore, name: &str) -> String {
+    let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::store::IdpKind::Generic, rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
+    let t = mapwright::tokens::generate().unwrap();
+    store.add_token(idp.id, &t.id, &t.secret_hash, None).await.unwrap();
+    t.token
+}
+
+async fn run(a: Args) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("bench.db"), Default::default()).unwrap();
+    store.create_tenant("bench").await.unwrap();
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let mut tokens = Vec::new();
+    for name in ["c1", "c8", "c64", "lookup"] {
+        tokens.push(connection(&store, name).await);
+    }
+    let server = Server::bind(&cfg, store).await.unwrap();
+    let url = server.public_url().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
+    println!("Mapwright load benchmark ({} cores, server and clients in one process)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    let mut create_rates = Vec::new();
+    for (i, conc) in [1usize, 8, 64].into_iter().enumerate() {
+        let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/c{conc}/Users"), tokens[i].clone());
+        let s = drive(conc, a.creates, move |n| {
+            http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("c{conc}-u{n}@bench.example")))
+        })
+        .await;
+        s.row(&format!("POST /Users, concurrency {conc}"));
+        create_rates.push(s.n as f64 / s.elapsed.as_secs_f64());
+    }
+
+    let (base, token) = (format!("{url}/scim/v2/bench/lookup/Users"), tokens[3].clone());
+    {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let s = drive(16, a.users, move |n| {
+            http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("user{n}@bench.example")))
+        })
+        .await;
+        s.row(&format!("seed {} users (POST, concurrency 16)", a.users));
+    }
+    let users = a.users;
+    for conc in [1usize, 8] {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let s = drive(conc, a.lookups, move |n| {
+            // A spread of existing users (a deterministic scramble of n).
+            let k = (n.wrapping_mul(2_654_435_761)) % users;
+            http.get(&base).bearer_auth(&token).query(&[("filter", format!("userName eq \"user{k}@bench.example\""))])
+        })
+        .await;
+        s.row(&format!("GET userName eq at {users} users, concurrency {conc}"));
+    }
+    {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let s = drive(8, a.lookups, move |n| {
+            let k = (n.wrapping_mul(2_654_435_761)) % users;
+            http.get(&base).bearer_auth(&token).query(&[("filter", format!("emails[type eq \"work\" and value eq \"USER{k}@bench.example\"]"))])
+        })
+        .await;
+        s.row(&format!("GET emails[...] at {users} users, concurrency 8"));
+    }
+    println!("creates/s ratio c8/c1 = {:.2}, c64/c1 = {:.2}", create_rates[1] / create_rates[0], create_rates[2] / create_rates[0]);
+    let _ = stop_tx.send(());
+    let _ = serving.await;
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run(a));
+}
