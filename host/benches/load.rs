@@ -128,7 +128,8 @@ async fn run(a: Args) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("bench.db"), Default::default()).unwrap();
     store.create_tenant("bench").await.unwrap();
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    // Large enough for one request carrying 50k members.
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), body_limit: 16 << 20, ..Default::default() };
     let mut tokens = Vec::new();
     for name in ["c1", "c8", "c64", "lookup"] {
         tokens.push(connection(&store, name).await);
@@ -182,6 +183,58 @@ async fn run(a: Args) {
         .await;
         s.row(&format!("GET emails[...] at {users} users, concurrency 8"));
     }
+
+    // Membership changes cost O(change): one-member PATCHes on a small and a huge group.
+    let big_n = users.min(50_000);
+    let list: Vec<String> = {
+        let r: serde_json::Value = http.get(&base).bearer_auth(&token).query(&[("count", "1")]).send().await.unwrap().json().await.unwrap();
+        let _ = r;
+        let mut ids = Vec::with_capacity(big_n);
+        let mut start = 1;
+        while ids.len() < big_n {
+            let page: serde_json::Value = http.get(&base).bearer_auth(&token).query(&[("startIndex", start.to_string()), ("count", "1000".into()), ("attributes", "id".into())]).send().await.unwrap().json().await.unwrap();
+            let items = page["Resources"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                break;
+            }
+            ids.extend(items.iter().filter_map(|u| u["id"].as_str().map(str::to_string)));
+            start += 1000;
+        }
+        ids.truncate(big_n);
+        ids
+    };
+    let groups = format!("{url}/scim/v2/bench/lookup/Groups");
+    let mk_group = |name: &str, members: &[String]| {
+        json!({"displayName": name, "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>()}).to_string()
+    };
+    let t = Instant::now();
+    let small: serde_json::Value = http.post(&groups).bearer_auth(&token).header("content-type", "application/scim+json").body(mk_group("small", &list[..1])).send().await.unwrap().json().await.unwrap();
+    let big: serde_json::Value = http.post(&groups).bearer_auth(&token).header("content-type", "application/scim+json").body(mk_group("big", &list[1..])).send().await.unwrap().json().await.unwrap();
+    println!("{:<44} {:>8.1} ms", format!("POST /Groups with {} members", list.len() - 1), t.elapsed().as_secs_f64() * 1e3);
+    let mut member_rates = Vec::new();
+    for (label, g) in [("1-member group", &small), (&*format!("{}-member group", list.len() - 1), &big)] {
+        let gid = g["id"].as_str().unwrap().to_string();
+        let (http, groups, token, list) = (http.clone(), groups.clone(), token.clone(), list.clone());
+        let n = 2_000;
+        let s = drive(1, n, move |i| {
+            // Alternate add and remove of one member that is in neither group initially... or is.
+            let m = &list[(i / 2) % list.len()];
+            let op = if i % 2 == 0 { json!({"op": "add", "path": "members", "value": [{"value": m}]}) } else { json!({"op": "remove", "path": format!("members[value eq \"{m}\"]")}) };
+            http.patch(format!("{groups}/{gid}")).bearer_auth(&token).header("content-type", "application/scim+json")
+                .body(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}).to_string())
+        })
+        .await;
+        s.row(&format!("PATCH one member, {label}"));
+        member_rates.push(s.n as f64 / s.elapsed.as_secs_f64());
+    }
+    let bid = big["id"].as_str().unwrap().to_string();
+    for (label, q) in [("GET big group", ""), ("GET big group, excludedAttributes=members", "?excludedAttributes=members")] {
+        let (http, groups, token, bid) = (http.clone(), groups.clone(), token.clone(), bid.clone());
+        let n = if q.is_empty() { 20 } else { 2_000 };
+        let s = drive(1, n, move |_| http.get(format!("{groups}/{bid}{q}")).bearer_auth(&token)).await;
+        s.row(label);
+    }
+    println!("one-member PATCH throughput ratio, huge/small group = {:.2} (1.0 = independent of group size)", member_rates[1] / member_rates[0]);
     println!("creates/s ratio c8/c1 = {:.2}, c64/c1 = {:.2}", create_rates[1] / create_rates[0], create_rates[2] / create_rates[0]);
     let _ = stop_tx.send(());
     let _ = serving.await;

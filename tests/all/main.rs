@@ -10,4 +10,5 @@ mod filters;
 mod groups;
 mod harness;
 mod isolation;
+mod ops;
 mod users;

@@ -35,7 +35,7 @@ impl AttrPath {
     /// Parses `urn:...:attr.sub`, `attr.sub` or `attr`.
     pub fn parse(text: &str) -> ScimResult<AttrPath> {
         let bad = || ScimError::invalid_path(format!("'{text}' is not a valid attribute path"));
-        let (urn, rest) = if text.len() > 4 && text[..4].eq_ignore_ascii_case("urn:") {
+        let (urn, rest) = if crate::scim::schema::has_urn_prefix(text) {
             let i = text.rfind(':').ok_or_else(bad)?;
             (Some(text[..i].to_string()), &text[i + 1..])
         } else {

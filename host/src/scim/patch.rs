@@ -32,6 +32,19 @@ pub struct PatchPath {
     pub sub: Option<String>,
 }
 
+impl std::fmt::Display for PatchPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.attr)?;
+        if let Some(filter) = &self.filter {
+            write!(f, "[{filter}]")?;
+        }
+        if let Some(s) = &self.sub {
+            write!(f, ".{s}")?;
+        }
+        Ok(())
+    }
+}
+
 impl PatchPath {
     pub fn parse(text: &str) -> ScimResult<PatchPath> {
         let text = text.trim();
@@ -163,7 +176,7 @@ fn expand_pathless(kind: OpKind, value: Option<Value>, out: &mut Vec<PatchOp>) -
         if k.eq_ignore_ascii_case("schemas") {
             continue;
         }
-        let is_extension_object = k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:") && v.is_object() && {
+        let is_extension_object = crate::scim::schema::has_urn_prefix(&k) && v.is_object() && {
             // `urn:...:enterprise:2.0:User` (an extension) vs `urn:...:2.0:User:department`.
             let last = k.rsplit(':').next().unwrap_or_default();
             last.eq_ignore_ascii_case("User") || last.eq_ignore_ascii_case("Group")
@@ -688,6 +701,58 @@ mod tests {
         let out = patch(&out, json!([{"op": "remove", "path": ext}])).unwrap();
         assert!(out.get(ext).is_none());
         assert!(patch(&u, json!([{"op": "add", "path": ext, "value": {"bogus": 1}}])).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[a-zA-Z][a-zA-Z0-9_]{0,8}"
+    }
+
+    fn arb_patch_path() -> impl Strategy<Value = PatchPath> {
+        let urn = proptest::option::of(proptest::sample::select(vec![
+            "urn:ietf:params:scim:schemas:core:2.0:User".to_string(),
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".to_string(),
+        ]));
+        let value = prop_oneof![
+            any::<String>().prop_map(crate::scim::filter::CompValue::Str),
+            any::<bool>().prop_map(crate::scim::filter::CompValue::Bool),
+            any::<i32>().prop_map(|n| crate::scim::filter::CompValue::Num(n.into())),
+        ];
+        let leaf = (arb_name(), value).prop_map(|(a, v)| Filter::Compare(AttrPath { urn: None, attr: a, sub: None }, crate::scim::filter::CompareOp::Eq, v));
+        let filter = leaf.prop_recursive(2, 6, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner).prop_map(|(a, b)| Filter::Or(Box::new(a), Box::new(b))),
+            ]
+        });
+        (urn, arb_name(), proptest::option::of(filter), proptest::option::of(arb_name()), proptest::option::of(arb_name())).prop_map(|(urn, attr, filter, sub, attr_sub)| {
+            match filter {
+                // attr[filter].sub
+                Some(f) => PatchPath { attr: AttrPath { urn, attr, sub: None }, filter: Some(f), sub },
+                // attr.sub
+                None => PatchPath { attr: AttrPath { urn, attr, sub: attr_sub }, filter: None, sub: None },
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn patch_path_print_parse_round_trip(p in arb_patch_path()) {
+            let printed = p.to_string();
+            let back = PatchPath::parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed}: {e}")))?;
+            prop_assert_eq!(&back, &p);
+        }
+
+        #[test]
+        fn patch_parsing_never_panics(path in "\\PC{0,40}", op in "(?i)add|remove|replace|x") {
+            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [{"op": op, "path": path, "value": {"value": "x"}}]});
+            for kind in [ResourceKind::User, ResourceKind::Group] {
+                if let Ok(ops) = parse_and_resolve(kind, &body) {
+                    let _ = apply(&json!({"userName": "u", "displayName": "g", "emails": [{"value": "a", "type": "work"}]}), &ops);
+                }
+            }
+        }
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Opti
             other => vec![other],
         };
         let mut out = Vec::with_capacity(items.len());
+        // Duplicates are dropped; a set keeps that linear for 100k-member groups.
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
         for item in items {
             let c = if def.ty == AttrType::Complex {
                 canonical_complex(def, item, shown, false)?
@@ -78,7 +80,7 @@ pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Opti
                 coerce_simple(def, item, shown)?
             };
             if let Some(c) = c
-                && !out.contains(&c)
+                && seen.insert(c.to_string())
             {
                 out.push(c);
             }
@@ -135,7 +137,7 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
             if !ext.is_empty() {
                 out.insert(urn.to_string(), Value::Object(ext));
             }
-        } else if k.len() > 4 && k[..4].eq_ignore_ascii_case("urn:") {
+        } else if crate::scim::schema::has_urn_prefix(k) {
             // A URN-qualified attribute name at the top level (`urn:...:User:userName`).
             let Some(i) = k.rfind(':') else { continue };
             let (urn, name) = (&k[..i], &k[i + 1..]);

@@ -265,6 +265,11 @@ impl ResourceKind {
     }
 }
 
+/// Does `s` start with `urn:` (any case)? Safe on any UTF-8 input.
+pub fn has_urn_prefix(s: &str) -> bool {
+    s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+}
+
 pub fn find<'a>(attrs: &'a [AttrDef], name: &str) -> Option<&'a AttrDef> {
     attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
 }

@@ -1,0 +1,47 @@
+//! Operating the server: structured logs without secrets, request ids, graceful shutdown.
+
+use serde_json::{Value, json};
+
+use crate::harness::Server;
+
+#[test]
+fn json_logs_carry_request_context_and_no_secrets() {
+    let mut s = Server::start_env("", &[("RUST_LOG", "info"), ("MAPWRIGHT_LOG_FORMAT", "json")]);
+    let c = s.idp("acme", "okta", "okta");
+    let id = c.user("secret.person@acme.com");
+    c.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "title", "value": "Hidden Title"}]));
+    let r = c.send("GET", "/Users", None, &[("X-Request-Id", "trace-me-123")]);
+    assert_eq!(r.header("x-request-id"), Some("trace-me-123"));
+    assert!(c.get("/Users").header("x-request-id").is_some_and(|v| !v.is_empty()));
+    c.with_token(&format!("{}x", c.token)).get("/Users").assert_error(401, None);
+    assert!(s.terminate().success());
+
+    let log = s.log();
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert!(requests.len() >= 5, "{log}");
+    let traced = requests.iter().find(|l| l["span"]["request_id"] == "trace-me-123").expect("request id in the span");
+    assert_eq!((traced["span"]["tenant"].as_str(), traced["span"]["idp"].as_str(), traced["status"].as_u64()), (Some("acme"), Some("okta"), Some(200)));
+    let secret = c.token.rsplit('_').next().unwrap();
+    assert!(!log.contains(secret), "a token secret reached the log");
+    assert!(!log.contains("secret.person") && !log.contains("Hidden Title"), "user data reached the info log");
+    assert!(log.contains("\"stopped\""), "graceful shutdown is logged");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_acknowledged_writes_persist() {
+    let mut s = Server::start();
+    let c = s.idp("acme", "okta", "okta");
+    let id = c.user("durable@acme.com");
+    assert!(s.terminate().success());
+    // A new server on the same data directory sees the acknowledged write.
+    let cfg = s.dir.path().join("mapwright.toml");
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir", s.dir.path().to_str().unwrap(), "idp", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme/okta"));
+    let entry = crate::harness::directory_entry(&s.db(), "acme", "durable@acme.com").unwrap();
+    assert!(entry.active);
+    let _ = id;
+}
