@@ -94,3 +94,32 @@ fn group_put_without_members_depends_on_idp_kind() {
     let put = generic.put(&format!("/Groups/{g}"), &json!({"displayName": "H"}));
     assert!(put.body.get("members").is_none(), "{}", put.body);
 }
+
+#[test]
+fn entra_custom_extension_is_kept_not_lost() {
+    let s = Server::start();
+    let c = s.idp("acme", "entra", "entra");
+    let custom = "urn:ietf:params:scim:schemas:extension:custom:2.0:User";
+    // The shape Entra sends when an admin maps attributes to a custom extension.
+    let r = c.post("/Users", &json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "userName": "joe@acme.com", "active": true, "title": "scim tester",
+        "emails": [{"primary": true, "type": "work", "value": "joe@acme.com"}],
+        "meta": {"resourceType": "User"}, "name": {"familyName": "Tester", "givenName": "joe"},
+        custom: {"employeeNumber": "99887766", "worksiteId": "180"},
+    }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body[custom], json!({"employeeNumber": "99887766", "worksiteId": "180"}));
+    assert!(r.body["schemas"].as_array().unwrap().contains(&json!(custom)));
+    let id = r.id();
+    let p = c.patch(&format!("/Users/{id}"), json!([
+        {"op": "Replace", "path": "title", "value": "tester"},
+        {"op": "Add", "path": "emails[type eq \"work\"].value", "value": "joe2@acme.com"},
+        {"op": "Replace", "path": format!("{custom}:worksiteId"), "value": "181"},
+    ]));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.body[custom]["worksiteId"], "181");
+    assert_eq!(p.body["emails"], json!([{"primary": true, "type": "work", "value": "joe2@acme.com"}]));
+    let e = directory_entry(&s.db(), "acme", "joe@acme.com").unwrap();
+    assert_eq!(e.attributes[custom]["worksiteId"], "181", "the directory receives it for the mapping rules");
+}

@@ -206,7 +206,26 @@ pub struct ResolvedOp {
     pub value: Option<Value>,
     /// The path as written, for error messages.
     pub shown: String,
+    /// For an extension without a schema (kept verbatim): its URN and the attribute (empty:
+    /// the whole extension). `def` is then a placeholder.
+    pub opaque: Option<(String, String)>,
 }
+
+/// Placeholder definition for attributes of extensions without a schema.
+static OPAQUE: AttrDef = AttrDef {
+    name: "",
+    ty: AttrType::Complex,
+    multi: false,
+    required: false,
+    case_exact: true,
+    mutability: Mutability::ReadWrite,
+    returned: schema::Returned::Default,
+    unique: false,
+    canonical: &[],
+    reference_types: &[],
+    sub: &[],
+    description: "",
+};
 
 /// Resolves operations. Unknown attributes in an explicit path are an error (`invalidPath`);
 /// unknown or read-only keys of a path-less value are ignored, as in a POST body.
@@ -220,6 +239,22 @@ pub fn resolve(kind: ResourceKind, ops: Vec<PatchOp>) -> ScimResult<Vec<Resolved
             None => path.attr.to_string(),
         };
         let Some(loc) = schema::locate(kind, path.attr.urn.as_deref(), &path.attr.attr) else {
+            // An attribute of an extension this server has no schema for, or that whole
+            // extension: applied verbatim (see `resource::canonicalize`).
+            let whole = path.attr.to_string();
+            let opaque = match &path.attr.urn {
+                _ if path.filter.is_none() && path.attr.sub.is_none() && schema::looks_like_extension(&whole) && !schema::is_known_schema(kind, &whole) => {
+                    Some((whole, String::new()))
+                }
+                Some(urn) if path.filter.is_none() && path.attr.sub.is_none() && schema::looks_like_extension(urn) && !schema::is_known_schema(kind, urn) => {
+                    Some((urn.clone(), path.attr.attr.clone()))
+                }
+                _ => None,
+            };
+            if let Some(o) = opaque {
+                out.push(ResolvedOp { op: op.op, ext: None, def: &OPAQUE, filter: None, sub: None, value: op.value, shown, opaque: Some(o) });
+                continue;
+            }
             if lenient {
                 continue;
             }
@@ -253,7 +288,7 @@ pub fn resolve(kind: ResourceKind, ops: Vec<PatchOp>) -> ScimResult<Vec<Resolved
         if loc.def.multi && filter.is_none() && sub.is_some() {
             return Err(ScimError::invalid_path(format!("'{shown}': select the values of a multi-valued attribute with a filter, e.g. {}[type eq \"work\"].{}", loc.def.name, sub.map(|s| s.name).unwrap_or_default())));
         }
-        out.push(ResolvedOp { op: op.op, ext: loc.extension, def: loc.def, filter, sub, value: op.value, shown });
+        out.push(ResolvedOp { op: op.op, ext: loc.extension, def: loc.def, filter, sub, value: op.value, shown, opaque: None });
     }
     Ok(out)
 }
@@ -343,7 +378,42 @@ pub fn apply(body: &Value, ops: &[ResolvedOp]) -> ScimResult<Value> {
     Ok(Value::Object(work))
 }
 
+fn apply_opaque(obj: &mut Map<String, Value>, op: &ResolvedOp, urn: &str, attr: &str) -> ScimResult<()> {
+    let value = match op.op {
+        OpKind::Remove => None,
+        _ => Some(required_value(op)?.clone()).filter(|v| !v.is_null()),
+    };
+    if attr.is_empty() {
+        match value {
+            None => {
+                obj.remove(urn);
+            }
+            Some(Value::Object(src)) => {
+                let slot = obj.entry(urn.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(dst) = slot {
+                    for (k, v) in src.into_iter().filter(|(k, _)| !k.eq_ignore_ascii_case("schemas")) {
+                        dst.insert(k, v);
+                    }
+                }
+            }
+            Some(_) => return Err(ScimError::invalid_value(format!("'{urn}' takes an object of its attributes"))),
+        }
+        return Ok(());
+    }
+    let Some(c) = container(obj, Some(urn)) else {
+        return Err(ScimError::internal("extension container is not an object"));
+    };
+    match value {
+        None => c.remove(attr),
+        Some(v) => c.insert(attr.to_string(), v),
+    };
+    Ok(())
+}
+
 fn apply_one(obj: &mut Map<String, Value>, op: &ResolvedOp) -> ScimResult<()> {
+    if let Some((urn, attr)) = &op.opaque {
+        return apply_opaque(obj, op, urn, attr);
+    }
     let def = op.def;
     let Some(c) = container(obj, op.ext) else {
         return Err(ScimError::internal("extension container is not an object"));
@@ -753,6 +823,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn unknown_extensions_are_patched_verbatim() {
+        let custom = "urn:ietf:params:scim:schemas:extension:custom:2.0:User";
+        let u = json!({"userName": "a"});
+        let out = patch(&u, json!([
+            {"op": "Add", "path": format!("{custom}:worksiteId"), "value": "180"},
+            {"op": "Replace", "value": {format!("{custom}:badge"): "B-7"}},
+        ])).unwrap();
+        assert_eq!(out[custom], json!({"worksiteId": "180", "badge": "B-7"}));
+        let out = patch(&out, json!([{"op": "Remove", "path": format!("{custom}:worksiteId")}])).unwrap();
+        assert_eq!(out[custom], json!({"badge": "B-7"}));
+        let out = patch(&out, json!([{"op": "remove", "path": custom}])).unwrap();
+        assert!(out.get(custom).is_none());
+        // An unknown core attribute is still an error.
+        assert!(patch(&u, json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:core:2.0:User:nope", "value": 1}])).is_err());
     }
 
     #[test]

@@ -141,8 +141,18 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
             // A URN-qualified attribute name at the top level (`urn:...:User:userName`).
             let Some(i) = k.rfind(':') else { continue };
             let (urn, name) = (&k[..i], &k[i + 1..]);
+            if schema::looks_like_extension(k) && v.is_object() && !schema::is_known_schema(kind, k) {
+                let e = out.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if let (Value::Object(dst), Value::Object(src)) = (e, v) {
+                    for (a, x) in src.iter().filter(|(a, _)| !a.eq_ignore_ascii_case("schemas")) {
+                        dst.insert(a.clone(), x.clone());
+                    }
+                }
+                continue;
+            }
             match schema::locate(kind, Some(urn), name) {
-                Some(loc) if loc.def.mutability != Mutability::ReadOnly => {
+                Some(loc) if loc.def.mutability == Mutability::ReadOnly => {}
+                Some(loc) => {
                     let c = canonical_value(loc.def, v, k)?;
                     let target = match loc.extension {
                         None => &mut core,
@@ -159,7 +169,27 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
                         None => target.remove(loc.def.name),
                     };
                 }
-                _ => tracing::debug!(attribute = %k, "dropping unknown attribute"),
+                // An extension this server has no schema for (Entra's
+                // `urn:...:extension:custom:2.0:User`): kept verbatim, never lost, so rules can
+                // map its attributes. Not described in /Schemas, not filterable.
+                None if v.is_object() && schema::looks_like_extension(k) && !schema::is_known_schema(kind, k) => {
+                    let e = out.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
+                    if let (Value::Object(dst), Value::Object(src)) = (e, v) {
+                        for (a, x) in src.iter().filter(|(a, _)| !a.eq_ignore_ascii_case("schemas")) {
+                            dst.insert(a.clone(), x.clone());
+                        }
+                    }
+                }
+                None if schema::looks_like_extension(urn) && !schema::is_known_schema(kind, urn) => {
+                    let e = out.entry(urn.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(dst) = e {
+                        match v {
+                            Value::Null => dst.remove(name),
+                            _ => dst.insert(name.to_string(), v.clone()),
+                        };
+                    }
+                }
+                None => tracing::debug!(attribute = %k, "dropping unknown attribute"),
             }
         } else {
             let mut one = Map::new();
@@ -209,6 +239,11 @@ pub fn render(kind: ResourceKind, body: &Value, meta: &Meta, base_url: &str) -> 
             schemas.push(Value::from(*urn));
         }
     }
+    if let Some(o) = body.as_object() {
+        for k in o.keys().filter(|k| schema::has_urn_prefix(k) && !schema::is_known_schema(kind, k)) {
+            schemas.push(Value::from(k.clone()));
+        }
+    }
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::from(meta.id.clone()));
     if let Some(o) = body.as_object() {
@@ -256,6 +291,20 @@ mod tests {
                 }
             })
         );
+    }
+
+    #[test]
+    fn keeps_unknown_extensions_verbatim() {
+        let custom = "urn:ietf:params:scim:schemas:extension:custom:2.0:User";
+        let c = canonicalize(ResourceKind::User, &json!({
+            "userName": "a", custom: {"worksiteId": "180", "nested": {"x": [1, 2]}},
+            "urn:ietf:params:scim:schemas:extension:other:2.0:User:costCode": "C1",
+        })).unwrap();
+        assert_eq!(c[custom], json!({"worksiteId": "180", "nested": {"x": [1, 2]}}));
+        assert_eq!(c["urn:ietf:params:scim:schemas:extension:other:2.0:User"], json!({"costCode": "C1"}));
+        let meta = Meta { id: "i".into(), created: "c".into(), last_modified: "m".into(), version: 1 };
+        let r = render(ResourceKind::User, &c, &meta, "http://x");
+        assert!(r["schemas"].as_array().unwrap().contains(&json!(custom)));
     }
 
     #[test]

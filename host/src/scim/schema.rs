@@ -270,6 +270,18 @@ pub fn has_urn_prefix(s: &str) -> bool {
     s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
 }
 
+/// Is `key` the URN of a schema this server knows (core or extension) for `kind`?
+pub fn is_known_schema(kind: ResourceKind, key: &str) -> bool {
+    key.eq_ignore_ascii_case(kind.core_schema()) || extension_urn(kind, key).is_some()
+}
+
+/// Does this URN name a whole resource extension (`urn:...:2.0:User`) rather than an
+/// attribute inside one (`urn:...:2.0:User:department`)?
+pub fn looks_like_extension(urn: &str) -> bool {
+    let last = urn.rsplit(':').next().unwrap_or_default();
+    last.eq_ignore_ascii_case("User") || last.eq_ignore_ascii_case("Group")
+}
+
 pub fn find<'a>(attrs: &'a [AttrDef], name: &str) -> Option<&'a AttrDef> {
     attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
 }
