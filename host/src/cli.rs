@@ -140,7 +140,15 @@ async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConne
         }
         for i in &t.idps {
             match store.find_idp(&t.name, &i.name).await.map_err(store_err)? {
-                Some(idp) => out.push((idp, None)),
+                // The configuration is the source of truth for the connections it declares.
+                Some(mut idp) => {
+                    if idp.kind != i.kind || idp.rate != i.rate() {
+                        store.update_idp(idp.id, i.kind, i.rate()).await.map_err(store_err)?;
+                        tracing::info!(tenant = %idp.tenant, idp = %idp.name, "applied configured kind and rate limit");
+                        (idp.kind, idp.rate) = (i.kind, i.rate());
+                    }
+                    out.push((idp, None))
+                }
                 None => {
                     let idp = store.create_idp(&t.name, NewIdp { name: i.name.clone(), kind: i.kind, rate: i.rate() }).await.map_err(store_err)?;
                     let token = issue_token(store, &idp, None).await?;
@@ -175,7 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let seeded = seed(&store, &cfg).await?;
             let srv = server::Server::bind(&cfg.server, store).await?;
             let public = srv.public_url().to_string();
-            println!("Mapwright listening on {public}");
+            println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
             println!("  database: {}", cfg.server.db_path().display());
             for (idp, token) in &seeded {
                 match token {
@@ -187,6 +195,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            // Last, so that a script reading the banner has everything once it sees this line.
+            println!("Mapwright listening on {public}");
             srv.serve(server::shutdown_signal()).await
         }
         Command::Tenant(TenantCommand::Add { name }) => {

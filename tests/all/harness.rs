@@ -16,6 +16,8 @@ pub struct Server {
     child: Child,
     pub dir: tempfile::TempDir,
     pub url: String,
+    /// What the server printed before it started listening (connections, first tokens).
+    pub banner: Vec<String>,
 }
 
 impl Drop for Server {
@@ -43,7 +45,17 @@ impl Server {
 
     /// Starts a server with extra configuration and environment variables.
     pub fn start_env(extra: &str, env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), extra, env)
+    }
+
+    /// Stops this server and starts another on the same data directory.
+    pub fn restart(mut self, extra: &str) -> Server {
+        assert!(self.terminate().success());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Server {
         let cfg = config_file(dir.path(), extra);
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut child = Command::new(BIN)
@@ -55,15 +67,17 @@ impl Server {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let url = loop {
             let line = lines.next().unwrap_or_else(|| panic!("server exited; log: {}", std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default())).unwrap();
             if let Some(u) = line.strip_prefix("Mapwright listening on ") {
                 break u.trim().to_string();
             }
+            banner.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, dir, url }
+        Server { child, dir, url, banner }
     }
 
     /// Runs the CLI against this server's data directory.
@@ -75,6 +89,13 @@ impl Server {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap()
+    }
+
+    /// A client for a connection declared in the configuration, with the token from the banner.
+    pub fn declared(&self, tenant: &str, idp: &str) -> Client {
+        let at = self.banner.iter().position(|l| l.starts_with(&format!("IdP connection {tenant}/{idp} "))).expect("connection in banner");
+        let token = self.banner[at..].iter().find_map(|l| l.split("store it now): ").nth(1)).expect("token in banner").trim().to_string();
+        Client::new(format!("{}/scim/v2/{tenant}/{idp}", self.url), token)
     }
 
     pub fn log(&self) -> String {

@@ -45,3 +45,20 @@ fn sigterm_stops_cleanly_and_acknowledged_writes_persist() {
     assert!(entry.active);
     let _ = id;
 }
+
+#[test]
+fn configured_connections_are_created_and_their_settings_applied() {
+    let limited = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\nkind = \"okta\"\nrate_per_second = 0.5\nburst = 2\n";
+    let s = Server::start_with(limited);
+    let c = s.declared("acme", "okta");
+    assert_eq!((c.get("/Users").status, c.get("/Users").status), (200, 200));
+    c.get("/Users").assert_error(429, None);
+    // The configuration is authoritative: lifting the limit applies to the existing connection,
+    // whose token (issued at first start) keeps working.
+    let s = s.restart(&limited.replace("rate_per_second = 0.5", "rate_per_second = 0"));
+    assert!(s.banner.iter().any(|l| l.contains("issued earlier")), "{:?}", s.banner);
+    let c = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), c.token.clone());
+    assert!((0..10).all(|_| c.get("/Users").status == 200));
+    let list = String::from_utf8_lossy(&s.cli(&["idp", "list"]).stdout).to_string();
+    assert!(list.contains("acme/okta\tokta\t0/s"), "{list}");
+}

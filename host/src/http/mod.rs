@@ -107,8 +107,12 @@ async fn request_context(req: Request, next: Next) -> Response {
         idp = tracing::field::Empty,
     );
     let started = Instant::now();
+    let scim_path = req.uri().path().starts_with("/scim/");
     async move {
         let mut resp = next.run(req).await;
+        if scim_path {
+            resp = ensure_scim_error_body(resp).await;
+        }
         let status = resp.status().as_u16();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         if status >= 500 {
@@ -123,4 +127,46 @@ async fn request_context(req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// Every error under `/scim/` is an RFC 7644 body, including rejections produced by the
+/// framework rather than our handlers (malformed requests it refuses before they reach us).
+async fn ensure_scim_error_body(resp: Response) -> Response {
+    let status = resp.status();
+    let is_scim = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/scim+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_scim {
+        return resp;
+    }
+    let headers = resp.headers().clone();
+    let text = axum::body::to_bytes(resp.into_body(), 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let detail = if text.trim().is_empty() { status.canonical_reason().unwrap_or("request failed").to_string() } else { text };
+    let mut fixed = ScimError::new(status.as_u16(), None, detail).into_response();
+    for (k, v) in headers.iter().filter(|(k, _)| *k != axum::http::header::CONTENT_TYPE && *k != axum::http::header::CONTENT_LENGTH) {
+        fixed.headers_mut().insert(k.clone(), v.clone());
+    }
+    fixed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[tokio::test]
+    async fn framework_errors_become_scim_bodies() {
+        let plain = (StatusCode::BAD_REQUEST, [("x-keep", "1")], "Failed to deserialize query string").into_response();
+        let fixed = ensure_scim_error_body(plain).await;
+        assert_eq!(fixed.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(fixed.headers()["x-keep"], "1");
+        assert!(fixed.headers()["content-type"].to_str().unwrap().starts_with("application/scim+json"));
+        let body = axum::body::to_bytes(fixed.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["status"].as_str(), v["detail"].as_str()), (Some("400"), Some("Failed to deserialize query string")));
+        let ok = ensure_scim_error_body((StatusCode::OK, "fine").into_response()).await;
+        assert_eq!(axum::body::to_bytes(ok.into_body(), 64).await.unwrap(), "fine");
+    }
 }

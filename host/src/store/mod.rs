@@ -177,6 +177,8 @@ pub trait Store: Send + Sync + 'static {
     fn list_tenants(&self) -> impl Future<Output = StoreResult<Vec<Tenant>>> + Send;
     fn create_idp(&self, tenant: &str, idp: NewIdp) -> impl Future<Output = StoreResult<IdpConnection>> + Send;
     fn list_idps(&self, tenant: Option<&str>) -> impl Future<Output = StoreResult<Vec<IdpConnection>>> + Send;
+    /// Changes a connection's kind and rate limit.
+    fn update_idp(&self, idp_id: i64, kind: IdpKind, rate: RateLimit) -> impl Future<Output = StoreResult<()>> + Send;
     fn find_idp(&self, tenant: &str, idp: &str) -> impl Future<Output = StoreResult<Option<IdpConnection>>> + Send;
     /// Adds a token; existing tokens of the connection expire at `expire_others_at` if given
     /// (the rotation overlap window).

@@ -53,6 +53,17 @@ pub fn create_idp(t: &Transaction<'_>, tenant: &str, idp: &NewIdp) -> StoreResul
     Ok(t.query_row(&format!("SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE i.id = ?1"), [id], idp_row)?)
 }
 
+pub fn update_idp(t: &Transaction<'_>, idp_id: i64, kind: IdpKind, rate: RateLimit) -> StoreResult<()> {
+    let n = t.execute(
+        "UPDATE idps SET kind = ?2, rate_per_sec = ?3, burst = ?4 WHERE id = ?1",
+        params![idp_id, kind.as_str(), rate.per_second, rate.burst],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 pub fn list_idps(c: &Connection, tenant: Option<&str>) -> StoreResult<Vec<IdpConnection>> {
     let mut st = c.prepare_cached(&format!(
         "SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE ?1 IS NULL OR t.name = ?1 ORDER BY t.name, i.name"

@@ -174,6 +174,9 @@ impl Store for SqliteStore {
         let tenant = tenant.map(str::to_string);
         self.read(move |c| admin::list_idps(c, tenant.as_deref())).await
     }
+    async fn update_idp(&self, idp_id: i64, kind: IdpKind, rate: RateLimit) -> StoreResult<()> {
+        self.write(move |t| admin::update_idp(t, idp_id, kind, rate)).await
+    }
     async fn find_idp(&self, tenant: &str, idp: &str) -> StoreResult<Option<IdpConnection>> {
         let (tenant, idp) = (tenant.to_string(), idp.to_string());
         self.read(move |c| admin::find_idp(c, &tenant, &idp)).await
