@@ -9,7 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::config::{Config, LogFormat, validate_name};
+use crate::plugins::chain::{Chain, ChainRegistry};
+use crate::plugins::runtime::Runtime;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
 use crate::{server, telemetry, tokens};
@@ -160,6 +164,27 @@ async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConne
     Ok(out)
 }
 
+/// Loads the rule chain of every configured connection; a chain that fails to load stops the
+/// server from starting, with the reason.
+async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<ChainRegistry> {
+    let mut registry = ChainRegistry::default();
+    let needs_runtime = cfg.tenants.iter().any(|t| t.idps.iter().any(|i| !i.chain.is_empty()));
+    if !needs_runtime {
+        return Ok(registry);
+    }
+    let runtime = Arc::new(Runtime::new()?);
+    for t in &cfg.tenants {
+        for i in t.idps.iter().filter(|i| !i.chain.is_empty()) {
+            let Some((idp, _)) = seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name) else { continue };
+            let specs = i.chain_specs(&t.plugin_limits, &cfg.base_dir)?;
+            let chain = Chain::load(&runtime, &specs).await.with_context(|| format!("loading the rule chain of {}/{}", t.name, i.name))?;
+            tracing::info!(tenant = %t.name, idp = %i.name, entries = chain.len(), "rule chain loaded");
+            registry.insert(idp.id, chain);
+        }
+    }
+    Ok(registry)
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
@@ -181,7 +206,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => {
             let seeded = seed(&store, &cfg).await?;
-            let srv = server::Server::bind(&cfg.server, store).await?;
+            let registry = load_chains(&cfg, &seeded).await?;
+            let srv = server::Server::bind_with(&cfg.server, store, Arc::new(registry)).await?;
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
             println!("  database: {}", cfg.server.db_path().display());

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::plugins::sandbox::Limits;
 use crate::store::sqlite::Durability;
 use crate::store::{IdpKind, RateLimit};
 
@@ -20,6 +21,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// The directory relative plugin paths are resolved from (the configuration file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -66,8 +70,24 @@ impl ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub name: String,
+    /// Default sandbox limits for this tenant's plugins (each chain entry may override).
+    #[serde(default)]
+    pub plugin_limits: Limits,
     #[serde(default, rename = "idp")]
     pub idps: Vec<IdpConfig>,
+}
+
+/// One entry of an IdP connection's rule chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntryConfig {
+    /// `builtin:<name>` or a path to a component (relative to the configuration file).
+    pub plugin: String,
+    /// The plugin's configuration (any TOML value; it reaches the plugin as JSON).
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+    /// Overrides of the tenant's plugin limits.
+    pub limits: Option<Limits>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +98,9 @@ pub struct IdpConfig {
     pub kind: IdpKind,
     pub rate_per_second: Option<f64>,
     pub burst: Option<u32>,
+    /// The rule chain, in order. Without one the connection maps identically.
+    #[serde(default)]
+    pub chain: Vec<ChainEntryConfig>,
 }
 
 fn default_kind() -> IdpKind {
@@ -85,6 +108,24 @@ fn default_kind() -> IdpKind {
 }
 
 impl IdpConfig {
+    /// The chain as the plugin runtime takes it.
+    pub fn chain_specs(&self, tenant_limits: &Limits, base: &std::path::Path) -> anyhow::Result<Vec<crate::plugins::chain::EntrySpec>> {
+        self.chain
+            .iter()
+            .map(|e| {
+                let config = match &e.config {
+                    None => serde_json::Value::Null,
+                    Some(v) => serde_json::to_value(v).with_context(|| format!("converting the configuration of {}", e.plugin))?,
+                };
+                Ok(crate::plugins::chain::EntrySpec {
+                    plugin: crate::plugins::chain::PluginSource::parse(&e.plugin, base),
+                    config,
+                    limits: e.limits.unwrap_or(*tenant_limits),
+                })
+            })
+            .collect()
+    }
+
     pub fn rate(&self) -> RateLimit {
         let d = RateLimit::default();
         RateLimit { per_second: self.rate_per_second.unwrap_or(d.per_second), burst: self.burst.unwrap_or(d.burst) }
@@ -120,7 +161,9 @@ impl Config {
         match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                Config::parse(&text, &p.display().to_string())
+                let mut c = Config::parse(&text, &p.display().to_string())?;
+                c.base_dir = p.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+                Ok(c)
             }
             None => Config::parse(EMBEDDED_DEFAULT, "(embedded example)"),
         }

@@ -12,3 +12,4 @@ pub mod cli;
 pub mod config;
 pub mod server;
 pub mod telemetry;
+pub mod plugins;

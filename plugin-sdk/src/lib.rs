@@ -1,6 +1,292 @@
-//! The Mapwright plugin SDK.
+//! # The Mapwright plugin SDK
 //!
-//! This crate will hold the WIT contract (`mapwright:plugin`) and the Rust SDK that rule
-//! plugins are written against. It is intentionally empty until the plugin runtime lands:
-//! the host currently applies the identity mapping (see `ARCHITECTURE.md`).
+//! A Mapwright rule plugin is a WebAssembly component that makes some of the decisions the
+//! server takes when an identity provider pushes a user or group: which **username** the
+//! directory stores, which application **groups** an IdP group becomes, which **attributes**
+//! the directory entry gets, and what **deprovisioning** does. Plugins are chained per IdP
+//! connection; each receives the previous entry's proposal and returns its own.
+//!
+//! Write a type, implement [`Plugin`] for it (every hook defaults to passing its input
+//! through), and export it:
+//!
+//! ```
+//! use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User};
+//!
+//! #[derive(Default, serde::Deserialize)]
+//! struct Config {
+//!     /// Usernames get this suffix.
+//!     suffix: String,
+//! }
+//!
+//! struct Suffix;
+//!
+//! impl Plugin for Suffix {
+//!     type Config = Config;
+//!     const NAME: &'static str = "suffix";
+//!     const HOOKS: &'static [Hook] = &[Hook::Username];
+//!
+//!     fn username(_ctx: &Context, config: &Config, _user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+//!         Ok(Decision::new(format!("{proposed}{}", config.suffix)).because("suffix", "configured suffix"))
+//!     }
+//! }
+//!
+//! mapwright_plugin_sdk::export_plugin!(Suffix);
+//!
+//! // Plugin logic is plain Rust: test it natively, no Wasm needed.
+//! let out = mapwright_plugin_sdk::testing::username::<Suffix>(
+//!     r#"{"suffix": "-ext"}"#,
+//!     r#"{"userName": "jdoe"}"#,
+//! );
+//! assert_eq!(out.unwrap().value, "jdoe-ext");
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and load the `.wasm` into a
+//! chain (see the README of this crate). The sandbox grants no filesystem, network,
+//! environment or real clock: a plugin is a pure function of its inputs.
 #![deny(missing_docs)]
+
+extern crate self as mapwright_plugin_sdk;
+
+mod adapter;
+mod scim;
+pub mod testing;
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+pub use scim::{Group, User};
+pub use serde_json::{Value, json};
+
+/// Generated bindings of the WIT contract (`wit/plugin.wit`). Plugin authors do not need them.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "rules",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_rules",
+        default_bindings_module: "mapwright_plugin_sdk::bindings",
+        runtime_path: "mapwright_plugin_sdk::__wit_bindgen::rt",
+    });
+}
+
+#[doc(hidden)]
+pub use adapter::Adapter;
+
+/// The hooks a plugin can implement; list yours in [`Plugin::HOOKS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// [`Plugin::username`]
+    Username,
+    /// [`Plugin::map_group`] and [`Plugin::user_memberships`]
+    Groups,
+    /// [`Plugin::attributes`]
+    Attributes,
+    /// [`Plugin::deprovision`] and [`Plugin::reactivate`]
+    Deprovision,
+}
+
+/// The SCIM operation behind a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// POST
+    Create,
+    /// PUT
+    Replace,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+    /// The rules are re-applied to stored data (no IdP request).
+    Reapply,
+}
+
+/// Where a call comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// The tenant (one application's directory).
+    pub tenant: String,
+    /// The IdP connection that sent the request.
+    pub idp: String,
+    /// The IdP's kind: `okta`, `entra`, `generic`, ...
+    pub idp_kind: String,
+    /// The operation.
+    pub operation: Operation,
+}
+
+impl Context {
+    /// A context for tests: tenant `test`, IdP `test` of kind `generic`, operation create.
+    ///
+    /// ```
+    /// let ctx = mapwright_plugin_sdk::Context::test();
+    /// assert_eq!(ctx.idp_kind, "generic");
+    /// ```
+    pub fn test() -> Context {
+        Context { tenant: "test".into(), idp: "test".into(), idp_kind: "generic".into(), operation: Operation::Create }
+    }
+}
+
+/// Why a decision was made: recorded by the server with every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The rule that decided, e.g. `username.email-local-part`.
+    pub rule: String,
+    /// A short human-readable reason.
+    pub reason: String,
+}
+
+/// A decision and, optionally, why it was made.
+///
+/// ```
+/// use mapwright_plugin_sdk::Decision;
+/// let d = Decision::new("jdoe".to_string()).because("username.local-part", "from jane.doe@acme.com");
+/// assert_eq!(d.provenance.unwrap().rule, "username.local-part");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision<T> {
+    /// The decided value.
+    pub value: T,
+    /// Why; `None` for a pass-through.
+    pub provenance: Option<Provenance>,
+}
+
+impl<T> Decision<T> {
+    /// A decision without a recorded reason (use it for pass-through).
+    pub fn new(value: T) -> Self {
+        Decision { value, provenance: None }
+    }
+
+    /// Records which rule decided and why.
+    pub fn because(mut self, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.provenance = Some(Provenance { rule: rule.into(), reason: reason.into() });
+        self
+    }
+}
+
+/// A refusal: the IdP's request fails with 400 and this reason, and nothing is written.
+///
+/// ```
+/// use mapwright_plugin_sdk::Rejection;
+/// let r = Rejection::new("username.require", "'Bob Smith' does not match ^[a-z]+$");
+/// assert!(r.reason.contains("does not match"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The rule that refused.
+    pub rule: String,
+    /// Why, shown to the IdP in the SCIM error detail.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A rejection by `rule` because of `reason`.
+    pub fn new(rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        Rejection { rule: rule.into(), reason: reason.into() }
+    }
+}
+
+/// Membership changes for one user, as deltas of application group names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memberships {
+    /// Groups to add the user to.
+    pub add: Vec<String>,
+    /// Groups to remove the user from.
+    pub remove: Vec<String>,
+}
+
+/// What deactivating or deleting a user does to its directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Keep the entry, marked inactive.
+    Disable,
+    /// Remove the entry after this many days (0: at once).
+    Delete {
+        /// Retention before the purge.
+        retention_days: u32,
+    },
+    /// Keep the entry active but remove its group memberships.
+    StripGroups,
+    /// Change nothing.
+    Keep,
+}
+
+/// What led to deprovisioning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The IdP set `active` to false.
+    Deactivated,
+    /// The IdP deleted the user.
+    Deleted,
+}
+
+/// A rule plugin. Implement the hooks you list in [`Plugin::HOOKS`]; every other hook passes
+/// its input through (and the server never calls it).
+pub trait Plugin: 'static {
+    /// This plugin's configuration for one chain entry, parsed from the entry's JSON.
+    type Config: serde::de::DeserializeOwned + 'static;
+
+    /// The plugin's name, shown in provenance and errors.
+    const NAME: &'static str;
+
+    /// The plugin's version (defaults to the crate version of the SDK user).
+    const VERSION: &'static str = "0.1.0";
+
+    /// The hooks this plugin implements.
+    const HOOKS: &'static [Hook];
+
+    /// Checks a parsed configuration beyond its shape (regexes compile, values are in range).
+    /// Called when a chain is loaded, so a bad configuration is refused before any request.
+    fn validate(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The username to store. `proposed` is the IdP's userName or the previous entry's
+    /// decision.
+    fn username(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+        Ok(Decision::new(proposed.to_string()))
+    }
+
+    /// The application groups an IdP group becomes (empty: the group is not synced).
+    fn map_group(_ctx: &Context, _config: &Self::Config, _group: &Group, proposed: Vec<String>) -> Result<Decision<Vec<String>>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+
+    /// Adjusts one user's membership changes: add defaults, veto removals.
+    fn user_memberships(_ctx: &Context, _config: &Self::Config, _user: &User, _is_new: bool, proposed: Memberships) -> Result<Decision<Memberships>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+
+    /// The directory entry's attributes (a JSON object).
+    fn attributes(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: Value) -> Result<Decision<Value>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+
+    /// What deactivation or deletion does.
+    fn deprovision(_ctx: &Context, _config: &Self::Config, _user: &User, _trigger: Trigger, proposed: Action) -> Result<Decision<Action>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+
+    /// Whether reactivation restores what was snapshotted at deactivation.
+    fn reactivate(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: bool) -> Result<Decision<bool>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+}
+
+/// Exports a [`Plugin`] implementation as the component's entry points.
+///
+/// ```ignore
+/// mapwright_plugin_sdk::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // The component exports exist only in the Wasm build: natively the crate is plain
+        // Rust, tested with `cargo test`.
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        type __MapwrightExportedPlugin = $crate::Adapter<$plugin>;
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_rules!(__MapwrightExportedPlugin with_types_in $crate::bindings);
+    };
+}

@@ -11,4 +11,5 @@ mod groups;
 mod harness;
 mod isolation;
 mod ops;
+mod plugins;
 mod users;

@@ -3,9 +3,11 @@
 //! Every write passes the IdP's canonical resource through the pipeline of its connection to
 //! get the directory entry (users) or the app groups (groups). Because the pipeline is a pure
 //! function of the stored IdP view, re-running it over that view rebuilds the directory,
-//! which is what rule preview and re-apply will rely on. Today every connection uses
-//! [`IdentityMapping`]; the plugin runtime replaces it with per-connection plugin chains.
+//! which is what rule preview and re-apply rely on. A connection without a chain uses
+//! [`IdentityMapping`]; one with a chain runs its plugins (`plugins::chain`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -38,11 +40,23 @@ pub struct MapContext<'a> {
     pub operation: Operation,
 }
 
+/// Why each decision was made: (plugin, rule, reason), in chain order.
+pub type Decisions = Vec<(String, String, String)>;
+
+/// An IdP group as the mapping sees it.
+#[derive(Debug, Clone)]
+pub struct GroupInput<'a> {
+    pub id: &'a str,
+    pub body: &'a Value,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub trait MappingPipeline: Send + Sync {
     /// The directory entry for an IdP user resource (canonical JSON).
-    fn map_user(&self, ctx: &MapContext<'_>, user: &Value) -> Result<EntryWrite, MappingError>;
+    fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>>;
     /// The app groups an IdP group (canonical JSON, without members) maps to.
-    fn map_group(&self, ctx: &MapContext<'_>, group: &Value) -> Result<Vec<String>, MappingError>;
+    fn map_group<'a>(&'a self, ctx: MapContext<'a>, group: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>>;
 }
 
 /// userName, active and attributes pass through unchanged; an IdP group is the app group of
@@ -50,18 +64,26 @@ pub trait MappingPipeline: Send + Sync {
 #[derive(Debug, Default)]
 pub struct IdentityMapping;
 
+pub fn identity_entry(user: &Value) -> Result<EntryWrite, MappingError> {
+    let user_name = user.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
+    if user_name.trim().is_empty() {
+        return Err(MappingError::Rejected { rule: "identity".into(), reason: "userName is empty".into() });
+    }
+    let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
+    Ok(EntryWrite { user_name, active, attributes: user.clone() })
+}
+
+pub fn identity_groups(group: &Value) -> Vec<String> {
+    group.get("displayName").and_then(Value::as_str).map(|s| vec![s.to_string()]).unwrap_or_default()
+}
+
 impl MappingPipeline for IdentityMapping {
-    fn map_user(&self, _ctx: &MapContext<'_>, user: &Value) -> Result<EntryWrite, MappingError> {
-        let user_name = user.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
-        if user_name.trim().is_empty() {
-            return Err(MappingError::Rejected { rule: "identity".into(), reason: "userName is empty".into() });
-        }
-        let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
-        Ok(EntryWrite { user_name, active, attributes: user.clone() })
+    fn map_user<'a>(&'a self, _ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>> {
+        Box::pin(async move { identity_entry(user).map(|e| (e, Vec::new())) })
     }
 
-    fn map_group(&self, _ctx: &MapContext<'_>, group: &Value) -> Result<Vec<String>, MappingError> {
-        Ok(group.get("displayName").and_then(Value::as_str).map(|s| vec![s.to_string()]).unwrap_or_default())
+    fn map_group<'a>(&'a self, _ctx: MapContext<'a>, group: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>> {
+        Box::pin(async move { Ok((identity_groups(group.body), Vec::new())) })
     }
 }
 

@@ -19,7 +19,7 @@ use crate::scim::patch::{self, MemberOp};
 use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
 use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
-use mapping::{MapContext, MappingError, Operation, PipelineRegistry};
+use mapping::{GroupInput, MapContext, MappingError, Operation, PipelineRegistry};
 
 /// How often a write retries after losing a race with a concurrent write to the same resource.
 const MAX_RETRIES: usize = 8;
@@ -81,15 +81,23 @@ impl<S: Store> Service<S> {
         &self.store
     }
 
-    fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<UserWrite> {
+    async fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<UserWrite> {
         let ctx = MapContext { idp, operation: op };
-        let entry = self.pipelines.pipeline_for(idp).map_user(&ctx, &body)?;
+        let pipeline = self.pipelines.pipeline_for(idp);
+        let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
+        for (plugin, rule, reason) in &decisions {
+            tracing::debug!(plugin, rule, reason, "user mapping decision");
+        }
         Ok(UserWrite { body, entry })
     }
 
-    fn group_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<GroupWrite> {
+    async fn group_write(&self, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {
         let ctx = MapContext { idp, operation: op };
-        let targets = self.pipelines.pipeline_for(idp).map_group(&ctx, &body)?;
+        let pipeline = self.pipelines.pipeline_for(idp);
+        let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
+        for (plugin, rule, reason) in &decisions {
+            tracing::debug!(plugin, rule, reason, "group mapping decision");
+        }
         Ok(GroupWrite { body, targets })
     }
 
@@ -97,7 +105,7 @@ impl<S: Store> Service<S> {
 
     pub async fn create_user(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredUser> {
         let body = canonicalize(ResourceKind::User, input)?;
-        let w = self.user_write(idp, Operation::Create, body)?;
+        let w = self.user_write(idp, Operation::Create, body).await?;
         self.store.create_user(idp, w).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
@@ -119,7 +127,7 @@ impl<S: Store> Service<S> {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
-            let w = self.user_write(idp, op, body)?;
+            let w = self.user_write(idp, op, body).await?;
             match self.store.update_user(idp, id, cur.meta.version, w).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
@@ -175,7 +183,8 @@ impl<S: Store> Service<S> {
 
     pub async fn create_group(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredGroup> {
         let (body, members) = Self::split_group(input)?;
-        let w = self.group_write(idp, Operation::Create, body)?;
+        // The group has no id before it is stored; rules see an empty one on create.
+        let w = self.group_write(idp, Operation::Create, "", body).await?;
         self.store.create_group(idp, w, members.unwrap_or_default()).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
@@ -197,7 +206,7 @@ impl<S: Store> Service<S> {
             pre.check(cur.meta.version)?;
             let (body, members) = change(&cur.body)?;
             let w = match body {
-                Some(b) if b != cur.body => Some(self.group_write(idp, op, canonicalize(ResourceKind::Group, &b)?)?),
+                Some(b) if b != cur.body => Some(self.group_write(idp, op, id, canonicalize(ResourceKind::Group, &b)?).await?),
                 _ => None,
             };
             match self.store.update_group(idp, id, cur.meta.version, w, members).await {

@@ -1,0 +1,190 @@
+//! An IdP connection's chain: ordered plugin entries; each hook's output feeds the next
+//! entry implementing that hook. A chain is immutable once loaded, so swapping one for
+//! another is a pointer swap and a request never sees a mix.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::PluginError;
+use super::bindings::exports::mapwright::plugin::groups::IdpGroup;
+use super::bindings::mapwright::plugin::types as wit;
+use super::instance::{Entry, Provenance};
+use super::runtime::{MAX_MEMORY, Runtime};
+use super::sandbox::Limits;
+use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, identity_entry, identity_groups};
+use crate::store::{EntryWrite, IdpConnection};
+
+/// Where a chain entry's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A first-party plugin compiled into the server (`builtin:username`).
+    Builtin(String),
+    /// A component file.
+    File(PathBuf),
+}
+
+impl PluginSource {
+    /// `builtin:<name>`, or a path (relative to `base`).
+    pub fn parse(s: &str, base: &Path) -> PluginSource {
+        match s.strip_prefix("builtin:") {
+            Some(n) => PluginSource::Builtin(n.to_string()),
+            None => PluginSource::File(base.join(s)),
+        }
+    }
+
+    pub fn bytes(&self) -> Result<Vec<u8>, PluginError> {
+        match self {
+            PluginSource::Builtin(n) => super::builtin::get(n).map(<[u8]>::to_vec).ok_or_else(|| {
+                PluginError::Invalid(format!("no builtin plugin '{n}' (builtin: {})", super::builtin::names().collect::<Vec<_>>().join(", ")))
+            }),
+            PluginSource::File(p) => std::fs::read(p).map_err(|e| PluginError::Invalid(format!("reading {}: {e}", p.display()))),
+        }
+    }
+}
+
+/// One entry as configured: which plugin, its JSON configuration, its limits.
+#[derive(Debug, Clone)]
+pub struct EntrySpec {
+    pub plugin: PluginSource,
+    pub config: Value,
+    pub limits: Limits,
+}
+
+pub struct Chain {
+    entries: Vec<Entry>,
+}
+
+fn check_limits(l: &Limits) -> Result<(), PluginError> {
+    if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY || l.cpu_ms == 0 || l.cpu_ms > 10_000 || l.output_bytes == 0 {
+        return Err(PluginError::Invalid(format!(
+            "limits out of range: memory 1..={MAX_MEMORY} bytes, cpu 1..=10000 ms, output > 0 (got {l:?})"
+        )));
+    }
+    Ok(())
+}
+
+impl Chain {
+    /// Loads every entry: compiles (or reuses) the component, validates the configuration
+    /// with the plugin. Any failure refuses the whole chain.
+    pub async fn load(runtime: &Arc<Runtime>, specs: &[EntrySpec]) -> Result<Chain, PluginError> {
+        let mut entries = Vec::with_capacity(specs.len());
+        for s in specs {
+            check_limits(&s.limits)?;
+            let plugin = runtime.load(&s.plugin.bytes()?).await?;
+            entries.push(Entry::new(runtime.clone(), plugin, s.config.to_string(), s.limits).await?);
+        }
+        Ok(Chain { entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn wit_context(ctx: &MapContext<'_>) -> wit::Context {
+    wit::Context {
+        tenant: ctx.idp.tenant.clone(),
+        idp: ctx.idp.name.clone(),
+        idp_kind: ctx.idp.kind.as_str().to_string(),
+        operation: match ctx.operation {
+            Operation::Create => wit::Operation::Create,
+            Operation::Replace => wit::Operation::Replace,
+            Operation::Patch => wit::Operation::Patch,
+        },
+    }
+}
+
+impl From<PluginError> for MappingError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::Rejected { plugin, rule, reason } => MappingError::Rejected { rule: format!("{plugin}/{rule}"), reason },
+            PluginError::Fault { plugin, reason } | PluginError::Config { plugin, reason } => MappingError::Fault { rule: plugin, reason },
+            PluginError::Invalid(reason) => MappingError::Fault { rule: "plugin".into(), reason },
+        }
+    }
+}
+
+fn record(out: &mut Decisions, p: Option<Provenance>) {
+    if let Some(p) = p {
+        out.push((p.plugin, p.rule, p.reason));
+    }
+}
+
+impl MappingPipeline for Chain {
+    fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>> {
+        Box::pin(async move {
+            let mut entry = identity_entry(user)?;
+            let mut decisions = Decisions::new();
+            let wctx = wit_context(&ctx);
+            let user_json = user.to_string();
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.username) {
+                let (name, p) = e.username(&wctx, &user_json, &entry.user_name).await?;
+                entry.user_name = name;
+                record(&mut decisions, p);
+            }
+            let mut attrs: Option<String> = None;
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.attributes) {
+                let proposed = attrs.take().unwrap_or_else(|| user_json.clone());
+                let (a, p) = e.attributes(&wctx, &user_json, &proposed).await?;
+                attrs = Some(a);
+                record(&mut decisions, p);
+            }
+            if let Some(a) = attrs {
+                let v: Value = serde_json::from_str(&a).map_err(|e| MappingError::Fault { rule: "attributes".into(), reason: format!("returned invalid JSON: {e}") })?;
+                if !v.is_object() {
+                    return Err(MappingError::Fault { rule: "attributes".into(), reason: "returned attributes that are not a JSON object".into() });
+                }
+                entry.attributes = v;
+            }
+            Ok((entry, decisions))
+        })
+    }
+
+    fn map_group<'a>(&'a self, ctx: MapContext<'a>, group: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>> {
+        Box::pin(async move {
+            let mut groups = identity_groups(group.body);
+            let mut decisions = Decisions::new();
+            let wctx = wit_context(&ctx);
+            let g = IdpGroup {
+                id: group.id.to_string(),
+                display_name: group.body.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string(),
+                external_id: group.body.get("externalId").and_then(Value::as_str).map(str::to_string),
+            };
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.groups) {
+                let (out, p) = e.map_group(&wctx, &g, &groups).await?;
+                groups = out;
+                record(&mut decisions, p);
+            }
+            Ok((groups, decisions))
+        })
+    }
+}
+
+/// The pipeline of every IdP connection: its chain if it has one, else the identity mapping.
+#[derive(Default)]
+pub struct ChainRegistry {
+    chains: HashMap<i64, Arc<Chain>>,
+    identity: Arc<IdentityMapping>,
+}
+
+impl ChainRegistry {
+    pub fn insert(&mut self, idp_id: i64, chain: Chain) {
+        self.chains.insert(idp_id, Arc::new(chain));
+    }
+}
+
+impl PipelineRegistry for ChainRegistry {
+    fn pipeline_for(&self, idp: &IdpConnection) -> Arc<dyn MappingPipeline> {
+        match self.chains.get(&idp.id) {
+            Some(c) => c.clone(),
+            None => self.identity.clone(),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Calling one chain entry: instance reuse, limits, trap handling, output bounds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmtime::Store;
+
+use super::PluginError;
+use super::bindings::Rules;
+use super::bindings::exports::mapwright::plugin::groups;
+use super::bindings::mapwright::plugin::types as wit;
+use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime, budget};
+use super::sandbox::{Limits, SandboxState};
+
+/// Idle instances kept per chain entry: enough for the concurrency of one connection.
+const IDLE_PER_ENTRY: usize = 4;
+
+/// Idle instances across the server: bounded so that busy calls always find room in the
+/// pooling allocator (`MAX_INSTANCES`).
+static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
+const IDLE_MAX: usize = 600;
+
+struct Instance {
+    store: Store<SandboxState>,
+    rules: Rules,
+}
+
+/// One chain entry: a plugin, its configuration, its limits and its idle instances.
+pub struct Entry {
+    pub plugin: Arc<LoadedPlugin>,
+    pub config: String,
+    pub limits: Limits,
+    runtime: Arc<Runtime>,
+    idle: std::sync::Mutex<Vec<Instance>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Ok(idle) = self.idle.lock() {
+            IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A provenance record returned by a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub plugin: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+fn prov(plugin: &str, p: Option<wit::Provenance>) -> Option<Provenance> {
+    p.map(|p| Provenance { plugin: plugin.to_string(), rule: p.rule, reason: p.reason })
+}
+
+impl Entry {
+    /// Creates the entry and validates its configuration with the plugin (once, at load).
+    pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits) -> Result<Entry, PluginError> {
+        let e = Entry { plugin, config, limits, runtime, idle: std::sync::Mutex::new(Vec::new()) };
+        let mut inst = e.instance().await?;
+        e.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
+        match r {
+            Ok(Ok(())) => {
+                e.put_back(inst);
+                Ok(e)
+            }
+            Ok(Err(reason)) => Err(PluginError::Config { plugin: e.plugin.name.clone(), reason }),
+            Err(trap) => Err(e.fault(&inst, &trap)),
+        }
+    }
+
+    async fn instance(&self) -> Result<Instance, PluginError> {
+        if let Some(i) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
+            return Ok(i);
+        }
+        let mut store = Store::new(&self.runtime.engine, SandboxState::new(&self.limits));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(budget);
+        self.arm_store(&mut store);
+        let rules = self.plugin.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Fault {
+            plugin: self.plugin.name.clone(),
+            reason: format!("instantiation failed: {e:#}"),
+        })?;
+        Ok(Instance { store, rules })
+    }
+
+    fn arm_store(&self, store: &mut Store<SandboxState>) {
+        store.data_mut().ticks_left = self.limits.cpu_ms.max(1);
+        store.set_epoch_deadline(1);
+    }
+
+    /// Resets the CPU budget before a call.
+    fn arm(&self, inst: &mut Instance) {
+        self.arm_store(&mut inst.store);
+    }
+
+    fn put_back(&self, inst: Instance) {
+        let Ok(mut idle) = self.idle.lock() else { return };
+        if idle.len() >= IDLE_PER_ENTRY {
+            return;
+        }
+        if IDLE_TOTAL.fetch_add(1, Ordering::Relaxed) >= IDLE_MAX {
+            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        idle.push(inst);
+    }
+
+    /// A trap: the instance is discarded (never reused) and the reason named.
+    fn fault(&self, inst: &Instance, trap: &wasmtime::Error) -> PluginError {
+        let text = format!("{trap:#}");
+        let stderr = inst.store.data().stderr();
+        let reason = if text.contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms)
+        } else if text.contains("memory") && (text.contains("grow") || text.contains("limit")) || stderr.contains("memory allocation") {
+            format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes)
+        } else if text.contains("stack overflow") || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::StackOverflow) {
+            "overflowed its stack".to_string()
+        } else if !stderr.is_empty() {
+            format!("trapped: {}", stderr.lines().last().unwrap_or_default())
+        } else {
+            format!("trapped: {}", trap.root_cause())
+        };
+        tracing::warn!(plugin = %self.plugin.name, hash = %self.plugin.hash, %reason, "plugin call failed");
+        PluginError::Fault { plugin: self.plugin.name.clone(), reason }
+    }
+
+    fn rejected(&self, r: wit::Rejection) -> PluginError {
+        PluginError::Rejected { plugin: self.plugin.name.clone(), rule: r.rule, reason: r.reason }
+    }
+
+    fn invalid_output(&self, why: String) -> PluginError {
+        tracing::warn!(plugin = %self.plugin.name, reason = %why, "plugin returned invalid output");
+        PluginError::Fault { plugin: self.plugin.name.clone(), reason: format!("returned invalid output: {why}") }
+    }
+
+    pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(String, Option<Provenance>), PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, None).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        let name = out.user_name;
+        if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            return Err(self.invalid_output(format!("userName must be 1-256 printable characters, got {} bytes", name.len())));
+        }
+        Ok((name, prov(&self.plugin.name, out.provenance)))
+    }
+
+    pub async fn map_group(&self, ctx: &wit::Context, group: &groups::IdpGroup, proposed: &[String]) -> Result<(Vec<String>, Option<Provenance>), PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_groups().call_map_group(&mut inst.store, ctx, &self.config, group, proposed).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        self.check_groups(&out.groups)?;
+        Ok((out.groups, prov(&self.plugin.name, out.provenance)))
+    }
+
+    pub async fn user_memberships(&self, ctx: &wit::Context, user: &str, is_new: bool, proposed: groups::Memberships) -> Result<groups::Memberships, PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_groups().call_user_memberships(&mut inst.store, ctx, &self.config, user, is_new, &proposed).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        self.check_groups(&out.add)?;
+        self.check_groups(&out.remove)?;
+        Ok(out)
+    }
+
+    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(String, Option<Provenance>), PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, None).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        if out.attributes.len() > self.limits.output_bytes {
+            return Err(self.invalid_output(format!("{} bytes of attributes exceed the limit of {}", out.attributes.len(), self.limits.output_bytes)));
+        }
+        Ok((out.attributes, prov(&self.plugin.name, out.provenance)))
+    }
+
+    fn check_groups(&self, groups: &[String]) -> Result<(), PluginError> {
+        let total: usize = groups.iter().map(String::len).sum();
+        if groups.len() > 1000 || total > self.limits.output_bytes {
+            return Err(self.invalid_output(format!("{} groups ({total} bytes) exceed the limits", groups.len())));
+        }
+        if let Some(bad) = groups.iter().find(|g| g.trim().is_empty() || g.len() > 256 || g.chars().any(char::is_control)) {
+            return Err(self.invalid_output(format!("group name {bad:?} is not 1-256 printable characters")));
+        }
+        Ok(())
+    }
+}
+
+/// The idle instances across the server (for metrics and tests).
+pub fn idle_instances() -> usize {
+    IDLE_TOTAL.load(Ordering::Relaxed)
+}
+

@@ -1,0 +1,166 @@
+//! The plugin engine: one per server, compiling each component once per content hash.
+//!
+//! Isolation: every chain entry of every IdP connection has its own instances (never shared
+//! between tenants or connections); an instance is reused only by the entry that created it
+//! and is discarded after any trap. Linear memory is bounded per instance, CPU per call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::PluginError;
+use super::bindings::RulesPre;
+use super::bindings::mapwright::plugin::types::Hook as WitHook;
+use super::sandbox::{Limits, SandboxState};
+
+/// Instances the pooling allocator can hold at once (busy and idle).
+pub const MAX_INSTANCES: u32 = 1000;
+/// The largest linear memory any plugin may have; per-tenant limits are at most this.
+pub const MAX_MEMORY: usize = 64 << 20;
+/// The epoch tick: the unit of the CPU limit and how often a running plugin yields.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// Which hooks a plugin implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub username: bool,
+    pub groups: bool,
+    pub attributes: bool,
+    pub deprovision: bool,
+}
+
+/// A compiled, described plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    pub name: String,
+    pub version: String,
+    pub hooks: Hooks,
+    pub(crate) pre: RulesPre<SandboxState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("name", &self.name).field("version", &self.version).field("hash", &self.hash).field("hooks", &self.hooks).finish()
+    }
+}
+
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<SandboxState>,
+    cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 2)
+            .max_memory_size(MAX_MEMORY)
+            // Keep freed memory mapped for reuse: cheaper instantiation at some RSS.
+            .linear_memory_keep_resident(64 << 10);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .memory_reservation(MAX_MEMORY as u64)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0)
+            .max_wasm_stack(512 << 10);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("creating the plugin engine: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Invalid(format!("linking WASI: {e}")))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("mapwright-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
+        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), stop_ticker })
+    }
+
+    /// Compiles (or takes from the cache) a component, checks that it implements the
+    /// contract, and asks it which hooks it implements. Compilation takes ~100 ms: callers
+    /// run this off the request path.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let hash = content_hash(bytes);
+        if let Some(p) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
+            return Ok(p);
+        }
+        let component = {
+            let (engine, bytes) = (self.engine.clone(), bytes.to_vec());
+            tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                .await
+                .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))?
+                .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}"))
+        })?;
+        let pre = RulesPre::new(instance_pre).map_err(|e| {
+            PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
+        })?;
+        let mut store = Store::new(&self.engine, SandboxState::new(&Limits::default()));
+        store.limiter(|s| &mut s.limits);
+        store.data_mut().ticks_left = Limits::default().cpu_ms;
+        store.epoch_deadline_callback(budget);
+        store.set_epoch_deadline(1);
+        let rules = pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Invalid(format!("instantiating: {e:#}")))?;
+        let info = rules
+            .mapwright_plugin_meta()
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| PluginError::Invalid(format!("describe() failed: {e:#}")))?;
+        let mut hooks = Hooks::default();
+        for h in info.hooks {
+            match h {
+                WitHook::Username => hooks.username = true,
+                WitHook::Groups => hooks.groups = true,
+                WitHook::Attributes => hooks.attributes = true,
+                WitHook::Deprovision => hooks.deprovision = true,
+            }
+        }
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, pre });
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(hash, loaded.clone());
+        }
+        Ok(loaded)
+    }
+}
+
+/// The epoch callback: yield to the executor at every tick while the call's CPU budget
+/// lasts, then trap.
+pub(crate) fn budget(mut ctx: wasmtime::StoreContextMut<'_, SandboxState>) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let s = ctx.data_mut();
+    if s.ticks_left == 0 {
+        return Err(wasmtime::Error::msg(CPU_EXHAUSTED));
+    }
+    s.ticks_left -= 1;
+    Ok(wasmtime::UpdateDeadline::Yield(1))
+}
+
+pub(crate) const CPU_EXHAUSTED: &str = "CPU time limit exceeded";

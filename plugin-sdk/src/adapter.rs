@@ -1,0 +1,169 @@
+//! Glue between the generated bindings and a [`Plugin`]: parses inputs, caches the parsed
+//! configuration, converts decisions. Plugin authors never see it.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, username};
+use crate::bindings::mapwright::plugin::types as wit;
+use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, Trigger, User};
+
+/// Implements the generated export traits for any [`Plugin`].
+pub struct Adapter<P>(PhantomData<P>);
+
+/// A plugin type, the configuration text last seen for it, and its parsed value.
+type CachedConfig = (TypeId, String, Rc<dyn Any>);
+
+thread_local! {
+    /// An instance is reused for one chain entry, whose configuration does not change, so
+    /// each configuration is parsed (and its regexes compiled) once per instance.
+    static CONFIGS: RefCell<Vec<CachedConfig>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Parses (or returns the cached) configuration of `P`.
+pub(crate) fn config<P: Plugin>(text: &str) -> Result<Rc<P::Config>, String> {
+    let id = TypeId::of::<P>();
+    let cached = CONFIGS.with(|c| {
+        c.borrow().iter().find(|(t, s, _)| *t == id && s == text).and_then(|(_, _, v)| v.clone().downcast::<P::Config>().ok())
+    });
+    if let Some(c) = cached {
+        return Ok(c);
+    }
+    let text_or_null = if text.trim().is_empty() { "null" } else { text };
+    let parsed: P::Config = serde_json::from_str(text_or_null).map_err(|e| format!("invalid configuration for {}: {e}", P::NAME))?;
+    P::validate(&parsed).map_err(|e| format!("invalid configuration for {}: {e}", P::NAME))?;
+    let rc = Rc::new(parsed);
+    CONFIGS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(t, _, _)| *t != id);
+        c.push((id, text.to_string(), rc.clone() as Rc<dyn Any>));
+    });
+    Ok(rc)
+}
+
+fn context(c: wit::Context) -> Context {
+    let operation = match c.operation {
+        wit::Operation::Create => Operation::Create,
+        wit::Operation::Replace => Operation::Replace,
+        wit::Operation::Patch => Operation::Patch,
+        wit::Operation::Delete => Operation::Delete,
+        wit::Operation::Reapply => Operation::Reapply,
+    };
+    Context { tenant: c.tenant, idp: c.idp, idp_kind: c.idp_kind, operation }
+}
+
+fn provenance(p: Option<Provenance>) -> Option<wit::Provenance> {
+    p.map(|p| wit::Provenance { rule: p.rule, reason: p.reason })
+}
+
+fn rejection(r: Rejection) -> wit::Rejection {
+    wit::Rejection { rule: r.rule, reason: r.reason }
+}
+
+/// Bad input from the host or a bad configuration surfaces as a rejection by the plugin.
+fn input_error<P: Plugin>(what: &str, e: impl std::fmt::Display) -> wit::Rejection {
+    wit::Rejection { rule: P::NAME.to_string(), reason: format!("{what}: {e}") }
+}
+
+fn user<P: Plugin>(json: &str) -> Result<User, wit::Rejection> {
+    User::from_json(json).map_err(|e| input_error::<P>("the user is not valid JSON", e))
+}
+
+fn cfg<P: Plugin>(text: &str) -> Result<Rc<P::Config>, wit::Rejection> {
+    config::<P>(text).map_err(|e| wit::Rejection { rule: P::NAME.to_string(), reason: e })
+}
+
+impl<P: Plugin> meta::Guest for Adapter<P> {
+    fn describe() -> meta::Info {
+        let hooks = P::HOOKS
+            .iter()
+            .map(|h| match h {
+                Hook::Username => wit::Hook::Username,
+                Hook::Groups => wit::Hook::Groups,
+                Hook::Attributes => wit::Hook::Attributes,
+                Hook::Deprovision => wit::Hook::Deprovision,
+            })
+            .collect();
+        meta::Info { name: P::NAME.to_string(), version: P::VERSION.to_string(), hooks }
+    }
+
+    fn validate_config(config: String) -> Result<(), String> {
+        self::config::<P>(&config).map(|_| ())
+    }
+}
+
+impl<P: Plugin> username::Guest for Adapter<P> {
+    fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, _current: Option<String>) -> Result<username::Decision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user::<P>(&user_json)?;
+        let d = P::username(&context(ctx), &c, &u, &proposed).map_err(rejection)?;
+        Ok(username::Decision { user_name: d.value, provenance: provenance(d.provenance) })
+    }
+}
+
+impl<P: Plugin> groups::Guest for Adapter<P> {
+    fn map_group(ctx: wit::Context, config: String, group: groups::IdpGroup, proposed: Vec<String>) -> Result<groups::GroupDecision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let g = Group { id: group.id, display_name: group.display_name, external_id: group.external_id };
+        let d = P::map_group(&context(ctx), &c, &g, proposed).map_err(rejection)?;
+        Ok(groups::GroupDecision { groups: d.value, provenance: provenance(d.provenance) })
+    }
+
+    fn user_memberships(ctx: wit::Context, config: String, user_json: String, is_new: bool, proposed: groups::Memberships) -> Result<groups::Memberships, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user::<P>(&user_json)?;
+        let m = Memberships { add: proposed.add, remove: proposed.remove };
+        let d = P::user_memberships(&context(ctx), &c, &u, is_new, m).map_err(rejection)?;
+        Ok(groups::Memberships { add: d.value.add, remove: d.value.remove, provenance: provenance(d.provenance) })
+    }
+}
+
+impl<P: Plugin> attributes::Guest for Adapter<P> {
+    fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, _current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user::<P>(&user_json)?;
+        let p: serde_json::Value = serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?;
+        let d = P::attributes(&context(ctx), &c, &u, p).map_err(rejection)?;
+        Ok(attributes::Decision { attributes: d.value.to_string(), provenance: provenance(d.provenance) })
+    }
+}
+
+fn action_in(a: deprovision::Action) -> Action {
+    match a {
+        deprovision::Action::Disable => Action::Disable,
+        deprovision::Action::Delete(days) => Action::Delete { retention_days: days },
+        deprovision::Action::StripGroups => Action::StripGroups,
+        deprovision::Action::Keep => Action::Keep,
+    }
+}
+
+fn action_out(a: Action) -> deprovision::Action {
+    match a {
+        Action::Disable => deprovision::Action::Disable,
+        Action::Delete { retention_days } => deprovision::Action::Delete(retention_days),
+        Action::StripGroups => deprovision::Action::StripGroups,
+        Action::Keep => deprovision::Action::Keep,
+    }
+}
+
+impl<P: Plugin> deprovision::Guest for Adapter<P> {
+    fn on_deprovision(ctx: wit::Context, config: String, user_json: String, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<deprovision::Decision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user::<P>(&user_json)?;
+        let t = match trigger {
+            deprovision::Trigger::Deactivated => Trigger::Deactivated,
+            deprovision::Trigger::Deleted => Trigger::Deleted,
+        };
+        let d = P::deprovision(&context(ctx), &c, &u, t, action_in(proposed)).map_err(rejection)?;
+        Ok(deprovision::Decision { action: action_out(d.value), provenance: provenance(d.provenance) })
+    }
+
+    fn on_reactivate(ctx: wit::Context, config: String, user_json: String, proposed: bool) -> Result<deprovision::Reactivation, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user::<P>(&user_json)?;
+        let d = P::reactivate(&context(ctx), &c, &u, proposed).map_err(rejection)?;
+        Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
+    }
+}

@@ -1,0 +1,65 @@
+//! Run a plugin's hooks natively, through the same configuration parsing and validation as
+//! in the sandbox, from plain `cargo test`.
+//!
+//! ```
+//! use mapwright_plugin_sdk::{Decision, Hook, Plugin, Rejection, Context, User};
+//!
+//! struct Lower;
+//! impl Plugin for Lower {
+//!     type Config = ();
+//!     const NAME: &'static str = "lower";
+//!     const HOOKS: &'static [Hook] = &[Hook::Username];
+//!     fn username(_: &Context, _: &(), _: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+//!         Ok(Decision::new(proposed.to_lowercase()))
+//!     }
+//! }
+//!
+//! let d = mapwright_plugin_sdk::testing::username::<Lower>("null", r#"{"userName": "JDoe"}"#).unwrap();
+//! assert_eq!(d.value, "jdoe");
+//! ```
+
+use crate::{Action, Context, Decision, Group, Memberships, Plugin, Rejection, Trigger, User, Value};
+
+fn setup<P: Plugin>(config: &str, user: &str) -> Result<(std::rc::Rc<P::Config>, User), Rejection> {
+    let c = crate::adapter::config::<P>(config).map_err(|e| Rejection::new(P::NAME, e))?;
+    let u = User::from_json(user).map_err(|e| Rejection::new(P::NAME, format!("the user is not valid JSON: {e}")))?;
+    Ok((c, u))
+}
+
+/// Checks a configuration as the server does when it loads a chain.
+pub fn validate_config<P: Plugin>(config: &str) -> Result<(), String> {
+    crate::adapter::config::<P>(config).map(|_| ())
+}
+
+/// Runs the username hook with the user's own `userName` as the proposal.
+pub fn username<P: Plugin>(config: &str, user: &str) -> Result<Decision<String>, Rejection> {
+    let (c, u) = setup::<P>(config, user)?;
+    let proposed = u.user_name().to_string();
+    P::username(&Context::test(), &c, &u, &proposed)
+}
+
+/// Runs the group-mapping hook with the group's display name as the proposal.
+pub fn map_group<P: Plugin>(config: &str, display_name: &str) -> Result<Decision<Vec<String>>, Rejection> {
+    let c = crate::adapter::config::<P>(config).map_err(|e| Rejection::new(P::NAME, e))?;
+    let g = Group { id: "test-group".into(), display_name: display_name.into(), external_id: None };
+    P::map_group(&Context::test(), &c, &g, vec![display_name.to_string()])
+}
+
+/// Runs the memberships hook.
+pub fn user_memberships<P: Plugin>(config: &str, user: &str, is_new: bool, proposed: Memberships) -> Result<Decision<Memberships>, Rejection> {
+    let (c, u) = setup::<P>(config, user)?;
+    P::user_memberships(&Context::test(), &c, &u, is_new, proposed)
+}
+
+/// Runs the attributes hook with the user itself as the proposed attributes.
+pub fn attributes<P: Plugin>(config: &str, user: &str) -> Result<Decision<Value>, Rejection> {
+    let (c, u) = setup::<P>(config, user)?;
+    let proposed = u.json().clone();
+    P::attributes(&Context::test(), &c, &u, proposed)
+}
+
+/// Runs the deprovisioning hook with `disable` as the proposal.
+pub fn deprovision<P: Plugin>(config: &str, user: &str, trigger: Trigger) -> Result<Decision<Action>, Rejection> {
+    let (c, u) = setup::<P>(config, user)?;
+    P::deprovision(&Context::test(), &c, &u, trigger, Action::Disable)
+}

@@ -1,0 +1,103 @@
+//! Rule chains of compiled plugins on the real server: the directory shows the mapped result,
+//! the IdP view stays as the IdP sent it, and each connection has its own rules.
+
+use serde_json::json;
+
+use crate::harness::{Server, directory_entry};
+
+const CHAINS: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, replace = [{ pattern = '^(.)[^.]*\.(.*)$', with = "$1$2" }], case = "lower" }
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { require = '^[a-z0-9]+$' }
+
+[[tenant.idp]]
+name = "entra"
+kind = "entra"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "template", template = "{name.givenName|lower}.{name.familyName|lower}", transliterate = true, domain = "acme.io" }
+"#;
+
+#[test]
+fn chains_map_usernames_per_connection() {
+    let s = Server::start_with(CHAINS);
+    let okta = s.declared("acme", "okta");
+    let r = okta.post("/Users", &json!({
+        "userName": "jane.doe@acme.com", "name": {"givenName": "Jane", "familyName": "Doe"},
+        "emails": [{"value": "jane.doe@acme.com", "type": "work", "primary": true}],
+    }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["userName"], "jane.doe@acme.com", "the IdP view is what the IdP sent");
+    let e = directory_entry(&s.db(), "acme", "jdoe").expect("the directory holds the mapped username");
+    assert!(e.active);
+
+    // The second connection of the same tenant has other rules.
+    let entra = s.declared("acme", "entra");
+    let r = entra.post("/Users", &json!({"userName": "zoe@acme.com", "name": {"givenName": "Zoë", "familyName": "Ångström"}}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(directory_entry(&s.db(), "acme", "zoe.angstrom@acme.io").is_some());
+
+    // An update re-runs the chain: a new email gives a new directory username.
+    let id = okta.post("/Users", &json!({"userName": "bob.smith@acme.com", "emails": [{"value": "bob.smith@acme.com", "primary": true}]})).id();
+    assert!(directory_entry(&s.db(), "acme", "bsmith").is_some());
+    let p = okta.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "emails", "value": [{"value": "rob.smith@acme.com", "primary": true}]}]));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(directory_entry(&s.db(), "acme", "bsmith").is_none());
+    assert!(directory_entry(&s.db(), "acme", "rsmith").is_some());
+
+    // Two IdP users mapping to one directory username: the second is a uniqueness conflict.
+    okta.post("/Users", &json!({"userName": "j.doe@acme.com", "emails": [{"value": "j.doe@acme.com"}]})).assert_error(409, Some("uniqueness"));
+}
+
+#[test]
+fn rejections_are_400_naming_the_plugin_and_write_nothing() {
+    let s = Server::start_with(CHAINS);
+    let okta = s.declared("acme", "okta");
+    // No email: the first entry rejects.
+    let r = okta.post("/Users", &json!({"userName": "noemail"}));
+    r.assert_error(400, Some("invalidValue"));
+    assert!(r.body["detail"].as_str().unwrap().contains("username"), "{}", r.body);
+    // The second entry's `require` rejects what the first produced.
+    let r = okta.post("/Users", &json!({"userName": "x", "emails": [{"value": "o'brien@acme.com"}]}));
+    r.assert_error(400, Some("invalidValue"));
+    assert!(r.body["detail"].as_str().unwrap().contains("does not match"), "{}", r.body);
+    assert_eq!(okta.get("/Users").body["totalResults"], 0, "nothing was written");
+    // The connection keeps serving.
+    assert_eq!(okta.post("/Users", &json!({"userName": "ok", "emails": [{"value": "ann.lee@acme.com"}]})).status, 201);
+}
+
+#[test]
+fn a_bad_chain_refuses_to_start_with_the_reason() {
+    let bad = CHAINS.replace("require = '^[a-z0-9]+$'", "require = '(unclosed'");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\n{bad}")).unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acme/okta") && err.contains("bad regex"), "{err}");
+    let missing = CHAINS.replace("builtin:username", "builtin:nope");
+    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\n{missing}")).unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no builtin plugin 'nope'"));
+}
