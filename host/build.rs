@@ -19,7 +19,9 @@ fn main() {
     let root = manifest.parent().expect("host/ lives in the workspace root").to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let plugins = plugin_crates(&root.join("plugins"));
-    for dir in ["plugins", "plugin-sdk/src", "plugin-sdk/wit"] {
+    // Test-only plugins (hostile ones among them): built alongside, never embedded.
+    let test_plugins = plugin_crates(&root.join("tests/plugins"));
+    for dir in ["plugins", "tests/plugins", "plugin-sdk/src", "plugin-sdk/wit"] {
         rerun_tree(&root.join(dir));
     }
     rerun(&root.join("plugin-sdk/Cargo.toml"));
@@ -39,7 +41,7 @@ fn main() {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    for (name, _) in &plugins {
+    for (name, _) in plugins.iter().chain(&test_plugins) {
         cmd.args(["-p", name]);
     }
     let status = cmd.status().expect("running the nested cargo build of the plugins");
@@ -54,6 +56,15 @@ fn main() {
     }
     table.push_str("];\n");
     std::fs::write(out.join("builtin.rs"), table).expect("writing builtin.rs");
+
+    // test_plugins.rs: paths of the test-only components, for the integration tests.
+    let mut paths = String::new();
+    for (name, _) in &test_plugins {
+        let wasm = target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", name.replace('-', "_")));
+        let konst = name.trim_start_matches("mapwright-test-").replace('-', "_").to_uppercase();
+        paths.push_str(&format!("pub const {konst}: &str = {:?};\n", wasm.display().to_string()));
+    }
+    std::fs::write(out.join("test_plugins.rs"), paths).expect("writing test_plugins.rs");
 }
 
 /// (package name, short name) of every crate under plugins/.
@@ -66,7 +77,7 @@ fn plugin_crates(dir: &Path) -> Vec<(String, String)> {
             .lines()
             .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
             .expect("plugin crates have a name");
-        let short = name.trim_start_matches("mapwright-rule-").to_string();
+        let short = name.trim_start_matches("mapwright-rule-").trim_start_matches("mapwright-test-").to_string();
         out.push((name, short));
     }
     out.sort();

@@ -9,6 +9,7 @@ mod errors;
 mod filters;
 mod groups;
 mod harness;
+mod hostile;
 mod isolation;
 mod ops;
 mod plugins;

@@ -129,19 +129,15 @@ impl MappingPipeline for Chain {
                 entry.user_name = name;
                 record(&mut decisions, p);
             }
-            let mut attrs: Option<String> = None;
+            let mut attrs: Option<Value> = None;
             for e in self.entries.iter().filter(|e| e.plugin.hooks.attributes) {
-                let proposed = attrs.take().unwrap_or_else(|| user_json.clone());
+                let proposed = attrs.as_ref().map(Value::to_string).unwrap_or_else(|| user_json.clone());
                 let (a, p) = e.attributes(&wctx, &user_json, &proposed).await?;
                 attrs = Some(a);
                 record(&mut decisions, p);
             }
             if let Some(a) = attrs {
-                let v: Value = serde_json::from_str(&a).map_err(|e| MappingError::Fault { rule: "attributes".into(), reason: format!("returned invalid JSON: {e}") })?;
-                if !v.is_object() {
-                    return Err(MappingError::Fault { rule: "attributes".into(), reason: "returned attributes that are not a JSON object".into() });
-                }
-                entry.attributes = v;
+                entry.attributes = a;
             }
             Ok((entry, decisions))
         })

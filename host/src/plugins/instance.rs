@@ -120,7 +120,10 @@ impl Entry {
         } else if text.contains("stack overflow") || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::StackOverflow) {
             "overflowed its stack".to_string()
         } else if !stderr.is_empty() {
-            format!("trapped: {}", stderr.lines().last().unwrap_or_default())
+            // A Rust panic prints "thread … panicked at file:line:col:", the message, and a
+            // backtrace hint: keep the first two.
+            let text: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:") && !l.trim().is_empty()).take(4).collect();
+            format!("trapped: {}", text.join(" "))
         } else {
             format!("trapped: {}", trap.root_cause())
         };
@@ -186,7 +189,7 @@ impl Entry {
         Ok(out)
     }
 
-    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(String, Option<Provenance>), PluginError> {
+    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(serde_json::Value, Option<Provenance>), PluginError> {
         let mut inst = self.instance().await?;
         self.arm(&mut inst);
         let r = inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, None).await;
@@ -200,7 +203,11 @@ impl Entry {
         if out.attributes.len() > self.limits.output_bytes {
             return Err(self.invalid_output(format!("{} bytes of attributes exceed the limit of {}", out.attributes.len(), self.limits.output_bytes)));
         }
-        Ok((out.attributes, prov(&self.plugin.name, out.provenance)))
+        let v: serde_json::Value = serde_json::from_str(&out.attributes).map_err(|e| self.invalid_output(format!("attributes are not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(self.invalid_output("attributes are not a JSON object".into()));
+        }
+        Ok((v, prov(&self.plugin.name, out.provenance)))
     }
 
     fn check_groups(&self, groups: &[String]) -> Result<(), PluginError> {

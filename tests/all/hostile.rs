@@ -1,0 +1,86 @@
+//! Hostile plugins are contained: each misbehaviour fails only its own request with a SCIM
+//! error naming the plugin and the reason, writes nothing, and the connection keeps serving.
+
+use serde_json::json;
+
+use crate::harness::Server;
+
+mod paths {
+    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+}
+
+fn config() -> String {
+    format!(
+        r#"
+[[tenant]]
+name = "acme"
+plugin_limits = {{ memory_bytes = 16777216, cpu_ms = 50, output_bytes = 65536 }}
+
+[[tenant.idp]]
+name = "evil"
+rate_per_second = 0
+[[tenant.idp.chain]]
+plugin = {:?}
+
+[[tenant.idp]]
+name = "good"
+rate_per_second = 0
+"#,
+        paths::HOSTILE
+    )
+}
+
+#[test]
+fn every_misbehaviour_fails_only_its_request() {
+    let s = Server::start_with(&config());
+    let evil = s.declared("acme", "evil");
+    let good = s.declared("acme", "good");
+    let cases = [
+        ("loop", "CPU time limit of 50 ms"),
+        ("memory", "memory limit"),
+        // Rust guests keep their stack in linear memory: overflowing it is an out-of-bounds trap.
+        ("recursion", "out of bounds memory access"),
+        ("panic", "hostile plugin panicked on purpose"),
+        ("huge-output", "memory limit"),
+        ("long-username", "invalid output"),
+        ("empty-username", "invalid output"),
+        ("huge-attributes", "invalid output"),
+        ("attributes-not-object", "attributes are not a JSON object"),
+    ];
+    for (i, (mode, why)) in cases.iter().enumerate() {
+        let r = evil.post("/Users", &json!({"userName": format!("evil-{mode}")}));
+        r.assert_error(500, None);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains("hostile") && detail.contains(why), "{mode}: {detail}");
+        // The same connection serves the next request, and another connection is untouched.
+        let ok = evil.post("/Users", &json!({"userName": format!("fine{i}@acme.com")}));
+        assert_eq!(ok.status, 201, "{mode}: {}", ok.body);
+        assert_eq!(good.post("/Users", &json!({"userName": format!("good{i}@acme.com")})).status, 201);
+    }
+    // Nothing a failed request touched was written.
+    let list = evil.get("/Users?count=100");
+    assert_eq!(list.body["totalResults"].as_u64(), Some(cases.len() as u64));
+    assert!(list.body["Resources"].as_array().unwrap().iter().all(|u| u["userName"].as_str().unwrap().starts_with("fine")));
+    assert_eq!(reqwest::blocking::get(format!("{}/healthz", s.url)).unwrap().status().as_u16(), 200);
+}
+
+#[test]
+fn a_looping_plugin_does_not_stall_other_tenants() {
+    let s = Server::start_with(&config());
+    let evil = s.declared("acme", "evil");
+    let good = s.declared("acme", "good");
+    // Keep both worker threads' worth of requests looping in the plugin while another
+    // connection is served; its requests complete (their timing is not asserted).
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let e = evil.clone();
+            std::thread::spawn(move || e.post("/Users", &json!({"userName": "evil-loop"})).status)
+        })
+        .collect();
+    for i in 0..20 {
+        assert_eq!(good.get(&format!("/Users?count=1&startIndex={i}")).status, 200);
+    }
+    for l in loops {
+        assert_eq!(l.join().unwrap(), 500);
+    }
+}

@@ -1,0 +1,48 @@
+//! Misbehaves when the user's userName is `evil-<mode>`; passes everything else through.
+#![allow(clippy::panic)]
+
+use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User, Value};
+
+pub struct Hostile;
+
+#[inline(never)]
+fn recurse(n: u64, pad: [u64; 16]) -> u64 {
+    let p = std::hint::black_box(pad);
+    recurse(n + 1, p) + p[(n % 16) as usize]
+}
+
+impl Plugin for Hostile {
+    type Config = Value;
+    const NAME: &'static str = "hostile";
+    const HOOKS: &'static [Hook] = &[Hook::Username, Hook::Attributes];
+
+    fn username(_ctx: &Context, _c: &Value, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+        match user.user_name().strip_prefix("evil-") {
+            Some("loop") => loop {
+                std::hint::black_box(());
+            },
+            Some("memory") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Some("recursion") => Ok(Decision::new(recurse(0, [1; 16]).to_string())),
+            Some("panic") => panic!("hostile plugin panicked on purpose"),
+            Some("huge-output") => Ok(Decision::new("x".repeat(100 << 20))),
+            Some("long-username") => Ok(Decision::new("y".repeat(10_000))),
+            Some("empty-username") => Ok(Decision::new(String::new())),
+            _ => Ok(Decision::new(proposed.to_string())),
+        }
+    }
+
+    fn attributes(_ctx: &Context, _c: &Value, user: &User, proposed: Value) -> Result<Decision<Value>, Rejection> {
+        match user.user_name() {
+            "evil-huge-attributes" => Ok(Decision::new(Value::String("z".repeat(1 << 20)))),
+            "evil-attributes-not-object" => Ok(Decision::new(Value::Bool(true))),
+            _ => Ok(Decision::new(proposed)),
+        }
+    }
+}
+
+mapwright_plugin_sdk::export_plugin!(Hostile);
