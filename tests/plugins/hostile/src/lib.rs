@@ -5,7 +5,9 @@ use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User, Val
 
 pub struct Hostile;
 
+/// Unbounded on purpose: the sandbox must stop it.
 #[inline(never)]
+#[allow(unconditional_recursion)]
 fn recurse(n: u64, pad: [u64; 16]) -> u64 {
     let p = std::hint::black_box(pad);
     recurse(n + 1, p) + p[(n % 16) as usize]
