@@ -55,7 +55,7 @@ pub mod testing;
 pub use wit_bindgen as __wit_bindgen;
 
 pub use scim::{Group, User};
-pub use serde_json::{Value, json};
+pub use serde_json::{Map, Value, json};
 
 /// Generated bindings of the WIT contract (`wit/plugin.wit`). Plugin authors do not need them.
 #[doc(hidden)]

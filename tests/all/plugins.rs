@@ -101,3 +101,59 @@ fn a_bad_chain_refuses_to_start_with_the_reason() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no builtin plugin 'nope'"));
 }
+
+const THREE: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, case = "lower" }
+
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { include = ['^eng-', '^Dev'], map = { "dev users" = "software_dev" }, rename = [{ pattern = '^eng-', with = "" }], defaults = { new_users = ["onboarding"], all_users = ["app-users"] } }
+
+[[tenant.idp.chain]]
+plugin = "builtin:attributes"
+config = { mappings = [{ from = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", to = "urn:mapwright:custom:User:department", transform = ["lower"] }, { constant = "okta", to = "urn:mapwright:custom:User:source" }] }
+"#;
+
+#[test]
+fn groups_and_attributes_rules_shape_the_directory() {
+    let s = Server::start_with(THREE);
+    let okta = s.declared("acme", "okta");
+    let u = okta.post("/Users", &json!({
+        "userName": "Jane.Doe@acme.com", "emails": [{"value": "Jane.Doe@acme.com", "primary": true}],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Engineering"},
+    }));
+    assert_eq!(u.status, 201, "{}", u.body);
+    let id = u.id();
+    let e = directory_entry(&s.db(), "acme", "jane.doe").unwrap();
+    assert_eq!(e.groups, ["app-users", "onboarding"], "defaults for new users and for all users");
+    assert_eq!(e.attributes["urn:mapwright:custom:User"], json!({"department": "engineering", "source": "okta"}));
+    assert!(u.body.get("urn:mapwright:custom:User").is_none(), "the IdP view is untouched");
+
+    // IdP groups: mapped by table, renamed, or not synced at all.
+    let dev = okta.group("Dev users", &[&id]);
+    okta.group("eng-Platform", &[&id]);
+    okta.group("Sales", &[&id]);
+    let e = directory_entry(&s.db(), "acme", "jane.doe").unwrap();
+    assert_eq!(e.groups, ["Platform", "app-users", "onboarding", "software_dev"]);
+    // The IdP sees its groups as it pushed them.
+    let g = okta.get(&format!("/Groups/{dev}"));
+    assert_eq!(g.body["displayName"], "Dev users");
+
+    // A later update keeps the onboarding default (granted once, not re-derived).
+    okta.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "title", "value": "CTO"}]));
+    let e = directory_entry(&s.db(), "acme", "jane.doe").unwrap();
+    assert!(e.groups.contains(&"onboarding".to_string()));
+    okta.patch(&format!("/Groups/{dev}"), json!([{"op": "remove", "path": "members"}]));
+    let e = directory_entry(&s.db(), "acme", "jane.doe").unwrap();
+    assert_eq!(e.groups, ["Platform", "app-users", "onboarding"]);
+}

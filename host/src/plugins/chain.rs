@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::PluginError;
-use super::bindings::exports::mapwright::plugin::groups::IdpGroup;
+use super::bindings::exports::mapwright::plugin::groups::{IdpGroup, Memberships as MembershipsWit};
 use super::bindings::mapwright::plugin::types as wit;
 use super::instance::{Entry, Provenance};
 use super::runtime::{MAX_MEMORY, Runtime};
@@ -139,6 +139,13 @@ impl MappingPipeline for Chain {
             if let Some(a) = attrs {
                 entry.attributes = a;
             }
+            let mut m = MembershipsWit { add: Vec::new(), remove: Vec::new(), provenance: None };
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.groups) {
+                m = e.user_memberships(&wctx, &user_json, ctx.operation == Operation::Create, m).await?;
+                record(&mut decisions, m.provenance.take().map(|p| Provenance { plugin: e.plugin.name.clone(), rule: p.rule, reason: p.reason }));
+            }
+            entry.grant = m.add;
+            entry.revoke = m.remove;
             Ok((entry, decisions))
         })
     }

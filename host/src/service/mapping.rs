@@ -70,7 +70,7 @@ pub fn identity_entry(user: &Value) -> Result<EntryWrite, MappingError> {
         return Err(MappingError::Rejected { rule: "identity".into(), reason: "userName is empty".into() });
     }
     let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
-    Ok(EntryWrite { user_name, active, attributes: user.clone() })
+    Ok(EntryWrite { user_name, active, attributes: user.clone(), ..Default::default() })
 }
 
 pub fn identity_groups(group: &Value) -> Vec<String> {

@@ -112,11 +112,15 @@ pub struct TokenRecord {
 }
 
 /// The directory entry a user maps to (the output of the mapping pipeline).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EntryWrite {
     pub user_name: String,
     pub active: bool,
     pub attributes: Value,
+    /// App groups the connection's rules grant this user (memberships owned by the rules).
+    pub grant: Vec<String>,
+    /// App groups the rules take back (only memberships the rules granted).
+    pub revoke: Vec<String>,
 }
 
 /// A user write: the IdP view and the directory entry, stored together.

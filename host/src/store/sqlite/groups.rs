@@ -73,7 +73,7 @@ fn owner(group_pk: i64) -> String {
     format!("g:{group_pk}")
 }
 
-fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
+pub(super) fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
     let nf = fold(name);
     t.prepare_cached("INSERT OR IGNORE INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![tenant_id, name, nf, now()])?;

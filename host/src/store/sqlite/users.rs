@@ -130,6 +130,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
     .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts])
     .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
     let entry_id = t.last_insert_rowid();
+    rule_groups(t, idp, entry_id, &w.entry)?;
     let id = uuid::Uuid::new_v4().to_string();
     t.prepare_cached(
         "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
@@ -143,6 +144,23 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
         body: w.body.clone(),
         groups: Some(Vec::new()),
     })
+}
+
+/// Applies the rules' grants and revocations; revocations touch only rule-owned memberships.
+fn rule_groups(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, e: &EntryWrite) -> StoreResult<()> {
+    let owner = format!("rule:{}", idp.id);
+    for name in &e.grant {
+        let g = super::groups::app_group(t, idp.tenant_id, name)?;
+        t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?.execute(params![g, entry_id, owner])?;
+    }
+    for name in &e.revoke {
+        t.prepare_cached(
+            "DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2
+             AND group_id = (SELECT id FROM app_groups WHERE tenant_id = ?3 AND name_fold = ?4)",
+        )?
+        .execute(params![entry_id, owner, idp.tenant_id, fold(name)])?;
+    }
+    Ok(())
 }
 
 fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
@@ -165,6 +183,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     t.prepare_cached("UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = ?4, attributes = ?5, modified = ?6 WHERE id = ?1")?
         .execute(params![entry_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, w.entry.attributes.to_string(), ts])
         .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
+    rule_groups(t, idp, entry_id, &w.entry)?;
     t.prepare_cached(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
