@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 use mapwright::config::ServerConfig;
 use mapwright::server::Server;
 use mapwright::store::sqlite::SqliteStore;
+use mapwright::plugins::chain::{Chain, ChainRegistry, EntrySpec, PluginSource};
+use mapwright::plugins::runtime::Runtime;
+use mapwright::plugins::sandbox::Limits;
+use mapwright::service::mapping::{MapContext, MappingPipeline, Operation};
 use mapwright::store::{NewIdp, RateLimit, Store};
 use serde_json::json;
 
@@ -131,10 +135,14 @@ async fn run(a: Args) {
     // Large enough for one request carrying 50k members.
     let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), body_limit: 16 << 20, ..Default::default() };
     let mut tokens = Vec::new();
-    for name in ["c1", "c8", "c64", "lookup"] {
+    for name in ["c1", "c8", "c64", "lookup", "plain", "chained"] {
         tokens.push(connection(&store, name).await);
     }
-    let server = Server::bind(&cfg, store).await.unwrap();
+    let runtime = Arc::new(Runtime::new().unwrap());
+    let chained = store.find_idp("bench", "chained").await.unwrap().unwrap();
+    let mut registry = ChainRegistry::default();
+    registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
+    let server = Server::bind_with(&cfg, store, Arc::new(registry)).await.unwrap();
     let url = server.public_url().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {
@@ -142,6 +150,24 @@ async fn run(a: Args) {
     }));
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap();
     println!("Mapwright load benchmark ({} cores, server and clients in one process)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    hook_costs(&runtime).await;
+
+    // Chain vs no chain, interleaved twice to even out drift on a noisy machine.
+    let (mut plain_rate, mut chained_rate) = (0.0, 0.0);
+    for round in 0..2 {
+        for (k, label) in [(4usize, "plain"), (5, "chained")] {
+            let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/{label}/Users"), tokens[k].clone());
+            let s = drive(8, a.creates, move |n| {
+                http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("{label}{round}-{n}.x@bench.example")))
+            })
+            .await;
+            s.row(&format!("POST /Users c8, {} (round {})", if k == 4 { "no chain" } else { "3-plugin chain" }, round + 1));
+            let rate = s.n as f64 / s.elapsed.as_secs_f64();
+            if k == 4 { plain_rate += rate } else { chained_rate += rate }
+        }
+    }
+    println!("3-plugin chain throughput / no chain = {:.3} (overhead {:.1}%)", chained_rate / plain_rate, (1.0 - chained_rate / plain_rate) * 100.0);
 
     let mut create_rates = Vec::new();
     for (i, conc) in [1usize, 8, 64].into_iter().enumerate() {
@@ -238,6 +264,51 @@ async fn run(a: Args) {
     println!("creates/s ratio c8/c1 = {:.2}, c64/c1 = {:.2}", create_rates[1] / create_rates[0], create_rates[2] / create_rates[0]);
     let _ = stop_tx.send(());
     let _ = serving.await;
+}
+
+/// The rule chain every "chained" scenario uses: username, groups, attributes.
+fn three_plugin_chain() -> Vec<EntrySpec> {
+    let spec = |name: &str, config: serde_json::Value, fresh: bool| EntrySpec {
+        plugin: PluginSource::Builtin(name.into()),
+        config,
+        limits: Limits { fresh_instance_per_call: fresh, ..Limits::default() },
+    };
+    let mk = |fresh| {
+        vec![
+            spec("username", json!({"source": "email", "local_part": true, "case": "lower"}), fresh),
+            spec("groups", json!({"map": {"dev users": "software_dev"}, "defaults": {"all_users": ["app-users"]}}), fresh),
+            spec("attributes", json!({"mappings": [{"from": "name.familyName", "to": "urn:mapwright:custom:User:surname", "transform": ["upper"]}]}), fresh),
+        ]
+    };
+    mk(false)
+}
+
+/// In-process cost of running the chain's user mapping (three hook calls and one
+/// memberships call), reused vs fresh instances, without HTTP or storage.
+async fn hook_costs(runtime: &Arc<Runtime>) {
+    let idp = mapwright::store::IdpConnection {
+        id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::store::IdpKind::Generic,
+        rate: RateLimit::default(), disabled: false, created: String::new(),
+    };
+    let user: serde_json::Value = serde_json::from_str(&user_body("jane.doe@bench.example")).unwrap();
+    for fresh in [false, true] {
+        let mut specs = three_plugin_chain();
+        for s in &mut specs {
+            s.limits.fresh_instance_per_call = fresh;
+        }
+        let chain = Chain::load(runtime, &specs).await.unwrap();
+        let ctx = MapContext { idp: &idp, operation: Operation::Create };
+        for _ in 0..200 {
+            chain.map_user(ctx, &user).await.unwrap();
+        }
+        let n = if fresh { 2_000 } else { 20_000 };
+        let t = Instant::now();
+        for _ in 0..n {
+            chain.map_user(ctx, &user).await.unwrap();
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("{:<44} {per:>8.1} µs per user (4 plugin calls, {:.1} µs per call)", format!("chain map_user, {} instances", if fresh { "fresh" } else { "reused" }), per / 4.0);
+    }
 }
 
 fn main() {

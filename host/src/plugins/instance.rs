@@ -98,6 +98,9 @@ impl Entry {
     }
 
     fn put_back(&self, inst: Instance) {
+        if self.limits.fresh_instance_per_call {
+            return;
+        }
         let Ok(mut idle) = self.idle.lock() else { return };
         if idle.len() >= IDLE_PER_ENTRY {
             return;
