@@ -42,6 +42,44 @@ pub enum Command {
     /// Manage IdP connections (each with its own SCIM base URL and token).
     #[command(subcommand)]
     Idp(IdpCommand),
+    /// Inspect and try rule plugins in the real sandbox.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's name, version, hooks and contract version.
+    Inspect {
+        /// A component file, or `builtin:<name>`.
+        plugin: String,
+    },
+    /// Run a plugin on a SCIM payload and print each decision it makes.
+    Test {
+        /// A component file, or `builtin:<name>`.
+        #[arg(long)]
+        plugin: String,
+        /// The chain entry's configuration (a JSON file); none means `null`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A SCIM User (for the user hooks) or Group (for --hook groups) as JSON.
+        #[arg(long)]
+        input: PathBuf,
+        /// Which decision to run: `user` (username, attributes, memberships) or `group`.
+        #[arg(long, value_enum, default_value = "user")]
+        hook: TestHook,
+        /// The IdP kind the plugin sees in its context.
+        #[arg(long, value_enum, default_value = "generic")]
+        kind: IdpKind,
+    },
+    /// List the plugins compiled into this binary.
+    Builtins,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TestHook {
+    User,
+    Group,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +223,89 @@ async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -
     Ok(registry)
 }
 
+async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    use crate::plugins::chain::{EntrySpec, PluginSource};
+    use crate::service::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
+    let cwd = std::env::current_dir()?;
+    match cmd {
+        PluginCommand::Builtins => {
+            for n in crate::plugins::builtin::names() {
+                println!("builtin:{n}");
+            }
+            Ok(())
+        }
+        PluginCommand::Inspect { plugin } => {
+            let runtime = Runtime::new()?;
+            let p = runtime.load(&PluginSource::parse(&plugin, &cwd).bytes()?).await?;
+            let h = p.hooks;
+            let hooks: Vec<&str> = [("username", h.username), ("groups", h.groups), ("attributes", h.attributes), ("deprovision", h.deprovision)]
+                .into_iter()
+                .filter_map(|(n, on)| on.then_some(n))
+                .collect();
+            println!("name:      {}", p.name);
+            println!("version:   {}", p.version);
+            println!("contract:  mapwright:plugin@{}", p.contract().unwrap_or("unknown"));
+            println!("hooks:     {}", if hooks.is_empty() { "none".to_string() } else { hooks.join(", ") });
+            println!("sha256:    {}", p.hash);
+            println!("size:      {} bytes", p.size);
+            Ok(())
+        }
+        PluginCommand::Test { plugin, config, input, hook, kind } => {
+            let runtime = Arc::new(Runtime::new()?);
+            let config: serde_json::Value = match config {
+                Some(p) => serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
+                None => serde_json::Value::Null,
+            };
+            let spec = EntrySpec { plugin: PluginSource::parse(&plugin, &cwd), config, limits: Default::default() };
+            let chain = Chain::load(&runtime, &[spec]).await?;
+            let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
+            let raw: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
+            let idp = IdpConnection {
+                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: String::new(),
+            };
+            let ctx = MapContext { idp: &idp, operation: Operation::Create };
+            let show = |decisions: &[(String, String, String)]| {
+                for (plugin, rule, reason) in decisions {
+                    println!("  because {plugin}/{rule}: {reason}");
+                }
+            };
+            match hook {
+                TestHook::User => {
+                    let user = crate::scim::resource::canonicalize(crate::scim::schema::ResourceKind::User, &raw).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+                    match chain.map_user(ctx, &user).await {
+                        Ok((entry, decisions)) => {
+                            println!("userName:   {}", entry.user_name);
+                            println!("active:     {}", entry.active);
+                            println!("grant:      {:?}", entry.grant);
+                            println!("revoke:     {:?}", entry.revoke);
+                            println!("attributes: {}", serde_json::to_string_pretty(&entry.attributes)?);
+                            show(&decisions);
+                        }
+                        Err(e) => bail!("{e}"),
+                    }
+                }
+                TestHook::Group => {
+                    let group = crate::scim::resource::canonicalize(crate::scim::schema::ResourceKind::Group, &raw).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+                    match chain.map_group(ctx, GroupInput { id: "test-group", body: &group }).await {
+                        Ok((groups, decisions)) => {
+                            println!("app groups: {groups:?}");
+                            show(&decisions);
+                        }
+                        Err(e) => bail!("{e}"),
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Plugin(cmd) = cli.command {
+        telemetry::init(LogFormat::Text);
+        return plugin_command(cmd).await;
+    }
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
         cfg.server.data_dir = d;
@@ -266,5 +386,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plugin(_) => Ok(()),
     }
 }

@@ -157,3 +157,31 @@ fn groups_and_attributes_rules_shape_the_directory() {
     let e = directory_entry(&s.db(), "acme", "jane.doe").unwrap();
     assert_eq!(e.groups, ["Platform", "app-users", "onboarding"]);
 }
+
+#[test]
+fn plugin_inspect_and_test_commands() {
+    let s = Server::start();
+    let out = s.cli(&["plugin", "inspect", "builtin:username"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("name:      username") && text.contains("contract:  mapwright:plugin@0.1.0") && text.contains("hooks:     username"), "{text}");
+    let dir = s.dir.path();
+    std::fs::write(dir.join("user.json"), r#"{"userName": "Zoë.Ångström@acme.com", "emails": [{"value": "Zoë.Ångström@acme.com", "primary": true}]}"#).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"source": "email", "local_part": true, "transliterate": true, "case": "lower"}"#).unwrap();
+    let run = |config: &str| {
+        s.cli(&["plugin", "test", "--plugin", "builtin:username", "--config", dir.join(config).to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap()])
+    };
+    let out = run("config.json");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("userName:   zoe.angstrom"), "{text}");
+    assert!(text.contains("because username/username:"), "each decision is explained: {text}");
+    std::fs::write(dir.join("bad.json"), r#"{"case": "title"}"#).unwrap();
+    let out = run("bad.json");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: invalid configuration for username"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("group.json"), r#"{"displayName": "eng-Platform"}"#).unwrap();
+    std::fs::write(dir.join("groups.json"), r#"{"include": ["^eng-"], "rename": [{"pattern": "^eng-", "with": ""}]}"#).unwrap();
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:groups", "--config", dir.join("groups.json").to_str().unwrap(), "--input", dir.join("group.json").to_str().unwrap(), "--hook", "group"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"app groups: ["Platform"]"#), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = s.cli(&["plugin", "inspect", dir.join("user.json").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid component"));
+}

@@ -41,7 +41,18 @@ pub struct LoadedPlugin {
     pub name: String,
     pub version: String,
     pub hooks: Hooks,
+    /// The component's exported interfaces, e.g. `mapwright:plugin/username@0.1.0`.
+    pub exports: Vec<String>,
+    /// The component's size in bytes.
+    pub size: usize,
     pub(crate) pre: RulesPre<SandboxState>,
+}
+
+impl LoadedPlugin {
+    /// The contract version the plugin was built against (from its exports).
+    pub fn contract(&self) -> Option<&str> {
+        self.exports.iter().find_map(|e| e.strip_prefix("mapwright:plugin/meta@"))
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -118,6 +129,7 @@ impl Runtime {
                 .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))?
                 .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?
         };
+        let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}"))
         })?;
@@ -144,7 +156,7 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, pre });
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, loaded.clone());
         }
