@@ -209,6 +209,11 @@ impl Client {
         let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
         self.send("PATCH", path, Some(&body), &[])
     }
+    /// Sends a complete PATCH body (a sample payload) as it is.
+    pub fn patch_raw(&self, path: &str, body: &Value) -> Resp {
+        self.send("PATCH", path, Some(body), &[])
+    }
+
     pub fn delete(&self, path: &str) -> Resp {
         self.send("DELETE", path, None, &[])
     }

@@ -185,3 +185,62 @@ fn plugin_inspect_and_test_commands() {
     let out = s.cli(&["plugin", "inspect", dir.join("user.json").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid component"));
 }
+
+/// The embedded default (README's start command) with its example chains, driven by the
+/// sample payloads in examples/payloads.
+#[test]
+fn embedded_example_tenant_with_sample_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["--data-dir", dir.path().to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    let url = loop {
+        let l = lines.next().expect("banner").unwrap();
+        if let Some(u) = l.strip_prefix("Mapwright listening on ") {
+            break u.to_string();
+        }
+        banner.push(l);
+    };
+    let token = |idp: &str| {
+        let at = banner.iter().position(|l| l.starts_with(&format!("IdP connection acme/{idp} "))).unwrap();
+        banner[at..].iter().find_map(|l| l.split("store it now): ").nth(1)).unwrap().trim().to_string()
+    };
+    let payload = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/../examples/payloads/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()).unwrap()
+    };
+    let okta = crate::harness::Client::new(format!("{url}/scim/v2/acme/okta"), token("okta"));
+    let entra = crate::harness::Client::new(format!("{url}/scim/v2/acme/entra"), token("entra"));
+    let db = dir.path().join("mapwright.db");
+
+    let jane = okta.post("/Users", &payload("okta-create-user.json"));
+    assert_eq!(jane.status, 201, "{}", jane.body);
+    let e = directory_entry(&db, "acme", "jdoe").unwrap();
+    assert_eq!((e.groups.clone(), e.attributes["urn:mapwright:custom:User"]["department"].clone()), (vec!["app-users".to_string()], json!("Engineering")));
+    let mut put = payload("okta-group-put.json");
+    put["members"][0]["value"] = jane.body["id"].clone();
+    let g = okta.post("/Groups", &put);
+    assert_eq!(g.status, 201, "{}", g.body);
+    assert_eq!(directory_entry(&db, "acme", "jdoe").unwrap().groups, ["app-users", "software_dev"]);
+    let d = okta.patch_raw(&format!("/Users/{}", jane.id()), &payload("okta-deactivate.json"));
+    assert_eq!(d.status, 200);
+    assert!(!directory_entry(&db, "acme", "jdoe").unwrap().active);
+
+    let zoe = entra.post("/Users", &payload("entra-create-user.json"));
+    assert_eq!(zoe.status, 201, "{}", zoe.body);
+    let e = directory_entry(&db, "acme", "zoe.angstrom@acme.io").unwrap();
+    assert_eq!(e.attributes["urn:mapwright:custom:User"], json!({"worksite": "180", "phone": "+14155550100"}));
+    assert_eq!(e.groups, ["app-users", "onboarding"]);
+    let p = entra.patch_raw(&format!("/Users/{}", zoe.id()), &payload("entra-patch-user.json"));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!((p.body["title"].as_str(), p.body["active"].as_bool()), (Some("Principal Engineer"), Some(false)));
+    assert!(directory_entry(&db, "acme", "zoe.angstrom@acme.io").is_some(), "given name Zoe transliterates the same");
+    let _ = child.kill();
+    let _ = child.wait();
+}
