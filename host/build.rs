@@ -21,10 +21,10 @@ fn main() {
     let plugins = plugin_crates(&root.join("plugins"));
     // Test-only plugins (hostile ones among them): built alongside, never embedded.
     let test_plugins = plugin_crates(&root.join("tests/plugins"));
-    for dir in ["plugins", "tests/plugins", "plugin-sdk/src", "plugin-sdk/wit"] {
-        rerun_tree(&root.join(dir));
+    // Directories are scanned recursively by cargo, so a new plugin crate counts too.
+    for dir in ["plugins", "tests/plugins", "plugin-sdk"] {
+        rerun(&root.join(dir));
     }
-    rerun(&root.join("plugin-sdk/Cargo.toml"));
 
     ensure_target();
     // Shared by every profile of the outer build: plugins are compiled once.
@@ -97,19 +97,4 @@ fn ensure_target() {
 
 fn rerun(p: &Path) {
     println!("cargo:rerun-if-changed={}", p.display());
-}
-
-fn rerun_tree(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if p.file_name().is_some_and(|n| n == "target") {
-                continue;
-            }
-            rerun_tree(&p);
-        } else {
-            rerun(&p);
-        }
-    }
 }

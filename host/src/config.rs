@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// The largest request body accepted, in bytes (413 beyond).
     pub body_limit: usize,
     pub durability: Durability,
+    /// How often soft-deleted entries past their retention are purged, in seconds.
+    pub purge_interval_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             body_limit: 1024 * 1024,
             durability: Durability::Process,
+            purge_interval_secs: 300,
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::config::ServerConfig;
 use crate::http::{self, AppState, AppStore};
+use crate::store::Store;
 use crate::service::Service;
 use crate::service::mapping::{IdentityRegistry, PipelineRegistry};
 
@@ -15,6 +16,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     addr: SocketAddr,
+    purge_every: std::time::Duration,
 }
 
 impl Server {
@@ -35,7 +37,7 @@ impl Server {
             public_url,
             body_limit: cfg.body_limit,
         });
-        Ok(Server { listener, state, addr })
+        Ok(Server { listener, state, addr, purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -49,9 +51,26 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
-        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await?;
+        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every));
+        let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
+        purger.abort();
+        served?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Purges soft-deleted directory entries whose retention has ended.
+async fn purge_loop(state: Arc<AppState>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.service.store().purge_expired(&crate::store::sqlite::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "purged deleted directory entries past their retention"),
+            Err(e) => tracing::error!(error = %e, "purging deleted entries failed"),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod groups;
 mod harness;
 mod hostile;
 mod isolation;
+mod lifecycle;
 mod ops;
 mod plugins;
 mod users;

@@ -14,7 +14,9 @@ use super::bindings::mapwright::plugin::types as wit;
 use super::instance::{Entry, Provenance};
 use super::runtime::{MAX_MEMORY, Runtime};
 use super::sandbox::Limits;
-use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, identity_entry, identity_groups};
+use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
+use super::bindings::exports::mapwright::plugin::deprovision as dep;
+use crate::store::DeprovisionAction;
 use crate::store::{EntryWrite, IdpConnection};
 
 /// Where a chain entry's component comes from.
@@ -97,6 +99,7 @@ fn wit_context(ctx: &MapContext<'_>) -> wit::Context {
             Operation::Create => wit::Operation::Create,
             Operation::Replace => wit::Operation::Replace,
             Operation::Patch => wit::Operation::Patch,
+            Operation::Delete => wit::Operation::Delete,
         },
     }
 }
@@ -167,6 +170,58 @@ impl MappingPipeline for Chain {
             }
             Ok((groups, decisions))
         })
+    }
+
+    fn deprovision<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, trigger: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>> {
+        Box::pin(async move {
+            let mut action = action_to_wit(default_action(trigger));
+            let mut decisions = Decisions::new();
+            let wctx = wit_context(&ctx);
+            let user_json = user.to_string();
+            let t = match trigger {
+                Trigger::Deactivated => dep::Trigger::Deactivated,
+                Trigger::Deleted => dep::Trigger::Deleted,
+            };
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.deprovision) {
+                let (a, p) = e.deprovision(&wctx, &user_json, t, action).await?;
+                action = a;
+                record(&mut decisions, p);
+            }
+            Ok((action_from_wit(action), decisions))
+        })
+    }
+
+    fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
+        Box::pin(async move {
+            let mut restore = true;
+            let mut decisions = Decisions::new();
+            let wctx = wit_context(&ctx);
+            let user_json = user.to_string();
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.deprovision) {
+                let (r, p) = e.reactivate(&wctx, &user_json, restore).await?;
+                restore = r;
+                record(&mut decisions, p);
+            }
+            Ok((restore, decisions))
+        })
+    }
+}
+
+fn action_to_wit(a: DeprovisionAction) -> dep::Action {
+    match a {
+        DeprovisionAction::Disable => dep::Action::Disable,
+        DeprovisionAction::Delete { retention_days } => dep::Action::Delete(retention_days),
+        DeprovisionAction::StripGroups => dep::Action::StripGroups,
+        DeprovisionAction::Keep => dep::Action::Keep,
+    }
+}
+
+fn action_from_wit(a: dep::Action) -> DeprovisionAction {
+    match a {
+        dep::Action::Disable => DeprovisionAction::Disable,
+        dep::Action::Delete(retention_days) => DeprovisionAction::Delete { retention_days },
+        dep::Action::StripGroups => DeprovisionAction::StripGroups,
+        dep::Action::Keep => DeprovisionAction::Keep,
     }
 }
 

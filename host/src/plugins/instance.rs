@@ -7,7 +7,7 @@ use wasmtime::Store;
 
 use super::PluginError;
 use super::bindings::Rules;
-use super::bindings::exports::mapwright::plugin::groups;
+use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
 use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime, budget};
 use super::sandbox::{Limits, SandboxState};
@@ -211,6 +211,39 @@ impl Entry {
             return Err(self.invalid_output("attributes are not a JSON object".into()));
         }
         Ok((v, prov(&self.plugin.name, out.provenance)))
+    }
+
+    pub async fn deprovision(&self, ctx: &wit::Context, user: &str, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<(deprovision::Action, Option<Provenance>), PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_deprovision().call_on_deprovision(&mut inst.store, ctx, &self.config, user, trigger, proposed).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        if let deprovision::Action::Delete(days) = out.action
+            && days > 36_500
+        {
+            return Err(self.invalid_output(format!("a retention of {days} days is more than 100 years")));
+        }
+        Ok((out.action, prov(&self.plugin.name, out.provenance)))
+    }
+
+    pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Provenance>), PluginError> {
+        let mut inst = self.instance().await?;
+        self.arm(&mut inst);
+        let r = inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed).await;
+        let out = match r {
+            Ok(r) => {
+                self.put_back(inst);
+                r.map_err(|e| self.rejected(e))?
+            }
+            Err(trap) => return Err(self.fault(&inst, &trap)),
+        };
+        Ok((out.restore, prov(&self.plugin.name, out.provenance)))
     }
 
     fn check_groups(&self, groups: &[String]) -> Result<(), PluginError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::store::{EntryWrite, IdpConnection};
+use crate::store::{DeprovisionAction, EntryWrite, IdpConnection};
 
 /// Why a mapping refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,22 @@ pub enum Operation {
     Create,
     Replace,
     Patch,
+    Delete,
+}
+
+/// What led to deprovisioning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Deactivated,
+    Deleted,
+}
+
+/// The default deprovisioning: deactivation disables, deletion deletes.
+pub fn default_action(trigger: Trigger) -> DeprovisionAction {
+    match trigger {
+        Trigger::Deactivated => DeprovisionAction::Disable,
+        Trigger::Deleted => DeprovisionAction::Delete { retention_days: 0 },
+    }
 }
 
 /// What a mapping knows of its call.
@@ -57,6 +73,10 @@ pub trait MappingPipeline: Send + Sync {
     fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>>;
     /// The app groups an IdP group (canonical JSON, without members) maps to.
     fn map_group<'a>(&'a self, ctx: MapContext<'a>, group: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>>;
+    /// What deactivating or deleting this user does to its directory entry.
+    fn deprovision<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, trigger: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>>;
+    /// Whether reactivating this user restores what deprovisioning snapshotted.
+    fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>>;
 }
 
 /// userName, active and attributes pass through unchanged; an IdP group is the app group of
@@ -84,6 +104,14 @@ impl MappingPipeline for IdentityMapping {
 
     fn map_group<'a>(&'a self, _ctx: MapContext<'a>, group: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>> {
         Box::pin(async move { Ok((identity_groups(group.body), Vec::new())) })
+    }
+
+    fn deprovision<'a>(&'a self, _ctx: MapContext<'a>, _user: &'a Value, trigger: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>> {
+        Box::pin(async move { Ok((default_action(trigger), Vec::new())) })
+    }
+
+    fn reactivate<'a>(&'a self, _ctx: MapContext<'a>, _user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
+        Box::pin(async move { Ok((true, Vec::new())) })
     }
 }
 

@@ -19,7 +19,14 @@ use crate::scim::patch::{self, MemberOp};
 use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
 use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
-use mapping::{GroupInput, MapContext, MappingError, Operation, PipelineRegistry};
+use mapping::{GroupInput, MapContext, MappingError, Operation, PipelineRegistry, Trigger};
+use crate::store::Lifecycle;
+
+fn log_decisions(what: &str, decisions: &[(String, String, String)]) {
+    for (plugin, rule, reason) in decisions {
+        tracing::debug!(what, plugin, rule, reason, "rule decision");
+    }
+}
 
 /// How often a write retries after losing a race with a concurrent write to the same resource.
 const MAX_RETRIES: usize = 8;
@@ -101,6 +108,26 @@ impl<S: Store> Service<S> {
         Ok(GroupWrite { body, targets })
     }
 
+    /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
+    async fn lifecycle(&self, idp: &IdpConnection, op: Operation, before: &Value, after: &Value) -> ScimResult<Lifecycle> {
+        let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
+        let ctx = MapContext { idp, operation: op };
+        let pipeline = self.pipelines.pipeline_for(idp);
+        Ok(match (active(before), active(after)) {
+            (true, false) => {
+                let (action, decisions) = pipeline.deprovision(ctx, after, Trigger::Deactivated).await?;
+                log_decisions("deprovision", &decisions);
+                Lifecycle::Deprovision(action)
+            }
+            (false, true) => {
+                let (restore, decisions) = pipeline.reactivate(ctx, after).await?;
+                log_decisions("reactivate", &decisions);
+                Lifecycle::Reactivate { restore }
+            }
+            _ => Lifecycle::Unchanged,
+        })
+    }
+
     // -- Users ----------------------------------------------------------------------------
 
     pub async fn create_user(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredUser> {
@@ -127,7 +154,8 @@ impl<S: Store> Service<S> {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
-            let w = self.user_write(idp, op, body).await?;
+            let mut w = self.user_write(idp, op, body).await?;
+            w.entry.lifecycle = self.lifecycle(idp, op, &cur.body, &w.body).await?;
             match self.store.update_user(idp, id, cur.meta.version, w).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
@@ -148,15 +176,15 @@ impl<S: Store> Service<S> {
     }
 
     pub async fn delete_user(&self, idp: &IdpConnection, id: &str, pre: &Precondition) -> ScimResult<()> {
-        let expected = match pre.is_set() {
-            true => {
-                let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
-                pre.check(cur.meta.version)?;
-                Some(cur.meta.version)
-            }
-            false => None,
-        };
-        self.store.delete_user(idp, id, expected).await.map_err(|e| store_error(ResourceKind::User, id, e))
+        let _guard = self.locks.lock(idp.id, id).await;
+        // The rules see the user being deleted to decide what happens to its entry.
+        let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+        pre.check(cur.meta.version)?;
+        let ctx = MapContext { idp, operation: Operation::Delete };
+        let (action, decisions) = self.pipelines.pipeline_for(idp).deprovision(ctx, &cur.body, Trigger::Deleted).await?;
+        log_decisions("deprovision", &decisions);
+        let expected = pre.is_set().then_some(cur.meta.version);
+        self.store.delete_user(idp, id, expected, action).await.map_err(|e| store_error(ResourceKind::User, id, e))
     }
 
     // -- Groups ---------------------------------------------------------------------------

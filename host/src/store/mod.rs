@@ -111,6 +111,30 @@ pub struct TokenRecord {
     pub expires: Option<String>,
 }
 
+/// What deprovisioning does to a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeprovisionAction {
+    /// Keep the entry, inactive, memberships snapshotted.
+    Disable,
+    /// Soft-delete the entry; purge it after this many days (0: at the next purge).
+    Delete { retention_days: u32 },
+    /// Keep the entry but remove (and snapshot) its memberships.
+    StripGroups,
+    /// Leave the entry as it is, active.
+    Keep,
+}
+
+/// A change of the user's lifecycle that comes with a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifecycle {
+    #[default]
+    Unchanged,
+    /// The IdP deactivated the user.
+    Deprovision(DeprovisionAction),
+    /// The IdP reactivated the user; `restore` re-grants what deprovisioning snapshotted.
+    Reactivate { restore: bool },
+}
+
 /// The directory entry a user maps to (the output of the mapping pipeline).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EntryWrite {
@@ -121,6 +145,7 @@ pub struct EntryWrite {
     pub grant: Vec<String>,
     /// App groups the rules take back (only memberships the rules granted).
     pub revoke: Vec<String>,
+    pub lifecycle: Lifecycle,
 }
 
 /// A user write: the IdP view and the directory entry, stored together.
@@ -173,6 +198,9 @@ pub struct DirectoryEntry {
     pub active: bool,
     pub attributes: Value,
     pub groups: Vec<String>,
+    /// Soft-deleted: hidden from the application, purged after `purge_after`.
+    pub deleted: bool,
+    pub purge_after: Option<String>,
 }
 
 /// The storage operations the service needs. Every method is one transaction.
@@ -193,7 +221,10 @@ pub trait Store: Send + Sync + 'static {
     fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;
     fn create_user(&self, idp: &IdpConnection, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
-    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the IdP's user; `action` says what happens to its directory entry.
+    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Purges soft-deleted entries whose retention ended before `now`; returns how many.
+    fn purge_expired(&self, now: &str) -> impl Future<Output = StoreResult<usize>> + Send;
 
     fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredGroup>>> + Send;

@@ -143,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
         ('app_memberships', 'app_memberships_entry', '5000000 5'),
         ('app_memberships', 'app_memberships_owner', '5000000 1000 1');
     "#,
+    // 3: deprovisioning: soft deletion with retention, and what deactivation snapshotted.
+    r#"
+    ALTER TABLE entries ADD COLUMN deleted_at TEXT;
+    ALTER TABLE entries ADD COLUMN purge_after TEXT;
+    -- JSON: {"memberships": [[app_group_id, owner], ...]} taken at deprovisioning.
+    ALTER TABLE entries ADD COLUMN snapshot TEXT;
+    CREATE INDEX entries_purge ON entries(purge_after) WHERE purge_after IS NOT NULL;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -206,9 +206,13 @@ impl Store for SqliteStore {
         let (idp, id) = (idp.clone(), id.to_string());
         self.write(move |t| users::update(t, &idp, &id, expected_version, &w)).await
     }
-    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> StoreResult<()> {
         let (idp_id, id) = (idp.id, id.to_string());
-        self.write(move |t| users::delete(t, idp_id, &id, expected_version)).await
+        self.write(move |t| users::delete(t, idp_id, &id, expected_version, action)).await
+    }
+    async fn purge_expired(&self, now: &str) -> StoreResult<usize> {
+        let now = now.to_string();
+        self.write(move |t| users::purge_expired(t, &now)).await
     }
 
     async fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> StoreResult<StoredGroup> {

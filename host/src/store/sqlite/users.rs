@@ -184,6 +184,11 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         .execute(params![entry_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, w.entry.attributes.to_string(), ts])
         .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
     rule_groups(t, idp, entry_id, &w.entry)?;
+    match w.entry.lifecycle {
+        Lifecycle::Unchanged => {}
+        Lifecycle::Deprovision(a) => deprovision_entry(t, entry_id, a, &ts)?,
+        Lifecycle::Reactivate { restore } => reactivate_entry(t, entry_id, pk, restore)?,
+    }
     t.prepare_cached(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
@@ -195,7 +200,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     Ok(u)
 }
 
-pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> StoreResult<()> {
     let (pk, entry_id) = current(t, idp_id, id, expected_version)?;
     let ts = now();
     // The user's groups lose a member: their versions change.
@@ -206,16 +211,102 @@ pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Opti
     )?
     .execute(params![entry_id, pk])?;
     t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
-    t.prepare_cached("DELETE FROM entries WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.execute([entry_id])?;
+    let shared: bool = t.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;
+    if shared {
+        // Another IdP user still maps to this entry: it stays as it is.
+        return Ok(());
+    }
+    match action {
+        DeprovisionAction::Delete { retention_days: 0 } => {
+            t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
+        }
+        a => deprovision_entry(t, entry_id, a, &ts)?,
+    }
     Ok(())
 }
 
+/// Applies a deprovisioning action to an entry, snapshotting its memberships first.
+fn deprovision_entry(t: &Transaction<'_>, entry_id: i64, action: DeprovisionAction, now: &str) -> StoreResult<()> {
+    let snapshot = {
+        let mut st = t.prepare_cached("SELECT group_id, owner FROM app_memberships WHERE entry_id = ?1 ORDER BY group_id, owner")?;
+        let rows: Vec<(i64, String)> = st.query_map([entry_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        serde_json::json!({ "memberships": rows }).to_string()
+    };
+    let strip = |t: &Transaction<'_>| -> StoreResult<()> {
+        t.prepare_cached("DELETE FROM app_memberships WHERE entry_id = ?1")?.execute([entry_id])?;
+        Ok(())
+    };
+    match action {
+        DeprovisionAction::Keep => {
+            t.prepare_cached("UPDATE entries SET active = 1 WHERE id = ?1")?.execute([entry_id])?;
+        }
+        DeprovisionAction::Disable => {
+            t.prepare_cached("UPDATE entries SET active = 0, snapshot = ?2 WHERE id = ?1")?.execute(params![entry_id, snapshot])?;
+        }
+        DeprovisionAction::StripGroups => {
+            t.prepare_cached("UPDATE entries SET snapshot = ?2 WHERE id = ?1")?.execute(params![entry_id, snapshot])?;
+            strip(t)?;
+        }
+        DeprovisionAction::Delete { retention_days } => {
+            let purge = chrono::DateTime::parse_from_rfc3339(now)
+                .map(|n| (n + chrono::Duration::days(i64::from(retention_days))).with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                .unwrap_or_else(|_| now.to_string());
+            t.prepare_cached("UPDATE entries SET active = 0, deleted_at = ?2, purge_after = ?3, snapshot = ?4 WHERE id = ?1")?
+                .execute(params![entry_id, now, purge, snapshot])?;
+            strip(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings a deprovisioned entry back: memberships the IdP's groups give are re-derived from
+/// the IdP view; with `restore`, the other snapshotted ones (rule grants) come back too.
+fn reactivate_entry(t: &Transaction<'_>, entry_id: i64, user_pk: i64, restore: bool) -> StoreResult<()> {
+    let snapshot: Option<String> = t.prepare_cached("SELECT snapshot FROM entries WHERE id = ?1")?.query_row([entry_id], |r| r.get(0))?;
+    t.prepare_cached("UPDATE entries SET deleted_at = NULL, purge_after = NULL, snapshot = NULL WHERE id = ?1")?.execute([entry_id])?;
+    t.prepare_cached(
+        "INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner)
+         SELECT gt.app_group_id, ?1, 'g:' || m.group_pk FROM group_members m JOIN group_targets gt ON gt.group_pk = m.group_pk WHERE m.user_pk = ?2",
+    )?
+    .execute(params![entry_id, user_pk])?;
+    if restore && let Some(snap) = snapshot {
+        let v: serde_json::Value = serde_json::from_str(&snap).map_err(|e| StoreError::Backend(format!("bad snapshot: {e}")))?;
+        let mut ins = t.prepare_cached(
+            "INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM app_groups WHERE id = ?1)",
+        )?;
+        for m in v["memberships"].as_array().into_iter().flatten() {
+            if let (Some(g), Some(owner)) = (m[0].as_i64(), m[1].as_str())
+                && !owner.starts_with("g:")
+            {
+                ins.execute(params![g, entry_id, owner])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Purges soft-deleted entries past their retention. An entry an IdP user still points at
+/// (deactivated, not deleted, in the IdP) is scrubbed to a tombstone instead.
+pub fn purge_expired(t: &Transaction<'_>, now: &str) -> StoreResult<usize> {
+    let gone = t
+        .prepare_cached("DELETE FROM entries WHERE purge_after IS NOT NULL AND purge_after <= ?1 AND NOT EXISTS (SELECT 1 FROM users u WHERE u.entry_id = entries.id)")?
+        .execute([now])?;
+    let scrubbed = t
+        .prepare_cached("UPDATE entries SET attributes = '{}', snapshot = NULL, purge_after = NULL WHERE purge_after IS NOT NULL AND purge_after <= ?1")?
+        .execute([now])?;
+    Ok(gone + scrubbed)
+}
+
 pub fn directory_entry(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
-    let mut st = c.prepare_cached("SELECT id, user_name, active, attributes FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?;
-    let Some((id, user_name, active, attrs)) = st
-        .query_row(params![tenant_id, fold(user_name)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?)))
-        .optional()?
-    else {
+    let mut st = c.prepare_cached(
+        "SELECT id, user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2",
+    )?;
+    let row = st
+        .query_row(params![tenant_id, fold(user_name)], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?, r.get::<_, Option<String>>(5)?))
+        })
+        .optional()?;
+    let Some((id, user_name, active, attrs, deleted, purge_after)) = row else {
         return Ok(None);
     };
     let mut st = c.prepare_cached(
@@ -227,5 +318,7 @@ pub fn directory_entry(c: &Connection, tenant_id: i64, user_name: &str) -> Store
         active,
         attributes: serde_json::from_str(&attrs).map_err(|e| StoreError::Backend(e.to_string()))?,
         groups,
+        deleted,
+        purge_after,
     }))
 }
