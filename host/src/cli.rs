@@ -206,16 +206,19 @@ async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConne
 /// server from starting, with the reason.
 async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<ChainRegistry> {
     let mut registry = ChainRegistry::default();
-    let needs_runtime = cfg.tenants.iter().any(|t| t.idps.iter().any(|i| !i.chain.is_empty()));
-    if !needs_runtime {
+    let needs = |i: &crate::config::IdpConfig| !i.chain.is_empty() || i.matching.policy != crate::config::MatchingPolicy::Conflict;
+    if !cfg.tenants.iter().any(|t| t.idps.iter().any(needs)) {
         return Ok(registry);
     }
     let runtime = Arc::new(Runtime::new()?);
     for t in &cfg.tenants {
-        for i in t.idps.iter().filter(|i| !i.chain.is_empty()) {
+        for i in t.idps.iter().filter(|i| needs(i)) {
             let Some((idp, _)) = seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name) else { continue };
             let specs = i.chain_specs(&t.plugin_limits, &cfg.base_dir)?;
-            let chain = Chain::load(&runtime, &specs).await.with_context(|| format!("loading the rule chain of {}/{}", t.name, i.name))?;
+            let chain = Chain::load(&runtime, &specs)
+                .await
+                .with_context(|| format!("loading the rule chain of {}/{}", t.name, i.name))?
+                .with_matching(i.matching.policy());
             tracing::info!(tenant = %t.name, idp = %i.name, entries = chain.len(), "rule chain loaded");
             registry.insert(idp.id, chain);
         }

@@ -104,6 +104,36 @@ pub struct IdpConfig {
     /// The rule chain, in order. Without one the connection maps identically.
     #[serde(default)]
     pub chain: Vec<ChainEntryConfig>,
+    /// What a create does when the directory already has the user.
+    #[serde(default)]
+    pub matching: MatchingConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    #[serde(default)]
+    pub policy: MatchingPolicy,
+    /// With `adopt`: only entries whose address is in one of these domains are adopted.
+    #[serde(default)]
+    pub verified_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchingPolicy {
+    #[default]
+    Conflict,
+    Adopt,
+}
+
+impl MatchingConfig {
+    pub fn policy(&self) -> crate::store::MatchPolicy {
+        match self.policy {
+            MatchingPolicy::Conflict => crate::store::MatchPolicy::Conflict,
+            MatchingPolicy::Adopt => crate::store::MatchPolicy::Adopt { verified_domains: self.verified_domains.iter().map(|d| d.to_lowercase()).collect() },
+        }
+    }
 }
 
 fn default_kind() -> IdpKind {

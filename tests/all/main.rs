@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod isolation;
 mod lifecycle;
+mod matching;
 mod ops;
 mod plugins;
 mod users;

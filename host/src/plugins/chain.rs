@@ -16,7 +16,7 @@ use super::runtime::{MAX_MEMORY, Runtime};
 use super::sandbox::Limits;
 use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
 use super::bindings::exports::mapwright::plugin::deprovision as dep;
-use crate::store::DeprovisionAction;
+use crate::store::{DeprovisionAction, MatchPolicy};
 use crate::store::{EntryWrite, IdpConnection};
 
 /// Where a chain entry's component comes from.
@@ -57,6 +57,7 @@ pub struct EntrySpec {
 
 pub struct Chain {
     entries: Vec<Entry>,
+    matching: MatchPolicy,
 }
 
 fn check_limits(l: &Limits) -> Result<(), PluginError> {
@@ -78,7 +79,13 @@ impl Chain {
             let plugin = runtime.load(&s.plugin.bytes()?).await?;
             entries.push(Entry::new(runtime.clone(), plugin, s.config.to_string(), s.limits).await?);
         }
-        Ok(Chain { entries })
+        Ok(Chain { entries, matching: MatchPolicy::Conflict })
+    }
+
+    /// Sets what a create does when the directory already has the user.
+    pub fn with_matching(mut self, matching: MatchPolicy) -> Chain {
+        self.matching = matching;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -189,6 +196,10 @@ impl MappingPipeline for Chain {
             }
             Ok((action_from_wit(action), decisions))
         })
+    }
+
+    fn matching(&self) -> MatchPolicy {
+        self.matching.clone()
     }
 
     fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {

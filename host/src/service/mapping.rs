@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::store::{DeprovisionAction, EntryWrite, IdpConnection};
+use crate::store::{DeprovisionAction, EntryWrite, IdpConnection, MatchPolicy};
 
 /// Why a mapping refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,10 @@ pub trait MappingPipeline: Send + Sync {
     fn deprovision<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, trigger: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>>;
     /// Whether reactivating this user restores what deprovisioning snapshotted.
     fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>>;
+    /// What a create does when the directory already has the user.
+    fn matching(&self) -> MatchPolicy {
+        MatchPolicy::Conflict
+    }
 }
 
 /// userName, active and attributes pass through unchanged; an IdP group is the app group of

@@ -95,7 +95,7 @@ impl<S: Store> Service<S> {
         for (plugin, rule, reason) in &decisions {
             tracing::debug!(plugin, rule, reason, "user mapping decision");
         }
-        Ok(UserWrite { body, entry })
+        Ok(UserWrite { body, entry, matching: pipeline.matching() })
     }
 
     async fn group_write(&self, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {

@@ -148,11 +148,24 @@ pub struct EntryWrite {
     pub lifecycle: Lifecycle,
 }
 
+/// What a create does when the directory already has the user (same mapped username, or
+/// an IdP user of the tenant with the same email).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MatchPolicy {
+    /// Answer 409 `uniqueness`.
+    #[default]
+    Conflict,
+    /// Link the new IdP user to the existing entry, if the matched address's domain is one of
+    /// `verified_domains` (any domain when the list is empty).
+    Adopt { verified_domains: Vec<String> },
+}
+
 /// A user write: the IdP view and the directory entry, stored together.
 #[derive(Debug, Clone)]
 pub struct UserWrite {
     pub body: Value,
     pub entry: EntryWrite,
+    pub matching: MatchPolicy,
 }
 
 /// A group write: the IdP view (without members) and the app groups it maps to.

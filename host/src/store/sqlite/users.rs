@@ -124,12 +124,27 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
     }
     let ts = now();
     let attrs = w.entry.attributes.to_string();
-    t.prepare_cached(
-        "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-    )?
-    .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts])
-    .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
-    let entry_id = t.last_insert_rowid();
+    let adopted = match &w.matching {
+        MatchPolicy::Adopt { verified_domains } => find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
+        MatchPolicy::Conflict => None,
+    };
+    let entry_id = match adopted {
+        // The IdP user joins an entry that exists already (created by another IdP, by hand or
+        // by SSO); the entry keeps its username and takes this write's state.
+        Some(id) => {
+            t.prepare_cached("UPDATE entries SET active = ?2, attributes = ?3, modified = ?4 WHERE id = ?1")?.execute(params![id, w.entry.active, attrs, ts])?;
+            tracing::info!(entry = id, "adopted an existing directory entry");
+            id
+        }
+        None => {
+            t.prepare_cached(
+                "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?
+            .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts])
+            .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
+            t.last_insert_rowid()
+        }
+    };
     rule_groups(t, idp, entry_id, &w.entry)?;
     let id = uuid::Uuid::new_v4().to_string();
     t.prepare_cached(
@@ -144,6 +159,41 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
         body: w.body.clone(),
         groups: Some(Vec::new()),
     })
+}
+
+fn domain_of(address: &str) -> Option<String> {
+    address.rsplit_once('@').map(|(_, d)| d.to_lowercase())
+}
+
+fn verified(domain: Option<String>, verified_domains: &[String]) -> bool {
+    verified_domains.is_empty() || domain.is_some_and(|d| verified_domains.contains(&d))
+}
+
+/// The live entry an adopting create joins: the tenant's entry with the mapped username, else
+/// the entry of another IdP user of the tenant with one of the user's emails, each only if
+/// the matched address's domain is verified.
+fn find_match(t: &Transaction<'_>, tenant_id: i64, user_name: &str, emails: &[String], verified_domains: &[String]) -> StoreResult<Option<i64>> {
+    let by_name: Option<i64> = t
+        .prepare_cached("SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2 AND deleted_at IS NULL")?
+        .query_row(params![tenant_id, fold(user_name)], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = by_name {
+        let domain = domain_of(user_name).or_else(|| emails.first().and_then(|e| domain_of(e)));
+        return Ok(verified(domain, verified_domains).then_some(id));
+    }
+    let mut st = t.prepare_cached(
+        "SELECT u.entry_id FROM user_emails e JOIN users u ON u.pk = e.user_pk JOIN idps i ON i.id = u.idp_id
+         JOIN entries en ON en.id = u.entry_id
+         WHERE e.value_fold = ?1 AND i.tenant_id = ?2 AND en.deleted_at IS NULL LIMIT 1",
+    )?;
+    for email in emails {
+        if let Some(id) = st.query_row(params![email, tenant_id], |r| r.get::<_, i64>(0)).optional()?
+            && verified(domain_of(email), verified_domains)
+        {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// Applies the rules' grants and revocations; revocations touch only rule-owned memberships.
@@ -186,7 +236,17 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     rule_groups(t, idp, entry_id, &w.entry)?;
     match w.entry.lifecycle {
         Lifecycle::Unchanged => {}
-        Lifecycle::Deprovision(a) => deprovision_entry(t, entry_id, a, &ts)?,
+        Lifecycle::Deprovision(a) => {
+            // An entry shared with another IdP's active user stays as it is.
+            let shared: bool = t
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND pk <> ?2 AND active = 1)")?
+                .query_row(params![entry_id, pk], |r| r.get(0))?;
+            if shared {
+                t.prepare_cached("UPDATE entries SET active = 1 WHERE id = ?1")?.execute([entry_id])?;
+            } else {
+                deprovision_entry(t, entry_id, a, &ts)?;
+            }
+        }
         Lifecycle::Reactivate { restore } => reactivate_entry(t, entry_id, pk, restore)?,
     }
     t.prepare_cached(
