@@ -297,7 +297,7 @@ async fn hook_costs(runtime: &Arc<Runtime>) {
             s.limits.fresh_instance_per_call = fresh;
         }
         let chain = Chain::load(runtime, &specs).await.unwrap();
-        let ctx = MapContext { idp: &idp, operation: Operation::Create };
+        let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
         for _ in 0..200 {
             chain.map_user(ctx, &user).await.unwrap();
         }

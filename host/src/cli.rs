@@ -267,7 +267,7 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             let idp = IdpConnection {
                 id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: String::new(),
             };
-            let ctx = MapContext { idp: &idp, operation: Operation::Create };
+            let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
             let show = |decisions: &[(String, String, String)]| {
                 for (plugin, rule, reason) in decisions {
                     println!("  because {plugin}/{rule}: {reason}");

@@ -43,7 +43,7 @@ pub(crate) fn config<P: Plugin>(text: &str) -> Result<Rc<P::Config>, String> {
     Ok(rc)
 }
 
-fn context(c: wit::Context) -> Context {
+fn context(c: wit::Context, current: Option<&str>) -> Context {
     let operation = match c.operation {
         wit::Operation::Create => Operation::Create,
         wit::Operation::Replace => Operation::Replace,
@@ -51,7 +51,8 @@ fn context(c: wit::Context) -> Context {
         wit::Operation::Delete => Operation::Delete,
         wit::Operation::Reapply => Operation::Reapply,
     };
-    Context { tenant: c.tenant, idp: c.idp, idp_kind: c.idp_kind, operation }
+    let current = current.and_then(|s| serde_json::from_str(s).ok());
+    Context { tenant: c.tenant, idp: c.idp, idp_kind: c.idp_kind, operation, current }
 }
 
 fn provenance(p: Option<Provenance>) -> Option<wit::Provenance> {
@@ -95,10 +96,10 @@ impl<P: Plugin> meta::Guest for Adapter<P> {
 }
 
 impl<P: Plugin> username::Guest for Adapter<P> {
-    fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, _current: Option<String>) -> Result<username::Decision, wit::Rejection> {
+    fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<username::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user::<P>(&user_json)?;
-        let d = P::username(&context(ctx), &c, &u, &proposed).map_err(rejection)?;
+        let d = P::username(&context(ctx, current.as_deref()), &c, &u, &proposed).map_err(rejection)?;
         Ok(username::Decision { user_name: d.value, provenance: provenance(d.provenance) })
     }
 }
@@ -107,7 +108,7 @@ impl<P: Plugin> groups::Guest for Adapter<P> {
     fn map_group(ctx: wit::Context, config: String, group: groups::IdpGroup, proposed: Vec<String>) -> Result<groups::GroupDecision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let g = Group { id: group.id, display_name: group.display_name, external_id: group.external_id };
-        let d = P::map_group(&context(ctx), &c, &g, proposed).map_err(rejection)?;
+        let d = P::map_group(&context(ctx, None), &c, &g, proposed).map_err(rejection)?;
         Ok(groups::GroupDecision { groups: d.value, provenance: provenance(d.provenance) })
     }
 
@@ -115,17 +116,17 @@ impl<P: Plugin> groups::Guest for Adapter<P> {
         let c = cfg::<P>(&config)?;
         let u = user::<P>(&user_json)?;
         let m = Memberships { add: proposed.add, remove: proposed.remove };
-        let d = P::user_memberships(&context(ctx), &c, &u, is_new, m).map_err(rejection)?;
+        let d = P::user_memberships(&context(ctx, None), &c, &u, is_new, m).map_err(rejection)?;
         Ok(groups::Memberships { add: d.value.add, remove: d.value.remove, provenance: provenance(d.provenance) })
     }
 }
 
 impl<P: Plugin> attributes::Guest for Adapter<P> {
-    fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, _current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
+    fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user::<P>(&user_json)?;
         let p: serde_json::Value = serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?;
-        let d = P::attributes(&context(ctx), &c, &u, p).map_err(rejection)?;
+        let d = P::attributes(&context(ctx, current.as_deref()), &c, &u, p).map_err(rejection)?;
         Ok(attributes::Decision { attributes: d.value.to_string(), provenance: provenance(d.provenance) })
     }
 }
@@ -156,14 +157,14 @@ impl<P: Plugin> deprovision::Guest for Adapter<P> {
             deprovision::Trigger::Deactivated => Trigger::Deactivated,
             deprovision::Trigger::Deleted => Trigger::Deleted,
         };
-        let d = P::deprovision(&context(ctx), &c, &u, t, action_in(proposed)).map_err(rejection)?;
+        let d = P::deprovision(&context(ctx, None), &c, &u, t, action_in(proposed)).map_err(rejection)?;
         Ok(deprovision::Decision { action: action_out(d.value), provenance: provenance(d.provenance) })
     }
 
     fn on_reactivate(ctx: wit::Context, config: String, user_json: String, proposed: bool) -> Result<deprovision::Reactivation, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user::<P>(&user_json)?;
-        let d = P::reactivate(&context(ctx), &c, &u, proposed).map_err(rejection)?;
+        let d = P::reactivate(&context(ctx, None), &c, &u, proposed).map_err(rejection)?;
         Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
     }
 }

@@ -113,6 +113,9 @@ pub struct Context {
     pub idp_kind: String,
     /// The operation.
     pub operation: Operation,
+    /// The directory entry as it is now (before this change), read-only: `userName`,
+    /// `active`, `attributes`, `groups`. `None` when the user is new to the directory.
+    pub current: Option<Value>,
 }
 
 impl Context {
@@ -123,7 +126,7 @@ impl Context {
     /// assert_eq!(ctx.idp_kind, "generic");
     /// ```
     pub fn test() -> Context {
-        Context { tenant: "test".into(), idp: "test".into(), idp_kind: "generic".into(), operation: Operation::Create }
+        Context { tenant: "test".into(), idp: "test".into(), idp_kind: "generic".into(), operation: Operation::Create, current: None }
     }
 }
 

@@ -30,6 +30,14 @@ rate_per_second = 0
 [[tenant.idp.chain]]
 plugin = "builtin:username"
 config = { source = "template", template = "{name.givenName|lower}.{name.familyName|lower}", transliterate = true, domain = "acme.io" }
+
+[[tenant.idp]]
+name = "stable"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, keep_existing = true }
 "#;
 
 #[test]
@@ -58,6 +66,13 @@ fn chains_map_usernames_per_connection() {
     assert_eq!(p.status, 200, "{}", p.body);
     assert!(directory_entry(&s.db(), "acme", "bsmith").is_none());
     assert!(directory_entry(&s.db(), "acme", "rsmith").is_some());
+
+    // Rules see the current directory entry: stable usernames survive an email change.
+    let stable = s.declared("acme", "stable");
+    let id = stable.post("/Users", &json!({"userName": "s", "emails": [{"value": "first.name@acme.com", "primary": true}]})).id();
+    stable.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "emails", "value": [{"value": "renamed@acme.com", "primary": true}]}]));
+    assert!(directory_entry(&s.db(), "acme", "first.name").is_some());
+    assert!(directory_entry(&s.db(), "acme", "renamed").is_none());
 
     // Two IdP users mapping to one directory username: the second is a uniqueness conflict.
     okta.post("/Users", &json!({"userName": "j.doe@acme.com", "emails": [{"value": "j.doe@acme.com"}]})).assert_error(409, Some("uniqueness"));

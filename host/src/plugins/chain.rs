@@ -134,15 +134,16 @@ impl MappingPipeline for Chain {
             let mut decisions = Decisions::new();
             let wctx = wit_context(&ctx);
             let user_json = user.to_string();
+            let current = ctx.current.map(Value::to_string);
             for e in self.entries.iter().filter(|e| e.plugin.hooks.username) {
-                let (name, p) = e.username(&wctx, &user_json, &entry.user_name).await?;
+                let (name, p) = e.username(&wctx, &user_json, &entry.user_name, current.as_deref()).await?;
                 entry.user_name = name;
                 record(&mut decisions, p);
             }
             let mut attrs: Option<Value> = None;
             for e in self.entries.iter().filter(|e| e.plugin.hooks.attributes) {
                 let proposed = attrs.as_ref().map(Value::to_string).unwrap_or_else(|| user_json.clone());
-                let (a, p) = e.attributes(&wctx, &user_json, &proposed).await?;
+                let (a, p) = e.attributes(&wctx, &user_json, &proposed, current.as_deref()).await?;
                 attrs = Some(a);
                 record(&mut decisions, p);
             }

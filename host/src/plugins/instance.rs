@@ -143,10 +143,10 @@ impl Entry {
         PluginError::Fault { plugin: self.plugin.name.clone(), reason: format!("returned invalid output: {why}") }
     }
 
-    pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(String, Option<Provenance>), PluginError> {
+    pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(String, Option<Provenance>), PluginError> {
         let mut inst = self.instance().await?;
         self.arm(&mut inst);
-        let r = inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, None).await;
+        let r = inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current).await;
         let out = match r {
             Ok(r) => {
                 self.put_back(inst);
@@ -192,10 +192,10 @@ impl Entry {
         Ok(out)
     }
 
-    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str) -> Result<(serde_json::Value, Option<Provenance>), PluginError> {
+    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(serde_json::Value, Option<Provenance>), PluginError> {
         let mut inst = self.instance().await?;
         self.arm(&mut inst);
-        let r = inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, None).await;
+        let r = inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, current).await;
         let out = match r {
             Ok(r) => {
                 self.put_back(inst);

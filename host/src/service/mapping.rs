@@ -54,6 +54,9 @@ pub fn default_action(trigger: Trigger) -> DeprovisionAction {
 pub struct MapContext<'a> {
     pub idp: &'a IdpConnection,
     pub operation: Operation,
+    /// The directory entry the user maps to now (JSON: userName, active, attributes,
+    /// groups), read-only; `None` for a user new to the directory.
+    pub current: Option<&'a Value>,
 }
 
 /// Why each decision was made: (plugin, rule, reason), in chain order.

@@ -88,8 +88,8 @@ impl<S: Store> Service<S> {
         &self.store
     }
 
-    async fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value) -> ScimResult<UserWrite> {
-        let ctx = MapContext { idp, operation: op };
+    async fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>) -> ScimResult<UserWrite> {
+        let ctx = MapContext { idp, operation: op, current };
         let pipeline = self.pipelines.pipeline_for(idp);
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         for (plugin, rule, reason) in &decisions {
@@ -99,7 +99,7 @@ impl<S: Store> Service<S> {
     }
 
     async fn group_write(&self, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {
-        let ctx = MapContext { idp, operation: op };
+        let ctx = MapContext { idp, operation: op, current: None };
         let pipeline = self.pipelines.pipeline_for(idp);
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
         for (plugin, rule, reason) in &decisions {
@@ -111,7 +111,7 @@ impl<S: Store> Service<S> {
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
     async fn lifecycle(&self, idp: &IdpConnection, op: Operation, before: &Value, after: &Value) -> ScimResult<Lifecycle> {
         let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
-        let ctx = MapContext { idp, operation: op };
+        let ctx = MapContext { idp, operation: op, current: None };
         let pipeline = self.pipelines.pipeline_for(idp);
         Ok(match (active(before), active(after)) {
             (true, false) => {
@@ -132,7 +132,7 @@ impl<S: Store> Service<S> {
 
     pub async fn create_user(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredUser> {
         let body = canonicalize(ResourceKind::User, input)?;
-        let w = self.user_write(idp, Operation::Create, body).await?;
+        let w = self.user_write(idp, Operation::Create, body, None).await?;
         self.store.create_user(idp, w).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
@@ -154,7 +154,9 @@ impl<S: Store> Service<S> {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
-            let mut w = self.user_write(idp, op, body).await?;
+            // Rules see the directory entry as it is before this change.
+            let entry = self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json());
+            let mut w = self.user_write(idp, op, body, entry.as_ref()).await?;
             w.entry.lifecycle = self.lifecycle(idp, op, &cur.body, &w.body).await?;
             match self.store.update_user(idp, id, cur.meta.version, w).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
@@ -180,7 +182,7 @@ impl<S: Store> Service<S> {
         // The rules see the user being deleted to decide what happens to its entry.
         let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
         pre.check(cur.meta.version)?;
-        let ctx = MapContext { idp, operation: Operation::Delete };
+        let ctx = MapContext { idp, operation: Operation::Delete, current: None };
         let (action, decisions) = self.pipelines.pipeline_for(idp).deprovision(ctx, &cur.body, Trigger::Deleted).await?;
         log_decisions("deprovision", &decisions);
         let expected = pre.is_set().then_some(cur.meta.version);

@@ -216,6 +216,13 @@ pub struct DirectoryEntry {
     pub purge_after: Option<String>,
 }
 
+impl DirectoryEntry {
+    /// The read-only view rules receive as `current`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"userName": self.user_name, "active": self.active, "attributes": self.attributes, "groups": self.groups})
+    }
+}
+
 /// The storage operations the service needs. Every method is one transaction.
 pub trait Store: Send + Sync + 'static {
     fn create_tenant(&self, name: &str) -> impl Future<Output = StoreResult<Tenant>> + Send;
@@ -247,6 +254,8 @@ pub trait Store: Send + Sync + 'static {
     fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// The directory entry an IdP user (by its SCIM id) maps to.
+    fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
     /// The directory entry an IdP user maps to (the application's view).
     fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
 }

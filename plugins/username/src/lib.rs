@@ -13,6 +13,9 @@
 //! 6. `domain`: append `@domain` (after removing any existing domain).
 //! 7. `require`: a regex the result must match, else the user is rejected with 400.
 //!
+//! `keep_existing`: a user already in the directory keeps its username; the rules apply only
+//! when the entry is created (stable usernames when an email changes).
+//!
 //! ```json
 //! {"source": "email", "local_part": true, "replace": [{"pattern": "^(.)[^.]*\\.(.*)$", "with": "$1$2"}], "case": "lower"}
 //! ```
@@ -71,6 +74,7 @@ pub struct Config {
     pub case: Case,
     pub domain: Option<String>,
     pub require: Option<Pattern>,
+    pub keep_existing: bool,
 }
 
 /// One parsed piece of a template.
@@ -160,7 +164,12 @@ impl Plugin for Username {
         Ok(())
     }
 
-    fn username(_ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+    fn username(ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+        if c.keep_existing
+            && let Some(existing) = ctx.current.as_ref().and_then(|e| e.get("userName")).and_then(|v| v.as_str())
+        {
+            return Ok(Decision::new(existing.to_string()).because("username.keep_existing", format!("'{existing}' was assigned when the entry was created")));
+        }
         let mut steps: Vec<String> = Vec::new();
         let mut name = match c.source {
             Source::UserName => proposed.to_string(),
@@ -246,6 +255,16 @@ mod tests {
         let zoe = r#"{"userName": "Zoë Ångström"}"#;
         assert_eq!(run(r#"{"transliterate": true, "replace": [{"pattern": "\\s+", "with": "."}], "case": "lower"}"#, zoe).unwrap(), "zoe.angstrom");
         assert_eq!(run("{}", JANE).unwrap(), "Jane.Doe@Acme.com", "no rules: pass-through");
+    }
+
+    #[test]
+    fn keep_existing_uses_the_current_entry() {
+        let c: Config = serde_json::from_str(r#"{"source": "email", "local_part": true, "keep_existing": true}"#).unwrap_or_default();
+        let user = User::from_json(JANE).unwrap();
+        let mut ctx = Context::test();
+        assert_eq!(Username::username(&ctx, &c, &user, "x").unwrap().value, "jane.doe");
+        ctx.current = Some(mapwright_plugin_sdk::json!({"userName": "jdoe-original"}));
+        assert_eq!(Username::username(&ctx, &c, &user, "x").unwrap().value, "jdoe-original");
     }
 
     #[test]

@@ -235,6 +235,10 @@ impl Store for SqliteStore {
         let (idp_id, id) = (idp.id, id.to_string());
         self.write(move |t| groups::delete(t, idp_id, &id, expected_version)).await
     }
+    async fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> StoreResult<Option<DirectoryEntry>> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| users::entry_of_user(c, idp_id, &id)).await
+    }
     async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
         let user_name = user_name.to_string();
         self.read(move |c| users::directory_entry(c, tenant_id, &user_name)).await

@@ -358,27 +358,32 @@ pub fn purge_expired(t: &Transaction<'_>, now: &str) -> StoreResult<usize> {
 }
 
 pub fn directory_entry(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
-    let mut st = c.prepare_cached(
-        "SELECT id, user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2",
-    )?;
-    let row = st
-        .query_row(params![tenant_id, fold(user_name)], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?, r.get::<_, Option<String>>(5)?))
-        })
+    let id: Option<i64> = c
+        .prepare_cached("SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
+        .query_row(params![tenant_id, fold(user_name)], |r| r.get(0))
         .optional()?;
-    let Some((id, user_name, active, attrs, deleted, purge_after)) = row else {
-        return Ok(None);
-    };
+    id.map(|id| entry_by_id(c, id)).transpose()
+}
+
+pub fn entry_of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<DirectoryEntry>> {
+    let entry: Option<i64> = c.prepare_cached("SELECT entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?.query_row(params![id, idp_id], |r| r.get(0)).optional()?;
+    entry.map(|e| entry_by_id(c, e)).transpose()
+}
+
+fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
+    let (user_name, active, attrs, deleted, purge_after) = c
+        .prepare_cached("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)))?;
     let mut st = c.prepare_cached(
         "SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name",
     )?;
     let groups = st.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(Some(DirectoryEntry {
+    Ok(DirectoryEntry {
         user_name,
         active,
         attributes: serde_json::from_str(&attrs).map_err(|e| StoreError::Backend(e.to_string()))?,
         groups,
         deleted,
         purge_after,
-    }))
+    })
 }
