@@ -21,8 +21,9 @@ fn main() {
     let plugins = plugin_crates(&root.join("plugins"));
     // Test-only plugins (hostile ones among them): built alongside, never embedded.
     let test_plugins = plugin_crates(&root.join("tests/plugins"));
-    // Directories are scanned recursively by cargo, so a new plugin crate counts too.
-    for dir in ["plugins", "tests/plugins", "plugin-sdk"] {
+    // Directories are scanned recursively by cargo, so a new plugin crate counts too; the root
+    // manifest holds the plugins' build profile.
+    for dir in ["plugins", "tests/plugins", "plugin-sdk", "Cargo.toml", "Cargo.lock"] {
         rerun(&root.join(dir));
     }
 

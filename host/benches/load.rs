@@ -6,6 +6,9 @@
 //! cargo bench -p mapwright --bench load -- --users 100000 --creates 3000 --lookups 20000
 //! ```
 //!
+//! `MW_BENCH_ONLY=username|groups|attributes` runs the "chained" scenarios with that one
+//! plugin, to see what each costs.
+//!
 //! The server runs in this process (same binary code as `mapwright serve`, its own SQLite
 //! file in a temporary directory); clients and server share the machine's cores, so compare
 //! figures as ratios within one run.
@@ -274,11 +277,13 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
         limits: Limits { fresh_instance_per_call: fresh, ..Limits::default() },
     };
     let mk = |fresh| {
-        vec![
+        let only = std::env::var("MW_BENCH_ONLY").ok();
+        let all = vec![
             spec("username", json!({"source": "email", "local_part": true, "case": "lower"}), fresh),
             spec("groups", json!({"map": {"dev users": "software_dev"}, "defaults": {"all_users": ["app-users"]}}), fresh),
             spec("attributes", json!({"mappings": [{"from": "name.familyName", "to": "urn:mapwright:custom:User:surname", "transform": ["upper"]}]}), fresh),
-        ]
+        ];
+        match only { Some(n) => all.into_iter().filter(|s| matches!(&s.plugin, PluginSource::Builtin(b) if *b == n)).collect(), None => all }
     };
     mk(false)
 }

@@ -125,7 +125,12 @@ impl<P: Plugin> attributes::Guest for Adapter<P> {
     fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user::<P>(&user_json)?;
-        let p: serde_json::Value = serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?;
+        // The first entry of a chain is proposed the user itself: parse it once.
+        let p: serde_json::Value = if proposed == user_json {
+            u.json().clone()
+        } else {
+            serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?
+        };
         let d = P::attributes(&context(ctx, current.as_deref()), &c, &u, p).map_err(rejection)?;
         Ok(attributes::Decision { attributes: d.value.to_string(), provenance: provenance(d.provenance) })
     }

@@ -75,9 +75,14 @@ fn owner(group_pk: i64) -> String {
 
 pub(super) fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
     let nf = fold(name);
-    t.prepare_cached("INSERT OR IGNORE INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
+    // Nearly always the group exists: one indexed read on the writer thread.
+    let mut find = t.prepare_cached("SELECT id FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?;
+    if let Some(id) = find.query_row(params![tenant_id, nf], |r| r.get(0)).optional()? {
+        return Ok(id);
+    }
+    t.prepare_cached("INSERT INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![tenant_id, name, nf, now()])?;
-    Ok(t.prepare_cached("SELECT id FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?.query_row(params![tenant_id, nf], |r| r.get(0))?)
+    Ok(t.last_insert_rowid())
 }
 
 fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
