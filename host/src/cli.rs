@@ -204,13 +204,13 @@ async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConne
 
 /// Loads the rule chain of every configured connection; a chain that fails to load stops the
 /// server from starting, with the reason.
-async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<ChainRegistry> {
+async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<(ChainRegistry, Option<Arc<Runtime>>)> {
     let mut registry = ChainRegistry::default();
     let needs = |i: &crate::config::IdpConfig| !i.chain.is_empty() || i.matching.policy != crate::config::MatchingPolicy::Conflict;
     if !cfg.tenants.iter().any(|t| t.idps.iter().any(needs)) {
-        return Ok(registry);
+        return Ok((registry, None));
     }
-    let runtime = Arc::new(Runtime::new()?);
+    let runtime = Arc::new(Runtime::new()?.with_disk_cache(cfg.server.data_dir.join("plugin-cache")));
     for t in &cfg.tenants {
         for i in t.idps.iter().filter(|i| needs(i)) {
             let Some((idp, _)) = seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name) else { continue };
@@ -223,7 +223,7 @@ async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -
             registry.insert(idp.id, chain);
         }
     }
-    Ok(registry)
+    Ok((registry, Some(runtime)))
 }
 
 async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
@@ -328,8 +328,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = SqliteStore::open(&cfg.server.db_path(), cfg.server.durability).map_err(store_err).context("opening the store")?;
     match cli.command {
         Command::Serve(_) => {
+            let shutdown = server::shutdown_signal();
             let seeded = seed(&store, &cfg).await?;
-            let registry = load_chains(&cfg, &seeded).await?;
+            let (registry, runtime) = load_chains(&cfg, &seeded).await?;
             let srv = server::Server::bind_with(&cfg.server, store, Arc::new(registry)).await?;
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
@@ -346,7 +347,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Last, so that a script reading the banner has everything once it sees this line.
             println!("Mapwright listening on {public}");
-            srv.serve(server::shutdown_signal()).await
+            let served = srv.serve(shutdown).await;
+            if let Some(rt) = runtime {
+                rt.shutdown();
+            }
+            served
         }
         Command::Tenant(TenantCommand::Add { name }) => {
             validate_name("tenant", &name)?;

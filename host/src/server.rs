@@ -52,8 +52,12 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
         let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every));
+        let state = self.state.clone();
         let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
         purger.abort();
+        let _ = purger.await;
+        // Requests are drained: close the store now rather than leave it to process exit.
+        state.service.store().close();
         served?;
         tracing::info!("stopped");
         Ok(())
@@ -74,25 +78,33 @@ async fn purge_loop(state: Arc<AppState>, every: std::time::Duration) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT and SIGTERM handlers now, and resolves when either arrives. Call it
+/// before announcing the server: a signal sent as soon as the banner is printed must already
+/// find the handler, or the default action kills the process without draining.
+pub fn shutdown_signal() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        Box::pin(async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+            tracing::info!("shutdown requested; draining requests in flight");
+        })
     }
-    tracing::info!("shutdown requested; draining requests in flight");
+    #[cfg(not(unix))]
+    {
+        Box::pin(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown requested; draining requests in flight");
+        })
+    }
 }

@@ -50,7 +50,8 @@ impl Server {
 
     /// Stops this server and starts another on the same data directory.
     pub fn restart(mut self, extra: &str) -> Server {
-        assert!(self.terminate().success());
+        let status = self.terminate();
+        assert!(status.success(), "exit {status:?}; log: {}", self.log());
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
     }
@@ -99,7 +100,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read(self.dir.path().join("server.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.

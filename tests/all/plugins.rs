@@ -259,3 +259,35 @@ fn embedded_example_tenant_with_sample_payloads() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn compiled_plugins_persist_across_restarts_and_bad_artifacts_are_recompiled() {
+    let s = Server::start_with(THREE);
+    let cache = s.dir.path().join("plugin-cache");
+    let artifacts = || {
+        let mut v: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    let first = artifacts();
+    assert_eq!(first.len(), 3, "one artifact per distinct plugin: {first:?}");
+    assert!(first.iter().all(|p| p.extension().is_some_and(|e| e == "cwasm")));
+    let token = s.declared("acme", "okta").token;
+
+    // A restart loads the artifacts; the rules still apply.
+    let s = s.restart(THREE);
+    assert_eq!(artifacts(), first);
+    let okta = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token.clone());
+    assert_eq!(okta.post("/Users", &json!({"userName": "a", "emails": [{"value": "ann.b@acme.com"}]})).status, 201);
+    assert!(directory_entry(&s.db(), "acme", "ann.b").is_some());
+
+    // An artifact damaged in place (while the server runs) harms neither the running server
+    // (it holds its own copy) nor the next start (which discards it and recompiles).
+    std::fs::write(&first[0], b"not an artifact").unwrap();
+    let running = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token.clone());
+    assert_eq!(running.post("/Users", &json!({"userName": "c", "emails": [{"value": "cy.d@acme.com"}]})).status, 201);
+    let s = s.restart(THREE);
+    assert!(std::fs::metadata(&first[0]).unwrap().len() > 1000, "recompiled and rewritten");
+    let okta = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token);
+    assert_eq!(okta.post("/Users", &json!({"userName": "b", "emails": [{"value": "bo.c@acme.com"}]})).status, 201);
+}

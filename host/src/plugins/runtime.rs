@@ -65,7 +65,21 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<SandboxState>,
     cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Where compiled artifacts persist between runs (`<sha256>-<engine hash>.cwasm`).
+    disk_cache: Option<std::path::PathBuf>,
     stop_ticker: Arc<AtomicBool>,
+    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// Stops the epoch ticker and waits for it, so no thread touches the engine while the
+    /// process exits.
+    pub fn shutdown(&self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(h) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Drop for Runtime {
@@ -85,9 +99,7 @@ impl Runtime {
             .total_core_instances(MAX_INSTANCES * 4)
             .total_memories(MAX_INSTANCES * 2)
             .total_tables(MAX_INSTANCES * 2)
-            .max_memory_size(MAX_MEMORY)
-            // Keep freed memory mapped for reuse: cheaper instantiation at some RSS.
-            .linear_memory_keep_resident(64 << 10);
+            .max_memory_size(MAX_MEMORY);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
@@ -102,7 +114,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Invalid(format!("linking WASI: {e}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new()
+        let ticker = std::thread::Builder::new()
             .name("mapwright-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -111,7 +123,59 @@ impl Runtime {
                 }
             })
             .map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
-        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), stop_ticker })
+        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, stop_ticker, ticker: Mutex::new(Some(ticker)) })
+    }
+
+    /// Persists compiled components under `dir`, so a restart does not compile them again.
+    pub fn with_disk_cache(mut self, dir: std::path::PathBuf) -> Runtime {
+        self.disk_cache = Some(dir);
+        self
+    }
+
+    /// The artifact path of a component: keyed by its content and by everything about this
+    /// engine that makes an artifact loadable (version, configuration, CPU features).
+    fn artifact_path(&self, hash: &str) -> Option<std::path::PathBuf> {
+        use std::hash::{Hash, Hasher};
+        let dir = self.disk_cache.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes.
+    fn compile(engine: &Engine, bytes: &[u8], artifact: Option<&std::path::Path>) -> Result<Component, PluginError> {
+        if let Some(path) = artifact
+            && let Ok(serialized) = std::fs::read(path)
+        {
+            // Read into memory rather than mapping the file: a mapped artifact that anyone
+            // truncates or rewrites in place would crash the server (SIGBUS) on next use.
+            // SAFETY: wasmtime requires bytes this engine configuration produced and nobody
+            // altered. We only read files this server wrote (below, write-then-rename) into its
+            // own data directory, named by the source's SHA-256 and the engine's compatibility
+            // hash; wasmtime also checks the header and refuses a mismatch.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize(engine, &serialized) };
+            match loaded {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled plugin artifact");
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
+        if let Some(path) = artifact
+            && let Ok(serialized) = component.serialize()
+        {
+            // Write then rename: a crash never leaves a half-written artifact under the name.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let written = path.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, serialized)).and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), error = %e, "could not persist a compiled plugin");
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(component)
     }
 
     /// Compiles (or takes from the cache) a component, checks that it implements the
@@ -123,11 +187,10 @@ impl Runtime {
             return Ok(p);
         }
         let component = {
-            let (engine, bytes) = (self.engine.clone(), bytes.to_vec());
-            tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            let (engine, bytes, artifact) = (self.engine.clone(), bytes.to_vec(), self.artifact_path(&hash));
+            tokio::task::spawn_blocking(move || Runtime::compile(&engine, &bytes, artifact.as_deref()))
                 .await
-                .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))?
-                .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?
+                .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))??
         };
         let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {

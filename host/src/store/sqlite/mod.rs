@@ -41,8 +41,10 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     durability: Durability,
-    writer: mpsc::UnboundedSender<Job>,
+    /// `None` asks the writer thread to close the database and stop.
+    writer: mpsc::UnboundedSender<Option<Job>>,
     readers: Mutex<Vec<Connection>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -91,18 +93,39 @@ impl SqliteStore {
         }
         let mut conn = open(path, durability, true)?;
         migrations::migrate(&mut conn)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
+        let (tx, mut rx) = mpsc::unbounded_channel::<Option<Job>>();
+        let handle = std::thread::Builder::new()
             .name("mapwright-writer".into())
             .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
+                while let Some(Some(job)) = rx.blocking_recv() {
                     job(&mut conn);
                 }
+                drop(conn);
             })
             .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
-            inner: Arc::new(Inner { path: path.to_path_buf(), durability, writer: tx, readers: Mutex::new(Vec::new()) }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                durability,
+                writer: tx,
+                readers: Mutex::new(Vec::new()),
+                writer_thread: Mutex::new(Some(handle)),
+            }),
         })
+    }
+
+    /// Closes the database in order: readers first, then the writer, whose thread is joined,
+    /// so the process never exits while SQLite is still closing its files. Requests after
+    /// this fail with a storage error.
+    pub fn close(&self) {
+        if let Ok(mut r) = self.inner.readers.lock() {
+            r.clear();
+        }
+        let handle = self.inner.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = self.inner.writer.send(None);
+            let _ = h.join();
+        }
     }
 
     /// Runs `f` in one write transaction on the writer thread.
@@ -121,7 +144,7 @@ impl SqliteStore {
             })();
             let _ = tx.send(result);
         });
-        self.inner.writer.send(job).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        self.inner.writer.send(Some(job)).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Backend("the writer thread dropped a request".into()))?
     }
 
