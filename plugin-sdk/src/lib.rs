@@ -48,12 +48,16 @@
 extern crate self as mapwright_plugin_sdk;
 
 mod adapter;
+#[cfg(feature = "regex")]
+mod pattern;
 mod scim;
 pub mod testing;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
+#[cfg(feature = "regex")]
+pub use pattern::Pattern;
 pub use scim::{Group, User};
 pub use serde_json::{Map, Value, json};
 

@@ -13,7 +13,7 @@ use super::auth::Scope;
 use super::body::ScimBody;
 use super::response::{list_response, render_group, render_user, resource, scim_json};
 use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::list::{ListParams, Projection};
+use crate::scim::list::{ListParams, ListQuery, Projection};
 use crate::scim::schema::ResourceKind;
 use crate::service::Precondition;
 
@@ -36,19 +36,24 @@ fn precondition(h: &HeaderMap) -> Precondition {
     Precondition::new(h.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
 }
 
-async fn list_page(state: &AppState, scope: &Scope, kind: ResourceKind, p: &ListParams) -> ScimResult<Response> {
-    let q = p.resolve(kind)?;
-    let resources: (usize, Vec<Value>) = match kind {
+/// One page of `kind`, rendered and projected: (totalResults, resources).
+async fn page(state: &AppState, scope: &Scope, kind: ResourceKind, q: &ListQuery) -> ScimResult<(usize, Vec<Value>)> {
+    Ok(match kind {
         ResourceKind::User => {
-            let page = state.service.list_users(&scope.idp, &q).await?;
+            let page = state.service.list_users(&scope.idp, q).await?;
             (page.total, page.items.iter().map(|u| q.projection.apply(render_user(u, &scope.base))).collect())
         }
         ResourceKind::Group => {
-            let page = state.service.list_groups(&scope.idp, &q).await?;
+            let page = state.service.list_groups(&scope.idp, q).await?;
             (page.total, page.items.iter().map(|g| q.projection.apply(render_group(g, &scope.base))).collect())
         }
-    };
-    Ok(scim_json(StatusCode::OK, &list_response(resources.0, q.start_index, resources.1)))
+    })
+}
+
+async fn list_page(state: &AppState, scope: &Scope, kind: ResourceKind, p: &ListParams) -> ScimResult<Response> {
+    let q = p.resolve(kind)?;
+    let (total, resources) = page(state, scope, kind, &q).await?;
+    Ok(scim_json(StatusCode::OK, &list_response(total, q.start_index, resources)))
 }
 
 pub async fn list(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs) -> ScimResult<Response> {
@@ -80,16 +85,7 @@ pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBo
         // Page through the concatenation: skip what earlier types covered.
         q.start_index = skip + 1;
         q.count = left;
-        let (n, items): (usize, Vec<Value>) = match kind {
-            ResourceKind::User => {
-                let page = state.service.list_users(&scope.idp, &q).await?;
-                (page.total, page.items.iter().map(|u| q.projection.apply(render_user(u, &scope.base))).collect())
-            }
-            ResourceKind::Group => {
-                let page = state.service.list_groups(&scope.idp, &q).await?;
-                (page.total, page.items.iter().map(|g| q.projection.apply(render_group(g, &scope.base))).collect())
-            }
-        };
+        let (n, items) = page(&state, &scope, kind, &q).await?;
         total += n;
         skip = skip.saturating_sub(n);
         left -= items.len().min(left);

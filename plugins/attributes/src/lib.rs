@@ -21,19 +21,8 @@
 //! ], "default_country": "44"}
 //! ```
 
-use mapwright_plugin_sdk::{Context, Decision, Hook, Map, Plugin, Rejection, User, Value};
-use regex_lite::Regex;
+use mapwright_plugin_sdk::{Pattern, Context, Decision, Hook, Map, Plugin, Rejection, User, Value};
 use serde::Deserialize;
-
-#[derive(Debug, Clone)]
-pub struct Pattern(Regex);
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Regex::new(&s).map(Pattern).map_err(|e| serde::de::Error::custom(format!("bad regex '{s}': {e}")))
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,7 +172,7 @@ fn apply(t: &Transform, v: Value, c: &Config) -> Result<Value, String> {
             Some(s) => Value::String(e164(&s, c.default_country.as_deref())?),
             None => v,
         },
-        Transform::Replace(r) => text(&v).map(|s| Value::String(r.pattern.0.replace_all(&s, r.with.as_str()).into_owned())).unwrap_or(v),
+        Transform::Replace(r) => text(&v).map(|s| Value::String(r.pattern.replace_all(&s, &r.with))).unwrap_or(v),
         Transform::Join(sep) => match &v {
             Value::Array(items) => Value::String(items.iter().filter_map(text).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(sep)),
             _ => v,

@@ -19,20 +19,8 @@
 
 use std::collections::HashMap;
 
-use mapwright_plugin_sdk::{Context, Decision, Group, Hook, Memberships, Plugin, Rejection, User};
-use regex_lite::Regex;
+use mapwright_plugin_sdk::{Pattern, Context, Decision, Group, Hook, Memberships, Plugin, Rejection, User};
 use serde::Deserialize;
-
-/// A regex compiled once, when the configuration is loaded.
-#[derive(Debug, Clone)]
-pub struct Pattern(Regex);
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Regex::new(&s).map(Pattern).map_err(|e| serde::de::Error::custom(format!("bad regex '{s}': {e}")))
-    }
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,12 +107,12 @@ impl Plugin for Groups {
         let mut out: Vec<String> = Vec::new();
         let mut why: Vec<String> = Vec::new();
         for name in proposed {
-            if !c.include.is_empty() && !c.include.iter().any(|p| p.0.is_match(&name)) {
+            if !c.include.is_empty() && !c.include.iter().any(|p| p.is_match(&name)) {
                 why.push(format!("'{name}' not included"));
                 continue;
             }
-            if let Some(p) = c.exclude.iter().find(|p| p.0.is_match(&name)) {
-                why.push(format!("'{name}' excluded by {}", p.0.as_str()));
+            if let Some(p) = c.exclude.iter().find(|p| p.is_match(&name)) {
+                why.push(format!("'{name}' excluded by {}", p.as_str()));
                 continue;
             }
             if let Some(targets) = c.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name) || k.to_lowercase() == name.to_lowercase()).map(|(_, v)| v.names()) {
@@ -138,7 +126,7 @@ impl Plugin for Groups {
             }
             let mut n = name.clone();
             for r in &c.rename {
-                n = r.pattern.0.replace_all(&n, r.with.as_str()).into_owned();
+                n = r.pattern.replace_all(&n, &r.with);
             }
             if c.case == Case::Lower {
                 n = n.to_lowercase();

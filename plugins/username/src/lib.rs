@@ -21,8 +21,7 @@
 //! ```
 //! turns `jane.doe@acme.com` into `jdoe`.
 
-use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User};
-use regex_lite::Regex;
+use mapwright_plugin_sdk::{Pattern, Context, Decision, Hook, Plugin, Rejection, User};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -43,17 +42,6 @@ pub enum Case {
     Keep,
     Lower,
     Upper,
-}
-
-/// A regex compiled once, when the configuration is loaded.
-#[derive(Debug, Clone)]
-pub struct Pattern(Regex);
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Regex::new(&s).map(Pattern).map_err(|e| serde::de::Error::custom(format!("bad regex '{s}': {e}")))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,9 +180,9 @@ impl Plugin for Username {
             steps.push("transliterated".into());
         }
         for r in &c.replace {
-            let next = r.pattern.0.replace_all(&name, r.with.as_str()).into_owned();
+            let next = r.pattern.replace_all(&name, &r.with);
             if next != name {
-                steps.push(format!("s/{}/{}/", r.pattern.0.as_str(), r.with));
+                steps.push(format!("s/{}/{}/", r.pattern.as_str(), r.with));
                 name = next;
             }
         }
@@ -208,9 +196,9 @@ impl Plugin for Username {
             steps.push(format!("domain {d}"));
         }
         if let Some(req) = &c.require
-            && !req.0.is_match(&name)
+            && !req.is_match(&name)
         {
-            return Err(Rejection::new("username.require", format!("username '{name}' does not match {}", req.0.as_str())));
+            return Err(Rejection::new("username.require", format!("username '{name}' does not match {}", req.as_str())));
         }
         if name.trim().is_empty() {
             return Err(Rejection::new("username", format!("the rules turned '{proposed}' into an empty username")));
