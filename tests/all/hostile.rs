@@ -46,6 +46,7 @@ fn every_misbehaviour_fails_only_its_request() {
         ("empty-username", "invalid output"),
         ("huge-attributes", "invalid output"),
         ("attributes-not-object", "attributes are not a JSON object"),
+        ("attributes-wrong-type", "attributes do not match the schema: 'active' must be a boolean"),
     ];
     for (i, (mode, why)) in cases.iter().enumerate() {
         let r = evil.post("/Users", &json!({"userName": format!("evil-{mode}")}));

@@ -190,6 +190,7 @@ impl Entry {
         if !v.is_object() {
             return Err(self.invalid_output("attributes are not a JSON object".into()));
         }
+        crate::scim::resource::check_entry_attributes(&v).map_err(|why| self.invalid_output(format!("attributes do not match the schema: {why}")))?;
         Ok((v, prov(&self.plugin.name, out.provenance)))
     }
 

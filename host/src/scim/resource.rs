@@ -215,6 +215,31 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
     Ok(Value::Object(result))
 }
 
+/// Checks that the attributes of a directory entry (a rule's output) have their schema types:
+/// known core and enterprise attributes must canonicalise; attributes of other extensions are
+/// the tenant's own and pass as they are. Returns the first violation.
+pub fn check_entry_attributes(attrs: &Value) -> Result<(), String> {
+    let Some(obj) = attrs.as_object() else { return Err("attributes must be a JSON object".into()) };
+    let kind = ResourceKind::User;
+    for (k, v) in obj {
+        if let Some(urn) = schema::extension_urn(kind, k) {
+            let ext_attrs = kind.extensions().iter().find(|(u, _)| *u == urn).map(|(_, a)| *a).unwrap_or(&[]);
+            let Some(ext) = v.as_object() else { return Err(format!("'{k}' must be an object")) };
+            for (a, x) in ext {
+                if let Some(def) = schema::find(ext_attrs, a) {
+                    canonical_value(def, x, &format!("{urn}:{a}")).map_err(|e| e.detail)?;
+                }
+            }
+        } else if let Some(def) = schema::find(schema::COMMON_ATTRS, k).or_else(|| schema::find(kind.core_attrs(), k)) {
+            if def.mutability == Mutability::ReadOnly {
+                continue;
+            }
+            canonical_value(def, v, k).map_err(|e| e.detail)?;
+        }
+    }
+    Ok(())
+}
+
 /// The `meta` block and identity of a stored resource.
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -305,6 +330,15 @@ mod tests {
         let meta = Meta { id: "i".into(), created: "c".into(), last_modified: "m".into(), version: 1 };
         let r = render(ResourceKind::User, &c, &meta, "http://x");
         assert!(r["schemas"].as_array().unwrap().contains(&json!(custom)));
+    }
+
+    #[test]
+    fn entry_attributes_are_type_checked() {
+        assert!(check_entry_attributes(&json!({"title": "T", "active": true, "emails": [{"value": "a@b.c"}], "urn:x:custom:User": {"any": [1, {"thing": null}]}})).is_ok());
+        assert!(check_entry_attributes(&json!({"active": "sometimes"})).unwrap_err().contains("active"));
+        assert!(check_entry_attributes(&json!({"name": 5})).is_err());
+        assert!(check_entry_attributes(&json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": {"x": 1}}})).is_err());
+        assert!(check_entry_attributes(&json!([1])).is_err());
     }
 
     #[test]

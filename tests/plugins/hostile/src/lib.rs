@@ -42,6 +42,7 @@ impl Plugin for Hostile {
         match user.user_name() {
             "evil-huge-attributes" => Ok(Decision::new(Value::String("z".repeat(1 << 20)))),
             "evil-attributes-not-object" => Ok(Decision::new(Value::Bool(true))),
+            "evil-attributes-wrong-type" => Ok(Decision::new(mapwright_plugin_sdk::json!({"active": "perhaps"}))),
             _ => Ok(Decision::new(proposed)),
         }
     }
