@@ -203,6 +203,10 @@ impl MappingPipeline for Chain {
         self.matching.clone()
     }
 
+    fn uses_current(&self) -> bool {
+        self.entries.iter().any(|e| e.plugin.hooks.username || e.plugin.hooks.attributes)
+    }
+
     fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
         Box::pin(async move {
             let mut restore = true;

@@ -84,6 +84,10 @@ pub trait MappingPipeline: Send + Sync {
     fn matching(&self) -> MatchPolicy {
         MatchPolicy::Conflict
     }
+    /// Whether `map_user` looks at `ctx.current` (so the caller reads it only when needed).
+    fn uses_current(&self) -> bool {
+        false
+    }
 }
 
 /// userName, active and attributes pass through unchanged; an IdP group is the app group of

@@ -154,8 +154,11 @@ impl<S: Store> Service<S> {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
-            // Rules see the directory entry as it is before this change.
-            let entry = self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json());
+            // Rules see the directory entry as it is before this change (read only if they look).
+            let entry = match self.pipelines.pipeline_for(idp).uses_current() {
+                true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json()),
+                false => None,
+            };
             let mut w = self.user_write(idp, op, body, entry.as_ref()).await?;
             w.entry.lifecycle = self.lifecycle(idp, op, &cur.body, &w.body).await?;
             match self.store.update_user(idp, id, cur.meta.version, w).await {
