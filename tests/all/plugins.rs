@@ -291,3 +291,46 @@ fn compiled_plugins_persist_across_restarts_and_bad_artifacts_are_recompiled() {
     let okta = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token);
     assert_eq!(okta.post("/Users", &json!({"userName": "b", "emails": [{"value": "bo.c@acme.com"}]})).status, 201);
 }
+
+const KEEP: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "keep"
+kind = "okta"
+rate_per_second = 0
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { keep_existing_memberships = true }
+
+[[tenant.idp]]
+name = "plain"
+kind = "okta"
+rate_per_second = 0
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = {}
+"#;
+
+/// Membership changes of IdP groups reach the rules as deltas, per user.
+#[test]
+fn membership_removals_go_through_the_rules() {
+    let s = Server::start_with(KEEP);
+    for (idp, kept) in [("keep", true), ("plain", false)] {
+        let c = s.declared("acme", idp);
+        let (a, b) = (c.user(&format!("a-{idp}@acme.com")), c.user(&format!("b-{idp}@acme.com")));
+        let team = format!("{idp}-team");
+        let g = c.group(&team, &[&a, &b]);
+        // Removal by PATCH.
+        c.patch(&format!("/Groups/{g}"), json!([{"op": "remove", "path": format!("members[value eq \"{a}\"]")}]));
+        let groups = directory_entry(&s.db(), "acme", &format!("a-{idp}@acme.com")).unwrap().groups;
+        assert_eq!(groups.contains(&team), kept, "{idp}: {groups:?}");
+        // Removal by a full member list (Okta's PUT), diffed per user.
+        c.put(&format!("/Groups/{g}"), &json!({"displayName": team, "members": []}));
+        let groups = directory_entry(&s.db(), "acme", &format!("b-{idp}@acme.com")).unwrap().groups;
+        assert_eq!(groups.contains(&team), kept, "{idp}: {groups:?}");
+        // The IdP's view is what it sent either way.
+        assert!(c.get(&format!("/Groups/{g}")).body.get("members").is_none());
+    }
+}

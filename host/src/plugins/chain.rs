@@ -14,7 +14,7 @@ use super::bindings::mapwright::plugin::types as wit;
 use super::instance::{Entry, Provenance};
 use super::runtime::{MAX_MEMORY, Runtime};
 use super::sandbox::Limits;
-use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
+use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
 use super::bindings::exports::mapwright::plugin::deprovision as dep;
 use crate::store::{DeprovisionAction, MatchPolicy};
 use crate::store::{EntryWrite, IdpConnection};
@@ -88,6 +88,16 @@ impl Chain {
         self
     }
 
+    /// Runs the memberships hook of every entry that has it, each refining the deltas.
+    async fn run_memberships(&self, wctx: &wit::Context, user_json: &str, is_new: bool, add: Vec<String>, remove: Vec<String>, decisions: &mut Decisions) -> Result<(Vec<String>, Vec<String>), MappingError> {
+        let mut m = MembershipsWit { add, remove, provenance: None };
+        for e in self.entries.iter().filter(|e| e.plugin.hooks.groups) {
+            m = e.user_memberships(wctx, user_json, is_new, m).await?;
+            record(decisions, m.provenance.take().map(|p| Provenance { plugin: e.plugin.name.clone(), rule: p.rule, reason: p.reason }));
+        }
+        Ok((m.add, m.remove))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -150,13 +160,9 @@ impl MappingPipeline for Chain {
             if let Some(a) = attrs {
                 entry.attributes = a;
             }
-            let mut m = MembershipsWit { add: Vec::new(), remove: Vec::new(), provenance: None };
-            for e in self.entries.iter().filter(|e| e.plugin.hooks.groups) {
-                m = e.user_memberships(&wctx, &user_json, ctx.operation == Operation::Create, m).await?;
-                record(&mut decisions, m.provenance.take().map(|p| Provenance { plugin: e.plugin.name.clone(), rule: p.rule, reason: p.reason }));
-            }
-            entry.grant = m.add;
-            entry.revoke = m.remove;
+            let (grant, revoke) = self.run_memberships(&wctx, &user_json, ctx.operation == Operation::Create, Vec::new(), Vec::new(), &mut decisions).await?;
+            entry.grant = grant;
+            entry.revoke = revoke;
             Ok((entry, decisions))
         })
     }
@@ -205,6 +211,18 @@ impl MappingPipeline for Chain {
 
     fn uses_current(&self) -> bool {
         self.entries.iter().any(|e| e.plugin.hooks.username || e.plugin.hooks.attributes)
+    }
+
+    fn has_membership_rules(&self) -> bool {
+        self.entries.iter().any(|e| e.plugin.hooks.groups)
+    }
+
+    fn memberships<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, is_new: bool, add: Vec<String>, remove: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
+        Box::pin(async move {
+            let mut decisions = Decisions::new();
+            let (a, r) = self.run_memberships(&wit_context(&ctx), &user.to_string(), is_new, add, remove, &mut decisions).await?;
+            Ok((a, r, decisions))
+        })
     }
 
     fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {

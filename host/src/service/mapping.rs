@@ -69,6 +69,9 @@ pub struct GroupInput<'a> {
     pub body: &'a Value,
 }
 
+/// The app groups to add and to remove for one user, and why.
+pub type Memberships = (Vec<String>, Vec<String>, Decisions);
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait MappingPipeline: Send + Sync {
@@ -87,6 +90,16 @@ pub trait MappingPipeline: Send + Sync {
     /// Whether `map_user` looks at `ctx.current` (so the caller reads it only when needed).
     fn uses_current(&self) -> bool {
         false
+    }
+    /// Whether membership changes go through rules (`memberships`); if not, they apply as the
+    /// IdP sent them.
+    fn has_membership_rules(&self) -> bool {
+        false
+    }
+    /// A change to one user's app groups, as deltas: the rules return the groups to add and
+    /// remove (they may add defaults, drop additions, or veto removals).
+    fn memberships<'a>(&'a self, _ctx: MapContext<'a>, _user: &'a Value, _is_new: bool, add: Vec<String>, remove: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
+        Box::pin(async move { Ok((add, remove, Vec::new())) })
     }
 }
 

@@ -20,7 +20,7 @@ use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
 use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
 use mapping::{GroupInput, MapContext, MappingError, Operation, PipelineRegistry, Trigger};
-use crate::store::Lifecycle;
+use crate::store::{Lifecycle, MemberRule, MemberRules};
 
 fn log_decisions(what: &str, decisions: &[(String, String, String)]) {
     for (plugin, rule, reason) in decisions {
@@ -218,7 +218,10 @@ impl<S: Store> Service<S> {
         let (body, members) = Self::split_group(input)?;
         // The group has no id before it is stored; rules see an empty one on create.
         let w = self.group_write(idp, Operation::Create, "", body).await?;
-        self.store.create_group(idp, w, members.unwrap_or_default()).await.map_err(|e| store_error(ResourceKind::Group, "", e))
+        let members = members.unwrap_or_default();
+        let ops = [MemberOp::Add(members.clone())];
+        let rules = self.member_rules(idp, None, &w.targets, &ops).await?;
+        self.store.create_group(idp, w, members, rules).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
     pub async fn get_group(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredGroup> {
@@ -242,12 +245,78 @@ impl<S: Store> Service<S> {
                 Some(b) if b != cur.body => Some(self.group_write(idp, op, id, canonicalize(ResourceKind::Group, &b)?).await?),
                 _ => None,
             };
-            match self.store.update_group(idp, id, cur.meta.version, w, members).await {
+            let rules = if members.is_empty() || !self.pipelines.pipeline_for(idp).has_membership_rules() {
+                MemberRules::new()
+            } else {
+                let targets = match &w {
+                    Some(w) => w.targets.clone(),
+                    None => self.store.group_targets(idp, id).await.map_err(|e| store_error(ResourceKind::Group, id, e))?,
+                };
+                self.member_rules(idp, Some(id), &targets, &members).await?
+            };
+            match self.store.update_group(idp, id, cur.meta.version, w, members, rules).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::Group, id, e)),
             }
         }
         Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
+    }
+
+    /// Asks the connection's membership rules about every user a group change adds or
+    /// removes (deltas only: a full list is diffed against the current members first).
+    async fn member_rules(&self, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp]) -> ScimResult<MemberRules> {
+        let pipeline = self.pipelines.pipeline_for(idp);
+        let mut rules = MemberRules::new();
+        if !pipeline.has_membership_rules() || targets.is_empty() {
+            return Ok(rules);
+        }
+        let current = || async {
+            match group {
+                None => Ok(Vec::new()),
+                Some(id) => self
+                    .store
+                    .get_group(idp, id, true)
+                    .await
+                    .map(|g| g.members.unwrap_or_default().into_iter().map(|m| m.value).collect::<Vec<_>>())
+                    .map_err(|e| store_error(ResourceKind::Group, id, e)),
+            }
+        };
+        let (mut added, mut removed): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < ops.len() {
+            match (&ops[i], ops.get(i + 1)) {
+                (MemberOp::RemoveAll, Some(MemberOp::Add(ids))) => {
+                    let have = current().await?;
+                    added.extend(ids.iter().filter(|x| !have.contains(x)).cloned());
+                    removed.extend(have.into_iter().filter(|x| !ids.contains(x)));
+                    i += 2;
+                    continue;
+                }
+                (MemberOp::RemoveAll, _) => removed.extend(current().await?),
+                (MemberOp::Add(ids), _) => added.extend(ids.iter().cloned()),
+                (MemberOp::Remove(ids), _) => removed.extend(ids.iter().cloned()),
+            }
+            i += 1;
+        }
+        let ctx = MapContext { idp, operation: Operation::Patch, current: None };
+        for (uid, is_add) in added.iter().map(|u| (u, true)).chain(removed.iter().map(|u| (u, false))) {
+            // Unknown members are the store's to refuse (adds) or ignore (removals).
+            let Ok(user) = self.store.get_user(idp, uid, false).await else { continue };
+            let (add_in, remove_in) = if is_add { (targets.to_vec(), Vec::new()) } else { (Vec::new(), targets.to_vec()) };
+            let (add, remove, decisions) = pipeline.memberships(ctx, &user.body, false, add_in, remove_in).await?;
+            log_decisions("memberships", &decisions);
+            let has = |list: &[String], n: &String| list.iter().any(|x| x.eq_ignore_ascii_case(n));
+            let rule = MemberRule {
+                skip: if is_add { targets.iter().filter(|t| !has(&add, t)).cloned().collect() } else { Vec::new() },
+                keep: if is_add { Vec::new() } else { targets.iter().filter(|t| !has(&remove, t)).cloned().collect() },
+                grant: add.iter().filter(|a| !has(targets, a)).cloned().collect(),
+                revoke: remove.iter().filter(|r| !has(targets, r)).cloned().collect(),
+            };
+            if rule != MemberRule::default() {
+                rules.insert(uid.clone(), rule);
+            }
+        }
+        Ok(rules)
     }
 
     pub async fn replace_group(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {

@@ -168,6 +168,22 @@ pub struct UserWrite {
     pub matching: MatchPolicy,
 }
 
+/// What the connection's rules decided for one user whose IdP group membership changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberRule {
+    /// App groups of the IdP group the user is added to that are not granted.
+    pub skip: Vec<String>,
+    /// App groups of the IdP group the user is removed from that the user keeps (the
+    /// membership becomes owned by the rules).
+    pub keep: Vec<String>,
+    /// Other app groups the rules grant or take back (rule-owned memberships).
+    pub grant: Vec<String>,
+    pub revoke: Vec<String>,
+}
+
+/// Per member (SCIM id) rules for a group update; members without an entry get the default.
+pub type MemberRules = std::collections::HashMap<String, MemberRule>;
+
 /// A group write: the IdP view (without members) and the app groups it maps to.
 #[derive(Debug, Clone)]
 pub struct GroupWrite {
@@ -248,10 +264,12 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredGroup>>> + Send;
-    fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     /// Updates a group; `w: None` leaves its attributes as they are. Member operations are
     /// deltas applied in order.
-    fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>, rules: MemberRules) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    /// The app groups an IdP group maps to now.
+    fn group_targets(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The directory entry an IdP user (by its SCIM id) maps to.

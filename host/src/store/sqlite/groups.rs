@@ -2,7 +2,7 @@
 //! map to. Member changes are deltas: no operation here loads or rewrites members it does not
 //! change, except those whose meaning is "all members" (remove all, replace the list).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
@@ -114,13 +114,20 @@ fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]
     Ok(())
 }
 
-/// Resolves member ids to (user pk, entry id) within the IdP connection.
-fn resolve_members(t: &Transaction<'_>, idp_id: i64, ids: &[String], strict: bool) -> StoreResult<Vec<(i64, i64)>> {
+/// A member as the store handles it: SCIM id, user row, directory entry.
+struct M {
+    id: String,
+    pk: i64,
+    entry: i64,
+}
+
+/// Resolves member ids within the IdP connection.
+fn resolve_members(t: &Transaction<'_>, idp_id: i64, ids: &[String], strict: bool) -> StoreResult<Vec<M>> {
     let mut st = t.prepare_cached("SELECT pk, entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         match st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
-            Some(x) => out.push(x),
+            Some((pk, entry)) => out.push(M { id: id.clone(), pk, entry }),
             None if strict => {
                 return Err(StoreError::InvalidReference(format!("member '{id}' is not a user provisioned by this IdP connection")));
             }
@@ -130,60 +137,105 @@ fn resolve_members(t: &Transaction<'_>, idp_id: i64, ids: &[String], strict: boo
     Ok(out)
 }
 
-fn add_members(t: &Transaction<'_>, group_pk: i64, targets: &[i64], members: &[(i64, i64)]) -> StoreResult<()> {
+fn current_members(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<M>> {
+    let mut st = t.prepare_cached("SELECT u.id, m.user_pk, u.entry_id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
+    let rows = st.query_map([group_pk], |r| Ok(M { id: r.get(0)?, pk: r.get(1)?, entry: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The group's targets: (app group id, folded name).
+fn targets_named(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<(i64, String)>> {
+    let mut st = t.prepare_cached("SELECT g.id, g.name_fold FROM group_targets gt JOIN app_groups g ON g.id = gt.app_group_id WHERE gt.group_pk = ?1")?;
+    let rows = st.query_map([group_pk], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn named(list: &[String], fold_name: &str) -> bool {
+    list.iter().any(|n| fold(n) == fold_name)
+}
+
+fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules) -> StoreResult<()> {
     let own = owner(group_pk);
     let mut ins = t.prepare_cached("INSERT OR IGNORE INTO group_members (group_pk, user_pk) VALUES (?1, ?2)")?;
     let mut grant = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
-    for (user_pk, entry_id) in members {
-        if ins.execute(params![group_pk, user_pk])? == 1 {
-            for g in targets {
-                grant.execute(params![g, entry_id, own])?;
+    let none = MemberRule::default();
+    for m in members {
+        if ins.execute(params![group_pk, m.pk])? == 1 {
+            let rule = rules.get(&m.id).unwrap_or(&none);
+            for (g, name) in targets {
+                if !named(&rule.skip, name) {
+                    grant.execute(params![g, m.entry, own])?;
+                }
             }
+            super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
         }
     }
     Ok(())
 }
 
-fn remove_members(t: &Transaction<'_>, group_pk: i64, members: &[(i64, i64)]) -> StoreResult<()> {
+fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules) -> StoreResult<()> {
     let own = owner(group_pk);
+    let rule_owner = format!("rule:{}", idp.id);
     let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
     let mut revoke = t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1 AND entry_id = ?2")?;
-    for (user_pk, entry_id) in members {
-        if del.execute(params![group_pk, user_pk])? == 1 {
-            revoke.execute(params![own, entry_id])?;
+    let mut keep = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
+    for m in members {
+        if del.execute(params![group_pk, m.pk])? == 1 {
+            if let Some(rule) = rules.get(&m.id) {
+                // Kept memberships change owner: the rules hold them from now on.
+                for (g, _) in targets.iter().filter(|(_, n)| named(&rule.keep, n)) {
+                    keep.execute(params![g, m.entry, rule_owner])?;
+                }
+                super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
+            }
+            revoke.execute(params![own, m.entry])?;
         }
     }
     Ok(())
 }
 
-fn apply_member_ops(t: &Transaction<'_>, idp_id: i64, group_pk: i64, ops: &[MemberOp]) -> StoreResult<()> {
-    let targets = targets_of(t, group_pk)?;
+fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops: &[MemberOp], rules: &MemberRules) -> StoreResult<()> {
+    let targets = targets_named(t, group_pk)?;
     let mut i = 0;
     while i < ops.len() {
         match (&ops[i], ops.get(i + 1)) {
             // "Replace the member list" becomes the delta against the current list.
             (MemberOp::RemoveAll, Some(MemberOp::Add(ids))) => {
-                let wanted: HashMap<i64, i64> = resolve_members(t, idp_id, ids, true)?.into_iter().collect();
-                let mut st = t.prepare_cached("SELECT m.user_pk, u.entry_id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
-                let have: Vec<(i64, i64)> = st.query_map([group_pk], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-                let have_set: HashSet<i64> = have.iter().map(|(p, _)| *p).collect();
-                let gone: Vec<(i64, i64)> = have.into_iter().filter(|(p, _)| !wanted.contains_key(p)).collect();
-                let new: Vec<(i64, i64)> = wanted.into_iter().filter(|(p, _)| !have_set.contains(p)).collect();
-                remove_members(t, group_pk, &gone)?;
-                add_members(t, group_pk, &targets, &new)?;
+                let wanted = resolve_members(t, idp.id, ids, true)?;
+                let wanted_pks: HashSet<i64> = wanted.iter().map(|m| m.pk).collect();
+                let have = current_members(t, group_pk)?;
+                let have_pks: HashSet<i64> = have.iter().map(|m| m.pk).collect();
+                let gone: Vec<M> = have.into_iter().filter(|m| !wanted_pks.contains(&m.pk)).collect();
+                let new: Vec<M> = wanted.into_iter().filter(|m| !have_pks.contains(&m.pk)).collect();
+                remove_members(t, idp, group_pk, &targets, &gone, rules)?;
+                add_members(t, idp, group_pk, &targets, &new, rules)?;
                 i += 2;
                 continue;
+            }
+            (MemberOp::RemoveAll, _) if !rules.is_empty() => {
+                let all = current_members(t, group_pk)?;
+                remove_members(t, idp, group_pk, &targets, &all, rules)?;
             }
             (MemberOp::RemoveAll, _) => {
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
                 t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(group_pk)])?;
             }
-            (MemberOp::Add(ids), _) => add_members(t, group_pk, &targets, &resolve_members(t, idp_id, ids, true)?)?,
-            (MemberOp::Remove(ids), _) => remove_members(t, group_pk, &resolve_members(t, idp_id, ids, false)?)?,
+            (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules)?,
+            (MemberOp::Remove(ids), _) => remove_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, false)?, rules)?,
         }
         i += 1;
     }
     Ok(())
+}
+
+/// The app groups an IdP group maps to now (names).
+pub fn target_names(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Vec<String>> {
+    let mut st = c.prepare_cached(
+        "SELECT g.name FROM groups r JOIN group_targets gt ON gt.group_pk = r.pk JOIN app_groups g ON g.id = gt.app_group_id
+         WHERE r.id = ?1 AND r.idp_id = ?2 ORDER BY g.name",
+    )?;
+    let rows = st.query_map(params![id, idp_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn index(body: &Value) -> (String, Option<String>) {
@@ -191,7 +243,7 @@ fn index(body: &Value) -> (String, Option<String>) {
     (fold(dn), body.get("externalId").and_then(Value::as_str).map(str::to_string))
 }
 
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String]) -> StoreResult<StoredGroup> {
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules) -> StoreResult<StoredGroup> {
     let (dn, ext) = index(&w.body);
     let ts = now();
     let id = uuid::Uuid::new_v4().to_string();
@@ -202,7 +254,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     let pk = t.last_insert_rowid();
     retarget(t, idp.tenant_id, pk, &w.targets)?;
     if !members.is_empty() {
-        apply_member_ops(t, idp.id, pk, &[MemberOp::Add(members.to_vec())])?;
+        apply_member_ops(t, idp, pk, &[MemberOp::Add(members.to_vec())], rules)?;
     }
     Ok(StoredGroup { meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 }, body: w.body.clone(), members: None })
 }
@@ -214,6 +266,7 @@ pub fn update(
     expected_version: i64,
     w: Option<&GroupWrite>,
     ops: &[MemberOp],
+    rules: &MemberRules,
 ) -> StoreResult<StoredGroup> {
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
@@ -228,7 +281,7 @@ pub fn update(
             .execute(params![pk, dn, ext, w.body.to_string()])?;
         retarget(t, idp.tenant_id, pk, &w.targets)?;
     }
-    apply_member_ops(t, idp.id, pk, ops)?;
+    apply_member_ops(t, idp, pk, ops, rules)?;
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
     let (_, g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     Ok(g)

@@ -246,13 +246,17 @@ impl Store for SqliteStore {
         let (idp_id, q) = (idp.id, q.clone());
         self.read(move |c| groups::list(c, idp_id, &q)).await
     }
-    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>) -> StoreResult<StoredGroup> {
+    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules) -> StoreResult<StoredGroup> {
         let idp = idp.clone();
-        self.write(move |t| groups::create(t, &idp, &w, &members)).await
+        self.write(move |t| groups::create(t, &idp, &w, &members, &rules)).await
     }
-    async fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>) -> StoreResult<StoredGroup> {
+    async fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>, rules: MemberRules) -> StoreResult<StoredGroup> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| groups::update(t, &idp, &id, expected_version, w.as_ref(), &members)).await
+        self.write(move |t| groups::update(t, &idp, &id, expected_version, w.as_ref(), &members, &rules)).await
+    }
+    async fn group_targets(&self, idp: &IdpConnection, id: &str) -> StoreResult<Vec<String>> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| groups::target_names(c, idp_id, &id)).await
     }
     async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
         let (idp_id, id) = (idp.id, id.to_string());

@@ -198,12 +198,16 @@ fn find_match(t: &Transaction<'_>, tenant_id: i64, user_name: &str, emails: &[St
 
 /// Applies the rules' grants and revocations; revocations touch only rule-owned memberships.
 fn rule_groups(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, e: &EntryWrite) -> StoreResult<()> {
+    rule_grants(t, idp, entry_id, &e.grant, &e.revoke)
+}
+
+pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, grant: &[String], revoke: &[String]) -> StoreResult<()> {
     let owner = format!("rule:{}", idp.id);
-    for name in &e.grant {
+    for name in grant {
         let g = super::groups::app_group(t, idp.tenant_id, name)?;
         t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?.execute(params![g, entry_id, owner])?;
     }
-    for name in &e.revoke {
+    for name in revoke {
         t.prepare_cached(
             "DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2
              AND group_id = (SELECT id FROM app_groups WHERE tenant_id = ?3 AND name_fold = ?4)",
