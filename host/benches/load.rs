@@ -143,7 +143,7 @@ async fn run(a: Args) {
     }
     let runtime = Arc::new(Runtime::new().unwrap());
     let chained = store.find_idp("bench", "chained").await.unwrap().unwrap();
-    let mut registry = ChainRegistry::default();
+    let registry = ChainRegistry::default();
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
     let server = Server::bind_with(&cfg, store, Arc::new(registry)).await.unwrap();
     let url = server.public_url().to_string();

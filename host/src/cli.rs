@@ -11,9 +11,11 @@ use serde_json::json;
 
 use std::sync::Arc;
 
-use crate::config::{Config, LogFormat, validate_name};
-use crate::plugins::chain::{Chain, ChainRegistry};
+use crate::config::{ChainFile, Config, LogFormat, validate_name};
+use crate::plugins::chain::{Chain, ChainRegistry, PluginSource};
 use crate::plugins::runtime::Runtime;
+use crate::service::rules::RuleManager;
+use crate::store::rules::{ChainVersion, VersionNote, VersionSource};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
 use crate::{server, telemetry, tokens};
@@ -42,9 +44,59 @@ pub enum Command {
     /// Manage IdP connections (each with its own SCIM base URL and token).
     #[command(subcommand)]
     Idp(IdpCommand),
-    /// Inspect and try rule plugins in the real sandbox.
+    /// Inspect, try and store rule plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Versions of an IdP connection's rule chain: set, show, history, rollback.
+    #[command(subcommand)]
+    Chain(ChainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Make a new chain version from a chain file and activate it (a running server picks it
+    /// up within a second). Refused, with the reason, if any entry fails to load.
+    Set {
+        tenant: String,
+        idp: String,
+        /// The chain (TOML: `[[entry]]` tables with `plugin`, `config`, `limits`; optional
+        /// `[matching]`). Plugin paths are relative to the file; `sha256:<hash>` names a
+        /// stored plugin.
+        #[arg(long)]
+        file: PathBuf,
+        /// Why: shown in the history.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Who: shown in the history.
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
+    /// Print the active version (or another one).
+    Show {
+        tenant: String,
+        idp: String,
+        /// The version number (default: the active one).
+        #[arg(long)]
+        number: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every version and every activation.
+    History {
+        tenant: String,
+        idp: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Activate an earlier version again: the one active before the current one, or `--to`.
+    Rollback {
+        tenant: String,
+        idp: String,
+        #[arg(long)]
+        to: Option<i64>,
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +126,14 @@ pub enum PluginCommand {
     },
     /// List the plugins compiled into this binary.
     Builtins,
+    /// Check a component and store it for a tenant (content-addressed), printing its hash.
+    Add {
+        tenant: String,
+        /// A component file, or `builtin:<name>`.
+        plugin: String,
+    },
+    /// List the plugins stored for a tenant.
+    List { tenant: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -143,6 +203,9 @@ pub enum IdpCommand {
     },
 }
 
+/// How often a server looks for chain versions another process activated.
+const RULES_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn public_url(cfg: &Config) -> String {
     cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.server.listen)).trim_end_matches('/').to_string()
 }
@@ -202,32 +265,143 @@ async fn seed(store: &SqliteStore, cfg: &Config) -> anyhow::Result<Vec<(IdpConne
     Ok(out)
 }
 
-/// Loads the rule chain of every configured connection; a chain that fails to load stops the
-/// server from starting, with the reason.
-async fn load_chains(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<(ChainRegistry, Option<Arc<Runtime>>)> {
-    let mut registry = ChainRegistry::default();
-    let needs = |i: &crate::config::IdpConfig| !i.chain.is_empty() || i.matching.policy != crate::config::MatchingPolicy::Conflict;
-    if !cfg.tenants.iter().any(|t| t.idps.iter().any(needs)) {
-        return Ok((registry, None));
-    }
+/// The rules service over the store, with compiled plugins cached under the data directory
+/// (shared by the server and the CLI, so what one compiled the other loads).
+fn rule_manager(cfg: &Config, store: &SqliteStore) -> anyhow::Result<Arc<RuleManager<SqliteStore>>> {
     let runtime = Arc::new(Runtime::new()?.with_disk_cache(cfg.server.data_dir.join("plugin-cache")));
+    Ok(Arc::new(RuleManager::new(Arc::new(store.clone()), runtime, Arc::new(ChainRegistry::default()))))
+}
+
+/// Applies the chains the configuration declares (where it changed since last time), then
+/// loads every connection's active version. A declared chain that fails to load stops the
+/// server from starting, with the reason.
+async fn load_chains(cfg: &Config, rules: &RuleManager<SqliteStore>, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<()> {
     for t in &cfg.tenants {
-        for i in t.idps.iter().filter(|i| needs(i)) {
+        for i in &t.idps {
             let Some((idp, _)) = seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name) else { continue };
             let specs = i.chain_specs(&t.plugin_limits, &cfg.base_dir)?;
-            let chain = Chain::load(&runtime, &specs)
-                .await
-                .with_context(|| format!("loading the rule chain of {}/{}", t.name, i.name))?
-                .with_matching(i.matching.policy());
-            tracing::info!(tenant = %t.name, idp = %i.name, entries = chain.len(), "rule chain loaded");
-            registry.insert(idp.id, chain);
+            if let Some(v) = rules.apply_config(idp, &specs, i.matching.policy()).await.with_context(|| format!("loading the rule chain of {}/{}", t.name, i.name))? {
+                tracing::info!(tenant = %t.name, idp = %i.name, version = v.number, "configured rule chain changed: new version activated");
+            }
         }
     }
-    Ok((registry, Some(runtime)))
+    rules.sync().await.context("loading the active rule chains")?;
+    Ok(())
+}
+
+async fn find_idp(store: &SqliteStore, tenant: &str, idp: &str) -> anyhow::Result<IdpConnection> {
+    store.find_idp(tenant, idp).await.map_err(store_err)?.with_context(|| format!("no IdP connection {tenant}/{idp}"))
+}
+
+async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> anyhow::Result<()> {
+    match cmd {
+        ChainCommand::Set { tenant, idp, file, note, author } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let chain = ChainFile::load(&file)?;
+            let limits = cfg.tenants.iter().find(|t| t.name == tenant).map(|t| t.plugin_limits).unwrap_or_default();
+            let base = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let specs = crate::config::chain_specs(&chain.entries, &limits, &base)?;
+            let rules = rule_manager(cfg, store)?;
+            let def = rules.define(idp.tenant_id, &specs, chain.matching.policy()).await?;
+            let v = rules.set_chain(&idp, def, VersionNote { author, note, source: VersionSource::Admin }).await.context("the chain was refused; the active version is unchanged")?;
+            println!("{}/{}: chain version {} is active ({} entries)", idp.tenant, idp.name, v.number, v.definition.entries.len());
+            rules.runtime().shutdown();
+            Ok(())
+        }
+        ChainCommand::Show { tenant, idp, number, json } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+            let v = match number {
+                Some(n) => versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?,
+                None => match versions.iter().find(|v| v.active) {
+                    Some(v) => v,
+                    None => {
+                        println!("{}/{}: no chain (identity mapping)", idp.tenant, idp.name);
+                        return Ok(());
+                    }
+                },
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&version_json(v))?);
+            } else {
+                print_version(v);
+            }
+            Ok(())
+        }
+        ChainCommand::History { tenant, idp, json } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+            let activations = store.chain_activations(idp.id).await.map_err(store_err)?;
+            if json {
+                let acts: Vec<_> = activations.iter().map(|a| json!({"version": a.number, "at": a.at, "author": a.author})).collect();
+                println!("{}", serde_json::to_string_pretty(&json!({"versions": versions.iter().map(version_json).collect::<Vec<_>>(), "activations": acts}))?);
+                return Ok(());
+            }
+            println!("versions of {}/{} (newest first):", idp.tenant, idp.name);
+            for v in &versions {
+                let names: Vec<&str> = v.definition.entries.iter().map(|e| e.name.as_str()).collect();
+                println!("{} v{:<4} {}  {:<7} {:<12} [{}]  {}", if v.active { "*" } else { " " }, v.number, v.created, v.source.as_str(), v.author, names.join(" → "), v.note);
+            }
+            println!("activations (newest first):");
+            for a in &activations {
+                println!("  v{:<4} {}  by {}", a.number, a.at, a.author);
+            }
+            Ok(())
+        }
+        ChainCommand::Rollback { tenant, idp, to, author } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+            let current = versions.iter().find(|v| v.active).map(|v| v.number);
+            let target = match to {
+                Some(n) => n,
+                None => {
+                    // The version that was active before the current one took over.
+                    let acts = store.chain_activations(idp.id).await.map_err(store_err)?;
+                    acts.iter().map(|a| a.number).find(|n| Some(*n) != current).context("there is no earlier version to roll back to")?
+                }
+            };
+            if Some(target) == current {
+                bail!("version {target} is already active");
+            }
+            let rules = rule_manager(cfg, store)?;
+            let v = rules.activate(&idp, target, &author).await.context("the rollback was refused; the active version is unchanged")?;
+            println!("{}/{}: chain version {} is active again", idp.tenant, idp.name, v.number);
+            rules.runtime().shutdown();
+            Ok(())
+        }
+    }
+}
+
+fn version_json(v: &ChainVersion) -> serde_json::Value {
+    json!({
+        "version": v.number,
+        "active": v.active,
+        "created": v.created,
+        "author": v.author,
+        "note": v.note,
+        "source": v.source.as_str(),
+        "definition": v.definition,
+    })
+}
+
+fn print_version(v: &ChainVersion) {
+    println!("version {}{}  created {} by {} ({})", v.number, if v.active { " (active)" } else { "" }, v.created, v.author, v.source.as_str());
+    if !v.note.is_empty() {
+        println!("  note: {}", v.note);
+    }
+    if v.definition.entries.is_empty() {
+        println!("  no entries (identity mapping)");
+    }
+    for (i, e) in v.definition.entries.iter().enumerate() {
+        println!("  {}. {} sha256:{}  config {}", i + 1, e.name, &e.plugin[..12.min(e.plugin.len())], e.config);
+    }
+    if v.definition.matching != crate::store::MatchPolicy::Conflict {
+        println!("  matching: {:?}", v.definition.matching);
+    }
 }
 
 async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
-    use crate::plugins::chain::{EntrySpec, PluginSource};
+    use crate::plugins::chain::EntrySpec;
     use crate::service::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
     let cwd = std::env::current_dir()?;
     match cmd {
@@ -237,14 +411,11 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        PluginCommand::Add { .. } | PluginCommand::List { .. } => Ok(()),
         PluginCommand::Inspect { plugin } => {
             let runtime = Runtime::new()?;
             let p = runtime.load(&PluginSource::parse(&plugin, &cwd).bytes()?).await?;
-            let h = p.hooks;
-            let hooks: Vec<&str> = [("username", h.username), ("groups", h.groups), ("attributes", h.attributes), ("deprovision", h.deprovision)]
-                .into_iter()
-                .filter_map(|(n, on)| on.then_some(n))
-                .collect();
+            let hooks = p.hook_names();
             println!("name:      {}", p.name);
             println!("version:   {}", p.version);
             println!("contract:  mapwright:plugin@{}", p.contract().unwrap_or("unknown"));
@@ -305,10 +476,14 @@ async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Plugin(cmd) = cli.command {
-        telemetry::init(LogFormat::Text);
-        return plugin_command(cmd).await;
-    }
+    // Plugin commands that need no store run without configuration.
+    let cli = match cli.command {
+        Command::Plugin(cmd) if !matches!(cmd, PluginCommand::Add { .. } | PluginCommand::List { .. }) => {
+            telemetry::init(LogFormat::Text);
+            return plugin_command(cmd).await;
+        }
+        command => Cli { command, ..cli },
+    };
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
         cfg.server.data_dir = d;
@@ -330,8 +505,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) => {
             let shutdown = server::shutdown_signal();
             let seeded = seed(&store, &cfg).await?;
-            let (registry, runtime) = load_chains(&cfg, &seeded).await?;
-            let srv = server::Server::bind_with(&cfg.server, store, Arc::new(registry)).await?;
+            let rules = rule_manager(&cfg, &store)?;
+            load_chains(&cfg, &rules, &seeded).await?;
+            let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone()).await?;
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
             println!("  database: {}", cfg.server.db_path().display());
@@ -347,10 +523,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // Last, so that a script reading the banner has everything once it sees this line.
             println!("Mapwright listening on {public}");
+            // Chain versions activated by another process (the CLI) are picked up from the store.
+            let watcher = rules.clone().watch_store(RULES_POLL);
             let served = srv.serve(shutdown).await;
-            if let Some(rt) = runtime {
-                rt.shutdown();
-            }
+            watcher.abort();
+            rules.runtime().shutdown();
             served
         }
         Command::Tenant(TenantCommand::Add { name }) => {
@@ -394,6 +571,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Chain(cmd) => chain_command(&cfg, &store, cmd).await,
+        Command::Plugin(PluginCommand::Add { tenant, plugin }) => {
+            let t = store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == tenant).with_context(|| format!("no tenant named '{tenant}'"))?;
+            let rules = rule_manager(&cfg, &store)?;
+            let bytes = PluginSource::parse(&plugin, &std::env::current_dir()?).bytes()?;
+            let rec = rules.add_plugin(t.id, bytes).await?;
+            println!("stored {} {} (hooks: {}) as sha256:{}", rec.name, rec.version, rec.hooks.join(", "), rec.hash);
+            rules.runtime().shutdown();
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::List { tenant }) => {
+            let t = store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == tenant).with_context(|| format!("no tenant named '{tenant}'"))?;
+            for p in store.list_plugins(t.id).await.map_err(store_err)? {
+                println!("sha256:{}  {} {}  contract {}  hooks {}  {} bytes", p.hash, p.name, p.version, p.contract, p.hooks.join(","), p.size);
+            }
+            Ok(())
+        }
         Command::Plugin(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

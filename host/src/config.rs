@@ -140,23 +140,46 @@ fn default_kind() -> IdpKind {
     IdpKind::Generic
 }
 
+/// The chain entries as the plugin runtime takes them.
+pub fn chain_specs(chain: &[ChainEntryConfig], tenant_limits: &Limits, base: &std::path::Path) -> anyhow::Result<Vec<crate::plugins::chain::EntrySpec>> {
+    chain
+        .iter()
+        .map(|e| {
+            let config = match &e.config {
+                None => serde_json::Value::Null,
+                Some(v) => serde_json::to_value(v).with_context(|| format!("converting the configuration of {}", e.plugin))?,
+            };
+            Ok(crate::plugins::chain::EntrySpec {
+                plugin: crate::plugins::chain::PluginSource::parse(&e.plugin, base),
+                config,
+                limits: e.limits.unwrap_or(*tenant_limits),
+            })
+        })
+        .collect()
+}
+
+/// A chain on its own (`mapwright chain set --file`, or a watched rules directory's
+/// `chain.toml`): the same entries as an IdP connection's `chain` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainFile {
+    #[serde(default, rename = "entry")]
+    pub entries: Vec<ChainEntryConfig>,
+    #[serde(default)]
+    pub matching: MatchingConfig,
+}
+
+impl ChainFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<ChainFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("reading chain file {}", path.display()))
+    }
+}
+
 impl IdpConfig {
     /// The chain as the plugin runtime takes it.
     pub fn chain_specs(&self, tenant_limits: &Limits, base: &std::path::Path) -> anyhow::Result<Vec<crate::plugins::chain::EntrySpec>> {
-        self.chain
-            .iter()
-            .map(|e| {
-                let config = match &e.config {
-                    None => serde_json::Value::Null,
-                    Some(v) => serde_json::to_value(v).with_context(|| format!("converting the configuration of {}", e.plugin))?,
-                };
-                Ok(crate::plugins::chain::EntrySpec {
-                    plugin: crate::plugins::chain::PluginSource::parse(&e.plugin, base),
-                    config,
-                    limits: e.limits.unwrap_or(*tenant_limits),
-                })
-            })
-            .collect()
+        chain_specs(&self.chain, tenant_limits, base)
     }
 
     pub fn rate(&self) -> RateLimit {

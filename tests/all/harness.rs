@@ -176,6 +176,12 @@ impl Client {
         Client { base, token, http: Http::builder().timeout(Duration::from_secs(30)).build().unwrap() }
     }
 
+    /// The same connection on another server process (a restart binds a new port).
+    pub fn rebased(&self, s: &Server) -> Client {
+        let path = &self.base[self.base.find("/scim/v2/").unwrap()..];
+        Client { base: format!("{}{path}", s.url), ..self.clone() }
+    }
+
     pub fn with_token(&self, token: &str) -> Client {
         Client { token: token.to_string(), ..self.clone() }
     }

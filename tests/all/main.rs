@@ -15,4 +15,5 @@ mod lifecycle;
 mod matching;
 mod ops;
 mod plugins;
+mod rules;
 mod users;

@@ -26,6 +26,14 @@ pub struct AuthCache {
 pub struct Scope {
     pub idp: IdpConnection,
     pub base: String,
+    pub request_id: String,
+}
+
+impl Scope {
+    /// The request as the service sees it.
+    pub fn call(&self) -> crate::service::Call<'_> {
+        crate::service::Call::new(&self.idp, &self.request_id)
+    }
 }
 
 async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>, ScimError> {
@@ -85,6 +93,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         span.record("idp", rec.idp.name.as_str());
         state.limiter.check(rec.idp.id, rec.idp.rate).map_err(ScimError::too_many_requests)?;
         let base = format!("{}/scim/v2/{}/{}", state.public_url, rec.idp.tenant, rec.idp.name);
-        Ok(Scope { idp: rec.idp, base })
+        let request_id = parts.extensions.get::<super::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        Ok(Scope { idp: rec.idp, base, request_id })
     }
 }

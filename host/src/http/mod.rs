@@ -90,7 +90,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// A request id (the client's `X-Request-Id` if it is sane, else a new one), a span with the
 /// tenant and IdP once authenticated, and one access-log line. Never the token.
-async fn request_context(req: Request, next: Next) -> Response {
+/// The request id, for handlers (recorded with every change a request makes).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_context(mut req: Request, next: Next) -> Response {
     let incoming = req
         .headers()
         .get("x-request-id")
@@ -106,6 +110,7 @@ async fn request_context(req: Request, next: Next) -> Response {
         tenant = tracing::field::Empty,
         idp = tracing::field::Empty,
     );
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let started = Instant::now();
     let scim_path = req.uri().path().starts_with("/scim/");
     async move {

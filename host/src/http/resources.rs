@@ -15,7 +15,7 @@ use super::response::{list_response, render_group, render_user, resource, scim_j
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListParams, ListQuery, Projection};
 use crate::scim::schema::ResourceKind;
-use crate::service::Precondition;
+use crate::service::{Call, Precondition};
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -30,6 +30,17 @@ fn projection(kind: ResourceKind, q: &Pairs) -> ScimResult<Projection> {
 
 fn id_of(p: &HashMap<String, String>) -> ScimResult<&str> {
     p.get("id").map(String::as_str).ok_or_else(|| ScimError::not_found("no resource id"))
+}
+
+/// Names the chain version that decided a write (`X-Mapwright-Rules: 3`), so a client or an
+/// operator can tell which rules a response reflects.
+fn with_rules(mut resp: Response, call: &Call<'_>) -> Response {
+    if let Some(v) = call.rules_version()
+        && let Ok(h) = v.to_string().parse()
+    {
+        resp.headers_mut().insert("x-mapwright-rules", h);
+    }
+    resp
 }
 
 fn precondition(h: &HeaderMap) -> Precondition {
@@ -96,20 +107,21 @@ pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBo
 
 pub async fn create(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs, ScimBody(body): ScimBody) -> ScimResult<Response> {
     let proj = projection(kind, &q)?;
+    let call = scope.call();
     let (out, meta) = match kind {
         ResourceKind::User => {
-            let u = state.service.create_user(&scope.idp, &body).await?;
+            let u = state.service.create_user(&call, &body).await?;
             tracing::info!(resource = "User", id = %u.meta.id, "created");
             (render_user(&u, &scope.base), u.meta)
         }
         ResourceKind::Group => {
-            let g = state.service.create_group(&scope.idp, &body).await?;
+            let g = state.service.create_group(&call, &body).await?;
             tracing::info!(resource = "Group", id = %g.meta.id, "created");
             let g = state.service.get_group(&scope.idp, &g.meta.id, &proj).await?;
             (render_group(&g, &scope.base), g.meta)
         }
     };
-    Ok(resource(StatusCode::CREATED, kind, proj.apply(out), &meta, &scope.base))
+    Ok(with_rules(resource(StatusCode::CREATED, kind, proj.apply(out), &meta, &scope.base), &call))
 }
 
 pub async fn get_one(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs) -> ScimResult<Response> {
@@ -132,32 +144,34 @@ pub async fn replace(kind: ResourceKind, State(state): State<Arc<AppState>>, sco
     let id = id_of(&p)?;
     let proj = projection(kind, &q)?;
     let pre = precondition(&headers);
+    let call = scope.call();
     let (out, meta) = match kind {
         ResourceKind::User => {
-            let u = state.service.replace_user(&scope.idp, id, &body, &pre).await?;
+            let u = state.service.replace_user(&call, id, &body, &pre).await?;
             (render_user(&u, &scope.base), u.meta)
         }
         ResourceKind::Group => {
-            state.service.replace_group(&scope.idp, id, &body, &pre).await?;
+            state.service.replace_group(&call, id, &body, &pre).await?;
             let g = state.service.get_group(&scope.idp, id, &proj).await?;
             (render_group(&g, &scope.base), g.meta)
         }
     };
     tracing::info!(resource = kind.name(), id, "replaced");
-    Ok(resource(StatusCode::OK, kind, proj.apply(out), &meta, &scope.base))
+    Ok(with_rules(resource(StatusCode::OK, kind, proj.apply(out), &meta, &scope.base), &call))
 }
 
 pub async fn patch(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs, headers: HeaderMap, ScimBody(body): ScimBody) -> ScimResult<Response> {
     let id = id_of(&p)?;
     let pre = precondition(&headers);
+    let call = scope.call();
     let resp = match kind {
         ResourceKind::User => {
             let proj = projection(kind, &q)?;
-            let u = state.service.patch_user(&scope.idp, id, &body, &pre).await?;
+            let u = state.service.patch_user(&call, id, &body, &pre).await?;
             resource(StatusCode::OK, kind, proj.apply(render_user(&u, &scope.base)), &u.meta, &scope.base)
         }
         ResourceKind::Group => {
-            let g = state.service.patch_group(&scope.idp, id, &body, &pre).await?;
+            let g = state.service.patch_group(&call, id, &body, &pre).await?;
             // A group PATCH answers 204 (RFC 7644 §3.5.2) unless the client asked for
             // attributes: returning a large group's members on every change would cost
             // O(group) per membership change.
@@ -176,16 +190,17 @@ pub async fn patch(kind: ResourceKind, State(state): State<Arc<AppState>>, scope
         }
     };
     tracing::info!(resource = kind.name(), id, "patched");
-    Ok(resp)
+    Ok(with_rules(resp, &call))
 }
 
 pub async fn delete(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> ScimResult<Response> {
     let id = id_of(&p)?;
     let pre = precondition(&headers);
+    let call = scope.call();
     match kind {
-        ResourceKind::User => state.service.delete_user(&scope.idp, id, &pre).await?,
-        ResourceKind::Group => state.service.delete_group(&scope.idp, id, &pre).await?,
+        ResourceKind::User => state.service.delete_user(&call, id, &pre).await?,
+        ResourceKind::Group => state.service.delete_group(&call, id, &pre).await?,
     }
     tracing::info!(resource = kind.name(), id, "deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(with_rules(StatusCode::NO_CONTENT.into_response(), &call))
 }

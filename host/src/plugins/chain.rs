@@ -12,7 +12,7 @@ use super::PluginError;
 use super::bindings::exports::mapwright::plugin::groups::{IdpGroup, Memberships as MembershipsWit};
 use super::bindings::mapwright::plugin::types as wit;
 use super::instance::{Entry, Provenance};
-use super::runtime::{MAX_MEMORY, Runtime};
+use super::runtime::{LoadedPlugin, MAX_MEMORY, Runtime};
 use super::sandbox::Limits;
 use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
 use super::bindings::exports::mapwright::plugin::deprovision as dep;
@@ -26,15 +26,20 @@ pub enum PluginSource {
     Builtin(String),
     /// A component file.
     File(PathBuf),
+    /// A plugin already in the store (`sha256:<hash>`), resolved by the rules service.
+    Stored(String),
 }
 
 impl PluginSource {
     /// `builtin:<name>`, or a path (relative to `base`).
     pub fn parse(s: &str, base: &Path) -> PluginSource {
-        match s.strip_prefix("builtin:") {
-            Some(n) => PluginSource::Builtin(n.to_string()),
-            None => PluginSource::File(base.join(s)),
+        if let Some(n) = s.strip_prefix("builtin:") {
+            return PluginSource::Builtin(n.to_string());
         }
+        if let Some(h) = s.strip_prefix("sha256:") {
+            return PluginSource::Stored(h.to_ascii_lowercase());
+        }
+        PluginSource::File(base.join(s))
     }
 
     pub fn bytes(&self) -> Result<Vec<u8>, PluginError> {
@@ -43,6 +48,7 @@ impl PluginSource {
                 PluginError::Invalid(format!("no builtin plugin '{n}' (builtin: {})", super::builtin::names().collect::<Vec<_>>().join(", ")))
             }),
             PluginSource::File(p) => std::fs::read(p).map_err(|e| PluginError::Invalid(format!("reading {}: {e}", p.display()))),
+            PluginSource::Stored(h) => Err(PluginError::Invalid(format!("sha256:{h} names a stored plugin; only a server's store can resolve it"))),
         }
     }
 }
@@ -58,6 +64,8 @@ pub struct EntrySpec {
 pub struct Chain {
     entries: Vec<Entry>,
     matching: MatchPolicy,
+    /// The stored chain version this chain was built from (none for an ad-hoc chain).
+    version: Option<i64>,
 }
 
 fn check_limits(l: &Limits) -> Result<(), PluginError> {
@@ -73,13 +81,34 @@ impl Chain {
     /// Loads every entry: compiles (or reuses) the component, validates the configuration
     /// with the plugin. Any failure refuses the whole chain.
     pub async fn load(runtime: &Arc<Runtime>, specs: &[EntrySpec]) -> Result<Chain, PluginError> {
-        let mut entries = Vec::with_capacity(specs.len());
+        let mut loaded = Vec::with_capacity(specs.len());
         for s in specs {
             check_limits(&s.limits)?;
-            let plugin = runtime.load(&s.plugin.bytes()?).await?;
-            entries.push(Entry::new(runtime.clone(), plugin, s.config.to_string(), s.limits).await?);
+            loaded.push((runtime.load(&s.plugin.bytes()?).await?, s.config.clone(), s.limits));
         }
-        Ok(Chain { entries, matching: MatchPolicy::Conflict })
+        Chain::build(runtime, loaded).await
+    }
+
+    /// Builds a chain of plugins already loaded: validates each entry's limits and
+    /// configuration (the plugin's `validate-config`). Any failure refuses the whole chain.
+    pub async fn build(runtime: &Arc<Runtime>, entries: Vec<(Arc<LoadedPlugin>, Value, Limits)>) -> Result<Chain, PluginError> {
+        let mut out = Vec::with_capacity(entries.len());
+        for (plugin, config, limits) in entries {
+            check_limits(&limits)?;
+            out.push(Entry::new(runtime.clone(), plugin, config.to_string(), limits).await?);
+        }
+        Ok(Chain { entries: out, matching: MatchPolicy::Conflict, version: None })
+    }
+
+    /// Records which stored chain version this is.
+    pub fn with_version(mut self, number: i64) -> Chain {
+        self.version = Some(number);
+        self
+    }
+
+    /// The plugins of the chain, in order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.entries.iter().map(|e| &e.plugin)
     }
 
     /// Sets what a create does when the directory already has the user.
@@ -209,6 +238,10 @@ impl MappingPipeline for Chain {
         self.matching.clone()
     }
 
+    fn version(&self) -> Option<i64> {
+        self.version
+    }
+
     fn uses_current(&self) -> bool {
         self.entries.iter().any(|e| e.plugin.hooks.username || e.plugin.hooks.attributes)
     }
@@ -259,22 +292,92 @@ fn action_from_wit(a: dep::Action) -> DeprovisionAction {
     }
 }
 
+/// A connection whose active rules could not be loaded when the server started: every
+/// mapping fails (500, naming the reason) rather than silently mapping without the rules.
+pub struct Unavailable {
+    pub version: i64,
+    pub reason: String,
+}
+
+impl Unavailable {
+    fn fail<T>(&self) -> Result<T, MappingError> {
+        Err(MappingError::Fault { rule: format!("chain version {}", self.version), reason: format!("could not be loaded: {}", self.reason) })
+    }
+}
+
+impl MappingPipeline for Unavailable {
+    fn map_user<'a>(&'a self, _: MapContext<'a>, _: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+    fn map_group<'a>(&'a self, _: MapContext<'a>, _: GroupInput<'a>) -> BoxFuture<'a, Result<(Vec<String>, Decisions), MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+    fn deprovision<'a>(&'a self, _: MapContext<'a>, _: &'a Value, _: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+    fn reactivate<'a>(&'a self, _: MapContext<'a>, _: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+    fn version(&self) -> Option<i64> {
+        Some(self.version)
+    }
+    fn has_membership_rules(&self) -> bool {
+        true
+    }
+    fn memberships<'a>(&'a self, _: MapContext<'a>, _: &'a Value, _: bool, _: Vec<String>, _: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+}
+
 /// The pipeline of every IdP connection: its chain if it has one, else the identity mapping.
+///
+/// The map is replaced as a whole on every change (copy on write): a request takes one
+/// pipeline with [`PipelineRegistry::pipeline_for`] and keeps it to the end, so a swap never
+/// shows it a mix, and the old chain's instances go when its last request finishes.
 #[derive(Default)]
 pub struct ChainRegistry {
-    chains: HashMap<i64, Arc<Chain>>,
+    chains: arc_swap::ArcSwap<HashMap<i64, Arc<dyn MappingPipeline>>>,
     identity: Arc<IdentityMapping>,
 }
 
 impl ChainRegistry {
-    pub fn insert(&mut self, idp_id: i64, chain: Chain) {
-        self.chains.insert(idp_id, Arc::new(chain));
+    /// Installs (or replaces) a connection's chain.
+    pub fn insert(&self, idp_id: i64, chain: Chain) {
+        self.set(idp_id, Arc::new(chain));
+    }
+
+    /// Installs any pipeline for a connection (a chain, or [`Unavailable`]).
+    pub fn set(&self, idp_id: i64, pipeline: Arc<dyn MappingPipeline>) {
+        self.chains.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(idp_id, pipeline.clone());
+            m
+        });
+    }
+
+    /// Makes a connection map identically again.
+    pub fn remove(&self, idp_id: i64) {
+        self.chains.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&idp_id);
+            m
+        });
+    }
+
+    /// Whether the connection has a pipeline other than the identity mapping.
+    pub fn has(&self, idp_id: i64) -> bool {
+        self.chains.load().contains_key(&idp_id)
+    }
+
+    /// The chain version a connection runs now (`None`: identity or an unversioned chain).
+    pub fn version_of(&self, idp_id: i64) -> Option<i64> {
+        self.chains.load().get(&idp_id).and_then(|c| c.version())
     }
 }
 
 impl PipelineRegistry for ChainRegistry {
     fn pipeline_for(&self, idp: &IdpConnection) -> Arc<dyn MappingPipeline> {
-        match self.chains.get(&idp.id) {
+        match self.chains.load().get(&idp.id) {
             Some(c) => c.clone(),
             None => self.identity.clone(),
         }

@@ -53,6 +53,15 @@ impl LoadedPlugin {
     pub fn contract(&self) -> Option<&str> {
         self.exports.iter().find_map(|e| e.strip_prefix("mapwright:plugin/meta@"))
     }
+
+    /// The names of the hooks it implements.
+    pub fn hook_names(&self) -> Vec<&'static str> {
+        let h = self.hooks;
+        [("username", h.username), ("groups", h.groups), ("attributes", h.attributes), ("deprovision", h.deprovision)]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -176,6 +185,11 @@ impl Runtime {
             }
         }
         Ok(component)
+    }
+
+    /// The plugin with this content hash, if this runtime has loaded it already.
+    pub fn cached(&self, hash: &str) -> Option<Arc<LoadedPlugin>> {
+        self.cache.lock().ok().and_then(|c| c.get(hash).cloned())
     }
 
     /// Compiles (or takes from the cache) a component, checks that it implements the

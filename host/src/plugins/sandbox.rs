@@ -7,26 +7,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// Per-call resource bounds of one plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Linear memory a plugin instance may grow to.
-    pub memory_bytes: usize,
-    /// CPU time per call, in milliseconds (counted in 1 ms epoch ticks while the plugin runs).
-    pub cpu_ms: u64,
-    /// The largest output (username, group list, attributes JSON) accepted from one call.
-    pub output_bytes: usize,
-    /// A new instance for every call, instead of reusing the chain entry's instances
-    /// between calls: no state can survive from one call to the next, at ~30 µs a call.
-    pub fresh_instance_per_call: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { memory_bytes: 32 << 20, cpu_ms: 100, output_bytes: 256 << 10, fresh_instance_per_call: false }
-    }
-}
+pub use crate::store::rules::Limits;
 
 /// How much of a plugin's stderr is kept (panic messages end up there).
 const STDERR_CAPACITY: usize = 4096;

@@ -83,6 +83,10 @@ pub trait MappingPipeline: Send + Sync {
     fn deprovision<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, trigger: Trigger) -> BoxFuture<'a, Result<(DeprovisionAction, Decisions), MappingError>>;
     /// Whether reactivating this user restores what deprovisioning snapshotted.
     fn reactivate<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>>;
+    /// The stored chain version this pipeline runs (`None`: identity or unversioned).
+    fn version(&self) -> Option<i64> {
+        None
+    }
     /// What a create does when the directory already has the user.
     fn matching(&self) -> MatchPolicy {
         MatchPolicy::Conflict

@@ -7,6 +7,7 @@
 
 mod locks;
 pub mod mapping;
+pub mod rules;
 
 use std::sync::Arc;
 
@@ -19,12 +20,32 @@ use crate::scim::patch::{self, MemberOp};
 use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
 use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
-use mapping::{GroupInput, MapContext, MappingError, Operation, PipelineRegistry, Trigger};
+use mapping::{GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
 use crate::store::{Lifecycle, MemberRule, MemberRules};
 
 fn log_decisions(what: &str, decisions: &[(String, String, String)]) {
     for (plugin, rule, reason) in decisions {
         tracing::debug!(what, plugin, rule, reason, "rule decision");
+    }
+}
+
+/// One request as the service sees it: the IdP connection it comes from, its request id
+/// (recorded with every change it makes), and, once a write has picked its rules, the chain
+/// version that decided (for the response and the audit trail).
+pub struct Call<'a> {
+    pub idp: &'a IdpConnection,
+    pub request_id: &'a str,
+    rules: std::sync::OnceLock<i64>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(idp: &'a IdpConnection, request_id: &'a str) -> Call<'a> {
+        Call { idp, request_id, rules: std::sync::OnceLock::new() }
+    }
+
+    /// The chain version the request's mapping ran with, if it ran a versioned chain.
+    pub fn rules_version(&self) -> Option<i64> {
+        self.rules.get().copied()
     }
 }
 
@@ -88,9 +109,18 @@ impl<S: Store> Service<S> {
         &self.store
     }
 
-    async fn user_write(&self, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>) -> ScimResult<UserWrite> {
+    /// The rules of the call's connection, taken once per request: a chain swapped while the
+    /// request runs does not affect it.
+    fn pipeline(&self, call: &Call<'_>) -> Arc<dyn MappingPipeline> {
+        let p = self.pipelines.pipeline_for(call.idp);
+        if let Some(v) = p.version() {
+            let _ = call.rules.set(v);
+        }
+        p
+    }
+
+    async fn user_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>) -> ScimResult<UserWrite> {
         let ctx = MapContext { idp, operation: op, current };
-        let pipeline = self.pipelines.pipeline_for(idp);
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         for (plugin, rule, reason) in &decisions {
             tracing::debug!(plugin, rule, reason, "user mapping decision");
@@ -98,9 +128,8 @@ impl<S: Store> Service<S> {
         Ok(UserWrite { body, entry, matching: pipeline.matching() })
     }
 
-    async fn group_write(&self, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {
+    async fn group_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {
         let ctx = MapContext { idp, operation: op, current: None };
-        let pipeline = self.pipelines.pipeline_for(idp);
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
         for (plugin, rule, reason) in &decisions {
             tracing::debug!(plugin, rule, reason, "group mapping decision");
@@ -109,10 +138,9 @@ impl<S: Store> Service<S> {
     }
 
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
-    async fn lifecycle(&self, idp: &IdpConnection, op: Operation, before: &Value, after: &Value) -> ScimResult<Lifecycle> {
+    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value) -> ScimResult<Lifecycle> {
         let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
         let ctx = MapContext { idp, operation: op, current: None };
-        let pipeline = self.pipelines.pipeline_for(idp);
         Ok(match (active(before), active(after)) {
             (true, false) => {
                 let (action, decisions) = pipeline.deprovision(ctx, after, Trigger::Deactivated).await?;
@@ -130,9 +158,11 @@ impl<S: Store> Service<S> {
 
     // -- Users ----------------------------------------------------------------------------
 
-    pub async fn create_user(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredUser> {
+    pub async fn create_user(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredUser> {
+        let idp = call.idp;
         let body = canonicalize(ResourceKind::User, input)?;
-        let w = self.user_write(idp, Operation::Create, body, None).await?;
+        let pipeline = self.pipeline(call);
+        let w = self.user_write(&*pipeline, idp, Operation::Create, body, None).await?;
         self.store.create_user(idp, w).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
@@ -145,22 +175,24 @@ impl<S: Store> Service<S> {
     }
 
     /// Read, change, write with a version check; retried when a concurrent write wins.
-    async fn modify_user<F>(&self, idp: &IdpConnection, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredUser>
+    async fn modify_user<F>(&self, call: &Call<'_>, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredUser>
     where
         F: Fn(&Value) -> ScimResult<Value>,
     {
+        let idp = call.idp;
+        let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
         for _ in 0..MAX_RETRIES {
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
             // Rules see the directory entry as it is before this change (read only if they look).
-            let entry = match self.pipelines.pipeline_for(idp).uses_current() {
+            let entry = match pipeline.uses_current() {
                 true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json()),
                 false => None,
             };
-            let mut w = self.user_write(idp, op, body, entry.as_ref()).await?;
-            w.entry.lifecycle = self.lifecycle(idp, op, &cur.body, &w.body).await?;
+            let mut w = self.user_write(&*pipeline, idp, op, body, entry.as_ref()).await?;
+            w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body).await?;
             match self.store.update_user(idp, id, cur.meta.version, w).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
@@ -169,24 +201,26 @@ impl<S: Store> Service<S> {
         Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
     }
 
-    pub async fn replace_user(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
+    pub async fn replace_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
         // Validate once up front so a bad body fails before any read.
         canonicalize(ResourceKind::User, input)?;
-        self.modify_user(idp, id, pre, Operation::Replace, |_| Ok(input.clone())).await
+        self.modify_user(call, id, pre, Operation::Replace, |_| Ok(input.clone())).await
     }
 
-    pub async fn patch_user(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
+    pub async fn patch_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
         let ops = patch::parse_and_resolve(ResourceKind::User, input)?;
-        self.modify_user(idp, id, pre, Operation::Patch, |cur| patch::apply(cur, &ops)).await
+        self.modify_user(call, id, pre, Operation::Patch, |cur| patch::apply(cur, &ops)).await
     }
 
-    pub async fn delete_user(&self, idp: &IdpConnection, id: &str, pre: &Precondition) -> ScimResult<()> {
+    pub async fn delete_user(&self, call: &Call<'_>, id: &str, pre: &Precondition) -> ScimResult<()> {
+        let idp = call.idp;
+        let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
         // The rules see the user being deleted to decide what happens to its entry.
         let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
         pre.check(cur.meta.version)?;
         let ctx = MapContext { idp, operation: Operation::Delete, current: None };
-        let (action, decisions) = self.pipelines.pipeline_for(idp).deprovision(ctx, &cur.body, Trigger::Deleted).await?;
+        let (action, decisions) = pipeline.deprovision(ctx, &cur.body, Trigger::Deleted).await?;
         log_decisions("deprovision", &decisions);
         let expected = pre.is_set().then_some(cur.meta.version);
         self.store.delete_user(idp, id, expected, action).await.map_err(|e| store_error(ResourceKind::User, id, e))
@@ -214,13 +248,15 @@ impl<S: Store> Service<S> {
         Ok((body, members))
     }
 
-    pub async fn create_group(&self, idp: &IdpConnection, input: &Value) -> ScimResult<StoredGroup> {
+    pub async fn create_group(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredGroup> {
+        let idp = call.idp;
         let (body, members) = Self::split_group(input)?;
+        let pipeline = self.pipeline(call);
         // The group has no id before it is stored; rules see an empty one on create.
-        let w = self.group_write(idp, Operation::Create, "", body).await?;
+        let w = self.group_write(&*pipeline, idp, Operation::Create, "", body).await?;
         let members = members.unwrap_or_default();
         let ops = [MemberOp::Add(members.clone())];
-        let rules = self.member_rules(idp, None, &w.targets, &ops).await?;
+        let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops).await?;
         self.store.create_group(idp, w, members, rules).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
@@ -232,27 +268,29 @@ impl<S: Store> Service<S> {
         self.store.list_groups(idp, q).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
-    async fn modify_group<F>(&self, idp: &IdpConnection, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredGroup>
+    async fn modify_group<F>(&self, call: &Call<'_>, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredGroup>
     where
         F: Fn(&Value) -> ScimResult<(Option<Value>, Vec<MemberOp>)>,
     {
+        let idp = call.idp;
+        let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
         for _ in 0..MAX_RETRIES {
             let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
             pre.check(cur.meta.version)?;
             let (body, members) = change(&cur.body)?;
             let w = match body {
-                Some(b) if b != cur.body => Some(self.group_write(idp, op, id, canonicalize(ResourceKind::Group, &b)?).await?),
+                Some(b) if b != cur.body => Some(self.group_write(&*pipeline, idp, op, id, canonicalize(ResourceKind::Group, &b)?).await?),
                 _ => None,
             };
-            let rules = if members.is_empty() || !self.pipelines.pipeline_for(idp).has_membership_rules() {
+            let rules = if members.is_empty() || !pipeline.has_membership_rules() {
                 MemberRules::new()
             } else {
                 let targets = match &w {
                     Some(w) => w.targets.clone(),
                     None => self.store.group_targets(idp, id).await.map_err(|e| store_error(ResourceKind::Group, id, e))?,
                 };
-                self.member_rules(idp, Some(id), &targets, &members).await?
+                self.member_rules(&*pipeline, idp, Some(id), &targets, &members).await?
             };
             match self.store.update_group(idp, id, cur.meta.version, w, members, rules).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
@@ -264,8 +302,7 @@ impl<S: Store> Service<S> {
 
     /// Asks the connection's membership rules about every user a group change adds or
     /// removes (deltas only: a full list is diffed against the current members first).
-    async fn member_rules(&self, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp]) -> ScimResult<MemberRules> {
-        let pipeline = self.pipelines.pipeline_for(idp);
+    async fn member_rules(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp]) -> ScimResult<MemberRules> {
         let mut rules = MemberRules::new();
         if !pipeline.has_membership_rules() || targets.is_empty() {
             return Ok(rules);
@@ -319,29 +356,30 @@ impl<S: Store> Service<S> {
         Ok(rules)
     }
 
-    pub async fn replace_group(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
+    pub async fn replace_group(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
         let (body, members) = Self::split_group(input)?;
-        let dialect = Dialect::for_kind(idp.kind);
+        let dialect = Dialect::for_kind(call.idp.kind);
         // A full member list becomes "replace": the store turns it into the delta.
         let ops = match members {
             Some(ids) => vec![MemberOp::RemoveAll, MemberOp::Add(ids)],
             None if dialect.put_without_members_keeps_members => vec![],
             None => vec![MemberOp::RemoveAll],
         };
-        self.modify_group(idp, id, pre, Operation::Replace, |_| Ok((Some(body.clone()), ops.clone()))).await
+        self.modify_group(call, id, pre, Operation::Replace, |_| Ok((Some(body.clone()), ops.clone()))).await
     }
 
-    pub async fn patch_group(&self, idp: &IdpConnection, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
+    pub async fn patch_group(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
         let ops = patch::parse_and_resolve(ResourceKind::Group, input)?;
         let (attr_ops, member_ops) = patch::split_members(ops)?;
-        self.modify_group(idp, id, pre, Operation::Patch, |cur| {
+        self.modify_group(call, id, pre, Operation::Patch, |cur| {
             let body = if attr_ops.is_empty() { None } else { Some(patch::apply(cur, &attr_ops)?) };
             Ok((body, member_ops.clone()))
         })
         .await
     }
 
-    pub async fn delete_group(&self, idp: &IdpConnection, id: &str, pre: &Precondition) -> ScimResult<()> {
+    pub async fn delete_group(&self, call: &Call<'_>, id: &str, pre: &Precondition) -> ScimResult<()> {
+        let idp = call.idp;
         let expected = match pre.is_set() {
             true => {
                 let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;

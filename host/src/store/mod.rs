@@ -5,6 +5,7 @@
 //! entries, app groups and memberships the application consumes, after the mapping pipeline).
 //! Every write takes both layers in one transaction.
 
+pub mod rules;
 pub mod sqlite;
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::scim::list::ListQuery;
 use crate::scim::patch::MemberOp;
 use crate::scim::resource::Meta;
+use rules::{Activation, ChainDefinition, ChainVersion, PluginRecord, VersionNote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -150,14 +152,18 @@ pub struct EntryWrite {
 
 /// What a create does when the directory already has the user (same mapped username, or
 /// an IdP user of the tenant with the same email).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "policy", rename_all = "lowercase", deny_unknown_fields)]
 pub enum MatchPolicy {
     /// Answer 409 `uniqueness`.
     #[default]
     Conflict,
     /// Link the new IdP user to the existing entry, if the matched address's domain is one of
     /// `verified_domains` (any domain when the list is empty).
-    Adopt { verified_domains: Vec<String> },
+    Adopt {
+        #[serde(default)]
+        verified_domains: Vec<String>,
+    },
 }
 
 /// A user write: the IdP view and the directory entry, stored together.
@@ -274,6 +280,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// The directory entry an IdP user (by its SCIM id) maps to.
     fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
+    /// Stores a plugin's component (once per content hash) and makes it visible to a tenant.
+    fn put_plugin(&self, tenant_id: i64, record: PluginRecord, bytes: Vec<u8>) -> impl Future<Output = StoreResult<PluginRecord>> + Send;
+    /// A stored plugin's component bytes (`NotFound` if none has this hash).
+    fn plugin_bytes(&self, hash: &str) -> impl Future<Output = StoreResult<Vec<u8>>> + Send;
+    /// The plugins a tenant has uploaded or uses, newest first.
+    fn list_plugins(&self, tenant_id: i64) -> impl Future<Output = StoreResult<Vec<PluginRecord>>> + Send;
+    /// Stores a new chain version (numbered after the last one), active at once if asked.
+    /// Every plugin it names must be stored.
+    fn add_chain_version(&self, idp_id: i64, def: ChainDefinition, note: VersionNote, activate: bool) -> impl Future<Output = StoreResult<ChainVersion>> + Send;
+    /// Makes an existing version the active one (a rollback, or a roll forward).
+    fn activate_chain_version(&self, idp_id: i64, number: i64, author: &str) -> impl Future<Output = StoreResult<ChainVersion>> + Send;
+    /// A connection's versions, newest first.
+    fn chain_versions(&self, idp_id: i64) -> impl Future<Output = StoreResult<Vec<ChainVersion>>> + Send;
+    /// A connection's activations, newest first.
+    fn chain_activations(&self, idp_id: i64) -> impl Future<Output = StoreResult<Vec<Activation>>> + Send;
+    /// The active version of every connection that has one.
+    fn active_chains(&self) -> impl Future<Output = StoreResult<Vec<ChainVersion>>> + Send;
+    /// A counter every activation increments: a server polls it to notice activations made
+    /// by another process (the CLI) and reload.
+    fn rules_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+
     /// The directory entry an IdP user maps to (the application's view).
     fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
 }

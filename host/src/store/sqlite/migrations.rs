@@ -151,6 +151,55 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE entries ADD COLUMN snapshot TEXT;
     CREATE INDEX entries_purge ON entries(purge_after) WHERE purge_after IS NOT NULL;
     "#,
+    // 4: rules: plugins stored by content hash, immutable chain versions per connection, the
+    // active pointer and the history of activations.
+    r#"
+    CREATE TABLE plugins (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        hooks TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        bytes BLOB NOT NULL,
+        uploaded TEXT NOT NULL
+    );
+    CREATE TABLE tenant_plugins (
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        hash TEXT NOT NULL REFERENCES plugins(hash),
+        added TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE chain_versions (
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        definition TEXT NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (idp_id, number)
+    ) WITHOUT ROWID;
+    -- Which plugins each version uses: a stored plugin is never lost while a version needs it.
+    CREATE TABLE chain_version_plugins (
+        idp_id INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        hash TEXT NOT NULL REFERENCES plugins(hash),
+        PRIMARY KEY (idp_id, number, hash),
+        FOREIGN KEY (idp_id, number) REFERENCES chain_versions(idp_id, number) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE TABLE chain_activations (
+        id INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        author TEXT NOT NULL
+    );
+    CREATE INDEX chain_activations_idp ON chain_activations(idp_id, id);
+    ALTER TABLE idps ADD COLUMN active_chain INTEGER;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('rules_epoch', 0);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

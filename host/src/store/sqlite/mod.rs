@@ -9,6 +9,7 @@ mod admin;
 mod filter_sql;
 mod groups;
 mod migrations;
+mod rules;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use super::rules::{Activation, ChainDefinition, ChainVersion, PluginRecord, VersionNote};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -261,6 +263,35 @@ impl Store for SqliteStore {
     async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.write(move |t| groups::delete(t, idp_id, &id, expected_version)).await
+    }
+    async fn put_plugin(&self, tenant_id: i64, record: PluginRecord, bytes: Vec<u8>) -> StoreResult<PluginRecord> {
+        self.write(move |t| rules::put_plugin(t, tenant_id, &record, &bytes)).await
+    }
+    async fn plugin_bytes(&self, hash: &str) -> StoreResult<Vec<u8>> {
+        let hash = hash.to_string();
+        self.read(move |c| rules::plugin_bytes(c, &hash)).await
+    }
+    async fn list_plugins(&self, tenant_id: i64) -> StoreResult<Vec<PluginRecord>> {
+        self.read(move |c| rules::list_plugins(c, tenant_id)).await
+    }
+    async fn add_chain_version(&self, idp_id: i64, def: ChainDefinition, note: VersionNote, activate: bool) -> StoreResult<ChainVersion> {
+        self.write(move |t| rules::add_version(t, idp_id, &def, &note, activate)).await
+    }
+    async fn activate_chain_version(&self, idp_id: i64, number: i64, author: &str) -> StoreResult<ChainVersion> {
+        let author = author.to_string();
+        self.write(move |t| rules::activate_version(t, idp_id, number, &author)).await
+    }
+    async fn chain_versions(&self, idp_id: i64) -> StoreResult<Vec<ChainVersion>> {
+        self.read(move |c| rules::versions(c, idp_id)).await
+    }
+    async fn chain_activations(&self, idp_id: i64) -> StoreResult<Vec<Activation>> {
+        self.read(move |c| rules::activations(c, idp_id)).await
+    }
+    async fn active_chains(&self) -> StoreResult<Vec<ChainVersion>> {
+        self.read(rules::active).await
+    }
+    async fn rules_epoch(&self) -> StoreResult<i64> {
+        self.read(rules::epoch).await
     }
     async fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> StoreResult<Option<DirectoryEntry>> {
         let (idp_id, id) = (idp.id, id.to_string());

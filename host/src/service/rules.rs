@@ -1,0 +1,222 @@
+//! The rule lifecycle: storing plugins, making chain versions, activating them while the
+//! server runs.
+//!
+//! Every activation goes the same way, whoever asks (configuration at start, the CLI, a
+//! watched directory): build the chain from stored plugins (compile or reuse, validate
+//! every entry's configuration), and only if that succeeds record the version as active and
+//! swap it into the registry. A version that fails any step is refused and the active one
+//! keeps serving. Requests hold the chain they started with (see `ChainRegistry`).
+//!
+//! Another process (the CLI) activates by writing the store; the server notices through
+//! the store's rules epoch ([`RuleManager::sync`], polled) and swaps the same way.
+
+use std::sync::Arc;
+
+use crate::plugins::PluginError;
+use crate::plugins::chain::{Chain, ChainRegistry, EntrySpec, PluginSource, Unavailable};
+use crate::plugins::runtime::{LoadedPlugin, Runtime};
+use crate::store::rules::{ChainDefinition, ChainEntryDef, ChainVersion, PluginRecord, VersionNote, VersionSource};
+use crate::store::{IdpConnection, MatchPolicy, Store, StoreError};
+
+/// Why a rules change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// A plugin could not be loaded, or refused its configuration.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the store failed: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RulesError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidReference(m) => RulesError::NotFound(m),
+            other => RulesError::Store(other),
+        }
+    }
+}
+
+pub struct RuleManager<S: Store> {
+    store: Arc<S>,
+    runtime: Arc<Runtime>,
+    registry: Arc<ChainRegistry>,
+    /// Serialises activations and holds the rules epoch last synced, so that two swaps of
+    /// one connection can never land in the registry in the opposite order of the store.
+    synced: tokio::sync::Mutex<Option<i64>>,
+}
+
+fn record_of(p: &LoadedPlugin) -> PluginRecord {
+    PluginRecord {
+        hash: p.hash.clone(),
+        name: p.name.clone(),
+        version: p.version.clone(),
+        contract: p.contract().unwrap_or("unknown").to_string(),
+        hooks: p.hook_names().into_iter().map(str::to_string).collect(),
+        size: p.size,
+        uploaded: String::new(),
+    }
+}
+
+impl<S: Store> RuleManager<S> {
+    pub fn new(store: Arc<S>, runtime: Arc<Runtime>, registry: Arc<ChainRegistry>) -> RuleManager<S> {
+        RuleManager { store, runtime, registry, synced: tokio::sync::Mutex::new(None) }
+    }
+
+    pub fn registry(&self) -> &Arc<ChainRegistry> {
+        &self.registry
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Checks that `bytes` is a plugin (compiles, implements the contract, describes itself)
+    /// and stores it for the tenant. Storing the same bytes again is harmless.
+    pub async fn add_plugin(&self, tenant_id: i64, bytes: Vec<u8>) -> Result<PluginRecord, RulesError> {
+        let p = self.runtime.load(&bytes).await?;
+        Ok(self.store.put_plugin(tenant_id, record_of(&p), bytes).await?)
+    }
+
+    /// The definition of a chain given as plugin sources (builtin or files): each plugin is
+    /// checked and stored, and referred to by its hash.
+    pub async fn define(&self, tenant_id: i64, specs: &[EntrySpec], matching: MatchPolicy) -> Result<ChainDefinition, RulesError> {
+        let mut entries = Vec::with_capacity(specs.len());
+        for s in specs {
+            let rec = match &s.plugin {
+                PluginSource::Stored(hash) => self.stored_plugin(tenant_id, hash).await?,
+                other => self.add_plugin(tenant_id, other.bytes()?).await?,
+            };
+            entries.push(ChainEntryDef { plugin: rec.hash, name: rec.name, config: s.config.clone(), limits: s.limits });
+        }
+        Ok(ChainDefinition { entries, matching })
+    }
+
+    /// A plugin the tenant has stored, by its hash (or a unique prefix of at least 8 digits).
+    async fn stored_plugin(&self, tenant_id: i64, hash: &str) -> Result<PluginRecord, RulesError> {
+        let found: Vec<PluginRecord> = self.store.list_plugins(tenant_id).await?.into_iter().filter(|p| hash.len() >= 8 && p.hash.starts_with(hash)).collect();
+        match found.len() {
+            1 => Ok(found.into_iter().next().ok_or_else(|| RulesError::NotFound(hash.to_string()))?),
+            0 => Err(RulesError::NotFound(format!("the tenant has no stored plugin sha256:{hash} (upload it with `mapwright plugin add`)"))),
+            _ => Err(RulesError::NotFound(format!("sha256:{hash} matches several stored plugins; give more digits"))),
+        }
+    }
+
+    /// Builds the chain a definition describes, off the request path: every plugin loaded
+    /// (from the runtime's cache, the compiled-artifact cache, or compiled) and every
+    /// configuration validated by its plugin.
+    pub async fn build(&self, def: &ChainDefinition) -> Result<Chain, RulesError> {
+        let mut loaded = Vec::with_capacity(def.entries.len());
+        for e in &def.entries {
+            let plugin = match self.runtime.cached(&e.plugin) {
+                Some(p) => p,
+                None => {
+                    let bytes = self.store.plugin_bytes(&e.plugin).await.map_err(|err| match err {
+                        StoreError::NotFound => RulesError::NotFound(format!("plugin {} ({}) is not stored", e.plugin, e.name)),
+                        other => RulesError::Store(other),
+                    })?;
+                    self.runtime.load(&bytes).await?
+                }
+            };
+            loaded.push((plugin, e.config.clone(), e.limits));
+        }
+        Ok(Chain::build(&self.runtime, loaded).await?.with_matching(def.matching.clone()))
+    }
+
+    /// Validates a new chain version for a connection, records it as the active one, and
+    /// swaps it in. Refused (nothing stored, nothing swapped) if any entry fails to load.
+    pub async fn set_chain(&self, idp: &IdpConnection, def: ChainDefinition, note: VersionNote) -> Result<ChainVersion, RulesError> {
+        let chain = self.build(&def).await?;
+        let _order = self.synced.lock().await;
+        let v = self.store.add_chain_version(idp.id, def, note, true).await?;
+        self.registry.insert(idp.id, chain.with_version(v.number));
+        tracing::info!(tenant = %idp.tenant, idp = %idp.name, version = v.number, entries = v.definition.entries.len(), "rule chain activated");
+        Ok(v)
+    }
+
+    /// Makes an earlier (or later) version the active one again, after checking it still loads.
+    pub async fn activate(&self, idp: &IdpConnection, number: i64, author: &str) -> Result<ChainVersion, RulesError> {
+        let versions = self.store.chain_versions(idp.id).await?;
+        let v = versions
+            .into_iter()
+            .find(|v| v.number == number)
+            .ok_or_else(|| RulesError::NotFound(format!("{}/{} has no chain version {number}", idp.tenant, idp.name)))?;
+        let chain = self.build(&v.definition).await?;
+        let _order = self.synced.lock().await;
+        let v = self.store.activate_chain_version(idp.id, number, author).await?;
+        self.registry.insert(idp.id, chain.with_version(v.number));
+        tracing::info!(tenant = %idp.tenant, idp = %idp.name, version = v.number, "rule chain version re-activated");
+        Ok(v)
+    }
+
+    /// Applies the chain the configuration file declares for a connection, if it differs from
+    /// what the configuration declared last time: editing the file changes the rules, while
+    /// a restart with the same file keeps a version activated since (by the CLI, say).
+    pub async fn apply_config(&self, idp: &IdpConnection, specs: &[EntrySpec], matching: MatchPolicy) -> Result<Option<ChainVersion>, RulesError> {
+        let def = self.define(idp.tenant_id, specs, matching).await?;
+        let versions = self.store.chain_versions(idp.id).await?;
+        let last_from_config = versions.iter().find(|v| v.source == VersionSource::Config);
+        let unchanged = match last_from_config {
+            Some(v) => v.definition == def,
+            // Nothing recorded and nothing declared: the connection maps identically.
+            None => def == ChainDefinition::default(),
+        };
+        if unchanged {
+            return Ok(None);
+        }
+        let note = VersionNote { author: "config".into(), note: "declared in the configuration file".into(), source: VersionSource::Config };
+        self.set_chain(idp, def, note).await.map(Some)
+    }
+
+    /// Loads every connection's active version that the registry does not run yet (all of
+    /// them at start; afterwards those another process activated). A version that fails to
+    /// load is logged and skipped: the connection keeps the chain it has.
+    pub async fn sync(&self) -> Result<usize, RulesError> {
+        let mut synced = self.synced.lock().await;
+        let epoch = self.store.rules_epoch().await?;
+        if *synced == Some(epoch) {
+            return Ok(0);
+        }
+        let mut swapped = 0;
+        for v in self.store.active_chains().await? {
+            if self.registry.version_of(v.idp_id) == Some(v.number) {
+                continue;
+            }
+            match self.build(&v.definition).await {
+                Ok(chain) => {
+                    self.registry.insert(v.idp_id, chain.with_version(v.number));
+                    tracing::info!(idp_id = v.idp_id, version = v.number, "rule chain version loaded");
+                    swapped += 1;
+                }
+                Err(e) if self.registry.has(v.idp_id) => {
+                    tracing::error!(idp_id = v.idp_id, version = v.number, error = %e, "could not load the active rule chain version; keeping the current one")
+                }
+                Err(e) => {
+                    // Nothing to keep (the server is starting): fail the connection's writes
+                    // rather than map them without their rules.
+                    tracing::error!(idp_id = v.idp_id, version = v.number, error = %e, "could not load the active rule chain version; the connection's writes fail until it is fixed");
+                    self.registry.set(v.idp_id, Arc::new(Unavailable { version: v.number, reason: e.to_string() }));
+                }
+            }
+        }
+        *synced = Some(epoch);
+        Ok(swapped)
+    }
+
+    /// Polls the rules epoch and syncs when it moves, until the returned task is dropped.
+    pub fn watch_store(self: Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.sync().await {
+                    tracing::warn!(error = %e, "checking for rule changes failed");
+                }
+            }
+        })
+    }
+}

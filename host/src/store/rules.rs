@@ -1,0 +1,129 @@
+//! The stored form of rules: plugins (content-addressed) and chain versions.
+//!
+//! A chain version is immutable: a numbered list of (plugin hash, configuration, limits)
+//! per IdP connection. Activating a version only moves the connection's pointer, so a
+//! rollback is a pointer move too, and every past decision can name the version that made it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::MatchPolicy;
+
+/// Per-call resource bounds of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to.
+    pub memory_bytes: usize,
+    /// CPU time per call, in milliseconds (counted in 1 ms epoch ticks while the plugin runs).
+    pub cpu_ms: u64,
+    /// The largest output (username, group list, attributes JSON) accepted from one call.
+    pub output_bytes: usize,
+    /// A new instance for every call, instead of reusing the chain entry's instances
+    /// between calls: no state can survive from one call to the next, at ~30 µs a call.
+    pub fresh_instance_per_call: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 32 << 20, cpu_ms: 100, output_bytes: 256 << 10, fresh_instance_per_call: false }
+    }
+}
+
+/// A stored plugin: what its component says of itself, keyed by the SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginRecord {
+    pub hash: String,
+    pub name: String,
+    pub version: String,
+    /// The contract version it was built against (`0.1.0`).
+    pub contract: String,
+    /// The hooks it implements.
+    pub hooks: Vec<String>,
+    pub size: usize,
+    pub uploaded: String,
+}
+
+/// One entry of a chain version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainEntryDef {
+    /// SHA-256 of the plugin's component.
+    pub plugin: String,
+    /// The plugin's name when the version was made (for people; the hash is what counts).
+    pub name: String,
+    /// The plugin's configuration for this entry.
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Everything that decides how one IdP connection's resources are mapped.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainDefinition {
+    pub entries: Vec<ChainEntryDef>,
+    #[serde(default)]
+    pub matching: MatchPolicy,
+}
+
+/// Where a chain version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionSource {
+    /// The server's configuration file (applied at start when it changed).
+    Config,
+    /// `mapwright chain set` or the admin API.
+    Admin,
+    /// A watched rules directory.
+    Watch,
+}
+
+impl VersionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionSource::Config => "config",
+            VersionSource::Admin => "admin",
+            VersionSource::Watch => "watch",
+        }
+    }
+    pub fn parse(s: &str) -> VersionSource {
+        match s {
+            "config" => VersionSource::Config,
+            "watch" => VersionSource::Watch,
+            _ => VersionSource::Admin,
+        }
+    }
+}
+
+/// Who made a version and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionNote {
+    pub author: String,
+    pub note: String,
+    pub source: VersionSource,
+}
+
+/// A stored chain version of one IdP connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainVersion {
+    pub idp_id: i64,
+    /// 1, 2, 3… per connection.
+    pub number: i64,
+    pub definition: ChainDefinition,
+    pub author: String,
+    pub note: String,
+    pub source: VersionSource,
+    pub created: String,
+    /// Whether the connection runs this version now.
+    pub active: bool,
+}
+
+/// One activation: which version became active, when, by whom (rollbacks included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub number: i64,
+    pub at: String,
+    pub author: String,
+}

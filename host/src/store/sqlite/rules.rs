@@ -1,0 +1,143 @@
+//! Plugins, chain versions and activations.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+use super::now;
+use crate::store::rules::*;
+use crate::store::{StoreError, StoreResult};
+
+pub fn put_plugin(t: &Transaction<'_>, tenant_id: i64, rec: &PluginRecord, bytes: &[u8]) -> StoreResult<PluginRecord> {
+    t.execute(
+        "INSERT INTO plugins (hash, name, version, contract, hooks, size, bytes, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (hash) DO NOTHING",
+        params![rec.hash, rec.name, rec.version, rec.contract, rec.hooks.join(","), rec.size as i64, bytes, now()],
+    )?;
+    t.execute(
+        "INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![tenant_id, rec.hash, now()],
+    )?;
+    Ok(t.query_row(&format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE hash = ?1"), [&rec.hash], plugin_row)?)
+}
+
+const PLUGIN_COLUMNS: &str = "hash, name, version, contract, hooks, size, uploaded";
+
+fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
+    let hooks: String = r.get(4)?;
+    Ok(PluginRecord {
+        hash: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get(2)?,
+        contract: r.get(3)?,
+        hooks: hooks.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect(),
+        size: r.get::<_, i64>(5)? as usize,
+        uploaded: r.get(6)?,
+    })
+}
+
+pub fn plugin_bytes(c: &Connection, hash: &str) -> StoreResult<Vec<u8>> {
+    Ok(c.query_row("SELECT bytes FROM plugins WHERE hash = ?1", [hash], |r| r.get(0))?)
+}
+
+pub fn list_plugins(c: &Connection, tenant_id: i64) -> StoreResult<Vec<PluginRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT p.hash, p.name, p.version, p.contract, p.hooks, p.size, p.uploaded FROM plugins p
+         JOIN tenant_plugins tp ON tp.hash = p.hash WHERE tp.tenant_id = ?1 ORDER BY tp.added DESC, p.name",
+    )?;
+    let rows = st.query_map([tenant_id], plugin_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+const VERSION_COLUMNS: &str = "v.idp_id, v.number, v.definition, v.author, v.note, v.source, v.created, (i.active_chain IS v.number)";
+
+fn version_row(r: &Row<'_>) -> rusqlite::Result<ChainVersion> {
+    let def: String = r.get(2)?;
+    let definition = serde_json::from_str(&def)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let source: String = r.get(5)?;
+    Ok(ChainVersion {
+        idp_id: r.get(0)?,
+        number: r.get(1)?,
+        definition,
+        author: r.get(3)?,
+        note: r.get(4)?,
+        source: VersionSource::parse(&source),
+        created: r.get(6)?,
+        active: r.get(7)?,
+    })
+}
+
+fn get_version(c: &Connection, idp_id: i64, number: i64) -> StoreResult<ChainVersion> {
+    Ok(c.query_row(
+        &format!("SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 AND v.number = ?2"),
+        params![idp_id, number],
+        version_row,
+    )?)
+}
+
+fn activate(t: &Transaction<'_>, idp_id: i64, number: i64, author: &str) -> StoreResult<()> {
+    t.execute("UPDATE idps SET active_chain = ?2 WHERE id = ?1", params![idp_id, number])?;
+    t.execute("INSERT INTO chain_activations (idp_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", params![idp_id, number, now(), author])?;
+    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", [])?;
+    Ok(())
+}
+
+pub fn add_version(t: &Transaction<'_>, idp_id: i64, def: &ChainDefinition, note: &VersionNote, activate_now: bool) -> StoreResult<ChainVersion> {
+    let exists: Option<i64> = t.query_row("SELECT id FROM idps WHERE id = ?1", [idp_id], |r| r.get(0)).optional()?;
+    if exists.is_none() {
+        return Err(StoreError::InvalidReference(format!("no IdP connection with id {idp_id}")));
+    }
+    for e in &def.entries {
+        let known: Option<String> = t.query_row("SELECT hash FROM plugins WHERE hash = ?1", [&e.plugin], |r| r.get(0)).optional()?;
+        if known.is_none() {
+            return Err(StoreError::InvalidReference(format!("no stored plugin with hash {} ({})", e.plugin, e.name)));
+        }
+    }
+    let number: i64 = t.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM chain_versions WHERE idp_id = ?1", [idp_id], |r| r.get(0))?;
+    let text = serde_json::to_string(def).map_err(|e| StoreError::Backend(format!("encoding a chain definition: {e}")))?;
+    t.execute(
+        "INSERT INTO chain_versions (idp_id, number, definition, author, note, source, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![idp_id, number, text, note.author, note.note, note.source.as_str(), now()],
+    )?;
+    for e in &def.entries {
+        t.execute("INSERT INTO chain_version_plugins (idp_id, number, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", params![idp_id, number, e.plugin])?;
+    }
+    if activate_now {
+        activate(t, idp_id, number, &note.author)?;
+    }
+    get_version(t, idp_id, number)
+}
+
+pub fn activate_version(t: &Transaction<'_>, idp_id: i64, number: i64, author: &str) -> StoreResult<ChainVersion> {
+    get_version(t, idp_id, number).map_err(|e| match e {
+        StoreError::NotFound => StoreError::InvalidReference(format!("the connection has no chain version {number}")),
+        other => other,
+    })?;
+    activate(t, idp_id, number, author)?;
+    get_version(t, idp_id, number)
+}
+
+pub fn versions(c: &Connection, idp_id: i64) -> StoreResult<Vec<ChainVersion>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 ORDER BY v.number DESC"
+    ))?;
+    let rows = st.query_map([idp_id], version_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn activations(c: &Connection, idp_id: i64) -> StoreResult<Vec<Activation>> {
+    let mut st = c.prepare_cached("SELECT number, at, author FROM chain_activations WHERE idp_id = ?1 ORDER BY id DESC")?;
+    let rows = st.query_map([idp_id], |r| Ok(Activation { number: r.get(0)?, at: r.get(1)?, author: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn active(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.active_chain ORDER BY i.id"
+    ))?;
+    let rows = st.query_map([], version_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn epoch(c: &Connection) -> StoreResult<i64> {
+    Ok(c.query_row("SELECT value FROM counters WHERE name = 'rules_epoch'", [], |r| r.get(0))?)
+}

@@ -1,0 +1,216 @@
+//! The rule lifecycle on the real server: chain versions set from the CLI while IdPs keep
+//! provisioning, refused versions, rollback, and what a restart keeps.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::harness::{Client, Server, directory_entry};
+
+const TENANT: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+"#;
+
+/// Writes a chain file with one username entry of this configuration (TOML inline table).
+fn chain_file(s: &Server, name: &str, username_config: &str) -> String {
+    let p = s.dir.path().join(name);
+    std::fs::write(&p, format!("[[entry]]\nplugin = \"builtin:username\"\nconfig = {username_config}\n")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn set(s: &Server, file: &str, note: &str) -> std::process::Output {
+    s.cli(&["chain", "set", "acme", "okta", "--file", file, "--note", note, "--author", "tester"])
+}
+
+/// A create's userName, status and the chain version that decided it.
+type Outcome = (String, u16, Option<String>);
+
+fn create(c: &Client, user_name: &str) -> (u16, Option<String>) {
+    let r = c.post("/Users", &json!({"userName": user_name, "emails": [{"value": user_name, "type": "work", "primary": true}]}));
+    (r.status, r.header("x-mapwright-rules").map(str::to_string))
+}
+
+/// Creates users until a response reports `version`; returns that response's userName.
+fn until_version(c: &Client, prefix: &str, version: &str) -> String {
+    for i in 0..200 {
+        let name = format!("{prefix}{i}@acme.example");
+        let (status, v) = create(c, &name);
+        assert_eq!(status, 201);
+        if v.as_deref() == Some(version) {
+            return name;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the server never ran chain version {version}");
+}
+
+#[test]
+fn swapping_a_chain_under_load_fails_nothing_and_never_mixes() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let lower_local = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+
+    // A client provisions without pause while the chain is set from another process.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let worker = {
+        let (okta, stop, seen) = (okta.clone(), stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut after_swap = 0;
+            for i in 0..5_000 {
+                let name = format!("Load.User{i}@Acme.Example");
+                let (status, v) = create(&okta, &name);
+                if v.is_some() {
+                    after_swap += 1;
+                }
+                seen.lock().unwrap().push((name, status, v));
+                // Bounded: stop a while after the swap is visible (or if the test gives up).
+                if after_swap >= 50 || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let out = set(&s, &lower_local, "lower-case local parts");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain version 1 is active"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !worker.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.iter().all(|(_, status, _)| *status == 201), "every request succeeded: {:?}", seen.iter().find(|r| r.1 != 201));
+    let first_new = seen.iter().position(|(_, _, v)| v.as_deref() == Some("1")).expect("the swap became visible");
+    assert!(first_new > 0, "some requests ran before the swap");
+    assert!(seen[first_new..].iter().all(|(_, _, v)| v.as_deref() == Some("1")), "after the swap every response reflects the new rules");
+    for (name, _, v) in seen.iter() {
+        // Each response's rules decided its directory entry: identity before, mapped after.
+        let expected = match v {
+            Some(_) => name.split('@').next().unwrap().to_lowercase(),
+            None => name.clone(),
+        };
+        assert!(directory_entry(&s.db(), "acme", &expected).is_some(), "{name} under version {v:?} should be {expected}");
+    }
+}
+
+#[test]
+fn refused_versions_leave_the_rules_serving_and_rollback_restores_them() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+    let v2 = chain_file(&s, "v2.toml", r#"{ source = "email", local_part = true, case = "upper" }"#);
+    assert!(set(&s, &v1, "first").status.success());
+    let name = until_version(&okta, "a", "1");
+    assert!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).is_some());
+
+    // A configuration the plugin refuses, and a file that is not a component: both refused
+    // with the reason, nothing stored, version 1 keeps serving.
+    let bad_config = chain_file(&s, "bad.toml", r#"{ source = "nowhere" }"#);
+    let out = set(&s, &bad_config, "broken");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("username"), "{err}");
+    let junk = s.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    let junk_chain = s.dir.path().join("junk.toml");
+    std::fs::write(&junk_chain, "[[entry]]\nplugin = \"junk.wasm\"\n").unwrap();
+    let out = set(&s, junk_chain.to_str().unwrap(), "junk");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid component"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, v) = create(&okta, "Still.V1@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("1")));
+    assert!(directory_entry(&s.db(), "acme", "still.v1").is_some());
+
+    // Version 2, then a rollback to version 1.
+    assert!(set(&s, &v2, "upper").status.success());
+    let name = until_version(&okta, "b", "2");
+    assert!(directory_entry(&s.db(), "acme", &name.split('@').next().unwrap().to_uppercase()).is_some());
+    let out = s.cli(&["chain", "rollback", "acme", "okta", "--author", "tester"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain version 1 is active again"));
+    let name = until_version(&okta, "c", "1");
+    assert!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).is_some(), "version 1's rules are back");
+
+    // The history names every version, which is active, and every activation.
+    let out = s.cli(&["chain", "history", "acme", "okta", "--json"]);
+    assert!(out.status.success());
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let versions: Vec<(i64, bool, String)> = h["versions"].as_array().unwrap().iter().map(|v| (v["version"].as_i64().unwrap(), v["active"].as_bool().unwrap(), v["note"].as_str().unwrap().to_string())).collect();
+    assert_eq!(versions, vec![(2, false, "upper".into()), (1, true, "first".into())], "refused versions were never stored");
+    let acts: Vec<i64> = h["activations"].as_array().unwrap().iter().map(|a| a["version"].as_i64().unwrap()).collect();
+    assert_eq!(acts, vec![1, 2, 1]);
+    let out = s.cli(&["chain", "show", "acme", "okta", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["definition"]["entries"][0]["name"], "username");
+    assert_eq!(shown["definition"]["entries"][0]["config"]["case"], "lower");
+    let out = s.cli(&["chain", "rollback", "acme", "okta", "--to", "9"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no chain version 9"));
+}
+
+#[test]
+fn a_restart_keeps_activated_versions_and_applies_configuration_changes() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+    assert!(set(&s, &v1, "from the CLI").status.success());
+    until_version(&okta, "a", "1");
+
+    // Same configuration: the CLI's version stays active across the restart.
+    let s = s.restart(TENANT);
+    let (status, v) = create(&okta.rebased(&s), "Kept.Rules@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("1")));
+    assert!(directory_entry(&s.db(), "acme", "kept.rules").is_some());
+
+    // An edited configuration declares a chain: it becomes a new version, from "config".
+    let declared = format!("{TENANT}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ source = \"email\", local_part = true, case = \"upper\" }}\n");
+    let s = s.restart(&declared);
+    let (status, v) = create(&okta.rebased(&s), "New.Rules@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("2")));
+    assert!(directory_entry(&s.db(), "acme", "NEW.RULES").is_some());
+    let out = s.cli(&["chain", "show", "acme", "okta", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown["version"].as_i64(), shown["source"].as_str()), (Some(2), Some("config")));
+
+    // Restarting again with the same file makes no new version.
+    let s = s.restart(&declared);
+    let (_, v) = create(&okta.rebased(&s), "Same.Rules@acme.example");
+    assert_eq!(v.as_deref(), Some("2"));
+}
+
+#[test]
+fn stored_plugins_are_content_addressed_and_usable_by_hash() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let out = s.cli(&["plugin", "add", "acme", "builtin:username"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let hash = text.split("sha256:").nth(1).unwrap().trim().to_string();
+    assert_eq!(hash.len(), 64);
+    // Adding the same bytes again stores nothing new.
+    assert!(s.cli(&["plugin", "add", "acme", "builtin:username"]).status.success());
+    let list = String::from_utf8_lossy(&s.cli(&["plugin", "list", "acme"]).stdout).to_string();
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(&hash) && list.contains("hooks username"));
+
+    let file = s.dir.path().join("by-hash.toml");
+    std::fs::write(&file, format!("[[entry]]\nplugin = \"sha256:{}\"\nconfig = {{ local_part = true }}\n", &hash[..12])).unwrap();
+    let out = set(&s, file.to_str().unwrap(), "by hash");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = until_version(&okta, "h", "1");
+    assert!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).is_some());
+    std::fs::write(&file, "[[entry]]\nplugin = \"sha256:0000000000000000\"\n").unwrap();
+    let out = set(&s, file.to_str().unwrap(), "unknown");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no stored plugin"));
+}
