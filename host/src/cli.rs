@@ -17,7 +17,7 @@ use crate::plugins::runtime::Runtime;
 use crate::service::rules::RuleManager;
 use crate::store::rules::{ChainVersion, VersionNote, VersionSource};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
+use crate::store::{AuditQuery, IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
 use crate::{server, telemetry, tokens};
 
 /// Mapwright: a SCIM 2.0 provisioning server with per-IdP mapping rules.
@@ -50,6 +50,45 @@ pub enum Command {
     /// Versions of an IdP connection's rule chain: set, show, history, rollback.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Query the audit trail: every change, who made it, and which rules decided.
+    Audit(AuditArgs),
+    /// Show why a directory entry is what it is: owners of its memberships, the IdP users
+    /// that map to it, and the recorded decisions (with chain versions) that shaped it.
+    Explain {
+        tenant: String,
+        /// The entry's userName in the directory.
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    pub tenant: String,
+    /// Only changes that came through this IdP connection.
+    #[arg(long)]
+    pub idp: Option<String>,
+    /// Only changes to this SCIM resource (a User or Group id).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Only changes to this directory entry (by its userName).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// From this time (RFC 3339, e.g. 2026-11-24T08:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many records (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only records older than this record id (the next page).
+    #[arg(long)]
+    pub before: Option<i64>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +411,24 @@ async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> 
     }
 }
 
+async fn find_tenant(store: &SqliteStore, name: &str) -> anyhow::Result<crate::store::Tenant> {
+    store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == name).with_context(|| format!("no tenant named '{name}'"))
+}
+
+fn print_audit(r: &crate::store::AuditRecord) {
+    let rules = r.chain_version.map(|v| format!(" rules v{v}")).unwrap_or_default();
+    println!(
+        "#{} {} {} {} {} {}{} by {} (request {})",
+        r.id, r.at, r.operation, r.resource_type, r.resource_id, r.entry.as_deref().map(|e| format!("entry {e}")).unwrap_or_default(), rules, r.actor, r.request_id
+    );
+    if r.changes.as_object().is_some_and(|o| !o.is_empty()) {
+        println!("    changes: {}", r.changes);
+    }
+    for d in &r.decisions {
+        println!("    because {}/{}: {}", d.plugin, d.rule, d.reason);
+    }
+}
+
 fn version_json(v: &ChainVersion) -> serde_json::Value {
     json!({
         "version": v.number,
@@ -572,8 +629,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chain(cmd) => chain_command(&cfg, &store, cmd).await,
+        Command::Audit(a) => {
+            let tenant = find_tenant(&store, &a.tenant).await?;
+            let idp_id = match &a.idp {
+                Some(i) => Some(find_idp(&store, &a.tenant, i).await?.id),
+                None => None,
+            };
+            let time = |what: &str, t: &Option<String>| -> anyhow::Result<Option<String>> {
+                t.as_deref()
+                    .map(|t| {
+                        chrono::DateTime::parse_from_rfc3339(t)
+                            .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                            .with_context(|| format!("--{what} {t:?} is not an RFC 3339 time"))
+                    })
+                    .transpose()
+            };
+            let q = AuditQuery {
+                tenant_id: tenant.id,
+                idp_id,
+                resource_id: a.resource,
+                entry: a.user,
+                since: time("since", &a.since)?,
+                until: time("until", &a.until)?,
+                before_id: a.before,
+                limit: a.limit.max(1),
+            };
+            let records = store.audit(q).await.map_err(store_err)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                for r in &records {
+                    print_audit(r);
+                }
+            }
+            Ok(())
+        }
+        Command::Explain { tenant, user, json } => {
+            let t = find_tenant(&store, &tenant).await?;
+            let e = store.explain(t.id, &user).await.map_err(store_err)?.with_context(|| format!("{tenant} has no directory entry named '{user}'"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+                return Ok(());
+            }
+            println!("{} ({}{})", e.user_name, if e.active { "active" } else { "inactive" }, if e.deleted { ", deleted" } else { "" });
+            for (idp, id) in &e.idp_users {
+                println!("  from IdP {idp}: user {id}");
+            }
+            println!("groups:");
+            for m in &e.memberships {
+                match (&*m.kind, &m.via) {
+                    ("idp-group", Some(via)) => println!("  {:<24} via {} group '{via}'", m.group, m.idp),
+                    _ => println!("  {:<24} granted by the rules of {}", m.group, m.idp),
+                }
+            }
+            println!("history (newest first):");
+            for r in &e.history {
+                print_audit(r);
+            }
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Add { tenant, plugin }) => {
-            let t = store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == tenant).with_context(|| format!("no tenant named '{tenant}'"))?;
+            let t = find_tenant(&store, &tenant).await?;
             let rules = rule_manager(&cfg, &store)?;
             let bytes = PluginSource::parse(&plugin, &std::env::current_dir()?).bytes()?;
             let rec = rules.add_plugin(t.id, bytes).await?;
@@ -582,7 +698,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::List { tenant }) => {
-            let t = store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == tenant).with_context(|| format!("no tenant named '{tenant}'"))?;
+            let t = find_tenant(&store, &tenant).await?;
             for p in store.list_plugins(t.id).await.map_err(store_err)? {
                 println!("sha256:{}  {} {}  contract {}  hooks {}  {} bytes", p.hash, p.name, p.version, p.contract, p.hooks.join(","), p.size);
             }

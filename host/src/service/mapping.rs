@@ -34,6 +34,17 @@ pub enum Operation {
     Delete,
 }
 
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Replace => "replace",
+            Operation::Patch => "patch",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
 /// What led to deprovisioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {

@@ -19,13 +19,15 @@ use crate::scim::list::{ListQuery, Projection};
 use crate::scim::patch::{self, MemberOp};
 use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
-use crate::store::{GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
+use crate::store::{GroupUpdate, GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
 use mapping::{GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
-use crate::store::{Lifecycle, MemberRule, MemberRules};
+use crate::store::{AuditInfo, DecisionRecord, Lifecycle, MemberRule, MemberRules};
 
-fn log_decisions(what: &str, decisions: &[(String, String, String)]) {
+/// Logs a hook's decisions (debug) and keeps them for the change's audit record.
+fn keep_decisions(what: &str, decisions: mapping::Decisions, into: &mut Vec<DecisionRecord>) {
     for (plugin, rule, reason) in decisions {
         tracing::debug!(what, plugin, rule, reason, "rule decision");
+        into.push(DecisionRecord { plugin, rule, reason });
     }
 }
 
@@ -46,6 +48,17 @@ impl<'a> Call<'a> {
     /// The chain version the request's mapping ran with, if it ran a versioned chain.
     pub fn rules_version(&self) -> Option<i64> {
         self.rules.get().copied()
+    }
+
+    /// The audit record of a change this call makes with these decisions.
+    fn audit(&self, op: Operation, decisions: Vec<DecisionRecord>) -> AuditInfo {
+        AuditInfo {
+            actor: format!("idp:{}/{}", self.idp.tenant, self.idp.name),
+            request_id: self.request_id.to_string(),
+            operation: op.as_str().to_string(),
+            chain_version: self.rules_version(),
+            decisions,
+        }
     }
 }
 
@@ -119,37 +132,33 @@ impl<S: Store> Service<S> {
         p
     }
 
-    async fn user_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>) -> ScimResult<UserWrite> {
+    async fn user_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>, why: &mut Vec<DecisionRecord>) -> ScimResult<UserWrite> {
         let ctx = MapContext { idp, operation: op, current };
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
-        for (plugin, rule, reason) in &decisions {
-            tracing::debug!(plugin, rule, reason, "user mapping decision");
-        }
+        keep_decisions("user", decisions, why);
         Ok(UserWrite { body, entry, matching: pipeline.matching() })
     }
 
-    async fn group_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, id: &str, body: Value) -> ScimResult<GroupWrite> {
+    async fn group_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
         let ctx = MapContext { idp, operation: op, current: None };
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
-        for (plugin, rule, reason) in &decisions {
-            tracing::debug!(plugin, rule, reason, "group mapping decision");
-        }
+        keep_decisions("group", decisions, why);
         Ok(GroupWrite { body, targets })
     }
 
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
-    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value) -> ScimResult<Lifecycle> {
+    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value, why: &mut Vec<DecisionRecord>) -> ScimResult<Lifecycle> {
         let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
         let ctx = MapContext { idp, operation: op, current: None };
         Ok(match (active(before), active(after)) {
             (true, false) => {
                 let (action, decisions) = pipeline.deprovision(ctx, after, Trigger::Deactivated).await?;
-                log_decisions("deprovision", &decisions);
+                keep_decisions("deprovision", decisions, why);
                 Lifecycle::Deprovision(action)
             }
             (false, true) => {
                 let (restore, decisions) = pipeline.reactivate(ctx, after).await?;
-                log_decisions("reactivate", &decisions);
+                keep_decisions("reactivate", decisions, why);
                 Lifecycle::Reactivate { restore }
             }
             _ => Lifecycle::Unchanged,
@@ -162,8 +171,9 @@ impl<S: Store> Service<S> {
         let idp = call.idp;
         let body = canonicalize(ResourceKind::User, input)?;
         let pipeline = self.pipeline(call);
-        let w = self.user_write(&*pipeline, idp, Operation::Create, body, None).await?;
-        self.store.create_user(idp, w).await.map_err(|e| store_error(ResourceKind::User, "", e))
+        let mut why = Vec::new();
+        let w = self.user_write(&*pipeline, idp, Operation::Create, body, None, &mut why).await?;
+        self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
     pub async fn get_user(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredUser> {
@@ -191,9 +201,10 @@ impl<S: Store> Service<S> {
                 true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json()),
                 false => None,
             };
-            let mut w = self.user_write(&*pipeline, idp, op, body, entry.as_ref()).await?;
-            w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body).await?;
-            match self.store.update_user(idp, id, cur.meta.version, w).await {
+            let mut why = Vec::new();
+            let mut w = self.user_write(&*pipeline, idp, op, body, entry.as_ref(), &mut why).await?;
+            w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body, &mut why).await?;
+            match self.store.update_user(idp, id, cur.meta.version, w, call.audit(op, why)).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
             }
@@ -221,9 +232,10 @@ impl<S: Store> Service<S> {
         pre.check(cur.meta.version)?;
         let ctx = MapContext { idp, operation: Operation::Delete, current: None };
         let (action, decisions) = pipeline.deprovision(ctx, &cur.body, Trigger::Deleted).await?;
-        log_decisions("deprovision", &decisions);
+        let mut why = Vec::new();
+        keep_decisions("deprovision", decisions, &mut why);
         let expected = pre.is_set().then_some(cur.meta.version);
-        self.store.delete_user(idp, id, expected, action).await.map_err(|e| store_error(ResourceKind::User, id, e))
+        self.store.delete_user(idp, id, expected, action, call.audit(Operation::Delete, why)).await.map_err(|e| store_error(ResourceKind::User, id, e))
     }
 
     // -- Groups ---------------------------------------------------------------------------
@@ -253,11 +265,12 @@ impl<S: Store> Service<S> {
         let (body, members) = Self::split_group(input)?;
         let pipeline = self.pipeline(call);
         // The group has no id before it is stored; rules see an empty one on create.
-        let w = self.group_write(&*pipeline, idp, Operation::Create, "", body).await?;
+        let mut why = Vec::new();
+        let w = self.group_write(&*pipeline, idp, Operation::Create, "", body, &mut why).await?;
         let members = members.unwrap_or_default();
         let ops = [MemberOp::Add(members.clone())];
-        let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops).await?;
-        self.store.create_group(idp, w, members, rules).await.map_err(|e| store_error(ResourceKind::Group, "", e))
+        let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops, &mut why).await?;
+        self.store.create_group(idp, w, members, rules, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
     pub async fn get_group(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredGroup> {
@@ -279,8 +292,9 @@ impl<S: Store> Service<S> {
             let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
             pre.check(cur.meta.version)?;
             let (body, members) = change(&cur.body)?;
+            let mut why = Vec::new();
             let w = match body {
-                Some(b) if b != cur.body => Some(self.group_write(&*pipeline, idp, op, id, canonicalize(ResourceKind::Group, &b)?).await?),
+                Some(b) if b != cur.body => Some(self.group_write(&*pipeline, idp, op, id, canonicalize(ResourceKind::Group, &b)?, &mut why).await?),
                 _ => None,
             };
             let rules = if members.is_empty() || !pipeline.has_membership_rules() {
@@ -290,9 +304,10 @@ impl<S: Store> Service<S> {
                     Some(w) => w.targets.clone(),
                     None => self.store.group_targets(idp, id).await.map_err(|e| store_error(ResourceKind::Group, id, e))?,
                 };
-                self.member_rules(&*pipeline, idp, Some(id), &targets, &members).await?
+                self.member_rules(&*pipeline, idp, Some(id), &targets, &members, &mut why).await?
             };
-            match self.store.update_group(idp, id, cur.meta.version, w, members, rules).await {
+            let update = GroupUpdate { expected_version: cur.meta.version, attributes: w, members, rules };
+            match self.store.update_group(idp, id, update, call.audit(op, why)).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::Group, id, e)),
             }
@@ -302,7 +317,7 @@ impl<S: Store> Service<S> {
 
     /// Asks the connection's membership rules about every user a group change adds or
     /// removes (deltas only: a full list is diffed against the current members first).
-    async fn member_rules(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp]) -> ScimResult<MemberRules> {
+    async fn member_rules(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp], why: &mut Vec<DecisionRecord>) -> ScimResult<MemberRules> {
         let mut rules = MemberRules::new();
         if !pipeline.has_membership_rules() || targets.is_empty() {
             return Ok(rules);
@@ -341,7 +356,7 @@ impl<S: Store> Service<S> {
             let Ok(user) = self.store.get_user(idp, uid, false).await else { continue };
             let (add_in, remove_in) = if is_add { (targets.to_vec(), Vec::new()) } else { (Vec::new(), targets.to_vec()) };
             let (add, remove, decisions) = pipeline.memberships(ctx, &user.body, false, add_in, remove_in).await?;
-            log_decisions("memberships", &decisions);
+            keep_decisions("memberships", decisions, why);
             let has = |list: &[String], n: &String| list.iter().any(|x| x.eq_ignore_ascii_case(n));
             let rule = MemberRule {
                 skip: if is_add { targets.iter().filter(|t| !has(&add, t)).cloned().collect() } else { Vec::new() },
@@ -388,6 +403,6 @@ impl<S: Store> Service<S> {
             }
             false => None,
         };
-        self.store.delete_group(idp, id, expected).await.map_err(|e| store_error(ResourceKind::Group, id, e))
+        self.store.delete_group(idp, id, expected, call.audit(Operation::Delete, Vec::new())).await.map_err(|e| store_error(ResourceKind::Group, id, e))
     }
 }

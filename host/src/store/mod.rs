@@ -197,6 +197,17 @@ pub struct GroupWrite {
     pub targets: Vec<String>,
 }
 
+/// A change to a group: its attributes (if they changed) and member deltas in order, with
+/// the rules' decisions for the members concerned, applied if the group is still at
+/// `expected_version`.
+#[derive(Debug, Clone)]
+pub struct GroupUpdate {
+    pub expected_version: i64,
+    pub attributes: Option<GroupWrite>,
+    pub members: Vec<MemberOp>,
+    pub rules: MemberRules,
+}
+
 /// A group member (a user id) or a user's group (a group id and its name).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
@@ -245,6 +256,96 @@ impl DirectoryEntry {
     }
 }
 
+/// Why one decision was made: which plugin, which of its rules, the reason it gave.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionRecord {
+    pub plugin: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+/// Who made a change and by which rules. The store writes it as an audit record in the
+/// same transaction as the change, so there is never a change without its record.
+#[derive(Debug, Clone, Default)]
+pub struct AuditInfo {
+    /// `idp:<tenant>/<connection>` or `admin:<name>`.
+    pub actor: String,
+    pub request_id: String,
+    /// `create`, `replace`, `patch`, `delete`.
+    pub operation: String,
+    /// The chain version whose rules decided (none: identity mapping).
+    pub chain_version: Option<i64>,
+    pub decisions: Vec<DecisionRecord>,
+}
+
+/// One audit record: a change to the directory or to an IdP's view, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: String,
+    pub tenant: String,
+    /// The IdP connection the change came through, if any.
+    pub idp: Option<String>,
+    pub actor: String,
+    pub request_id: String,
+    pub operation: String,
+    /// `User` or `Group`.
+    pub resource_type: String,
+    /// The SCIM id of the IdP's resource.
+    pub resource_id: String,
+    /// The directory entry's userName after the change (before it, for a deletion).
+    pub entry: Option<String>,
+    pub chain_version: Option<i64>,
+    pub decisions: Vec<DecisionRecord>,
+    /// Before/after of what changed: directory fields with their values, the IdP view's
+    /// changed attribute names, group members added and removed.
+    pub changes: Value,
+}
+
+/// Which audit records to read (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub tenant_id: i64,
+    pub idp_id: Option<i64>,
+    /// A SCIM resource id.
+    pub resource_id: Option<String>,
+    /// A directory entry, by its current userName: its whole history, renames included.
+    pub entry: Option<String>,
+    /// RFC 3339 bounds, inclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only records older than this id (paging).
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Where a membership of a directory entry comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MembershipSource {
+    /// The app group.
+    pub group: String,
+    /// `idp-group` (an IdP group's membership) or `rule` (granted by a connection's rules).
+    pub kind: String,
+    /// The IdP connection that owns it.
+    pub idp: String,
+    /// For `idp-group`: the IdP group's displayName.
+    pub via: Option<String>,
+}
+
+/// Everything behind one directory entry: its state, who owns each membership, which IdP
+/// users map to it, and the recorded decisions that made it so.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Explanation {
+    pub user_name: String,
+    pub active: bool,
+    pub deleted: bool,
+    pub attributes: Value,
+    pub memberships: Vec<MembershipSource>,
+    /// (IdP connection, SCIM id) of each IdP user that maps to the entry.
+    pub idp_users: Vec<(String, String)>,
+    pub history: Vec<AuditRecord>,
+}
+
 /// The storage operations the service needs. Every method is one transaction.
 pub trait Store: Send + Sync + 'static {
     fn create_tenant(&self, name: &str) -> impl Future<Output = StoreResult<Tenant>> + Send;
@@ -261,22 +362,22 @@ pub trait Store: Send + Sync + 'static {
 
     fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;
-    fn create_user(&self, idp: &IdpConnection, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
-    fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     /// Deletes the IdP's user; `action` says what happens to its directory entry.
-    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;
     /// Purges soft-deleted entries whose retention ended before `now`; returns how many.
     fn purge_expired(&self, now: &str) -> impl Future<Output = StoreResult<usize>> + Send;
 
     fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredGroup>>> + Send;
-    fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     /// Updates a group; `w: None` leaves its attributes as they are. Member operations are
     /// deltas applied in order.
-    fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>, rules: MemberRules) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     /// The app groups an IdP group maps to now.
     fn group_targets(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The directory entry an IdP user (by its SCIM id) maps to.
     fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
@@ -300,6 +401,11 @@ pub trait Store: Send + Sync + 'static {
     /// A counter every activation increments: a server polls it to notice activations made
     /// by another process (the CLI) and reload.
     fn rules_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+
+    /// Audit records matching `q`, newest first.
+    fn audit(&self, q: AuditQuery) -> impl Future<Output = StoreResult<Vec<AuditRecord>>> + Send;
+    /// The decisions and owners behind a directory entry (by userName).
+    fn explain(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<Explanation>>> + Send;
 
     /// The directory entry an IdP user maps to (the application's view).
     fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
 use super::filter_sql::list_sql;
+use super::audit::{self, Subject};
 use super::now;
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
@@ -154,13 +155,21 @@ fn named(list: &[String], fold_name: &str) -> bool {
     list.iter().any(|n| fold(n) == fold_name)
 }
 
-fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules) -> StoreResult<()> {
+/// The members a write actually added and removed (SCIM ids), for the audit record.
+#[derive(Default)]
+struct Delta {
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let own = owner(group_pk);
     let mut ins = t.prepare_cached("INSERT OR IGNORE INTO group_members (group_pk, user_pk) VALUES (?1, ?2)")?;
     let mut grant = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
     let none = MemberRule::default();
     for m in members {
         if ins.execute(params![group_pk, m.pk])? == 1 {
+            delta.added.push(m.id.clone());
             let rule = rules.get(&m.id).unwrap_or(&none);
             for (g, name) in targets {
                 if !named(&rule.skip, name) {
@@ -173,7 +182,7 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
     Ok(())
 }
 
-fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules) -> StoreResult<()> {
+fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let own = owner(group_pk);
     let rule_owner = format!("rule:{}", idp.id);
     let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
@@ -181,6 +190,7 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
     let mut keep = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
     for m in members {
         if del.execute(params![group_pk, m.pk])? == 1 {
+            delta.removed.push(m.id.clone());
             if let Some(rule) = rules.get(&m.id) {
                 // Kept memberships change owner: the rules hold them from now on.
                 for (g, _) in targets.iter().filter(|(_, n)| named(&rule.keep, n)) {
@@ -194,7 +204,7 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
     Ok(())
 }
 
-fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops: &[MemberOp], rules: &MemberRules) -> StoreResult<()> {
+fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops: &[MemberOp], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let targets = targets_named(t, group_pk)?;
     let mut i = 0;
     while i < ops.len() {
@@ -207,21 +217,23 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
                 let have_pks: HashSet<i64> = have.iter().map(|m| m.pk).collect();
                 let gone: Vec<M> = have.into_iter().filter(|m| !wanted_pks.contains(&m.pk)).collect();
                 let new: Vec<M> = wanted.into_iter().filter(|m| !have_pks.contains(&m.pk)).collect();
-                remove_members(t, idp, group_pk, &targets, &gone, rules)?;
-                add_members(t, idp, group_pk, &targets, &new, rules)?;
+                remove_members(t, idp, group_pk, &targets, &gone, rules, delta)?;
+                add_members(t, idp, group_pk, &targets, &new, rules, delta)?;
                 i += 2;
                 continue;
             }
             (MemberOp::RemoveAll, _) if !rules.is_empty() => {
                 let all = current_members(t, group_pk)?;
-                remove_members(t, idp, group_pk, &targets, &all, rules)?;
+                remove_members(t, idp, group_pk, &targets, &all, rules, delta)?;
             }
             (MemberOp::RemoveAll, _) => {
+                let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
+                delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
                 t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(group_pk)])?;
             }
-            (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules)?,
-            (MemberOp::Remove(ids), _) => remove_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, false)?, rules)?,
+            (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules, delta)?,
+            (MemberOp::Remove(ids), _) => remove_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, false)?, rules, delta)?,
         }
         i += 1;
     }
@@ -243,7 +255,20 @@ fn index(body: &Value) -> (String, Option<String>) {
     (fold(dn), body.get("externalId").and_then(Value::as_str).map(str::to_string))
 }
 
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules) -> StoreResult<StoredGroup> {
+/// The audit changes of a group write: targets before/after, members added and removed.
+fn group_changes(before: Option<(&Value, Vec<String>)>, after: Option<(&Value, Vec<String>)>, delta: Delta) -> Value {
+    let mut c = serde_json::json!({ "idp": audit::changed_names(before.as_ref().map(|b| b.0), after.as_ref().map(|a| a.0)) });
+    let (bt, at) = (before.map(|b| b.1).unwrap_or_default(), after.map(|a| a.1).unwrap_or_default());
+    if bt != at {
+        c["targets"] = serde_json::json!([bt, at]);
+    }
+    if !delta.added.is_empty() || !delta.removed.is_empty() {
+        c["members"] = serde_json::json!({"added": delta.added, "removed": delta.removed});
+    }
+    c
+}
+
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
     let (dn, ext) = index(&w.body);
     let ts = now();
     let id = uuid::Uuid::new_v4().to_string();
@@ -253,21 +278,17 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     .execute(params![idp.id, id, dn, ext, w.body.to_string(), ts])?;
     let pk = t.last_insert_rowid();
     retarget(t, idp.tenant_id, pk, &w.targets)?;
+    let mut delta = Delta::default();
     if !members.is_empty() {
-        apply_member_ops(t, idp, pk, &[MemberOp::Add(members.to_vec())], rules)?;
+        apply_member_ops(t, idp, pk, &[MemberOp::Add(members.to_vec())], rules, &mut delta)?;
     }
+    let targets = target_names(t, idp.id, &id)?;
+    audit::record(t, &Subject::group(idp, &id), info, &group_changes(None, Some((&w.body, targets)), delta))?;
     Ok(StoredGroup { meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 }, body: w.body.clone(), members: None })
 }
 
-pub fn update(
-    t: &Transaction<'_>,
-    idp: &IdpConnection,
-    id: &str,
-    expected_version: i64,
-    w: Option<&GroupWrite>,
-    ops: &[MemberOp],
-    rules: &MemberRules,
-) -> StoreResult<StoredGroup> {
+pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<StoredGroup> {
+    let (expected_version, w, ops, rules) = (u.expected_version, u.attributes.as_ref(), &u.members, &u.rules);
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
         .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -275,25 +296,41 @@ pub fn update(
         return Err(StoreError::VersionMismatch);
     }
     let ts = now();
+    let before_targets = target_names(t, idp.id, id)?;
+    let before_body: Option<Value> = match w {
+        Some(_) => t.prepare_cached("SELECT body FROM groups WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).ok().and_then(|b| serde_json::from_str(&b).ok()),
+        None => None,
+    };
     if let Some(w) = w {
         let (dn, ext) = index(&w.body);
         t.prepare_cached("UPDATE groups SET display_name_fold = ?2, external_id = ?3, body = ?4 WHERE pk = ?1")?
             .execute(params![pk, dn, ext, w.body.to_string()])?;
         retarget(t, idp.tenant_id, pk, &w.targets)?;
     }
-    apply_member_ops(t, idp, pk, ops, rules)?;
+    let mut delta = Delta::default();
+    apply_member_ops(t, idp, pk, ops, rules, &mut delta)?;
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
+    let after_targets = target_names(t, idp.id, id)?;
+    let changes = match (w, &before_body) {
+        (Some(w), Some(b)) => group_changes(Some((b, before_targets)), Some((&w.body, after_targets)), delta),
+        _ => group_changes(Some((&Value::Null, before_targets)), Some((&Value::Null, after_targets)), delta),
+    };
+    audit::record(t, &Subject::group(idp, id), info, &changes)?;
     let (_, g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     Ok(g)
 }
 
-pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
+pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, info: &AuditInfo) -> StoreResult<()> {
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
-        .query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if expected_version.is_some_and(|v| v != version) {
         return Err(StoreError::VersionMismatch);
     }
+    let targets = target_names(t, idp.id, id)?;
+    let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
+    let changes = serde_json::json!({"targets": [targets, []], "members": {"removed_count": members}});
+    audit::record(t, &Subject::group(idp, id), info, &changes)?;
     t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(pk)])?;
     t.prepare_cached("DELETE FROM groups WHERE pk = ?1")?.execute([pk])?;
     Ok(())

@@ -200,6 +200,32 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters (name, value) VALUES ('rules_epoch', 0);
     "#,
+    // 5: the audit trail: one record per change, written in the change's transaction, never
+    // updated or deleted (not even with the tenant or connection it names).
+    r#"
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL,
+        idp_id INTEGER,
+        idp_name TEXT,
+        actor TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        entry_id INTEGER,
+        entry_user_name TEXT,
+        chain_version INTEGER,
+        decisions TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX audit_tenant ON audit(tenant_id, id);
+    CREATE INDEX audit_resource ON audit(tenant_id, resource_id, id);
+    CREATE INDEX audit_entry ON audit(tenant_id, entry_id, id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -6,6 +6,7 @@
 //! for writes (WAL). Nothing here runs on the async worker threads.
 
 mod admin;
+mod audit;
 mod filter_sql;
 mod groups;
 mod migrations;
@@ -223,17 +224,17 @@ impl Store for SqliteStore {
         let (idp_id, q) = (idp.id, q.clone());
         self.read(move |c| users::list(c, idp_id, &q)).await
     }
-    async fn create_user(&self, idp: &IdpConnection, w: UserWrite) -> StoreResult<StoredUser> {
+    async fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
         let idp = idp.clone();
-        self.write(move |t| users::create(t, &idp, &w)).await
+        self.write(move |t| users::create(t, &idp, &w, &audit)).await
     }
-    async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite) -> StoreResult<StoredUser> {
+    async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| users::update(t, &idp, &id, expected_version, &w)).await
+        self.write(move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
     }
-    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> StoreResult<()> {
-        let (idp_id, id) = (idp.id, id.to_string());
-        self.write(move |t| users::delete(t, idp_id, &id, expected_version, action)).await
+    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, audit: AuditInfo) -> StoreResult<()> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| users::delete(t, &idp, &id, expected_version, action, &audit)).await
     }
     async fn purge_expired(&self, now: &str) -> StoreResult<usize> {
         let now = now.to_string();
@@ -248,21 +249,28 @@ impl Store for SqliteStore {
         let (idp_id, q) = (idp.id, q.clone());
         self.read(move |c| groups::list(c, idp_id, &q)).await
     }
-    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules) -> StoreResult<StoredGroup> {
+    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules, audit: AuditInfo) -> StoreResult<StoredGroup> {
         let idp = idp.clone();
-        self.write(move |t| groups::create(t, &idp, &w, &members, &rules)).await
+        self.write(move |t| groups::create(t, &idp, &w, &members, &rules, &audit)).await
     }
-    async fn update_group(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: Option<GroupWrite>, members: Vec<MemberOp>, rules: MemberRules) -> StoreResult<StoredGroup> {
+    async fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> StoreResult<StoredGroup> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| groups::update(t, &idp, &id, expected_version, w.as_ref(), &members, &rules)).await
+        self.write(move |t| groups::update(t, &idp, &id, &u, &audit)).await
     }
     async fn group_targets(&self, idp: &IdpConnection, id: &str) -> StoreResult<Vec<String>> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| groups::target_names(c, idp_id, &id)).await
     }
-    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>) -> StoreResult<()> {
-        let (idp_id, id) = (idp.id, id.to_string());
-        self.write(move |t| groups::delete(t, idp_id, &id, expected_version)).await
+    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, audit: AuditInfo) -> StoreResult<()> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| groups::delete(t, &idp, &id, expected_version, &audit)).await
+    }
+    async fn audit(&self, q: AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        self.read(move |c| audit::query(c, &q)).await
+    }
+    async fn explain(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<Explanation>> {
+        let user_name = user_name.to_string();
+        self.read(move |c| audit::explain(c, tenant_id, &user_name)).await
     }
     async fn put_plugin(&self, tenant_id: i64, record: PluginRecord, bytes: Vec<u8>) -> StoreResult<PluginRecord> {
         self.write(move |t| rules::put_plugin(t, tenant_id, &record, &bytes)).await

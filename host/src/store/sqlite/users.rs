@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
 use super::filter_sql::list_sql;
+use super::audit::{self, Subject};
 use super::now;
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
@@ -116,7 +117,7 @@ fn write_emails(t: &Transaction<'_>, pk: i64, emails: &[String]) -> StoreResult<
     Ok(())
 }
 
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreResult<StoredUser> {
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
     if taken_in_idp(t, idp.id, &uf, None)? {
@@ -128,6 +129,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
         MatchPolicy::Adopt { verified_domains } => find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
         MatchPolicy::Conflict => None,
     };
+    let before = adopted.map(|id| audit::entry_state(t, id)).transpose()?.flatten();
     let entry_id = match adopted {
         // The IdP user joins an entry that exists already (created by another IdP, by hand or
         // by SSO); the entry keeps its username and takes this write's state.
@@ -154,6 +156,13 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite) -> StoreR
     .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
     let pk = t.last_insert_rowid();
     write_emails(t, pk, &ix.emails)?;
+    let after = audit::entry_state(t, entry_id)?;
+    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    if adopted.is_some() {
+        changes["adopted"] = Value::Bool(true);
+    }
+    let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
+    audit::record(t, &Subject::user(idp, &id, Some((entry_id, name))), info, &changes)?;
     Ok(StoredUser {
         meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 },
         body: w.body.clone(),
@@ -226,8 +235,10 @@ fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<
     Ok((pk, entry_id))
 }
 
-pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite) -> StoreResult<StoredUser> {
+pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
     let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
+    let before = audit::entry_state(t, entry_id)?;
+    let before_body: Option<String> = t.prepare_cached("SELECT body FROM users WHERE pk = ?1")?.query_row([pk], |r| r.get(0)).optional()?;
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
     if taken_in_idp(t, idp.id, &uf, Some(pk))? {
@@ -259,13 +270,28 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     )?
     .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
     write_emails(t, pk, &ix.emails)?;
+    let after = audit::entry_state(t, entry_id)?;
+    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    let before_body: Option<Value> = before_body.and_then(|b| serde_json::from_str(&b).ok());
+    changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
+    let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
+    audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)?;
     let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     u.groups = Some(groups_of(t, pk)?);
     Ok(u)
 }
 
-pub fn delete(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>, action: DeprovisionAction) -> StoreResult<()> {
-    let (pk, entry_id) = current(t, idp_id, id, expected_version)?;
+pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, info: &AuditInfo) -> StoreResult<()> {
+    let (pk, entry_id) = current(t, idp.id, id, expected_version)?;
+    let before = audit::entry_state(t, entry_id)?;
+    delete_user_row(t, pk, entry_id, action)?;
+    let after = audit::entry_state(t, entry_id)?;
+    let name = before.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
+    let changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)
+}
+
+fn delete_user_row(t: &Transaction<'_>, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
     let ts = now();
     // The user's groups lose a member: their versions change.
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
@@ -352,6 +378,17 @@ fn reactivate_entry(t: &Transaction<'_>, entry_id: i64, user_pk: i64, restore: b
 /// Purges soft-deleted entries past their retention. An entry an IdP user still points at
 /// (deactivated, not deleted, in the IdP) is scrubbed to a tombstone instead.
 pub fn purge_expired(t: &Transaction<'_>, now: &str) -> StoreResult<usize> {
+    // Each purged entry gets its record, by the server itself.
+    let due: Vec<(i64, i64, String)> = t
+        .prepare_cached("SELECT id, tenant_id, user_name FROM entries WHERE purge_after IS NOT NULL AND purge_after <= ?1")?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let info = AuditInfo { actor: "system:retention".into(), operation: "purge".into(), ..Default::default() };
+    for (id, tenant_id, name) in &due {
+        let sid = id.to_string();
+        let subject = Subject { tenant_id: *tenant_id, idp: None, resource_type: "Entry", resource_id: &sid, entry: Some((*id, name)) };
+        audit::record(t, &subject, &info, &serde_json::json!({"purged": true}))?;
+    }
     let gone = t
         .prepare_cached("DELETE FROM entries WHERE purge_after IS NOT NULL AND purge_after <= ?1 AND NOT EXISTS (SELECT 1 FROM users u WHERE u.entry_id = entries.id)")?
         .execute([now])?;
@@ -374,7 +411,7 @@ pub fn entry_of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Optio
     entry.map(|e| entry_by_id(c, e)).transpose()
 }
 
-fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
+pub(super) fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
     let (user_name, active, attrs, deleted, purge_after) = c
         .prepare_cached("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)))?;

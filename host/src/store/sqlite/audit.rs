@@ -1,0 +1,232 @@
+//! The audit trail: written by the user and group writes in their own transactions; read by
+//! `mapwright audit` and `mapwright explain`.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::{Map, Value, json};
+
+use super::now;
+use crate::scim::eval::fold;
+use crate::store::*;
+
+/// What is audited of an entry: the application's view of it.
+pub(super) fn entry_state(c: &Connection, entry_id: i64) -> StoreResult<Option<DirectoryEntry>> {
+    let exists: Option<i64> = c.prepare_cached("SELECT id FROM entries WHERE id = ?1")?.query_row([entry_id], |r| r.get(0)).optional()?;
+    exists.map(|id| super::users::entry_by_id(c, id)).transpose()
+}
+
+/// Before/after of the fields that differ between two states of an entry.
+pub(super) fn entry_diff(before: Option<&DirectoryEntry>, after: Option<&DirectoryEntry>) -> Value {
+    let mut out = Map::new();
+    let field = |out: &mut Map<String, Value>, name: &str, b: Value, a: Value| {
+        if b != a {
+            out.insert(name.to_string(), json!([b, a]));
+        }
+    };
+    field(&mut out, "userName", json!(before.map(|e| &e.user_name)), json!(after.map(|e| &e.user_name)));
+    field(&mut out, "active", json!(before.map(|e| e.active)), json!(after.map(|e| e.active)));
+    field(&mut out, "deleted", json!(before.map(|e| e.deleted)), json!(after.map(|e| e.deleted)));
+    let empty = Map::new();
+    let attrs = |e: Option<&DirectoryEntry>| e.and_then(|e| e.attributes.as_object()).unwrap_or(&empty).clone();
+    let (ba, aa) = (attrs(before), attrs(after));
+    let mut changed = Map::new();
+    for k in ba.keys().chain(aa.keys()) {
+        let (b, a) = (ba.get(k).cloned().unwrap_or(Value::Null), aa.get(k).cloned().unwrap_or(Value::Null));
+        if b != a && !changed.contains_key(k) {
+            changed.insert(k.clone(), json!([b, a]));
+        }
+    }
+    if !changed.is_empty() {
+        out.insert("attributes".into(), Value::Object(changed));
+    }
+    let groups = |e: Option<&DirectoryEntry>| e.map(|e| e.groups.clone()).unwrap_or_default();
+    let (bg, ag) = (groups(before), groups(after));
+    let added: Vec<&String> = ag.iter().filter(|g| !bg.contains(g)).collect();
+    let removed: Vec<&String> = bg.iter().filter(|g| !ag.contains(g)).collect();
+    if !added.is_empty() || !removed.is_empty() {
+        out.insert("groups".into(), json!({"added": added, "removed": removed}));
+    }
+    Value::Object(out)
+}
+
+/// The top-level attributes of an IdP resource that a write changed (names only: the
+/// values are the IdP's record, kept in the IdP view, not copied into the trail).
+pub(super) fn changed_names(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    let empty = Map::new();
+    let (b, a) = (before.and_then(Value::as_object).unwrap_or(&empty), after.and_then(Value::as_object).unwrap_or(&empty));
+    let mut names: Vec<String> = b.keys().chain(a.keys()).filter(|k| b.get(*k) != a.get(*k)).cloned().collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl<'a> Subject<'a> {
+    pub fn user(idp: &'a IdpConnection, id: &'a str, entry: Option<(i64, &'a str)>) -> Subject<'a> {
+        Subject { tenant_id: idp.tenant_id, idp: Some(idp), resource_type: "User", resource_id: id, entry }
+    }
+    pub fn group(idp: &'a IdpConnection, id: &'a str) -> Subject<'a> {
+        Subject { tenant_id: idp.tenant_id, idp: Some(idp), resource_type: "Group", resource_id: id, entry: None }
+    }
+}
+
+/// Where a record is written: the resource it concerns and, for users, the entry.
+pub(super) struct Subject<'a> {
+    pub tenant_id: i64,
+    /// The connection the change came through (none for the server's own changes).
+    pub idp: Option<&'a IdpConnection>,
+    pub resource_type: &'static str,
+    pub resource_id: &'a str,
+    pub entry: Option<(i64, &'a str)>,
+}
+
+pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, changes: &Value) -> StoreResult<()> {
+    let decisions = serde_json::to_string(&info.decisions).map_err(|e| StoreError::Backend(e.to_string()))?;
+    t.prepare_cached(
+        "INSERT INTO audit (tenant_id, idp_id, idp_name, actor, request_id, operation, resource_type, resource_id, entry_id, entry_user_name,
+         chain_version, decisions, changes, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        s.tenant_id,
+        s.idp.map(|i| i.id),
+        s.idp.map(|i| i.name.as_str()),
+        info.actor,
+        info.request_id,
+        info.operation,
+        s.resource_type,
+        s.resource_id,
+        s.entry.map(|e| e.0),
+        s.entry.map(|e| e.1),
+        info.chain_version,
+        decisions,
+        changes.to_string(),
+        now(),
+    ])?;
+    Ok(())
+}
+
+const COLUMNS: &str = "a.id, a.at, t.name, a.idp_name, a.actor, a.request_id, a.operation, a.resource_type, a.resource_id, a.entry_user_name, a.chain_version, a.decisions, a.changes";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    fn json<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
+        serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    }
+    Ok(AuditRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        tenant: r.get(2)?,
+        idp: r.get(3)?,
+        actor: r.get(4)?,
+        request_id: r.get(5)?,
+        operation: r.get(6)?,
+        resource_type: r.get(7)?,
+        resource_id: r.get(8)?,
+        entry: r.get(9)?,
+        chain_version: r.get(10)?,
+        decisions: json(11, r.get(11)?)?,
+        changes: json(12, r.get(12)?)?,
+    })
+}
+
+pub fn query(c: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+    // (entry id, records not older than): an entry's id may be reused by SQLite after a
+    // purge, so a live entry's history starts when it was created.
+    let (entry_id, entry_since): (Option<i64>, Option<String>) = match &q.entry {
+        None => (None, None),
+        Some(name) => {
+            let live: Option<(i64, String)> = c
+                .prepare_cached("SELECT id, created FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
+                .query_row(params![q.tenant_id, fold(name)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            // An entry that no longer exists is found by the last name it was recorded under.
+            match live {
+                Some((id, created)) => (Some(id), Some(created)),
+                None => (c
+                    .prepare_cached("SELECT entry_id FROM audit WHERE tenant_id = ?1 AND entry_user_name = ?2 COLLATE NOCASE ORDER BY id DESC LIMIT 1")?
+                    .query_row(params![q.tenant_id, name], |r| r.get(0))
+                    .optional()?
+                    .flatten()
+                    .or(Some(-1)), None),
+            }
+        }
+    };
+    let limit = if q.limit == 0 { 100 } else { q.limit.min(10_000) } as i64;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit a JOIN tenants t ON t.id = a.tenant_id
+         WHERE a.tenant_id = ?1 AND (?2 IS NULL OR a.idp_id = ?2) AND (?3 IS NULL OR a.resource_id = ?3) AND (?4 IS NULL OR a.entry_id = ?4)
+         AND (?5 IS NULL OR a.at >= ?5) AND (?6 IS NULL OR a.at <= ?6) AND (?7 IS NULL OR a.id < ?7) AND (?9 IS NULL OR a.at >= ?9)
+         ORDER BY a.id DESC LIMIT ?8"
+    ))?;
+    let rows = st.query_map(params![q.tenant_id, q.idp_id, q.resource_id, entry_id, q.since, q.until, q.before_id, limit, entry_since], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn explain(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<Explanation>> {
+    let id: Option<i64> = c
+        .prepare_cached("SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
+        .query_row(params![tenant_id, fold(user_name)], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    let e = super::users::entry_by_id(c, id)?;
+    let mut st = c.prepare_cached(
+        "SELECT ag.name, m.owner, COALESCE(gi.name, ri.name), json_extract(g.body, '$.displayName')
+         FROM app_memberships m JOIN app_groups ag ON ag.id = m.group_id
+         LEFT JOIN groups g ON m.owner = 'g:' || g.pk LEFT JOIN idps gi ON gi.id = g.idp_id
+         LEFT JOIN idps ri ON m.owner = 'rule:' || ri.id
+         WHERE m.entry_id = ?1 ORDER BY ag.name, m.owner",
+    )?;
+    let memberships = st
+        .query_map([id], |r| {
+            let owner: String = r.get(1)?;
+            Ok(MembershipSource {
+                group: r.get(0)?,
+                kind: if owner.starts_with("g:") { "idp-group".into() } else { "rule".into() },
+                idp: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                via: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare_cached("SELECT i.name, u.id FROM users u JOIN idps i ON i.id = u.idp_id WHERE u.entry_id = ?1 ORDER BY i.name")?;
+    let idp_users = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let history = query(c, &AuditQuery { tenant_id, entry: Some(e.user_name.clone()), limit: 1000, ..Default::default() })?;
+    Ok(Some(Explanation { user_name: e.user_name, active: e.active, deleted: e.deleted, attributes: e.attributes, memberships, idp_users, history }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(name: &str, active: bool, title: Option<&str>, groups: &[&str]) -> DirectoryEntry {
+        DirectoryEntry {
+            user_name: name.into(),
+            active,
+            attributes: match title {
+                Some(t) => json!({"title": t, "userName": name}),
+                None => json!({"userName": name}),
+            },
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            deleted: false,
+            purge_after: None,
+        }
+    }
+
+    #[test]
+    fn diffs_name_only_what_changed() {
+        let a = entry("jdoe", true, Some("Dev"), &["app-users", "dev"]);
+        let b = entry("jdoe", false, Some("Lead"), &["app-users", "leads"]);
+        let d = entry_diff(Some(&a), Some(&b));
+        assert_eq!(d["active"], json!([true, false]));
+        assert_eq!(d["attributes"], json!({"title": ["Dev", "Lead"]}));
+        assert_eq!(d["groups"], json!({"added": ["leads"], "removed": ["dev"]}));
+        assert!(d.get("userName").is_none());
+        let created = entry_diff(None, Some(&a));
+        assert_eq!(created["userName"], json!([null, "jdoe"]));
+        assert_eq!(entry_diff(Some(&a), Some(&a)), json!({}));
+    }
+
+    #[test]
+    fn idp_view_changes_are_attribute_names() {
+        let b = json!({"userName": "a", "title": "x", "phone": "1"});
+        let a = json!({"userName": "a", "title": "y", "nickName": "n"});
+        assert_eq!(changed_names(Some(&b), Some(&a)), vec!["nickName", "phone", "title"]);
+    }
+}
