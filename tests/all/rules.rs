@@ -214,3 +214,18 @@ fn stored_plugins_are_content_addressed_and_usable_by_hash() {
     let out = set(&s, file.to_str().unwrap(), "unknown");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no stored plugin"));
 }
+
+#[test]
+fn the_example_chain_file_goes_live() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/chains/okta-strict.toml");
+    let out = set(&s, file, "example");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // eng.user3@acme.example -> euser3 (first initial + last part), and everyone gets app-users.
+    let name = until_version(&okta, "eng.user", "1");
+    let local = name.split('@').next().unwrap();
+    let expected = format!("e{}", local.split_once('.').unwrap().1);
+    let e = directory_entry(&s.db(), "acme", &expected).unwrap_or_else(|| panic!("{name} should map to {expected}"));
+    assert_eq!(e.groups, vec!["app-users".to_string()]);
+}

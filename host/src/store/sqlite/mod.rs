@@ -23,7 +23,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use super::rules::{Activation, ChainDefinition, ChainVersion, PluginRecord, VersionNote};
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A write, run inside the batch's transaction; it returns whether it succeeded and what to
+/// do once the batch is committed (or failed to commit).
+type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> (bool, Done) + Send>;
+/// Delivers a job's result after the commit: `Some(error)` if the commit itself failed.
+type Done = Box<dyn FnOnce(Option<StoreError>) + Send>;
+
+/// The most writes committed together (group commit).
+const MAX_BATCH: usize = 64;
 
 /// How durable an acknowledged write is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
@@ -48,6 +55,18 @@ struct Inner {
     writer: mpsc::UnboundedSender<Option<Job>>,
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer thread has done: how well group commit batches.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (or attempted).
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Writes run (each in its own savepoint).
+    pub writes: std::sync::atomic::AtomicU64,
+    /// The most writes one commit carried.
+    pub largest_batch: std::sync::atomic::AtomicU64,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -97,11 +116,27 @@ impl SqliteStore {
         let mut conn = open(path, durability, true)?;
         migrations::migrate(&mut conn)?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<Job>>();
+        let stats = Arc::new(WriterStats::default());
+        let counters = stats.clone();
         let handle = std::thread::Builder::new()
             .name("mapwright-writer".into())
             .spawn(move || {
-                while let Some(Some(job)) = rx.blocking_recv() {
-                    job(&mut conn);
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                'serve: while let Some(Some(first)) = rx.blocking_recv() {
+                    batch.push(first);
+                    // Group commit: whatever queued up while the last batch committed goes in
+                    // this one, so concurrent writes share one WAL commit instead of one each.
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Some(job)) => batch.push(job),
+                            Ok(None) => {
+                                run_batch(&mut conn, &mut batch, &counters);
+                                break 'serve;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, &mut batch, &counters);
                 }
                 drop(conn);
             })
@@ -113,6 +148,7 @@ impl SqliteStore {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 writer_thread: Mutex::new(Some(handle)),
+                stats,
             }),
         })
     }
@@ -131,6 +167,11 @@ impl SqliteStore {
         }
     }
 
+    /// Counters of the writer thread (group commit).
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
     /// Runs `f` in one write transaction on the writer thread.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -138,14 +179,16 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut Connection| {
-            let result = (|| {
-                let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let out = f(&txn)?;
-                txn.commit()?;
-                Ok(out)
-            })();
-            let _ = tx.send(result);
+        let job: Job = Box::new(move |txn| {
+            let result = f(txn);
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |commit_failed| {
+                let _ = tx.send(match commit_failed {
+                    Some(e) => Err(e),
+                    None => result,
+                });
+            });
+            (ok, done)
         });
         self.inner.writer.send(Some(job)).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Backend("the writer thread dropped a request".into()))?
@@ -177,6 +220,35 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+/// Runs queued writes in one transaction, each inside its own savepoint: a write that fails
+/// is rolled back alone (it leaves no partial change), the others commit together. Results
+/// are delivered only after the commit, so nothing is acknowledged that is not durable.
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.commits.fetch_add(1, Relaxed);
+    stats.writes.fetch_add(batch.len() as u64, Relaxed);
+    stats.largest_batch.fetch_max(batch.len() as u64, Relaxed);
+    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+    let committed = (|| -> StoreResult<()> {
+        let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for job in batch.drain(..) {
+            txn.execute_batch("SAVEPOINT job")?;
+            let (ok, d) = job(&txn);
+            done.push(d);
+            txn.execute_batch(if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" })?;
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    // Jobs not reached (the batch failed before them) were dropped: their callers see the
+    // writer drop the request and fail it.
+    batch.clear();
+    let failed = committed.err();
+    for d in done {
+        d(failed.as_ref().map(|e| StoreError::Backend(format!("commit failed: {e}"))));
     }
 }
 
@@ -308,5 +380,50 @@ impl Store for SqliteStore {
     async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
         let user_name = user_name.to_string();
         self.read(move |c| users::directory_entry(c, tenant_id, &user_name)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// Writes committed together stay independent: a failing write leaves nothing behind,
+    /// its neighbours in the same batch commit, and every caller gets its own result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_isolates_each_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), Durability::Process).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                match i % 3 {
+                    0 => s.create_tenant(&format!("t{i}")).await.map(|_| "created"),
+                    1 => s.create_tenant("dup").await.map(|_| "dup"),
+                    // Writes, then fails: its insert must be rolled back on its own.
+                    _ => s
+                        .write(move |t| {
+                            admin::create_tenant(t, &format!("partial{i}"))?;
+                            Err::<(), _>(StoreError::Conflict("refused after writing".into()))
+                        })
+                        .await
+                        .map(|_| "partial"),
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let names: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(results.iter().filter(|r| matches!(r, Ok("dup"))).count(), 1, "exactly one duplicate create wins");
+        assert_eq!(results.iter().filter(|r| matches!(r, Err(StoreError::Conflict(_)))).count(), 66 + 66, "the other duplicates and all partial writes fail");
+        assert!(!names.iter().any(|n| n.starts_with("partial")), "failed writes left nothing");
+        assert_eq!(names.iter().filter(|n| n.starts_with('t')).count(), 67);
+        let st = store.writer_stats();
+        let (commits, writes) = (st.commits.load(std::sync::atomic::Ordering::Relaxed), st.writes.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(writes >= 200 && commits <= writes, "{commits} commits for {writes} writes");
+        store.close();
     }
 }
