@@ -50,6 +50,9 @@ pub enum Command {
     /// Versions of an IdP connection's rule chain: set, show, history, rollback.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Apply the connection's active rules to everything it has provisioned (after a rule
+    /// change), in batches, resumable, each change recorded.
+    Reapply(ReapplyArgs),
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
     /// Show why a directory entry is what it is: owners of its memberships, the IdP users
@@ -61,6 +64,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReapplyArgs {
+    pub tenant: String,
+    pub idp: String,
+    /// Continue the connection's unfinished job (after a crash or a kill).
+    #[arg(long)]
+    pub resume: bool,
+    /// Only print the latest job's progress.
+    #[arg(long, conflicts_with = "resume")]
+    pub status: bool,
+    /// Resources per batch (one short write transaction each).
+    #[arg(long, default_value_t = crate::service::reapply::DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Pause between batches, in milliseconds, to leave room for provisioning traffic.
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
+    #[arg(long, env = "USER", default_value = "admin")]
+    pub author: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +134,28 @@ pub enum ChainCommand {
         /// Who: shown in the history.
         #[arg(long, env = "USER", default_value = "admin")]
         author: String,
+        /// Store the version without activating it (preview it, then `rollback --to N`).
+        #[arg(long)]
+        candidate: bool,
+    },
+    /// What a chain would change if applied to everything the connection has provisioned:
+    /// usernames (and collisions), memberships, attributes, deprovisioning. Writes nothing.
+    Preview {
+        tenant: String,
+        idp: String,
+        /// A chain file to preview.
+        #[arg(long, conflicts_with = "number", required_unless_present = "number")]
+        file: Option<PathBuf>,
+        /// A stored version to preview.
+        #[arg(long)]
+        number: Option<i64>,
+        /// JSON: `{summary, total, items}` with `--offset`/`--limit` paging the items.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
     /// Print the active version (or another one).
     Show {
@@ -334,17 +381,42 @@ async fn find_idp(store: &SqliteStore, tenant: &str, idp: &str) -> anyhow::Resul
 
 async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> anyhow::Result<()> {
     match cmd {
-        ChainCommand::Set { tenant, idp, file, note, author } => {
+        ChainCommand::Set { tenant, idp, file, note, author, candidate } => {
             let idp = find_idp(store, &tenant, &idp).await?;
-            let chain = ChainFile::load(&file)?;
-            let limits = cfg.tenants.iter().find(|t| t.name == tenant).map(|t| t.plugin_limits).unwrap_or_default();
-            let base = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-            let specs = crate::config::chain_specs(&chain.entries, &limits, &base)?;
             let rules = rule_manager(cfg, store)?;
-            let def = rules.define(idp.tenant_id, &specs, chain.matching.policy()).await?;
-            let v = rules.set_chain(&idp, def, VersionNote { author, note, source: VersionSource::Admin }).await.context("the chain was refused; the active version is unchanged")?;
-            println!("{}/{}: chain version {} is active ({} entries)", idp.tenant, idp.name, v.number, v.definition.entries.len());
+            let def = define_from_file(cfg, &rules, &idp, &file).await?;
+            let note = VersionNote { author, note, source: VersionSource::Admin };
+            if candidate {
+                let v = rules.add_candidate(&idp, def, note).await.context("the chain was refused")?;
+                println!("{}/{}: chain version {} stored, not active (preview it: mapwright chain preview {} {} --number {})", idp.tenant, idp.name, v.number, idp.tenant, idp.name, v.number);
+            } else {
+                let v = rules.set_chain(&idp, def, note).await.context("the chain was refused; the active version is unchanged")?;
+                println!("{}/{}: chain version {} is active ({} entries)", idp.tenant, idp.name, v.number, v.definition.entries.len());
+            }
             rules.runtime().shutdown();
+            Ok(())
+        }
+        ChainCommand::Preview { tenant, idp, file, number, json, offset, limit } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let rules = rule_manager(cfg, store)?;
+            let candidate = match (file, number) {
+                (Some(f), _) => rules.build(&define_from_file(cfg, &rules, &idp, &f).await?).await?,
+                (None, Some(n)) => {
+                    let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+                    let v = versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?;
+                    rules.build(&v.definition).await?.with_version(n)
+                }
+                (None, None) => bail!("give --file or --number"),
+            };
+            let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone());
+            let report = service.preview(&idp, &candidate, &Default::default()).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            rules.runtime().shutdown();
+            if json {
+                let items: Vec<_> = report.items.iter().skip(offset).take(limit).collect();
+                println!("{}", serde_json::to_string_pretty(&json!({"summary": report.summary, "total": report.items.len(), "offset": offset, "items": items}))?);
+            } else {
+                print_report(&report);
+            }
             Ok(())
         }
         ChainCommand::Show { tenant, idp, number, json } => {
@@ -411,6 +483,20 @@ async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> 
     }
 }
 
+fn print_job(j: &crate::store::ReapplyJob) {
+    println!(
+        "re-apply job {} ({}): {}/{} seen, {} changed, {} failed, rules v{}{}",
+        j.id,
+        j.phase,
+        j.seen,
+        j.total,
+        j.changed,
+        j.failed,
+        j.chain_version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+        j.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    );
+}
+
 async fn find_tenant(store: &SqliteStore, name: &str) -> anyhow::Result<crate::store::Tenant> {
     store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == name).with_context(|| format!("no tenant named '{name}'"))
 }
@@ -426,6 +512,30 @@ fn print_audit(r: &crate::store::AuditRecord) {
     }
     for d in &r.decisions {
         println!("    because {}/{}: {}", d.plugin, d.rule, d.reason);
+    }
+}
+
+async fn define_from_file(cfg: &Config, rules: &RuleManager<SqliteStore>, idp: &IdpConnection, file: &std::path::Path) -> anyhow::Result<crate::store::rules::ChainDefinition> {
+    let chain = ChainFile::load(file)?;
+    let limits = cfg.tenants.iter().find(|t| t.name == idp.tenant).map(|t| t.plugin_limits).unwrap_or_default();
+    let base = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let specs = crate::config::chain_specs(&chain.entries, &limits, &base)?;
+    Ok(rules.define(idp.tenant_id, &specs, chain.matching.policy()).await?)
+}
+
+fn print_report(r: &crate::service::reapply::Report) {
+    let s = &r.summary;
+    println!("{} users and {} groups: {} would change, {} unchanged, {} skipped, {} refused", s.users, s.groups, s.changed, s.unchanged, s.skipped, s.failed);
+    println!(
+        "  usernames {} (collisions {}), memberships +{} -{}, attributes {}, deprovisioned {}, groups remapped {}",
+        s.usernames_changed, s.collisions, s.memberships_added, s.memberships_removed, s.attributes_changed, s.deprovisioned, s.groups_remapped
+    );
+    for o in &r.items {
+        let what = match &o.error {
+            Some(e) => format!("{}: {e}", o.status),
+            None => o.changes.to_string(),
+        };
+        println!("  {:<5} {:<24} {}  {}", o.resource_type, o.name, o.id, what);
     }
 }
 
@@ -629,6 +739,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chain(cmd) => chain_command(&cfg, &store, cmd).await,
+        Command::Reapply(a) => {
+            let idp = find_idp(&store, &a.tenant, &a.idp).await?;
+            if a.status {
+                match store.reapply_job(idp.id).await.map_err(store_err)? {
+                    Some(j) if a.json => println!("{}", serde_json::to_string_pretty(&j)?),
+                    Some(j) => print_job(&j),
+                    None => println!("{}/{}: no re-apply has run", idp.tenant, idp.name),
+                }
+                return Ok(());
+            }
+            let rules = rule_manager(&cfg, &store)?;
+            rules.sync().await?;
+            let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone());
+            let actor = format!("admin:{}", a.author);
+            let job = service.start_or_resume_reapply(&idp, &actor, a.resume).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            let opts = crate::service::reapply::PassOptions { batch: a.batch.max(1), pause: std::time::Duration::from_millis(a.pause_ms), actor };
+            let json_out = a.json;
+            let mut on_batch = |j: &crate::store::ReapplyJob, _: &crate::service::reapply::Report| {
+                if !json_out {
+                    print_job(j);
+                }
+            };
+            let report = service.run_reapply(&idp, job, &opts, &mut on_batch).await.map_err(|e| anyhow::anyhow!("{}", e.detail));
+            rules.runtime().shutdown();
+            let report = report?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&json!({"summary": report.summary, "items": report.items}))?);
+            } else {
+                print_report(&report);
+            }
+            Ok(())
+        }
         Command::Audit(a) => {
             let tenant = find_tenant(&store, &a.tenant).await?;
             let idp_id = match &a.idp {

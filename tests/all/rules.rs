@@ -229,3 +229,152 @@ fn the_example_chain_file_goes_live() {
     let e = directory_entry(&s.db(), "acme", &expected).unwrap_or_else(|| panic!("{name} should map to {expected}"));
     assert_eq!(e.groups, vec!["app-users".to_string()]);
 }
+
+const TWO_IDPS: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant.idp]]
+name = "entra"
+kind = "entra"
+rate_per_second = 0
+"#;
+
+fn cli_json(s: &Server, args: &[&str]) -> serde_json::Value {
+    let out = s.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn audit_count(s: &Server) -> usize {
+    cli_json(s, &["audit", "acme", "--limit", "10000", "--json"]).as_array().unwrap().len()
+}
+
+/// (type, id, status, changes, error) of every item, for comparing runs.
+fn items(report: &serde_json::Value) -> Vec<(String, String, String, String, String)> {
+    let mut v: Vec<_> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["resource_type"].to_string(), i["id"].to_string(), i["status"].to_string(), i["changes"].to_string(), i["error"].to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn preview_reports_exactly_what_reapply_then_changes() {
+    let s = Server::start_with(TWO_IDPS);
+    let okta = s.declared("acme", "okta");
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let name = format!("First.Last{i}@Acme.Example");
+        ids.push(okta.post("/Users", &json!({"userName": name, "emails": [{"value": name, "primary": true}], "title": "Dev"})).id());
+    }
+    // An okta user whose new name is taken by an entry of another connection: a collision.
+    let clash = okta.post("/Users", &json!({"userName": "u-clash", "emails": [{"value": "taken@acme.example"}]})).id();
+    assert_eq!(s.declared("acme", "entra").post("/Users", &json!({"userName": "taken"})).status, 201);
+    okta.group("eng-core", &[&ids[0], &ids[1]]);
+    okta.group("sales", &[&ids[2]]);
+
+    let file = s.dir.path().join("candidate.toml");
+    std::fs::write(&file, r#"
+[[entry]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, case = "lower" }
+
+[[entry]]
+plugin = "builtin:groups"
+config = { include = ['^eng-'], rename = [{ pattern = '^eng-', with = "" }], defaults = { all_users = ["app-users"] } }
+"#).unwrap();
+    let out = s.cli(&["chain", "set", "acme", "okta", "--file", file.to_str().unwrap(), "--candidate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not active"));
+
+    let before = audit_count(&s);
+    let preview = cli_json(&s, &["chain", "preview", "acme", "okta", "--number", "1", "--json"]);
+    assert_eq!(audit_count(&s), before, "a preview writes nothing");
+    assert!(directory_entry(&s.db(), "acme", "First.Last0@Acme.Example").is_some(), "nor does it change the directory");
+    let sum = &preview["summary"];
+    assert_eq!((sum["users"].as_i64(), sum["groups"].as_i64()), (Some(13), Some(2)));
+    assert_eq!(sum["usernames_changed"], 12);
+    assert_eq!((sum["collisions"].as_i64(), sum["failed"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(sum["groups_remapped"], 2, "sales is no longer synced, eng-core becomes core");
+    assert!(preview["items"].as_array().unwrap().iter().any(|i| i["id"] == clash && i["status"] == "failed"));
+    let paged = cli_json(&s, &["chain", "preview", "acme", "okta", "--number", "1", "--json", "--offset", "2", "--limit", "3"]);
+    assert_eq!((paged["items"].as_array().unwrap().len(), paged["total"].clone()), (3, preview["total"].clone()));
+
+    // Activate the candidate (requests from now on use it) and re-apply it to what exists.
+    assert!(s.cli(&["chain", "rollback", "acme", "okta", "--to", "1"]).status.success());
+    let applied = cli_json(&s, &["reapply", "acme", "okta", "--json", "--batch", "5"]);
+    assert_eq!(items(&applied), items(&preview), "the preview showed exactly what the re-apply did");
+    assert_eq!(applied["summary"], preview["summary"]);
+
+    let e = directory_entry(&s.db(), "acme", "first.last0").expect("renamed");
+    assert_eq!(e.groups, vec!["app-users".to_string(), "core".to_string()]);
+    assert_eq!(directory_entry(&s.db(), "acme", "first.last2").unwrap().groups, vec!["app-users".to_string()], "sales no longer synced");
+    assert!(directory_entry(&s.db(), "acme", "taken").is_some() && directory_entry(&s.db(), "acme", "u-clash").is_some(), "the collision changed nothing");
+    // Each change is recorded like any other, with the job as its request.
+    let recs = cli_json(&s, &["audit", "acme", "--resource", &ids[0], "--json"]);
+    assert_eq!(recs[0]["operation"], "reapply");
+    assert_eq!(recs[0]["chain_version"], 1);
+    assert!(recs[0]["request_id"].as_str().unwrap().starts_with("reapply-"));
+    // A second re-apply finds nothing left to change.
+    let again = cli_json(&s, &["reapply", "acme", "okta", "--json"]);
+    assert_eq!(again["summary"]["changed"], 0, "{again}");
+}
+
+#[test]
+fn a_reapply_killed_halfway_resumes_and_finishes() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let n = 120;
+    for i in 0..n {
+        let name = format!("Resume.User{i}@Acme.Example");
+        assert_eq!(okta.post("/Users", &json!({"userName": name, "emails": [{"value": name, "primary": true}]})).status, 201);
+    }
+    let lower = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+    assert!(set(&s, &lower, "lower").status.success());
+
+    // A slow re-apply (small batches, a pause between them), killed once it has progressed.
+    let cfg = s.dir.path().join("mapwright.toml");
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir", s.dir.path().to_str().unwrap()])
+        .args(["reapply", "acme", "okta", "--batch", "5", "--pause-ms", "100"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = s.cli(&["reapply", "acme", "okta", "--status", "--json"]);
+        let seen = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|j| j["seen"].as_i64()).unwrap_or(0);
+        if seen >= 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the re-apply made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let job = cli_json(&s, &["reapply", "acme", "okta", "--status", "--json"]);
+    assert!(job["finished"].is_null() && job["seen"].as_i64().unwrap() < n, "killed half way: {job}");
+
+    // A fresh start is refused while a job is unfinished; resuming finishes it.
+    let out = s.cli(&["reapply", "acme", "okta"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("resume it"));
+    let report = cli_json(&s, &["reapply", "acme", "okta", "--resume", "--json"]);
+    assert_eq!(report["summary"]["failed"], 0);
+    let job = cli_json(&s, &["reapply", "acme", "okta", "--status", "--json"]);
+    assert_eq!(job["phase"], "done");
+    assert_eq!(job["seen"], job["total"], "every user seen exactly once across both runs: {job}");
+    assert_eq!(job["changed"].as_i64(), Some(n), "each user changed once: {job}");
+    for i in 0..n {
+        assert!(directory_entry(&s.db(), "acme", &format!("resume.user{i}")).is_some(), "user {i} re-applied");
+    }
+}

@@ -146,6 +146,7 @@ fn wit_context(ctx: &MapContext<'_>) -> wit::Context {
             Operation::Replace => wit::Operation::Replace,
             Operation::Patch => wit::Operation::Patch,
             Operation::Delete => wit::Operation::Delete,
+            Operation::Reapply => wit::Operation::Reapply,
         },
     }
 }

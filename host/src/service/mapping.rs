@@ -32,6 +32,8 @@ pub enum Operation {
     Replace,
     Patch,
     Delete,
+    /// Rules re-applied to a resource the IdP did not change (re-apply, preview).
+    Reapply,
 }
 
 impl Operation {
@@ -41,6 +43,7 @@ impl Operation {
             Operation::Replace => "replace",
             Operation::Patch => "patch",
             Operation::Delete => "delete",
+            Operation::Reapply => "reapply",
         }
     }
 }

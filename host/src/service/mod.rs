@@ -7,6 +7,7 @@
 
 mod locks;
 pub mod mapping;
+pub mod reapply;
 pub mod rules;
 
 use std::sync::Arc;

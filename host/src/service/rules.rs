@@ -137,6 +137,13 @@ impl<S: Store> RuleManager<S> {
         Ok(v)
     }
 
+    /// Stores a version without activating it (a candidate to preview, shadow, or activate
+    /// later), after checking that it loads.
+    pub async fn add_candidate(&self, idp: &IdpConnection, def: ChainDefinition, note: VersionNote) -> Result<ChainVersion, RulesError> {
+        self.build(&def).await?;
+        Ok(self.store.add_chain_version(idp.id, def, note, false).await?)
+    }
+
     /// Makes an earlier (or later) version the active one again, after checking it still loads.
     pub async fn activate(&self, idp: &IdpConnection, number: i64, author: &str) -> Result<ChainVersion, RulesError> {
         let versions = self.store.chain_versions(idp.id).await?;

@@ -346,6 +346,74 @@ pub struct Explanation {
     pub history: Vec<AuditRecord>,
 }
 
+/// A user whose rules are re-applied: where it is (`pk`, the resumable cursor), the IdP
+/// view version it was mapped from (the write is skipped if the IdP changed it meanwhile),
+/// and the entry the rules map it to now.
+#[derive(Debug, Clone)]
+pub struct ReapplyUser {
+    pub pk: i64,
+    pub id: String,
+    pub version: i64,
+    pub entry: EntryWrite,
+    pub audit: AuditInfo,
+}
+
+/// A group whose rules are re-applied, with the app groups it maps to now.
+#[derive(Debug, Clone)]
+pub struct ReapplyGroup {
+    pub pk: i64,
+    pub id: String,
+    pub targets: Vec<String>,
+    pub audit: AuditInfo,
+}
+
+/// What re-applying did, or would do, to one resource.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReapplyOutcome {
+    /// `User` or `Group`.
+    pub resource_type: String,
+    pub id: String,
+    /// The entry's userName before (users) or the IdP group's displayName.
+    pub name: String,
+    /// `changed`, `unchanged`, `skipped` (the IdP changed it meanwhile; its own write applied
+    /// the rules) or `failed` (a rule refused it, or the change would collide).
+    pub status: String,
+    pub changes: Value,
+    pub error: Option<String>,
+}
+
+/// How a re-apply batch is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapplyMode {
+    /// Computed in a transaction that is rolled back: nothing is written (preview).
+    Preview,
+    /// Committed, together with the job's progress (so a crash resumes after this batch):
+    /// the batch ends at storage key `cursor`; `refused` items failed before reaching the
+    /// store (a rule refused them) and count as seen and failed.
+    Job { id: i64, cursor: i64, refused: i64 },
+}
+
+/// A re-apply run of one connection, resumable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReapplyJob {
+    pub id: i64,
+    pub idp_id: i64,
+    pub chain_version: Option<i64>,
+    /// `users`, `groups`, `done` or `failed`.
+    pub phase: String,
+    /// The last resource (storage key) of the phase that was processed.
+    pub cursor: i64,
+    pub seen: i64,
+    pub changed: i64,
+    pub failed: i64,
+    pub total: i64,
+    pub author: String,
+    pub started: String,
+    pub updated: String,
+    pub finished: Option<String>,
+    pub error: Option<String>,
+}
+
 /// The storage operations the service needs. Every method is one transaction.
 pub trait Store: Send + Sync + 'static {
     fn create_tenant(&self, name: &str) -> impl Future<Output = StoreResult<Tenant>> + Send;
@@ -401,6 +469,19 @@ pub trait Store: Send + Sync + 'static {
     /// A counter every activation increments: a server polls it to notice activations made
     /// by another process (the CLI) and reload.
     fn rules_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+
+    /// A connection's IdP users after a storage key, in order (for passes over all of them).
+    fn users_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> impl Future<Output = StoreResult<Vec<(i64, StoredUser)>>> + Send;
+    fn groups_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> impl Future<Output = StoreResult<Vec<(i64, StoredGroup)>>> + Send;
+    /// Re-applies rules to users (directory entries only), each independently.
+    fn reapply_users(&self, idp: &IdpConnection, items: Vec<ReapplyUser>, mode: ReapplyMode) -> impl Future<Output = StoreResult<Vec<ReapplyOutcome>>> + Send;
+    fn reapply_groups(&self, idp: &IdpConnection, items: Vec<ReapplyGroup>, mode: ReapplyMode) -> impl Future<Output = StoreResult<Vec<ReapplyOutcome>>> + Send;
+    /// Starts a re-apply job (`Conflict` while another runs for the connection).
+    fn start_reapply(&self, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> impl Future<Output = StoreResult<ReapplyJob>> + Send;
+    /// The connection's latest re-apply job.
+    fn reapply_job(&self, idp_id: i64) -> impl Future<Output = StoreResult<Option<ReapplyJob>>> + Send;
+    /// Moves a job to its next phase (`groups`, `done`, `failed` with the reason).
+    fn advance_reapply(&self, job_id: i64, phase: &str, error: Option<String>) -> impl Future<Output = StoreResult<ReapplyJob>> + Send;
 
     /// Audit records matching `q`, newest first.
     fn audit(&self, q: AuditQuery) -> impl Future<Output = StoreResult<Vec<AuditRecord>>> + Send;

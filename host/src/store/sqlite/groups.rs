@@ -320,6 +320,31 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     Ok(g)
 }
 
+/// Re-applies the rules to one IdP group: points it at `targets`, moving the memberships it
+/// owns. Returns what changed (and records it if anything did).
+pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[String], info: &AuditInfo) -> StoreResult<(String, Value)> {
+    let (pk, name): (i64, String) = t
+        .prepare_cached("SELECT pk, json_extract(body, '$.displayName') FROM groups WHERE id = ?1 AND idp_id = ?2")?
+        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
+    let before = target_names(t, idp.id, id)?;
+    retarget(t, idp.tenant_id, pk, targets)?;
+    let after = target_names(t, idp.id, id)?;
+    if before == after {
+        return Ok((name, serde_json::json!({})));
+    }
+    let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
+    let changes = serde_json::json!({"targets": [before, after], "members_affected": members});
+    audit::record(t, &Subject::group(idp, id), info, &changes)?;
+    Ok((name, changes))
+}
+
+/// The IdP groups of a connection after `after_pk`, in storage order.
+pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredGroup)>> {
+    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"))?;
+    let rows = st.query_map(params![idp_id, after_pk, limit as i64], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, info: &AuditInfo) -> StoreResult<()> {
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?

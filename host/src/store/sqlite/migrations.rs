@@ -226,6 +226,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
     "#,
+    // 6: re-apply jobs: progress committed with each batch, so a crash resumes after it.
+    r#"
+    CREATE TABLE reapply_jobs (
+        id INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        chain_version INTEGER,
+        phase TEXT NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        seen INTEGER NOT NULL DEFAULT 0,
+        changed INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        started TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        finished TEXT,
+        error TEXT
+    );
+    CREATE UNIQUE INDEX reapply_running ON reapply_jobs(idp_id) WHERE finished IS NULL;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

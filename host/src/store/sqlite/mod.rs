@@ -10,6 +10,7 @@ mod audit;
 mod filter_sql;
 mod groups;
 mod migrations;
+mod reapply;
 mod rules;
 mod users;
 
@@ -178,10 +179,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
+        self.write_or_roll_back(f, true).await
+    }
+
+    /// Runs `f` like [`Self::write`], then keeps (`commit`) or rolls back what it wrote: a
+    /// rolled-back run computes exactly what the write would do, and writes nothing.
+    async fn write_or_roll_back<T, F>(&self, f: F, commit: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
             let result = f(txn);
-            let ok = result.is_ok();
+            let ok = result.is_ok() && commit;
             let done: Done = Box::new(move |commit_failed| {
                 let _ = tx.send(match commit_failed {
                     Some(e) => Err(e),
@@ -336,6 +347,33 @@ impl Store for SqliteStore {
     async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, audit: AuditInfo) -> StoreResult<()> {
         let (idp, id) = (idp.clone(), id.to_string());
         self.write(move |t| groups::delete(t, &idp, &id, expected_version, &audit)).await
+    }
+    async fn users_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
+        let idp_id = idp.id;
+        self.read(move |c| users::page_after(c, idp_id, after_pk, limit)).await
+    }
+    async fn groups_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredGroup)>> {
+        let idp_id = idp.id;
+        self.read(move |c| groups::page_after(c, idp_id, after_pk, limit)).await
+    }
+    async fn reapply_users(&self, idp: &IdpConnection, items: Vec<ReapplyUser>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+        let idp = idp.clone();
+        self.write_or_roll_back(move |t| reapply::users(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+    }
+    async fn reapply_groups(&self, idp: &IdpConnection, items: Vec<ReapplyGroup>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+        let idp = idp.clone();
+        self.write_or_roll_back(move |t| reapply::groups(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+    }
+    async fn start_reapply(&self, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> StoreResult<ReapplyJob> {
+        let (idp, author) = (idp.clone(), author.to_string());
+        self.write(move |t| reapply::start(t, &idp, chain_version, &author)).await
+    }
+    async fn reapply_job(&self, idp_id: i64) -> StoreResult<Option<ReapplyJob>> {
+        self.read(move |c| reapply::latest(c, idp_id)).await
+    }
+    async fn advance_reapply(&self, job_id: i64, phase: &str, error: Option<String>) -> StoreResult<ReapplyJob> {
+        let phase = phase.to_string();
+        self.write(move |t| reapply::advance(t, job_id, &phase, error.as_deref())).await
     }
     async fn audit(&self, q: AuditQuery) -> StoreResult<Vec<AuditRecord>> {
         self.read(move |c| audit::query(c, &q)).await

@@ -226,6 +226,19 @@ pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i6
     Ok(())
 }
 
+/// Writes an entry's name, attributes and (when the write decides it) active flag. A write to
+/// a user the IdP keeps deactivated leaves the flag as deprovisioning set it: a `keep`
+/// decision stays active through later updates.
+fn write_entry(t: &Transaction<'_>, entry_id: i64, e: &EntryWrite, ts: &str) -> StoreResult<()> {
+    let decides_active = e.active || e.lifecycle != Lifecycle::Unchanged;
+    t.prepare_cached(
+        "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6 WHERE id = ?1",
+    )?
+    .execute(params![entry_id, e.user_name, fold(&e.user_name), e.active, e.attributes.to_string(), ts, decides_active])
+    .map_err(|err| directory_conflict(err, &e.user_name))?;
+    Ok(())
+}
+
 fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
     let mut st = t.prepare_cached("SELECT pk, entry_id, version FROM users WHERE id = ?1 AND idp_id = ?2")?;
     let (pk, entry_id, version): (i64, i64, i64) = st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -245,25 +258,9 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = now();
-    t.prepare_cached("UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = ?4, attributes = ?5, modified = ?6 WHERE id = ?1")?
-        .execute(params![entry_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, w.entry.attributes.to_string(), ts])
-        .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
+    write_entry(t, entry_id, &w.entry, &ts)?;
     rule_groups(t, idp, entry_id, &w.entry)?;
-    match w.entry.lifecycle {
-        Lifecycle::Unchanged => {}
-        Lifecycle::Deprovision(a) => {
-            // An entry shared with another IdP's active user stays as it is.
-            let shared: bool = t
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND pk <> ?2 AND active = 1)")?
-                .query_row(params![entry_id, pk], |r| r.get(0))?;
-            if shared {
-                t.prepare_cached("UPDATE entries SET active = 1 WHERE id = ?1")?.execute([entry_id])?;
-            } else {
-                deprovision_entry(t, entry_id, a, &ts)?;
-            }
-        }
-        Lifecycle::Reactivate { restore } => reactivate_entry(t, entry_id, pk, restore)?,
-    }
+    apply_lifecycle(t, pk, entry_id, w.entry.lifecycle, &ts)?;
     t.prepare_cached(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
@@ -279,6 +276,52 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     u.groups = Some(groups_of(t, pk)?);
     Ok(u)
+}
+
+fn apply_lifecycle(t: &Transaction<'_>, user_pk: i64, entry_id: i64, lifecycle: Lifecycle, ts: &str) -> StoreResult<()> {
+    match lifecycle {
+        Lifecycle::Unchanged => {}
+        Lifecycle::Deprovision(a) => {
+            // An entry shared with another IdP's active user stays as it is.
+            let shared: bool = t
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND pk <> ?2 AND active = 1)")?
+                .query_row(params![entry_id, user_pk], |r| r.get(0))?;
+            if shared {
+                t.prepare_cached("UPDATE entries SET active = 1 WHERE id = ?1")?.execute([entry_id])?;
+            } else {
+                deprovision_entry(t, entry_id, a, ts)?;
+            }
+        }
+        Lifecycle::Reactivate { restore } => reactivate_entry(t, entry_id, user_pk, restore)?,
+    }
+    Ok(())
+}
+
+/// Re-applies the rules to one IdP user: only its directory entry changes (the IdP view, its
+/// version and ETag stay as the IdP left them). Returns the entry's name before and what
+/// changed; records the change if anything did.
+pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, e: &EntryWrite, info: &AuditInfo) -> StoreResult<(String, Value)> {
+    let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
+    let before = audit::entry_state(t, entry_id)?;
+    let ts = now();
+    write_entry(t, entry_id, e, &ts)?;
+    rule_groups(t, idp, entry_id, e)?;
+    apply_lifecycle(t, pk, entry_id, e.lifecycle, &ts)?;
+    let after = audit::entry_state(t, entry_id)?;
+    let changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    let name = before.map(|b| b.user_name).unwrap_or_default();
+    if changes.as_object().is_some_and(|o| !o.is_empty()) {
+        let now_name = after.as_ref().map(|a| a.user_name.as_str()).unwrap_or(&name);
+        audit::record(t, &Subject::user(idp, id, Some((entry_id, now_name))), info, &changes)?;
+    }
+    Ok((name, changes))
+}
+
+/// The IdP users of a connection after `after_pk`, in storage order (a resumable cursor).
+pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
+    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"))?;
+    let rows = st.query_map(params![idp_id, after_pk, limit as i64], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, info: &AuditInfo) -> StoreResult<()> {

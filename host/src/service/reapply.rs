@@ -1,0 +1,309 @@
+//! Re-apply and preview: one pass of a connection's rules over everything the IdP has
+//! provisioned through it (the stored IdP view), in batches.
+//!
+//! Both run the same code: map each resource with the pipeline (off the writer thread),
+//! then write the batch in one store transaction. A preview's transaction is rolled back, so
+//! it reports exactly what a re-apply with the same rules would change, and writes nothing.
+//! A re-apply commits each batch with the job's progress: killed half way, it resumes after
+//! the last committed batch. Batches are short and interleave with provisioning traffic.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::mapping::{MapContext, MappingPipeline, Operation, Trigger};
+use super::{Service, store_error};
+use crate::scim::error::{ScimError, ScimResult};
+use crate::scim::schema::ResourceKind;
+use crate::store::{
+    AuditInfo, DecisionRecord, DeprovisionAction, IdpConnection, Lifecycle, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyUser, Store,
+};
+
+/// Resources per batch: one short write transaction each.
+pub const DEFAULT_BATCH: usize = 200;
+
+/// Counts of a pass, by kind of change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub users: usize,
+    pub groups: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub usernames_changed: usize,
+    /// Username changes refused because another entry has the name.
+    pub collisions: usize,
+    pub memberships_added: usize,
+    pub memberships_removed: usize,
+    pub attributes_changed: usize,
+    pub deprovisioned: usize,
+    pub groups_remapped: usize,
+}
+
+impl Summary {
+    fn add(&mut self, o: &ReapplyOutcome) {
+        match o.resource_type.as_str() {
+            "User" => self.users += 1,
+            _ => self.groups += 1,
+        }
+        match o.status.as_str() {
+            "changed" => self.changed += 1,
+            "unchanged" => self.unchanged += 1,
+            "skipped" => self.skipped += 1,
+            _ => {
+                self.failed += 1;
+                if o.error.as_deref().is_some_and(|e| e.contains("already has a user named")) {
+                    self.collisions += 1;
+                }
+            }
+        }
+        let c = &o.changes;
+        if c.get("userName").is_some() {
+            self.usernames_changed += 1;
+        }
+        if let Some(g) = c.get("groups") {
+            self.memberships_added += g["added"].as_array().map_or(0, Vec::len);
+            self.memberships_removed += g["removed"].as_array().map_or(0, Vec::len);
+        }
+        if c.get("attributes").is_some() {
+            self.attributes_changed += 1;
+        }
+        if c.get("active").is_some_and(|a| a[1] == Value::Bool(false)) || c.get("deleted").is_some_and(|d| d[1] == Value::Bool(true)) {
+            self.deprovisioned += 1;
+        }
+        if c.get("targets").is_some() {
+            self.groups_remapped += 1;
+        }
+    }
+}
+
+/// What a pass did (re-apply) or would do (preview): counts, and every resource that changes
+/// or fails, in storage order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    pub items: Vec<ReapplyOutcome>,
+}
+
+impl Report {
+    fn absorb(&mut self, outcomes: Vec<ReapplyOutcome>) {
+        for o in outcomes {
+            self.summary.add(&o);
+            if o.status != "unchanged" {
+                self.items.push(o);
+            }
+        }
+    }
+}
+
+/// How a pass runs.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    pub batch: usize,
+    /// A pause between batches, to leave the writer to provisioning traffic.
+    pub pause: Duration,
+    /// `admin:<name>` or `system:schedule`: recorded as the actor of every change.
+    pub actor: String,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions { batch: DEFAULT_BATCH, pause: Duration::ZERO, actor: "admin".into() }
+    }
+}
+
+fn refused(kind: &str, id: &str, name: &str, why: String) -> ReapplyOutcome {
+    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name: name.into(), status: "failed".into(), changes: Value::Null, error: Some(why) }
+}
+
+impl<S: Store> Service<S> {
+    fn reapply_audit(pipeline: &dyn MappingPipeline, opts: &PassOptions, request_id: &str, decisions: Vec<DecisionRecord>) -> AuditInfo {
+        AuditInfo { actor: opts.actor.clone(), request_id: request_id.to_string(), operation: "reapply".into(), chain_version: pipeline.version(), decisions }
+    }
+
+    /// Maps a batch of users as a no-op update would now: returns the writes, and the users
+    /// the rules refused.
+    async fn map_users(
+        &self,
+        idp: &IdpConnection,
+        pipeline: &dyn MappingPipeline,
+        users: &[(i64, crate::store::StoredUser)],
+        opts: &PassOptions,
+        request_id: &str,
+    ) -> ScimResult<(Vec<ReapplyUser>, Vec<ReapplyOutcome>)> {
+        let (mut writes, mut refusals) = (Vec::new(), Vec::new());
+        for (pk, u) in users {
+            let id = &u.meta.id;
+            let inactive = u.body.get("active").and_then(Value::as_bool) == Some(false);
+            let current = match pipeline.uses_current() || inactive {
+                true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?,
+                false => None,
+            };
+            let name = current.as_ref().map(|e| e.user_name.clone()).unwrap_or_default();
+            let current_json = current.as_ref().map(|e| e.to_json());
+            let ctx = MapContext { idp, operation: Operation::Reapply, current: current_json.as_ref() };
+            let mut why = Vec::new();
+            let mut entry = match pipeline.map_user(ctx, &u.body).await {
+                Ok((entry, decisions)) => {
+                    super::keep_decisions("user", decisions, &mut why);
+                    entry
+                }
+                Err(e) => {
+                    refusals.push(refused("User", id, &name, e.to_string()));
+                    continue;
+                }
+            };
+            // A user the IdP deactivated whose entry is still active (deprovisioning then
+            // kept it): the rules decide again. Entries already deprovisioned stay as they are.
+            if inactive && current.as_ref().is_some_and(|e| e.active && !e.deleted) {
+                match pipeline.deprovision(ctx, &u.body, Trigger::Deactivated).await {
+                    Ok((DeprovisionAction::Keep, d)) => super::keep_decisions("deprovision", d, &mut why),
+                    Ok((action, d)) => {
+                        super::keep_decisions("deprovision", d, &mut why);
+                        entry.lifecycle = Lifecycle::Deprovision(action);
+                    }
+                    Err(e) => {
+                        refusals.push(refused("User", id, &name, e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            let audit = Self::reapply_audit(pipeline, opts, request_id, why);
+            writes.push(ReapplyUser { pk: *pk, id: id.clone(), version: u.meta.version, entry, audit });
+        }
+        Ok((writes, refusals))
+    }
+
+    async fn map_groups(
+        &self,
+        idp: &IdpConnection,
+        pipeline: &dyn MappingPipeline,
+        groups: &[(i64, crate::store::StoredGroup)],
+        opts: &PassOptions,
+        request_id: &str,
+    ) -> (Vec<ReapplyGroup>, Vec<ReapplyOutcome>) {
+        let (mut writes, mut refusals) = (Vec::new(), Vec::new());
+        for (pk, g) in groups {
+            let ctx = MapContext { idp, operation: Operation::Reapply, current: None };
+            let name = g.body.get("displayName").and_then(Value::as_str).unwrap_or_default();
+            match pipeline.map_group(ctx, super::mapping::GroupInput { id: &g.meta.id, body: &g.body }).await {
+                Ok((targets, decisions)) => {
+                    let mut why = Vec::new();
+                    super::keep_decisions("group", decisions, &mut why);
+                    let audit = Self::reapply_audit(pipeline, opts, request_id, why);
+                    writes.push(ReapplyGroup { pk: *pk, id: g.meta.id.clone(), targets, audit });
+                }
+                Err(e) => refusals.push(refused("Group", &g.meta.id, name, e.to_string())),
+            }
+        }
+        (writes, refusals)
+    }
+
+    /// What `pipeline` (a candidate chain, not active) would change if it were applied to
+    /// everything the connection has provisioned. Nothing is written.
+    pub async fn preview(&self, idp: &IdpConnection, pipeline: &dyn MappingPipeline, opts: &PassOptions) -> ScimResult<Report> {
+        let mut report = Report::default();
+        let store_err = |e| store_error(ResourceKind::User, "", e);
+        let mut cursor = 0;
+        loop {
+            let page = self.store.users_after(idp, cursor, opts.batch).await.map_err(store_err)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = *last;
+            let (writes, refusals) = self.map_users(idp, pipeline, &page, opts, "preview").await?;
+            report.absorb(self.store.reapply_users(idp, writes, ReapplyMode::Preview).await.map_err(store_err)?);
+            report.absorb(refusals);
+        }
+        cursor = 0;
+        loop {
+            let page = self.store.groups_after(idp, cursor, opts.batch).await.map_err(store_err)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = *last;
+            let (writes, refusals) = self.map_groups(idp, pipeline, &page, opts, "preview").await;
+            report.absorb(self.store.reapply_groups(idp, writes, ReapplyMode::Preview).await.map_err(store_err)?);
+            report.absorb(refusals);
+        }
+        report.items.sort_by(|a, b| (a.resource_type.as_str(), a.name.as_str()).cmp(&(b.resource_type.as_str(), b.name.as_str())));
+        Ok(report)
+    }
+
+    /// Starts a re-apply of the connection's active rules, or resumes its unfinished one.
+    pub async fn start_or_resume_reapply(&self, idp: &IdpConnection, actor: &str, resume: bool) -> ScimResult<ReapplyJob> {
+        let err = |e| store_error(ResourceKind::User, "", e);
+        let version = self.pipelines.pipeline_for(idp).version();
+        match self.store.reapply_job(idp.id).await.map_err(err)? {
+            Some(j) if j.finished.is_none() && resume => {
+                if j.chain_version != version {
+                    return Err(ScimError::new(409, None, format!("job {} was started with chain version {:?}, the connection now runs {version:?}: start a new one", j.id, j.chain_version)));
+                }
+                Ok(j)
+            }
+            Some(j) if j.finished.is_none() => Err(ScimError::new(409, None, format!("re-apply job {} of {}/{} is unfinished (last progress {}): resume it", j.id, idp.tenant, idp.name, j.updated))),
+            _ if resume => Err(ScimError::new(409, None, format!("{}/{} has no unfinished re-apply job", idp.tenant, idp.name))),
+            _ => self.store.start_reapply(idp, version, actor).await.map_err(err),
+        }
+    }
+
+    /// A job runs with one chain version: if another becomes active, it is ended (failed,
+    /// with the reason) so that a new one can start with the new rules.
+    async fn check_rules(&self, idp: &IdpConnection, job: &ReapplyJob) -> ScimResult<()> {
+        let err = |e| store_error(ResourceKind::User, "", e);
+        let active = self.store.active_chains().await.map_err(err)?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number);
+        if active == job.chain_version {
+            return Ok(());
+        }
+        let why = format!("the active chain version changed from {:?} to {active:?}", job.chain_version);
+        self.store.advance_reapply(job.id, "failed", Some(why.clone())).await.map_err(err)?;
+        Err(ScimError::new(409, None, format!("re-apply job {} stopped: {why}; start a new one", job.id)))
+    }
+
+    /// Runs a re-apply job to the end with the connection's active rules, batch by batch;
+    /// `progress` is told after each committed batch. Stops (the job stays resumable) if the
+    /// connection's active chain version changes under it.
+    pub async fn run_reapply(&self, idp: &IdpConnection, job: ReapplyJob, opts: &PassOptions, progress: &mut (dyn FnMut(&ReapplyJob, &Report) + Send)) -> ScimResult<Report> {
+        let err = |e| store_error(ResourceKind::User, "", e);
+        let pipeline = self.pipelines.pipeline_for(idp);
+        if pipeline.version() != job.chain_version {
+            return Err(ScimError::new(409, None, "the connection's active rules changed since this job started: start a new one"));
+        }
+        let request_id = format!("reapply-{}", job.id);
+        let opts = PassOptions { actor: job.author.clone(), ..opts.clone() };
+        let mut report = Report::default();
+        let mut job = job;
+        if job.phase == "users" {
+            loop {
+                self.check_rules(idp, &job).await?;
+                let page = self.store.users_after(idp, job.cursor, opts.batch).await.map_err(err)?;
+                let Some((last, _)) = page.last() else { break };
+                let cursor = *last;
+                let (writes, refusals) = self.map_users(idp, &*pipeline, &page, &opts, &request_id).await?;
+                let mode = ReapplyMode::Job { id: job.id, cursor, refused: refusals.len() as i64 };
+                report.absorb(self.store.reapply_users(idp, writes, mode).await.map_err(err)?);
+                report.absorb(refusals);
+                job = self.store.reapply_job(idp.id).await.map_err(err)?.ok_or_else(|| ScimError::internal("the re-apply job vanished"))?;
+                progress(&job, &report);
+                tokio::time::sleep(opts.pause).await;
+            }
+            job = self.store.advance_reapply(job.id, "groups", None).await.map_err(err)?;
+        }
+        if job.phase == "groups" {
+            loop {
+                self.check_rules(idp, &job).await?;
+                let page = self.store.groups_after(idp, job.cursor, opts.batch).await.map_err(err)?;
+                let Some((last, _)) = page.last() else { break };
+                let cursor = *last;
+                let (writes, refusals) = self.map_groups(idp, &*pipeline, &page, &opts, &request_id).await;
+                let mode = ReapplyMode::Job { id: job.id, cursor, refused: refusals.len() as i64 };
+                report.absorb(self.store.reapply_groups(idp, writes, mode).await.map_err(err)?);
+                report.absorb(refusals);
+                job = self.store.reapply_job(idp.id).await.map_err(err)?.ok_or_else(|| ScimError::internal("the re-apply job vanished"))?;
+                progress(&job, &report);
+                tokio::time::sleep(opts.pause).await;
+            }
+            job = self.store.advance_reapply(job.id, "done", None).await.map_err(err)?;
+            progress(&job, &report);
+        }
+        Ok(report)
+    }
+}

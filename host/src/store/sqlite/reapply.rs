@@ -1,0 +1,116 @@
+//! Re-apply: batches of users and groups re-mapped by the current rules, each item in its own
+//! savepoint, progress committed with the batch; previews run the same code and roll back.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde_json::Value;
+
+use super::{groups, now, users};
+use crate::store::*;
+
+fn outcome(kind: &str, id: &str, r: StoreResult<(String, Value)>) -> ReapplyOutcome {
+    let (name, status, changes, error) = match r {
+        Ok((name, changes)) => {
+            let status = if changes.as_object().is_some_and(|o| !o.is_empty()) { "changed" } else { "unchanged" };
+            (name, status, changes, None)
+        }
+        Err(StoreError::VersionMismatch) => (String::new(), "skipped", Value::Null, Some("the IdP changed it meanwhile; its write applied the current rules".into())),
+        Err(e) => (String::new(), "failed", Value::Null, Some(e.to_string())),
+    };
+    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name, status: status.into(), changes, error }
+}
+
+/// Runs `f` inside its own savepoint: a failing item leaves nothing behind.
+fn isolated<T>(t: &Transaction<'_>, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<StoreResult<T>> {
+    t.execute_batch("SAVEPOINT item")?;
+    let r = f();
+    t.execute_batch(if r.is_ok() { "RELEASE item" } else { "ROLLBACK TO item; RELEASE item" })?;
+    Ok(r)
+}
+
+fn progress(t: &Transaction<'_>, mode: ReapplyMode, out: &[ReapplyOutcome]) -> StoreResult<()> {
+    let ReapplyMode::Job { id, cursor, refused } = mode else { return Ok(()) };
+    let count = |s: &str| out.iter().filter(|o| o.status == s).count() as i64;
+    let n = t
+        .prepare_cached(
+            "UPDATE reapply_jobs SET cursor = ?2, seen = seen + ?3, changed = changed + ?4, failed = failed + ?5, updated = ?6
+             WHERE id = ?1 AND finished IS NULL AND cursor < ?2",
+        )?
+        .execute(params![id, cursor, out.len() as i64 + refused, count("changed"), count("failed") + refused, now()])?;
+    if n == 0 {
+        // Another process resumed the job and went past this batch: this one must not count.
+        return Err(StoreError::Conflict("the re-apply job moved on without this batch (another process is running it)".into()));
+    }
+    Ok(())
+}
+
+pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let r = isolated(t, || users::reapply(t, idp, &it.id, it.version, &it.entry, &it.audit))?;
+        out.push(outcome("User", &it.id, r));
+    }
+    progress(t, mode, &out)?;
+    Ok(out)
+}
+
+pub fn groups(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyGroup], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+    let mut out = Vec::with_capacity(items.len());
+    for it in items {
+        let r = isolated(t, || groups::reapply(t, idp, &it.id, &it.targets, &it.audit))?;
+        out.push(outcome("Group", &it.id, r));
+    }
+    progress(t, mode, &out)?;
+    Ok(out)
+}
+
+const COLUMNS: &str = "id, idp_id, chain_version, phase, cursor, seen, changed, failed, total, author, started, updated, finished, error";
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<ReapplyJob> {
+    Ok(ReapplyJob {
+        id: r.get(0)?,
+        idp_id: r.get(1)?,
+        chain_version: r.get(2)?,
+        phase: r.get(3)?,
+        cursor: r.get(4)?,
+        seen: r.get(5)?,
+        changed: r.get(6)?,
+        failed: r.get(7)?,
+        total: r.get(8)?,
+        author: r.get(9)?,
+        started: r.get(10)?,
+        updated: r.get(11)?,
+        finished: r.get(12)?,
+        error: r.get(13)?,
+    })
+}
+
+pub fn start(t: &Transaction<'_>, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> StoreResult<ReapplyJob> {
+    let total: i64 = t.query_row(
+        "SELECT (SELECT count(*) FROM users WHERE idp_id = ?1) + (SELECT count(*) FROM groups WHERE idp_id = ?1)",
+        [idp.id],
+        |r| r.get(0),
+    )?;
+    let ts = now();
+    t.execute(
+        "INSERT INTO reapply_jobs (idp_id, chain_version, phase, total, author, started, updated) VALUES (?1, ?2, 'users', ?3, ?4, ?5, ?5)",
+        params![idp.id, chain_version, total, author, ts],
+    )
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("a re-apply of {}/{} is already running (resume it, or wait)", idp.tenant, idp.name)),
+        other => other,
+    })?;
+    Ok(t.query_row(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE id = ?1"), [t.last_insert_rowid()], job_row)?)
+}
+
+pub fn latest(c: &Connection, idp_id: i64) -> StoreResult<Option<ReapplyJob>> {
+    Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE idp_id = ?1 ORDER BY id DESC LIMIT 1"))?.query_row([idp_id], job_row).optional()?)
+}
+
+pub fn advance(t: &Transaction<'_>, job: i64, phase: &str, error: Option<&str>) -> StoreResult<ReapplyJob> {
+    let finished = matches!(phase, "done" | "failed").then(now);
+    t.execute(
+        "UPDATE reapply_jobs SET phase = ?2, cursor = 0, error = ?3, finished = ?4, updated = ?5 WHERE id = ?1 AND finished IS NULL",
+        params![job, phase, error, finished, now()],
+    )?;
+    Ok(t.query_row(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE id = ?1"), [job], job_row)?)
+}
