@@ -145,7 +145,8 @@ async fn run(a: Args) {
     let chained = store.find_idp("bench", "chained").await.unwrap().unwrap();
     let registry = ChainRegistry::default();
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
-    let server = Server::bind_with(&cfg, store, Arc::new(registry)).await.unwrap();
+    // The default guard: the benchmark deprovisions nobody.
+    let server = Server::bind_with(&cfg, store, Arc::new(registry), Default::default()).await.unwrap();
     let url = server.public_url().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {

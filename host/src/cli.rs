@@ -53,6 +53,9 @@ pub enum Command {
     /// Apply the connection's active rules to everything it has provisioned (after a rule
     /// change), in batches, resumable, each change recorded.
     Reapply(ReapplyArgs),
+    /// Destructive operations a connection's guard held: list, approve, reject.
+    #[command(subcommand)]
+    Held(HeldCommand),
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
     /// Show why a directory entry is what it is: owners of its memberships, the IdP users
@@ -63,6 +66,32 @@ pub enum Command {
         user: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeldCommand {
+    /// List held operations (pending ones unless `--all`).
+    List {
+        tenant: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply held operations.
+    Approve {
+        tenant: String,
+        ids: Vec<i64>,
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
+    /// Drop held operations: the entries stay as they are.
+    Reject {
+        tenant: String,
+        ids: Vec<i64>,
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
     },
 }
 
@@ -375,6 +404,19 @@ async fn load_chains(cfg: &Config, rules: &RuleManager<SqliteStore>, seeded: &[(
     Ok(())
 }
 
+/// The guard of every configured connection (others get the default cap).
+fn guards(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<crate::service::guard::Guard> {
+    let mut policies = std::collections::HashMap::new();
+    for t in &cfg.tenants {
+        for i in &t.idps {
+            if let Some((idp, _)) = seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name) {
+                policies.insert(idp.id, i.guard.policy().with_context(|| format!("{}/{}", t.name, i.name))?);
+            }
+        }
+    }
+    Ok(crate::service::guard::Guard::new(policies))
+}
+
 async fn find_idp(store: &SqliteStore, tenant: &str, idp: &str) -> anyhow::Result<IdpConnection> {
     store.find_idp(tenant, idp).await.map_err(store_err)?.with_context(|| format!("no IdP connection {tenant}/{idp}"))
 }
@@ -674,7 +716,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let seeded = seed(&store, &cfg).await?;
             let rules = rule_manager(&cfg, &store)?;
             load_chains(&cfg, &rules, &seeded).await?;
-            let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone()).await?;
+            let guard = Arc::new(guards(&cfg, &seeded)?);
+            let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone(), guard).await?;
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
             println!("  database: {}", cfg.server.db_path().display());
@@ -739,6 +782,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chain(cmd) => chain_command(&cfg, &store, cmd).await,
+        Command::Held(HeldCommand::List { tenant, all, json: as_json }) => {
+            let t = find_tenant(&store, &tenant).await?;
+            let ops = store.held_ops(t.id, if all { None } else { Some("held") }).await.map_err(store_err)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&ops)?);
+            } else {
+                for o in &ops {
+                    println!("#{} {} {} {} ({}) via {} at {} [{}] request {}", o.id, o.status, o.kind, o.user_name, o.resource_id, o.idp, o.at, serde_json::to_string(&o.action)?, o.request_id);
+                }
+            }
+            Ok(())
+        }
+        Command::Held(HeldCommand::Approve { tenant, ids, author } | HeldCommand::Reject { tenant, ids, author }) if ids.is_empty() => {
+            let _ = (tenant, author);
+            bail!("give the ids of the held operations (mapwright held list)")
+        }
+        Command::Held(cmd @ (HeldCommand::Approve { .. } | HeldCommand::Reject { .. })) => {
+            let approve = matches!(cmd, HeldCommand::Approve { .. });
+            let (HeldCommand::Approve { tenant, ids, author } | HeldCommand::Reject { tenant, ids, author }) = cmd else { return Ok(()) };
+            let t = find_tenant(&store, &tenant).await?;
+            for id in ids {
+                let o = store.decide_held(t.id, id, approve, &format!("admin:{author}")).await.map_err(store_err)?;
+                println!("#{} {}: {} {}", o.id, o.status, o.kind, o.user_name);
+            }
+            Ok(())
+        }
         Command::Reapply(a) => {
             let idp = find_idp(&store, &a.tenant, &a.idp).await?;
             if a.status {

@@ -107,6 +107,34 @@ pub struct IdpConfig {
     /// What a create does when the directory already has the user.
     #[serde(default)]
     pub matching: MatchingConfig,
+    /// The cap on destructive operations and the protected principals.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// `[tenant.idp.guard]`: deactivations and deletions past `max_destructive` in `window_secs`
+/// are held for an admin (`mapwright held`); `protected` userNames (regex) are never
+/// deprovisioned by the IdP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// 0 turns the cap off.
+    pub max_destructive: u32,
+    pub window_secs: u64,
+    pub protected: Vec<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig { max_destructive: crate::service::guard::DEFAULT_MAX, window_secs: 3600, protected: Vec::new() }
+    }
+}
+
+impl GuardConfig {
+    pub fn policy(&self) -> anyhow::Result<crate::service::guard::GuardPolicy> {
+        let max = (self.max_destructive > 0).then_some(self.max_destructive);
+        crate::service::guard::GuardPolicy::new(max, std::time::Duration::from_secs(self.window_secs.max(1)), &self.protected).map_err(|e| anyhow::anyhow!("guard: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

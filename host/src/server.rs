@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::http::{self, AppState, AppStore};
 use crate::store::Store;
 use crate::service::Service;
+use crate::service::guard::Guard;
 use crate::service::mapping::{IdentityRegistry, PipelineRegistry};
 
 pub struct Server {
@@ -22,16 +23,16 @@ pub struct Server {
 impl Server {
     /// Binds the listener (port 0 picks a free port) over an open store.
     pub async fn bind(cfg: &ServerConfig, store: AppStore) -> anyhow::Result<Server> {
-        Server::bind_with(cfg, store, Arc::new(IdentityRegistry::default())).await
+        Server::bind_with(cfg, store, Arc::new(IdentityRegistry::default()), Default::default()).await
     }
 
-    /// Binds with the given per-connection mapping pipelines (rule chains).
-    pub async fn bind_with(cfg: &ServerConfig, store: AppStore, pipelines: Arc<dyn PipelineRegistry>) -> anyhow::Result<Server> {
+    /// Binds with the given per-connection mapping pipelines (rule chains) and guards.
+    pub async fn bind_with(cfg: &ServerConfig, store: AppStore, pipelines: Arc<dyn PipelineRegistry>, guard: Arc<Guard>) -> anyhow::Result<Server> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
         let state = Arc::new(AppState {
-            service: Service::new(Arc::new(store), pipelines),
+            service: Service::new(Arc::new(store), pipelines).with_guard(guard),
             limiter: Default::default(),
             auth_cache: Default::default(),
             public_url,

@@ -9,6 +9,7 @@ mod dialects;
 mod errors;
 mod filters;
 mod groups;
+mod guard;
 mod harness;
 mod hostile;
 mod isolation;

@@ -5,6 +5,7 @@
 //! the writer thread (mapping can be expensive), then write with a version check; a
 //! concurrent change makes the write retry from a fresh read instead of losing an update.
 
+pub mod guard;
 mod locks;
 pub mod mapping;
 pub mod reapply;
@@ -22,7 +23,7 @@ use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
 use crate::store::{GroupUpdate, GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
 use mapping::{GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
-use crate::store::{AuditInfo, DecisionRecord, Lifecycle, MemberRule, MemberRules};
+use crate::store::{AuditInfo, DecisionRecord, DeprovisionAction, Lifecycle, MemberRule, MemberRules};
 
 /// Logs a hook's decisions (debug) and keeps them for the change's audit record.
 fn keep_decisions(what: &str, decisions: mapping::Decisions, into: &mut Vec<DecisionRecord>) {
@@ -70,6 +71,7 @@ pub struct Service<S: Store> {
     store: Arc<S>,
     pipelines: Arc<dyn PipelineRegistry>,
     locks: locks::KeyedLocks,
+    guard: Arc<guard::Guard>,
 }
 
 impl From<MappingError> for ScimError {
@@ -116,7 +118,38 @@ impl Precondition {
 
 impl<S: Store> Service<S> {
     pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
-        Service { store, pipelines, locks: Default::default() }
+        Service { store, pipelines, locks: Default::default(), guard: Default::default() }
+    }
+
+    /// Sets the connections' guards (without one, every connection has the default cap).
+    pub fn with_guard(mut self, guard: Arc<guard::Guard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Asks the guard about deprovisioning an IdP user: `Ok(true)` to go ahead, `Ok(false)`
+    /// to hold it; a protected principal turns the action into `Keep`.
+    async fn guard_deprovision(&self, idp: &IdpConnection, id: &str, body: &Value, action: &mut DeprovisionAction, why: &mut Vec<DecisionRecord>) -> ScimResult<bool> {
+        if *action == DeprovisionAction::Keep {
+            return Ok(true);
+        }
+        let entry = self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+        let idp_name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
+        let names: Vec<&str> = entry.as_ref().map(|e| e.user_name.as_str()).into_iter().chain([idp_name]).collect();
+        Ok(match self.guard.check(idp.id, &names) {
+            guard::Verdict::Allow => true,
+            guard::Verdict::Protected(pattern) => {
+                tracing::warn!(idp = %idp.name, user = id, %pattern, "protected principal: deprovisioning refused");
+                why.push(DecisionRecord { plugin: "guard".into(), rule: "protected".into(), reason: format!("matches protected pattern {pattern}; the entry is kept") });
+                *action = DeprovisionAction::Keep;
+                true
+            }
+            guard::Verdict::Hold { max, window_secs } => {
+                tracing::warn!(idp = %idp.name, user = id, max, window_secs, "guard threshold reached: destructive operation held for an admin");
+                why.push(DecisionRecord { plugin: "guard".into(), rule: "threshold".into(), reason: format!("more than {max} destructive operations in {window_secs} s; held for an admin") });
+                false
+            }
+        })
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -205,6 +238,10 @@ impl<S: Store> Service<S> {
             let mut why = Vec::new();
             let mut w = self.user_write(&*pipeline, idp, op, body, entry.as_ref(), &mut why).await?;
             w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body, &mut why).await?;
+            if let Lifecycle::Deprovision(mut action) = w.entry.lifecycle {
+                let go = self.guard_deprovision(idp, id, &w.body, &mut action, &mut why).await?;
+                w.entry.lifecycle = if go { Lifecycle::Deprovision(action) } else { Lifecycle::Held(action) };
+            }
             match self.store.update_user(idp, id, cur.meta.version, w, call.audit(op, why)).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
@@ -232,11 +269,12 @@ impl<S: Store> Service<S> {
         let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
         pre.check(cur.meta.version)?;
         let ctx = MapContext { idp, operation: Operation::Delete, current: None };
-        let (action, decisions) = pipeline.deprovision(ctx, &cur.body, Trigger::Deleted).await?;
+        let (mut action, decisions) = pipeline.deprovision(ctx, &cur.body, Trigger::Deleted).await?;
         let mut why = Vec::new();
         keep_decisions("deprovision", decisions, &mut why);
+        let go = self.guard_deprovision(idp, id, &cur.body, &mut action, &mut why).await?;
         let expected = pre.is_set().then_some(cur.meta.version);
-        self.store.delete_user(idp, id, expected, action, call.audit(Operation::Delete, why)).await.map_err(|e| store_error(ResourceKind::User, id, e))
+        self.store.delete_user(idp, id, expected, action, !go, call.audit(Operation::Delete, why)).await.map_err(|e| store_error(ResourceKind::User, id, e))
     }
 
     // -- Groups ---------------------------------------------------------------------------

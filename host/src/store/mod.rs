@@ -114,7 +114,8 @@ pub struct TokenRecord {
 }
 
 /// What deprovisioning does to a directory entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
 pub enum DeprovisionAction {
     /// Keep the entry, inactive, memberships snapshotted.
     Disable,
@@ -135,6 +136,29 @@ pub enum Lifecycle {
     Deprovision(DeprovisionAction),
     /// The IdP reactivated the user; `restore` re-grants what deprovisioning snapshotted.
     Reactivate { restore: bool },
+    /// The IdP deactivated the user past the connection's guard threshold: the IdP view
+    /// records it, the entry stays as it is, and the action waits for an admin.
+    Held(DeprovisionAction),
+}
+
+/// A destructive operation held by a connection's guard until an admin decides.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeldOp {
+    pub id: i64,
+    pub idp: String,
+    /// `deactivate` or `delete`.
+    pub kind: String,
+    /// The IdP user's SCIM id.
+    pub resource_id: String,
+    /// The directory entry it would change.
+    pub user_name: String,
+    pub action: DeprovisionAction,
+    pub request_id: String,
+    pub at: String,
+    /// `held`, `approved`, `rejected`, or `superseded` (the IdP reactivated the user first).
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
 }
 
 /// The directory entry a user maps to (the output of the mapping pipeline).
@@ -432,8 +456,13 @@ pub trait Store: Send + Sync + 'static {
     fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;
     fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
-    /// Deletes the IdP's user; `action` says what happens to its directory entry.
-    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes the IdP's user; `action` says what happens to its directory entry, now or
+    /// (`hold`) once an admin approves.
+    fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Held operations of a tenant (all statuses, or one), newest first.
+    fn held_ops(&self, tenant_id: i64, status: Option<&str>) -> impl Future<Output = StoreResult<Vec<HeldOp>>> + Send;
+    /// Approves (applies) or rejects a held operation; recorded in the audit trail.
+    fn decide_held(&self, tenant_id: i64, id: i64, approve: bool, by: &str) -> impl Future<Output = StoreResult<HeldOp>> + Send;
     /// Purges soft-deleted entries whose retention ended before `now`; returns how many.
     fn purge_expired(&self, now: &str) -> impl Future<Output = StoreResult<usize>> + Send;
 

@@ -246,6 +246,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX reapply_running ON reapply_jobs(idp_id) WHERE finished IS NULL;
     "#,
+    // 7: destructive operations held by a connection's guard for an admin's decision.
+    r#"
+    CREATE TABLE held_ops (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        idp_id INTEGER NOT NULL,
+        idp_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        entry_id INTEGER NOT NULL,
+        user_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'held',
+        decided_by TEXT,
+        decided_at TEXT
+    );
+    CREATE INDEX held_ops_tenant ON held_ops(tenant_id, status, id);
+    CREATE INDEX held_ops_entry ON held_ops(entry_id, status);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

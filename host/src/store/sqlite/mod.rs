@@ -315,9 +315,17 @@ impl Store for SqliteStore {
         let (idp, id) = (idp.clone(), id.to_string());
         self.write(move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
     }
-    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, audit: AuditInfo) -> StoreResult<()> {
+    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> StoreResult<()> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| users::delete(t, &idp, &id, expected_version, action, &audit)).await
+        self.write(move |t| users::delete(t, &idp, &id, expected_version, action, hold, &audit)).await
+    }
+    async fn held_ops(&self, tenant_id: i64, status: Option<&str>) -> StoreResult<Vec<HeldOp>> {
+        let status = status.map(str::to_string);
+        self.read(move |c| users::held_ops(c, tenant_id, status.as_deref())).await
+    }
+    async fn decide_held(&self, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
+        let by = by.to_string();
+        self.write(move |t| users::decide_held(t, tenant_id, id, approve, &by)).await
     }
     async fn purge_expired(&self, now: &str) -> StoreResult<usize> {
         let now = now.to_string();

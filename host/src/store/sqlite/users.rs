@@ -230,7 +230,7 @@ pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i6
 /// a user the IdP keeps deactivated leaves the flag as deprovisioning set it: a `keep`
 /// decision stays active through later updates.
 fn write_entry(t: &Transaction<'_>, entry_id: i64, e: &EntryWrite, ts: &str) -> StoreResult<()> {
-    let decides_active = e.active || e.lifecycle != Lifecycle::Unchanged;
+    let decides_active = e.active || matches!(e.lifecycle, Lifecycle::Deprovision(_) | Lifecycle::Reactivate { .. });
     t.prepare_cached(
         "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6 WHERE id = ?1",
     )?
@@ -261,6 +261,10 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     write_entry(t, entry_id, &w.entry, &ts)?;
     rule_groups(t, idp, entry_id, &w.entry)?;
     apply_lifecycle(t, pk, entry_id, w.entry.lifecycle, &ts)?;
+    let held = match w.entry.lifecycle {
+        Lifecycle::Held(a) => Some(hold(t, idp, "deactivate", id, entry_id, a, &info.request_id)?),
+        _ => None,
+    };
     t.prepare_cached(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
@@ -271,6 +275,9 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
     let before_body: Option<Value> = before_body.and_then(|b| serde_json::from_str(&b).ok());
     changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
+    if let Some(h) = held {
+        changes["held"] = serde_json::json!(h);
+    }
     let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
     audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)?;
     let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
@@ -292,9 +299,92 @@ fn apply_lifecycle(t: &Transaction<'_>, user_pk: i64, entry_id: i64, lifecycle: 
                 deprovision_entry(t, entry_id, a, ts)?;
             }
         }
-        Lifecycle::Reactivate { restore } => reactivate_entry(t, entry_id, user_pk, restore)?,
+        Lifecycle::Reactivate { restore } => {
+            // What was held for this user is moot once the IdP brings it back.
+            t.prepare_cached("UPDATE held_ops SET status = 'superseded', decided_at = ?2 WHERE entry_id = ?1 AND status = 'held'")?.execute(params![entry_id, ts])?;
+            reactivate_entry(t, entry_id, user_pk, restore)?
+        }
+        Lifecycle::Held(_) => {}
     }
     Ok(())
+}
+
+/// Records a destructive operation held for an admin; returns its id.
+fn hold(t: &Transaction<'_>, idp: &IdpConnection, kind: &str, resource_id: &str, entry_id: i64, action: DeprovisionAction, request_id: &str) -> StoreResult<i64> {
+    let name: String = t.prepare_cached("SELECT user_name FROM entries WHERE id = ?1")?.query_row([entry_id], |r| r.get(0))?;
+    let action = serde_json::to_string(&action).map_err(|e| StoreError::Backend(e.to_string()))?;
+    t.prepare_cached(
+        "INSERT INTO held_ops (tenant_id, idp_id, idp_name, kind, resource_id, entry_id, user_name, action, request_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![idp.tenant_id, idp.id, idp.name, kind, resource_id, entry_id, name, action, request_id, now()])?;
+    Ok(t.last_insert_rowid())
+}
+
+const HELD_COLUMNS: &str = "id, idp_name, kind, resource_id, user_name, action, request_id, at, status, decided_by, decided_at";
+
+fn held_row(r: &Row<'_>) -> rusqlite::Result<HeldOp> {
+    let action: String = r.get(5)?;
+    Ok(HeldOp {
+        id: r.get(0)?,
+        idp: r.get(1)?,
+        kind: r.get(2)?,
+        resource_id: r.get(3)?,
+        user_name: r.get(4)?,
+        action: serde_json::from_str(&action).map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
+        request_id: r.get(6)?,
+        at: r.get(7)?,
+        status: r.get(8)?,
+        decided_by: r.get(9)?,
+        decided_at: r.get(10)?,
+    })
+}
+
+pub fn held_ops(c: &Connection, tenant_id: i64, status: Option<&str>) -> StoreResult<Vec<HeldOp>> {
+    let mut st = c.prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC"))?;
+    let rows = st.query_map(params![tenant_id, status], held_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Applies (approve) or drops (reject) a held operation, with its audit record.
+pub fn decide_held(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
+    let op = t
+        .prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE tenant_id = ?1 AND id = ?2"))?
+        .query_row(params![tenant_id, id], held_row)
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::NotFound => StoreError::InvalidReference(format!("no held operation {id}")),
+            other => other,
+        })?;
+    if op.status != "held" {
+        return Err(StoreError::Conflict(format!("held operation {id} is already {}", op.status)));
+    }
+    let entry_id: i64 = t.prepare_cached("SELECT entry_id FROM held_ops WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    let before = audit::entry_state(t, entry_id)?;
+    let ts = now();
+    if approve && before.is_some() {
+        // Still shared with an active IdP user of another connection: that user keeps it.
+        let shared: bool = t
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND active = 1)")?
+            .query_row([entry_id], |r| r.get(0))?;
+        if !shared {
+            let orphan: bool = t.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;
+            match op.action {
+                DeprovisionAction::Delete { retention_days: 0 } if orphan => {
+                    t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
+                }
+                DeprovisionAction::Keep => {}
+                a => deprovision_entry(t, entry_id, a, &ts)?,
+            }
+        }
+    }
+    let status = if approve { "approved" } else { "rejected" };
+    t.prepare_cached("UPDATE held_ops SET status = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1")?.execute(params![id, status, by, ts])?;
+    let after = audit::entry_state(t, entry_id)?;
+    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    changes["held"] = serde_json::json!({"id": id, "decision": status});
+    let info = AuditInfo { actor: by.to_string(), request_id: format!("held-{id}"), operation: format!("{status}-{}", op.kind), ..Default::default() };
+    let subject = Subject { tenant_id, idp: None, resource_type: "User", resource_id: &op.resource_id, entry: Some((entry_id, &op.user_name)) };
+    audit::record(t, &subject, &info, &changes)?;
+    Ok(t.prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE id = ?1"))?.query_row([id], held_row)?)
 }
 
 /// Re-applies the rules to one IdP user: only its directory entry changes (the IdP view, its
@@ -324,13 +414,18 @@ pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, info: &AuditInfo) -> StoreResult<()> {
+pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, held: bool, info: &AuditInfo) -> StoreResult<()> {
     let (pk, entry_id) = current(t, idp.id, id, expected_version)?;
     let before = audit::entry_state(t, entry_id)?;
-    delete_user_row(t, pk, entry_id, action)?;
+    let hold_id = if held { Some(hold(t, idp, "delete", id, entry_id, action, &info.request_id)?) } else { None };
+    // A held deletion removes the IdP's user and leaves the entry as it is for now.
+    delete_user_row(t, pk, entry_id, if held { DeprovisionAction::Keep } else { action })?;
     let after = audit::entry_state(t, entry_id)?;
     let name = before.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
-    let changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    if let Some(h) = hold_id {
+        changes["held"] = serde_json::json!(h);
+    }
     audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)
 }
 
