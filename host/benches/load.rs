@@ -25,6 +25,8 @@ use mapwright::plugins::chain::{Chain, ChainRegistry, EntrySpec, PluginSource};
 use mapwright::plugins::runtime::Runtime;
 use mapwright::plugins::sandbox::Limits;
 use mapwright::service::mapping::{MapContext, MappingPipeline, Operation};
+use mapwright::service::rules::RuleManager;
+use mapwright::store::rules::{VersionNote, VersionSource};
 use mapwright::store::{NewIdp, RateLimit, Store};
 use serde_json::json;
 
@@ -138,15 +140,18 @@ async fn run(a: Args) {
     // Large enough for one request carrying 50k members.
     let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), body_limit: 16 << 20, ..Default::default() };
     let mut tokens = Vec::new();
-    for name in ["c1", "c8", "c64", "lookup", "plain", "chained"] {
+    for name in ["c1", "c8", "c64", "lookup", "plain", "chained", "swapped"] {
         tokens.push(connection(&store, name).await);
     }
-    let runtime = Arc::new(Runtime::new().unwrap());
+    let runtime = Arc::new(Runtime::new().unwrap().with_disk_cache(dir.path().join("plugin-cache")));
     let chained = store.find_idp("bench", "chained").await.unwrap().unwrap();
-    let registry = ChainRegistry::default();
+    let swapped = store.find_idp("bench", "swapped").await.unwrap().unwrap();
+    let registry = Arc::new(ChainRegistry::default());
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
+    let shared_store = Arc::new(store.clone());
+    let rules = Arc::new(RuleManager::new(shared_store.clone(), runtime.clone(), registry.clone()));
     // The default guard: the benchmark deprovisions nobody.
-    let server = Server::bind_with(&cfg, store, Arc::new(registry), Default::default()).await.unwrap();
+    let server = Server::bind_with(&cfg, store, registry.clone(), Default::default()).await.unwrap();
     let url = server.public_url().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {
@@ -172,6 +177,45 @@ async fn run(a: Args) {
         }
     }
     println!("3-plugin chain throughput / no chain = {:.3} (overhead {:.1}%)", chained_rate / plain_rate, (1.0 - chained_rate / plain_rate) * 100.0);
+
+    // Rule swaps: time from a new version submitted to the rules serving requests, with the
+    // plugins compiled for the first time and with them cached; then throughput while the
+    // chain is swapped every 50 ms.
+    swaps(&rules, shared_store.clone(), &swapped).await;
+    {
+        let (client, base, token) = (http.clone(), format!("{url}/scim/v2/bench/swapped/Users"), tokens[6].clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (rules, swapped, stop) = (rules.clone(), swapped.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let case = if n % 2 == 0 { "lower" } else { "upper" };
+                    let def = rules.define(swapped.tenant_id, &username_spec(case), Default::default()).await.unwrap();
+                    rules.set_chain(&swapped, def, note("swap")).await.unwrap();
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                n
+            })
+        };
+        let s = drive(8, a.creates, move |n| {
+            client.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("swap-{n}.x@bench.example")))
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let n = swapper.await.unwrap();
+        s.row(&format!("POST /Users c8, 1-plugin chain swapped {n} times"));
+        let steady = {
+            let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/swapped/Users"), tokens[6].clone());
+            drive(8, a.creates, move |n| {
+                http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("steady-{n}.x@bench.example")))
+            })
+            .await
+        };
+        steady.row("POST /Users c8, same chain, no swaps");
+        println!("throughput during swaps / steady = {:.3}", (s.n as f64 / s.elapsed.as_secs_f64()) / (steady.n as f64 / steady.elapsed.as_secs_f64()));
+    }
 
     let mut create_rates = Vec::new();
     for (i, conc) in [1usize, 8, 64].into_iter().enumerate() {
@@ -268,6 +312,36 @@ async fn run(a: Args) {
     println!("creates/s ratio c8/c1 = {:.2}, c64/c1 = {:.2}", create_rates[1] / create_rates[0], create_rates[2] / create_rates[0]);
     let _ = stop_tx.send(());
     let _ = serving.await;
+}
+
+fn note(what: &str) -> VersionNote {
+    VersionNote { author: "bench".into(), note: what.into(), source: VersionSource::Admin }
+}
+
+fn username_spec(case: &str) -> Vec<EntrySpec> {
+    vec![EntrySpec { plugin: PluginSource::Builtin("username".into()), config: json!({"source": "email", "local_part": true, "case": case}), limits: Limits::default() }]
+}
+
+/// Submitted-to-serving time of a new chain version: plugins never compiled by this engine
+/// (a fresh runtime without artifacts), then the same plugins again (cached).
+async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, idp: &mapwright::store::IdpConnection) {
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = RuleManager::new(store, Arc::new(Runtime::new().unwrap().with_disk_cache(fresh_dir.path().to_path_buf())), rules.registry().clone());
+    let t = Instant::now();
+    let def = fresh.define(idp.tenant_id, &three_plugin_chain(), Default::default()).await.unwrap();
+    fresh.set_chain(idp, def, note("uncached")).await.unwrap();
+    let uncached = t.elapsed();
+    let mut cached = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let def = rules.define(idp.tenant_id, &username_spec(if i % 2 == 0 { "upper" } else { "lower" }), Default::default()).await.unwrap();
+        rules.set_chain(idp, def, note("cached")).await.unwrap();
+        cached.push(t.elapsed());
+    }
+    cached.sort();
+    println!("{:<44} {:>8.1} ms (3 plugins compiled)", "new chain version serving, uncached", uncached.as_secs_f64() * 1e3);
+    println!("{:<44} {:>8.2} ms (median of 20, 1 plugin)", "new chain version serving, cached", cached[10].as_secs_f64() * 1e3);
+    fresh.runtime().shutdown();
 }
 
 /// The rule chain every "chained" scenario uses: username, groups, attributes.
