@@ -318,6 +318,9 @@ pub enum IdpCommand {
     },
 }
 
+/// How often a watched rules directory is read (a change applies after two equal reads).
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often a server looks for chain versions another process activated.
 const RULES_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -734,9 +737,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Last, so that a script reading the banner has everything once it sees this line.
             println!("Mapwright listening on {public}");
             // Chain versions activated by another process (the CLI) are picked up from the store.
-            let watcher = rules.clone().watch_store(RULES_POLL);
+            let mut watchers = vec![rules.clone().watch_store(RULES_POLL)];
+            for t in &cfg.tenants {
+                for i in &t.idps {
+                    if let (Some(dir), Some((idp, _))) = (&i.watch, seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name)) {
+                        let dir = cfg.base_dir.join(dir);
+                        tracing::info!(tenant = %t.name, idp = %i.name, dir = %dir.display(), "watching a rules directory");
+                        watchers.push(rules.clone().watch_dir(idp.clone(), dir, t.plugin_limits, WATCH_POLL));
+                    }
+                }
+            }
             let served = srv.serve(shutdown).await;
-            watcher.abort();
+            for w in watchers {
+                w.abort();
+            }
             rules.runtime().shutdown();
             served
         }

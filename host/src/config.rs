@@ -110,6 +110,9 @@ pub struct IdpConfig {
     /// The cap on destructive operations and the protected principals.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// A directory holding this connection's `chain.toml` (and plugins), watched: changes
+    /// become new chain versions without any command (relative to the configuration file).
+    pub watch: Option<PathBuf>,
 }
 
 /// `[tenant.idp.guard]`: deactivations and deletions past `max_destructive` in `window_secs`

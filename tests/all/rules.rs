@@ -378,3 +378,33 @@ fn a_reapply_killed_halfway_resumes_and_finishes() {
         assert!(directory_entry(&s.db(), "acme", &format!("resume.user{i}")).is_some(), "user {i} re-applied");
     }
 }
+
+#[test]
+fn a_watched_directory_goes_live_when_its_files_change() {
+    let s = Server::start_with(&format!("{TENANT}watch = \"rules/okta\"\n"));
+    let okta = s.declared("acme", "okta");
+    let dir = s.dir.path().join("rules/okta");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |case: &str| {
+        // Written to a temporary name and renamed, as deploy tools do; the watcher also
+        // waits for the files to stay the same for a poll.
+        let tmp = dir.join("chain.toml.tmp");
+        std::fs::write(&tmp, format!("[[entry]]\nplugin = \"builtin:username\"\nconfig = {{ source = \"email\", local_part = true, case = \"{case}\" }}\n")).unwrap();
+        std::fs::rename(&tmp, dir.join("chain.toml")).unwrap();
+    };
+    write("lower");
+    let name = until_version(&okta, "w", "1");
+    assert!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).is_some());
+    let shown: serde_json::Value = serde_json::from_slice(&s.cli(&["chain", "show", "acme", "okta", "--json"]).stdout).unwrap();
+    assert_eq!(shown["source"], "watch");
+
+    // A broken file is refused (logged); version 1 keeps serving; a fixed one goes live.
+    std::fs::write(dir.join("chain.toml"), "[[entry]]\nplugin = \"builtin:username\"\nconfig = { source = \"nowhere\" }\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let (status, v) = create(&okta, "Still.One@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("1")));
+    assert!(s.log().contains("watched chain refused"), "{}", s.log());
+    write("upper");
+    let name = until_version(&okta, "x", "2");
+    assert!(directory_entry(&s.db(), "acme", &name.split('@').next().unwrap().to_uppercase()).is_some());
+}

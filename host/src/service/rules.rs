@@ -163,10 +163,16 @@ impl<S: Store> RuleManager<S> {
     /// what the configuration declared last time: editing the file changes the rules, while
     /// a restart with the same file keeps a version activated since (by the CLI, say).
     pub async fn apply_config(&self, idp: &IdpConnection, specs: &[EntrySpec], matching: MatchPolicy) -> Result<Option<ChainVersion>, RulesError> {
+        let note = VersionNote { author: "config".into(), note: "declared in the configuration file".into(), source: VersionSource::Config };
+        self.apply_source(idp, specs, matching, note).await
+    }
+
+    /// Activates the chain a source (configuration file, watched directory) declares, unless
+    /// it is what that source declared last time.
+    pub async fn apply_source(&self, idp: &IdpConnection, specs: &[EntrySpec], matching: MatchPolicy, note: VersionNote) -> Result<Option<ChainVersion>, RulesError> {
         let def = self.define(idp.tenant_id, specs, matching).await?;
         let versions = self.store.chain_versions(idp.id).await?;
-        let last_from_config = versions.iter().find(|v| v.source == VersionSource::Config);
-        let unchanged = match last_from_config {
+        let unchanged = match versions.iter().find(|v| v.source == note.source) {
             Some(v) => v.definition == def,
             // Nothing recorded and nothing declared: the connection maps identically.
             None => def == ChainDefinition::default(),
@@ -174,8 +180,45 @@ impl<S: Store> RuleManager<S> {
         if unchanged {
             return Ok(None);
         }
-        let note = VersionNote { author: "config".into(), note: "declared in the configuration file".into(), source: VersionSource::Config };
         self.set_chain(idp, def, note).await.map(Some)
+    }
+
+    /// Watches a directory holding a connection's `chain.toml` (and the components it names):
+    /// a change is applied once the files have stayed the same for one poll (debounced, so a
+    /// copy in progress is never loaded half way). A chain that fails to load is logged and
+    /// the active one keeps serving until the files change again.
+    pub fn watch_dir(self: Arc<Self>, idp: IdpConnection, dir: std::path::PathBuf, limits: crate::store::rules::Limits, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let (mut seen, mut applied): (Option<String>, Option<String>) = (None, None);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let print = fingerprint(&dir).await;
+                let stable = print.is_some() && print == seen;
+                seen = print;
+                if !stable || seen == applied {
+                    continue;
+                }
+                applied = seen.clone();
+                let file = dir.join("chain.toml");
+                let loaded = crate::config::ChainFile::load(&file)
+                    .and_then(|c| Ok((crate::config::chain_specs(&c.entries, &limits, &dir)?, c.matching.policy())));
+                let (specs, matching) = match loaded {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(tenant = %idp.tenant, idp = %idp.name, error = format!("{e:#}"), "watched chain refused; the active rules keep serving");
+                        continue;
+                    }
+                };
+                let note = VersionNote { author: "watch".into(), note: format!("from {}", dir.display()), source: VersionSource::Watch };
+                match self.apply_source(&idp, &specs, matching, note).await {
+                    Ok(Some(v)) => tracing::info!(tenant = %idp.tenant, idp = %idp.name, version = v.number, "watched chain applied"),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(tenant = %idp.tenant, idp = %idp.name, error = %e, "watched chain refused; the active rules keep serving"),
+                }
+            }
+        })
     }
 
     /// Loads every connection's active version that the registry does not run yet (all of
@@ -226,4 +269,27 @@ impl<S: Store> RuleManager<S> {
             }
         })
     }
+}
+
+/// A digest of the regular files of a directory (names and contents); `None` if it cannot
+/// be read or has no `chain.toml`. Read on a blocking thread.
+async fn fingerprint(dir: &std::path::Path) -> Option<String> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use sha2::{Digest, Sha256};
+        let mut files: Vec<_> = std::fs::read_dir(&dir).ok()?.filter_map(Result::ok).filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.path()).collect();
+        files.sort();
+        if !files.iter().any(|f| f.file_name().is_some_and(|n| n == "chain.toml")) {
+            return None;
+        }
+        let mut h = Sha256::new();
+        for f in files {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update(std::fs::read(&f).ok()?);
+        }
+        Some(hex::encode(h.finalize()))
+    })
+    .await
+    .ok()
+    .flatten()
 }
