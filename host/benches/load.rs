@@ -190,7 +190,7 @@ async fn run(a: Args) {
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let case = if n % 2 == 0 { "lower" } else { "upper" };
+                    let case = if n.is_multiple_of(2) { "lower" } else { "upper" };
                     let def = rules.define(swapped.tenant_id, &username_spec(case), Default::default()).await.unwrap();
                     rules.set_chain(&swapped, def, note("swap")).await.unwrap();
                     n += 1;
@@ -334,7 +334,7 @@ async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, i
     let mut cached = Vec::new();
     for i in 0..20 {
         let t = Instant::now();
-        let def = rules.define(idp.tenant_id, &username_spec(if i % 2 == 0 { "upper" } else { "lower" }), Default::default()).await.unwrap();
+        let def = rules.define(idp.tenant_id, &username_spec(if i.is_multiple_of(2) { "upper" } else { "lower" }), Default::default()).await.unwrap();
         rules.set_chain(idp, def, note("cached")).await.unwrap();
         cached.push(t.elapsed());
     }
