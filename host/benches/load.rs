@@ -332,7 +332,7 @@ async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, i
     fresh.set_chain(idp, def, note("uncached")).await.unwrap();
     let uncached = t.elapsed();
     let mut cached = Vec::new();
-    for i in 0..20 {
+    for i in 0..20u32 {
         let t = Instant::now();
         let def = rules.define(idp.tenant_id, &username_spec(if i.is_multiple_of(2) { "upper" } else { "lower" }), Default::default()).await.unwrap();
         rules.set_chain(idp, def, note("cached")).await.unwrap();
