@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, username};
+use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, self_test, username};
 use crate::bindings::mapwright::plugin::types as wit;
 use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, Trigger, User};
 
@@ -92,6 +92,13 @@ impl<P: Plugin> meta::Guest for Adapter<P> {
 
     fn validate_config(config: String) -> Result<(), String> {
         self::config::<P>(&config).map(|_| ())
+    }
+}
+
+impl<P: Plugin> self_test::Guest for Adapter<P> {
+    fn run(config: String) -> Result<(), String> {
+        let c = self::config::<P>(&config)?;
+        P::self_test(&c).map_err(|e| format!("self-test of {} failed: {e}", P::NAME))
     }
 }
 

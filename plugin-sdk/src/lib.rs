@@ -248,6 +248,31 @@ pub trait Plugin: 'static {
         Ok(())
     }
 
+    /// Runs the plugin's own examples with this configuration before a chain version that
+    /// uses it goes live; an `Err` (say, the first failing example) refuses the version and
+    /// the active rules keep serving. Called once per activation, after [`Plugin::validate`].
+    ///
+    /// ```
+    /// use mapwright_plugin_sdk::{testing, Context, Decision, Hook, Plugin, Rejection, User};
+    /// struct Lower;
+    /// impl Plugin for Lower {
+    ///     type Config = ();
+    ///     const NAME: &'static str = "lower";
+    ///     const HOOKS: &'static [Hook] = &[Hook::Username];
+    ///     fn username(_: &Context, _: &(), _: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
+    ///         Ok(Decision::new(proposed.to_lowercase()))
+    ///     }
+    ///     fn self_test(config: &()) -> Result<(), String> {
+    ///         let out = testing::username::<Lower>("null", r#"{"userName": "Jane"}"#).map_err(|r| r.reason)?;
+    ///         if out.value == "jane" { Ok(()) } else { Err(format!("Jane became {}", out.value)) }
+    ///     }
+    /// }
+    /// assert!(Lower::self_test(&()).is_ok());
+    /// ```
+    fn self_test(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The username to store. `proposed` is the IdP's userName or the previous entry's
     /// decision.
     fn username(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {

@@ -12,6 +12,11 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mapwright");
 
+/// Paths of the test-only plugin components (`tests/plugins/*`), built by `host/build.rs`.
+pub mod test_plugins {
+    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+}
+
 pub struct Server {
     child: Child,
     pub dir: tempfile::TempDir,

@@ -3,11 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::Server;
-
-mod paths {
-    include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
-}
+use crate::harness::{Server, test_plugins as paths};
 
 fn config() -> String {
     format!(

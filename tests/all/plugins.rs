@@ -178,7 +178,7 @@ fn plugin_inspect_and_test_commands() {
     let s = Server::start();
     let out = s.cli(&["plugin", "inspect", "builtin:username"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("name:      username") && text.contains("contract:  mapwright:plugin@0.1.0") && text.contains("hooks:     username"), "{text}");
+    assert!(out.status.success() && text.contains("name:      username") && text.contains("contract:  mapwright:plugin@0.1.1") && text.contains("hooks:     username"), "{text}");
     let dir = s.dir.path();
     std::fs::write(dir.join("user.json"), r#"{"userName": "Zoë.Ångström@acme.com", "emails": [{"value": "Zoë.Ångström@acme.com", "primary": true}]}"#).unwrap();
     std::fs::write(dir.join("config.json"), r#"{"source": "email", "local_part": true, "transliterate": true, "case": "lower"}"#).unwrap();

@@ -408,3 +408,42 @@ fn a_watched_directory_goes_live_when_its_files_change() {
     let name = until_version(&okta, "x", "2");
     assert!(directory_entry(&s.db(), "acme", &name.split('@').next().unwrap().to_uppercase()).is_some());
 }
+
+#[test]
+fn a_plugin_built_for_contract_0_1_0_still_loads_and_runs() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let legacy = crate::harness::test_plugins::LEGACY;
+    let out = s.cli(&["plugin", "inspect", legacy]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("contract:  mapwright:plugin@0.1.0"), "{text}");
+    let newer = String::from_utf8_lossy(&s.cli(&["plugin", "inspect", "builtin:username"]).stdout).to_string();
+    assert!(!newer.contains("@0.1.0"), "the built-in plugins are built against a newer contract: {newer}");
+    let file = s.dir.path().join("legacy.toml");
+    std::fs::write(&file, format!("[[entry]]\nplugin = {legacy:?}\n")).unwrap();
+    let out = set(&s, file.to_str().unwrap(), "an old plugin");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = until_version(&okta, "old", "1");
+    assert!(directory_entry(&s.db(), "acme", &format!("{name}-legacy")).is_some());
+}
+
+#[test]
+fn a_failing_self_test_refuses_the_version() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ local_part = true }"#);
+    assert!(set(&s, &v1, "ok").status.success());
+    until_version(&okta, "a", "1");
+    // The username plugin's self-test runs the entry's own examples: one that the rules do
+    // not meet refuses the version, naming the example.
+    let bad = chain_file(&s, "bad.toml", r#"{ local_part = true, examples = [{ user = { userName = "Jane@x.com" }, expect = "Jane" }, { user = { userName = "Bob@x.com" }, expect = "bob" }] }"#);
+    let out = set(&s, &bad, "self-test fails");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("self-test of username failed: example 2: Bob@x.com became 'Bob', expected 'bob'"), "{err}");
+    let (status, v) = create(&okta, "Still@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("1")));
+    let good = chain_file(&s, "good.toml", r#"{ local_part = true, case = "lower", examples = [{ user = { userName = "Bob@x.com" }, expect = "bob" }, { user = { userName = "" }, reject = true }] }"#);
+    assert!(set(&s, &good, "examples pass").status.success());
+    until_version(&okta, "g", "2");
+}

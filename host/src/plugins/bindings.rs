@@ -3,7 +3,16 @@
 #![allow(missing_docs, clippy::all)]
 
 wasmtime::component::bindgen!({
-    world: "rules",
+    world: "host-rules",
     path: "../plugin-sdk/wit",
     exports: { default: async },
 });
+
+/// The optional `self-test` export (contract 0.1.1), bound separately.
+pub mod self_test {
+    wasmtime::component::bindgen!({
+        world: "self-tested",
+        path: "../plugin-sdk/wit",
+        exports: { default: async },
+    });
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::Store;
 
 use super::PluginError;
-use super::bindings::Rules;
+use super::bindings::HostRules as Rules;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
 use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime, budget};
@@ -78,12 +78,28 @@ impl Entry {
         e.arm(&mut inst);
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
-            Ok(Ok(())) => {
-                e.put_back(inst);
-                Ok(e)
-            }
-            Ok(Err(reason)) => Err(PluginError::Config { plugin: e.plugin.name.clone(), reason }),
-            Err(trap) => Err(e.fault(&inst, &trap)),
+            Ok(Ok(())) => e.put_back(inst),
+            Ok(Err(reason)) => return Err(PluginError::Config { plugin: e.plugin.name.clone(), reason }),
+            Err(trap) => return Err(e.fault(&inst, &trap)),
+        }
+        e.self_test().await?;
+        Ok(e)
+    }
+
+    /// Runs the plugin's own examples with this entry's configuration, on an instance of its
+    /// own (discarded after), if the plugin has a self-test.
+    async fn self_test(&self) -> Result<(), PluginError> {
+        let Some(pre) = &self.plugin.self_test else { return Ok(()) };
+        let mut store = Store::new(&self.runtime.engine, SandboxState::new(&self.limits));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(budget);
+        self.arm_store(&mut store);
+        let fault = |reason: String| PluginError::Fault { plugin: self.plugin.name.clone(), reason };
+        let st = pre.instantiate_async(&mut store).await.map_err(|e| fault(format!("self-test instantiation failed: {e:#}")))?;
+        match st.mapwright_plugin_self_test().call_run(&mut store, &self.config).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(PluginError::Config { plugin: self.plugin.name.clone(), reason }),
+            Err(trap) => Err(fault(format!("self-test trapped: {}", trap.root_cause()))),
         }
     }
 

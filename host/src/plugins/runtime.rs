@@ -14,7 +14,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::PluginError;
-use super::bindings::RulesPre;
+use super::bindings::HostRulesPre as RulesPre;
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
 use super::sandbox::{Limits, SandboxState};
 
@@ -46,6 +46,8 @@ pub struct LoadedPlugin {
     /// The component's size in bytes.
     pub size: usize,
     pub(crate) pre: RulesPre<SandboxState>,
+    /// The optional self-test export (contract 0.1.1 and later).
+    pub(crate) self_test: Option<super::bindings::self_test::SelfTestedPre<SandboxState>>,
 }
 
 impl LoadedPlugin {
@@ -210,6 +212,8 @@ impl Runtime {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}"))
         })?;
+        // Optional exports are bound on their own: a component without them still loads.
+        let self_test = super::bindings::self_test::SelfTestedPre::new(instance_pre.clone()).ok();
         let pre = RulesPre::new(instance_pre).map_err(|e| {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
@@ -233,7 +237,7 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre });
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre, self_test });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, loaded.clone());
         }

@@ -36,7 +36,7 @@ pub struct PluginRecord {
     pub hash: String,
     pub name: String,
     pub version: String,
-    /// The contract version it was built against (`0.1.0`).
+    /// The contract version it was built against (`0.1.1`).
     pub contract: String,
     /// The hooks it implements.
     pub hooks: Vec<String>,

@@ -16,6 +16,11 @@
 //! `keep_existing`: a user already in the directory keeps its username; the rules apply only
 //! when the entry is created (stable usernames when an email changes).
 //!
+//! `examples`: the rules' own tests, run before a chain version with this configuration goes
+//! live (the plugin's self-test); a version whose examples fail is refused:
+//! `[{ user = { userName = "x", emails = [{ value = "jane.doe@acme.com" }] }, expect = "jdoe" },
+//!   { user = { userName = "bot" }, reject = true }]`.
+//!
 //! ```json
 //! {"source": "email", "local_part": true, "replace": [{"pattern": "^(.)[^.]*\\.(.*)$", "with": "$1$2"}], "case": "lower"}
 //! ```
@@ -63,6 +68,19 @@ pub struct Config {
     pub domain: Option<String>,
     pub require: Option<Pattern>,
     pub keep_existing: bool,
+    pub examples: Vec<Example>,
+}
+
+/// An example the configuration must satisfy: this IdP user becomes `expect`, or (`reject`)
+/// is refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Example {
+    pub user: mapwright_plugin_sdk::Value,
+    #[serde(default)]
+    pub expect: Option<String>,
+    #[serde(default)]
+    pub reject: bool,
 }
 
 /// One parsed piece of a template.
@@ -134,6 +152,24 @@ impl Plugin for Username {
     type Config = Config;
     const NAME: &'static str = "username";
     const HOOKS: &'static [Hook] = &[Hook::Username];
+
+    fn self_test(c: &Config) -> Result<(), String> {
+        for (i, ex) in c.examples.iter().enumerate() {
+            let n = i + 1;
+            let user = User::from_json(&ex.user.to_string()).map_err(|e| format!("example {n}: the user is not a SCIM user: {e}"))?;
+            let got = Self::username(&Context::test(), c, &user, user.user_name());
+            let shown = user.primary_email().unwrap_or(user.user_name()).to_string();
+            match (got, &ex.expect, ex.reject) {
+                (Ok(d), Some(want), false) if d.value == *want => {}
+                (Err(_), None, true) => {}
+                (Ok(d), _, true) => return Err(format!("example {n}: {shown} became '{}', expected a rejection", d.value)),
+                (Ok(d), Some(want), false) => return Err(format!("example {n}: {shown} became '{}', expected '{want}'", d.value)),
+                (Err(r), Some(want), _) => return Err(format!("example {n}: {shown} was rejected ({}), expected '{want}'", r.reason)),
+                (_, None, false) => return Err(format!("example {n}: give `expect` or `reject = true`")),
+            }
+        }
+        Ok(())
+    }
 
     fn validate(c: &Config) -> Result<(), String> {
         match (c.source, &c.template) {
@@ -278,5 +314,27 @@ mod tests {
             assert!(testing::validate_config::<Username>(c).is_err(), "{c}");
         }
         assert!(testing::validate_config::<Username>("{}").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod self_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cfg(json: &str) -> Config {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn examples_are_the_self_test() {
+        let ok = cfg(r#"{"source": "email", "local_part": true, "case": "lower", "require": "^[a-z.]+$",
+            "examples": [{"user": {"userName": "x", "emails": [{"value": "Jane.Doe@acme.com"}]}, "expect": "jane.doe"},
+                         {"user": {"userName": "x", "emails": [{"value": "j0@acme.com"}]}, "reject": true}]}"#);
+        assert_eq!(Username::self_test(&ok), Ok(()));
+        let wrong = cfg(r#"{"local_part": true, "examples": [{"user": {"userName": "Bob@x.com"}, "expect": "bob"}]}"#);
+        assert_eq!(Username::self_test(&wrong), Err("example 1: Bob@x.com became 'Bob', expected 'bob'".into()));
+        let vague = cfg(r#"{"examples": [{"user": {"userName": "a"}}]}"#);
+        assert!(Username::self_test(&vague).unwrap_err().contains("give `expect`"));
     }
 }
