@@ -186,6 +186,35 @@ pub enum ChainCommand {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Run a stored version beside the active one on live traffic, writing nothing but where
+    /// its decisions differ (`--off` stops it).
+    Shadow {
+        tenant: String,
+        idp: String,
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        number: Option<i64>,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Where the shadow version's decisions differed from the active ones, newest first.
+    ShadowReport {
+        tenant: String,
+        idp: String,
+        /// The shadow version (default: the one running now).
+        #[arg(long)]
+        number: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the shadow version the active one (and stop shadowing).
+    Promote {
+        tenant: String,
+        idp: String,
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
     /// Print the active version (or another one).
     Show {
         tenant: String,
@@ -462,6 +491,50 @@ async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> 
             } else {
                 print_report(&report);
             }
+            Ok(())
+        }
+        ChainCommand::Shadow { tenant, idp, number, off } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            if !off && let Some(n) = number {
+                // Check it loads before a running server tries to.
+                let rules = rule_manager(cfg, store)?;
+                let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+                let v = versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?;
+                rules.build(&v.definition).await.context("the shadow version does not load")?;
+                rules.runtime().shutdown();
+            }
+            store.set_shadow(idp.id, if off { None } else { number }).await.map_err(store_err)?;
+            match number.filter(|_| !off) {
+                Some(n) => println!("{}/{}: version {n} runs in shadow beside the active rules", idp.tenant, idp.name),
+                None => println!("{}/{}: shadow evaluation stopped", idp.tenant, idp.name),
+            }
+            Ok(())
+        }
+        ChainCommand::ShadowReport { tenant, idp, number, limit, json } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let number = match number {
+                Some(n) => n,
+                None => store.shadow_chains().await.map_err(store_err)?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).context("no shadow version is running; give --number")?,
+            };
+            let diffs = store.shadow_diffs(idp.id, number, limit).await.map_err(store_err)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diffs)?);
+            } else {
+                println!("shadow version {number} vs active: {} differing decisions (newest first)", diffs.len());
+                for d in &diffs {
+                    println!("  {} {} {} {} (request {}): {}", d.at, d.operation, d.resource_type, d.resource, d.request_id, d.diff);
+                }
+            }
+            Ok(())
+        }
+        ChainCommand::Promote { tenant, idp, author } => {
+            let idp = find_idp(store, &tenant, &idp).await?;
+            let n = store.shadow_chains().await.map_err(store_err)?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).context("no shadow version to promote")?;
+            let rules = rule_manager(cfg, store)?;
+            rules.activate(&idp, n, &author).await.context("the promotion was refused; the active version is unchanged")?;
+            store.set_shadow(idp.id, None).await.map_err(store_err)?;
+            rules.runtime().shutdown();
+            println!("{}/{}: shadow version {n} is now active", idp.tenant, idp.name);
             Ok(())
         }
         ChainCommand::Show { tenant, idp, number, json } => {

@@ -447,3 +447,47 @@ fn a_failing_self_test_refuses_the_version() {
     assert!(set(&s, &good, "examples pass").status.success());
     until_version(&okta, "g", "2");
 }
+
+#[test]
+fn a_shadow_version_records_where_it_differs_and_writes_nothing() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+    assert!(set(&s, &v1, "active").status.success());
+    until_version(&okta, "a", "1");
+    // Version 2 differs only for users whose address has upper-case letters.
+    let v2 = chain_file(&s, "v2.toml", r#"{ source = "email", local_part = true }"#);
+    assert!(s.cli(&["chain", "set", "acme", "okta", "--file", &v2, "--candidate"]).status.success());
+    let out = s.cli(&["chain", "shadow", "acme", "okta", "--number", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+
+    let (status, v) = create(&okta, "Mixed.Case@acme.example");
+    assert_eq!((status, v.as_deref()), (201, Some("1")), "the active rules decide");
+    assert_eq!(create(&okta, "lower.case@acme.example").0, 201);
+    assert!(directory_entry(&s.db(), "acme", "mixed.case").is_some() && directory_entry(&s.db(), "acme", "Mixed.Case").is_some(), "usernames are case-insensitive; the entry is the active rules' one");
+    let e = directory_entry(&s.db(), "acme", "mixed.case").unwrap();
+    assert_eq!(e.user_name, "mixed.case", "the shadow wrote nothing");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let diffs = loop {
+        let d = cli_json(&s, &["chain", "shadow-report", "acme", "okta", "--json"]);
+        if !d.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let diffs = diffs.as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "only the user the versions disagree on: {diffs:?}");
+    assert_eq!(diffs[0]["resource"], "Mixed.Case@acme.example");
+    assert_eq!(diffs[0]["diff"]["userName"], json!(["mixed.case", "Mixed.Case"]));
+    assert_eq!((diffs[0]["active_version"].as_i64(), diffs[0]["shadow_version"].as_i64()), (Some(1), Some(2)));
+    assert!(!diffs[0]["request_id"].as_str().unwrap().is_empty());
+
+    // Promote: version 2 decides from now on, and the shadow stops.
+    let out = s.cli(&["chain", "promote", "acme", "okta"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = until_version(&okta, "Upper", "2");
+    assert_eq!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).unwrap().user_name, name.split('@').next().unwrap());
+    assert!(!s.cli(&["chain", "shadow-report", "acme", "okta"]).status.success(), "no shadow runs any more");
+}

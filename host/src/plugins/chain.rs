@@ -338,6 +338,8 @@ impl MappingPipeline for Unavailable {
 #[derive(Default)]
 pub struct ChainRegistry {
     chains: arc_swap::ArcSwap<HashMap<i64, Arc<dyn MappingPipeline>>>,
+    /// Candidate versions run beside the active ones, without writing.
+    shadows: arc_swap::ArcSwap<HashMap<i64, Arc<Chain>>>,
     identity: Arc<IdentityMapping>,
 }
 
@@ -374,6 +376,24 @@ impl ChainRegistry {
     pub fn version_of(&self, idp_id: i64) -> Option<i64> {
         self.chains.load().get(&idp_id).and_then(|c| c.version())
     }
+
+    /// Runs `chain` beside a connection's active rules (`None`: stop).
+    pub fn set_shadow(&self, idp_id: i64, chain: Option<Chain>) {
+        let chain = chain.map(Arc::new);
+        self.shadows.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            match &chain {
+                Some(c) => m.insert(idp_id, c.clone()),
+                None => m.remove(&idp_id),
+            };
+            m
+        });
+    }
+
+    /// The shadow versions running now, by connection.
+    pub fn shadow_versions(&self) -> HashMap<i64, Option<i64>> {
+        self.shadows.load().iter().map(|(k, c)| (*k, c.version)).collect()
+    }
 }
 
 impl PipelineRegistry for ChainRegistry {
@@ -382,5 +402,9 @@ impl PipelineRegistry for ChainRegistry {
             Some(c) => c.clone(),
             None => self.identity.clone(),
         }
+    }
+
+    fn shadow_for(&self, idp: &IdpConnection) -> Option<Arc<dyn MappingPipeline>> {
+        self.shadows.load().get(&idp.id).map(|c| c.clone() as Arc<dyn MappingPipeline>)
     }
 }

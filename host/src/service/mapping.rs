@@ -160,6 +160,10 @@ impl MappingPipeline for IdentityMapping {
 /// Chooses the pipeline of each IdP connection.
 pub trait PipelineRegistry: Send + Sync {
     fn pipeline_for(&self, idp: &IdpConnection) -> Arc<dyn MappingPipeline>;
+    /// A candidate version to run beside the active one without writing (shadow evaluation).
+    fn shadow_for(&self, _idp: &IdpConnection) -> Option<Arc<dyn MappingPipeline>> {
+        None
+    }
 }
 
 /// Every connection maps with the identity mapping.

@@ -64,6 +64,33 @@ impl<'a> Call<'a> {
     }
 }
 
+/// `{field: [active, shadow]}` for each field where two mappings of one user differ.
+fn entry_write_diff(a: &crate::store::EntryWrite, b: &crate::store::EntryWrite) -> Value {
+    let mut out = serde_json::Map::new();
+    let mut field = |name: &str, x: Value, y: Value| {
+        if x != y {
+            out.insert(name.to_string(), serde_json::json!([x, y]));
+        }
+    };
+    field("userName", a.user_name.clone().into(), b.user_name.clone().into());
+    field("active", a.active.into(), b.active.into());
+    field("grant", serde_json::json!(a.grant), serde_json::json!(b.grant));
+    field("revoke", serde_json::json!(a.revoke), serde_json::json!(b.revoke));
+    let empty = serde_json::Map::new();
+    let (aa, ba) = (a.attributes.as_object().unwrap_or(&empty), b.attributes.as_object().unwrap_or(&empty));
+    let mut attrs = serde_json::Map::new();
+    for k in aa.keys().chain(ba.keys()) {
+        let (x, y) = (aa.get(k).cloned().unwrap_or(Value::Null), ba.get(k).cloned().unwrap_or(Value::Null));
+        if x != y {
+            attrs.insert(k.clone(), serde_json::json!([x, y]));
+        }
+    }
+    if !attrs.is_empty() {
+        out.insert("attributes".into(), Value::Object(attrs));
+    }
+    Value::Object(out)
+}
+
 /// How often a write retries after losing a race with a concurrent write to the same resource.
 const MAX_RETRIES: usize = 8;
 
@@ -166,11 +193,44 @@ impl<S: Store> Service<S> {
         p
     }
 
-    async fn user_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, body: Value, current: Option<&Value>, why: &mut Vec<DecisionRecord>) -> ScimResult<UserWrite> {
-        let ctx = MapContext { idp, operation: op, current };
+    async fn user_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, body: Value, current: Option<&Value>, why: &mut Vec<DecisionRecord>) -> ScimResult<UserWrite> {
+        let ctx = MapContext { idp: call.idp, operation: op, current };
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         keep_decisions("user", decisions, why);
+        self.shadow_user(call, op, pipeline.version(), &body, current, &entry);
         Ok(UserWrite { body, entry, matching: pipeline.matching() })
+    }
+
+    /// With a shadow version on the connection, maps the same input with it off the request
+    /// (a spawned task) and records where its decision differs from the active one's.
+    fn shadow_user(&self, call: &Call<'_>, op: Operation, active_version: Option<i64>, body: &Value, current: Option<&Value>, active: &crate::store::EntryWrite) {
+        let Some(shadow) = self.pipelines.shadow_for(call.idp) else { return };
+        let Some(shadow_version) = shadow.version() else { return };
+        let (store, idp, body, current, active) = (self.store.clone(), call.idp.clone(), body.clone(), current.cloned(), active.clone());
+        let request_id = call.request_id.to_string();
+        tokio::spawn(async move {
+            let ctx = MapContext { idp: &idp, operation: op, current: current.as_ref() };
+            let diff = match shadow.map_user(ctx, &body).await {
+                Ok((e, _)) => entry_write_diff(&active, &e),
+                Err(err) => serde_json::json!({"outcome": ["mapped", err.to_string()]}),
+            };
+            if diff.as_object().is_some_and(|o| o.is_empty()) {
+                return;
+            }
+            let d = crate::store::ShadowDiff {
+                active_version,
+                shadow_version,
+                resource_type: "User".into(),
+                resource: body.get("userName").and_then(Value::as_str).unwrap_or_default().to_string(),
+                operation: op.as_str().into(),
+                request_id,
+                diff,
+                at: String::new(),
+            };
+            if let Err(e) = store.add_shadow_diff(idp.id, d).await {
+                tracing::warn!(error = %e, "recording a shadow difference failed");
+            }
+        });
     }
 
     async fn group_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
@@ -206,7 +266,7 @@ impl<S: Store> Service<S> {
         let body = canonicalize(ResourceKind::User, input)?;
         let pipeline = self.pipeline(call);
         let mut why = Vec::new();
-        let w = self.user_write(&*pipeline, idp, Operation::Create, body, None, &mut why).await?;
+        let w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
         self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
@@ -236,7 +296,7 @@ impl<S: Store> Service<S> {
                 false => None,
             };
             let mut why = Vec::new();
-            let mut w = self.user_write(&*pipeline, idp, op, body, entry.as_ref(), &mut why).await?;
+            let mut w = self.user_write(&*pipeline, call, op, body, entry.as_ref(), &mut why).await?;
             w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body, &mut why).await?;
             if let Lifecycle::Deprovision(mut action) = w.entry.lifecycle {
                 let go = self.guard_deprovision(idp, id, &w.body, &mut action, &mut why).await?;

@@ -252,6 +252,24 @@ impl<S: Store> RuleManager<S> {
                 }
             }
         }
+        let shadows = self.store.shadow_chains().await?;
+        let running = self.registry.shadow_versions();
+        for (idp_id, _) in running.iter().filter(|(id, _)| !shadows.iter().any(|v| v.idp_id == **id)) {
+            self.registry.set_shadow(*idp_id, None);
+            tracing::info!(idp_id, "shadow evaluation stopped");
+        }
+        for v in shadows {
+            if running.get(&v.idp_id) == Some(&Some(v.number)) {
+                continue;
+            }
+            match self.build(&v.definition).await {
+                Ok(chain) => {
+                    self.registry.set_shadow(v.idp_id, Some(chain.with_version(v.number)));
+                    tracing::info!(idp_id = v.idp_id, version = v.number, "shadow evaluation started");
+                }
+                Err(e) => tracing::error!(idp_id = v.idp_id, version = v.number, error = %e, "could not load the shadow chain version"),
+            }
+        }
         *synced = Some(epoch);
         Ok(swapped)
     }

@@ -438,6 +438,21 @@ pub struct ReapplyJob {
     pub error: Option<String>,
 }
 
+/// One decision where a shadow version and the active one differed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShadowDiff {
+    pub active_version: Option<i64>,
+    pub shadow_version: i64,
+    pub resource_type: String,
+    /// The IdP's userName of the user (or displayName of the group).
+    pub resource: String,
+    pub operation: String,
+    pub request_id: String,
+    /// `{field: [active, shadow]}` for every field that differs (or the shadow's error).
+    pub diff: Value,
+    pub at: String,
+}
+
 /// The storage operations the service needs. Every method is one transaction.
 pub trait Store: Send + Sync + 'static {
     fn create_tenant(&self, name: &str) -> impl Future<Output = StoreResult<Tenant>> + Send;
@@ -495,6 +510,14 @@ pub trait Store: Send + Sync + 'static {
     fn chain_activations(&self, idp_id: i64) -> impl Future<Output = StoreResult<Vec<Activation>>> + Send;
     /// The active version of every connection that has one.
     fn active_chains(&self) -> impl Future<Output = StoreResult<Vec<ChainVersion>>> + Send;
+    /// Runs a stored version beside the active one (`None`: stop shadowing).
+    fn set_shadow(&self, idp_id: i64, number: Option<i64>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The shadow version of every connection that has one.
+    fn shadow_chains(&self) -> impl Future<Output = StoreResult<Vec<ChainVersion>>> + Send;
+    /// Records where a shadow version decided differently from the active one.
+    fn add_shadow_diff(&self, idp_id: i64, d: ShadowDiff) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A connection's recorded differences for a shadow version, newest first.
+    fn shadow_diffs(&self, idp_id: i64, version: i64, limit: usize) -> impl Future<Output = StoreResult<Vec<ShadowDiff>>> + Send;
     /// A counter every activation increments: a server polls it to notice activations made
     /// by another process (the CLI) and reload.
     fn rules_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;

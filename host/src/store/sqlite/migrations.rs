@@ -267,6 +267,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX held_ops_tenant ON held_ops(tenant_id, status, id);
     CREATE INDEX held_ops_entry ON held_ops(entry_id, status);
     "#,
+    // 8: shadow evaluation: a candidate version run beside the active one, and where their
+    // decisions differed on live traffic.
+    r#"
+    ALTER TABLE idps ADD COLUMN shadow_chain INTEGER;
+    CREATE TABLE shadow_diffs (
+        id INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        active_version INTEGER,
+        shadow_version INTEGER NOT NULL,
+        resource_type TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        diff TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX shadow_diffs_idp ON shadow_diffs(idp_id, shadow_version, id);
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

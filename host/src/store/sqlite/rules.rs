@@ -138,6 +138,56 @@ pub fn active(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub fn set_shadow(t: &Transaction<'_>, idp_id: i64, number: Option<i64>) -> StoreResult<()> {
+    if let Some(n) = number {
+        get_version(t, idp_id, n).map_err(|e| match e {
+            StoreError::NotFound => StoreError::InvalidReference(format!("the connection has no chain version {n}")),
+            other => other,
+        })?;
+    }
+    t.execute("UPDATE idps SET shadow_chain = ?2 WHERE id = ?1", params![idp_id, number])?;
+    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", [])?;
+    Ok(())
+}
+
+pub fn shadows(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.shadow_chain ORDER BY i.id"
+    ))?;
+    let rows = st.query_map([], version_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn add_shadow_diff(t: &Transaction<'_>, idp_id: i64, d: &crate::store::ShadowDiff) -> StoreResult<()> {
+    t.prepare_cached(
+        "INSERT INTO shadow_diffs (idp_id, active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![idp_id, d.active_version, d.shadow_version, d.resource_type, d.resource, d.operation, d.request_id, d.diff.to_string(), now()])?;
+    Ok(())
+}
+
+pub fn shadow_diffs(c: &Connection, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<crate::store::ShadowDiff>> {
+    let mut st = c.prepare_cached(
+        "SELECT active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at FROM shadow_diffs
+         WHERE idp_id = ?1 AND shadow_version = ?2 ORDER BY id DESC LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![idp_id, version, limit as i64], |r| {
+        let diff: String = r.get(6)?;
+        Ok(crate::store::ShadowDiff {
+            active_version: r.get(0)?,
+            shadow_version: r.get(1)?,
+            resource_type: r.get(2)?,
+            resource: r.get(3)?,
+            operation: r.get(4)?,
+            request_id: r.get(5)?,
+            diff: serde_json::from_str(&diff).unwrap_or(serde_json::Value::String(diff)),
+            at: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn epoch(c: &Connection) -> StoreResult<i64> {
     Ok(c.query_row("SELECT value FROM counters WHERE name = 'rules_epoch'", [], |r| r.get(0))?)
 }
