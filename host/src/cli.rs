@@ -56,6 +56,14 @@ pub enum Command {
     /// Destructive operations a connection's guard held: list, approve, reject.
     #[command(subcommand)]
     Held(HeldCommand),
+    /// Where the directory differs from what a connection's IdP says: entries it never
+    /// touched, memberships changed outside its groups, deactivated users holding groups.
+    Drift {
+        tenant: String,
+        idp: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
     /// Show why a directory entry is what it is: owners of its memberships, the IdP users
@@ -892,6 +900,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             for id in ids {
                 let o = store.decide_held(t.id, id, approve, &format!("admin:{author}")).await.map_err(store_err)?;
                 println!("#{} {}: {} {}", o.id, o.status, o.kind, o.user_name);
+            }
+            Ok(())
+        }
+        Command::Drift { tenant, idp, json: as_json } => {
+            let idp = find_idp(&store, &tenant, &idp).await?;
+            let r = store.drift(&idp).await.map_err(store_err)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            println!("drift of {}/{}:", idp.tenant, idp.name);
+            println!("  entries this IdP never touched: {}", r.untouched.len());
+            for e in &r.untouched {
+                println!("    {} ({})", e.user_name, e.detail);
+            }
+            println!("  memberships its groups give that are missing: {}", r.missing_memberships.len());
+            for m in &r.missing_memberships {
+                println!("    {} in {} (from {})", m.user_name, m.group, m.detail);
+            }
+            println!("  memberships of its app groups held through something else: {}", r.extra_memberships.len());
+            for m in &r.extra_memberships {
+                println!("    {} in {} (held by {})", m.user_name, m.group, m.detail);
+            }
+            println!("  deactivated users still holding groups: {}", r.inactive_with_groups.len());
+            for e in &r.inactive_with_groups {
+                println!("    {} ({})", e.user_name, e.detail);
             }
             Ok(())
         }

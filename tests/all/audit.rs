@@ -105,3 +105,43 @@ fn deletions_are_recorded_and_a_gone_entry_keeps_its_history() {
     assert_eq!(ops, vec!["delete", "create"]);
     assert_eq!(history[0]["changes"]["userName"], json!(["bsmith", null]), "deleted at once (retention 0)");
 }
+
+#[test]
+fn drift_shows_where_the_directory_left_the_idp() {
+    let s = Server::start_with(
+        r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+rate_per_second = 0
+
+[[tenant.idp]]
+name = "entra"
+kind = "entra"
+rate_per_second = 0
+"#,
+    );
+    let (okta, entra) = (s.declared("acme", "okta"), s.declared("acme", "entra"));
+    let a = okta.user("a@acme.com");
+    let b = okta.user("b@acme.com");
+    okta.user("c@acme.com");
+    okta.group("Dev", &[&a, &b]);
+    let e = entra.user("e@acme.com");
+    entra.group("Dev", &[&e]);
+    // b is deactivated: disabling keeps its memberships.
+    okta.patch(&format!("/Users/{b}"), json!([{"op": "replace", "path": "active", "value": false}]));
+    // Local changes behind the IdP's back: a leaves Dev, an entry is created by hand.
+    let db = rusqlite::Connection::open(s.db()).unwrap();
+    db.execute("DELETE FROM app_memberships WHERE entry_id = (SELECT id FROM entries WHERE user_name = 'a@acme.com')", []).unwrap();
+    db.execute("INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified) VALUES (1, 'local.admin', 'local.admin', 1, '{}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')", []).unwrap();
+
+    let d = cli_json(&s, &["drift", "acme", "okta", "--json"]);
+    assert_eq!(d["untouched"], json!([{"user_name": "e@acme.com", "detail": "other-connection"}, {"user_name": "local.admin", "detail": "orphan"}]));
+    assert_eq!(d["missing_memberships"], json!([{"group": "Dev", "user_name": "a@acme.com", "detail": "IdP group 'Dev'"}]));
+    assert_eq!(d["extra_memberships"], json!([{"group": "Dev", "user_name": "e@acme.com", "detail": "IdP entra group 'Dev'"}]));
+    assert_eq!(d["inactive_with_groups"], json!([{"user_name": "b@acme.com", "detail": "Dev"}]));
+    let text = String::from_utf8_lossy(&s.cli(&["drift", "acme", "okta"]).stdout).to_string();
+    assert!(text.contains("deactivated users still holding groups: 1"), "{text}");
+}

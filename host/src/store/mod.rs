@@ -438,6 +438,37 @@ pub struct ReapplyJob {
     pub error: Option<String>,
 }
 
+/// Where the directory no longer matches what one connection's IdP says.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct DriftReport {
+    /// Entries of the tenant no IdP user of this connection maps to: `orphan` (no IdP user
+    /// at all: created locally, or kept after the IdP deleted its user) or `other-connection`.
+    pub untouched: Vec<DriftEntry>,
+    /// Members of this connection's IdP groups missing from an app group the group maps to
+    /// (removed locally).
+    pub missing_memberships: Vec<DriftMembership>,
+    /// Members of app groups this connection's IdP groups map to that hold the membership
+    /// through something else (rules, another connection, the application).
+    pub extra_memberships: Vec<DriftMembership>,
+    /// Users this connection's IdP deactivated whose entries still hold app groups.
+    pub inactive_with_groups: Vec<DriftEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriftEntry {
+    pub user_name: String,
+    /// Why it is listed (`orphan`, `other-connection`), or the groups it still holds.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriftMembership {
+    pub group: String,
+    pub user_name: String,
+    /// The IdP group it should come from (missing), or who holds it (extra).
+    pub detail: String,
+}
+
 /// One decision where a shadow version and the active one differed.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ShadowDiff {
@@ -534,6 +565,9 @@ pub trait Store: Send + Sync + 'static {
     fn reapply_job(&self, idp_id: i64) -> impl Future<Output = StoreResult<Option<ReapplyJob>>> + Send;
     /// Moves a job to its next phase (`groups`, `done`, `failed` with the reason).
     fn advance_reapply(&self, job_id: i64, phase: &str, error: Option<String>) -> impl Future<Output = StoreResult<ReapplyJob>> + Send;
+
+    /// Where the directory differs from what a connection's IdP says.
+    fn drift(&self, idp: &IdpConnection) -> impl Future<Output = StoreResult<DriftReport>> + Send;
 
     /// Audit records matching `q`, newest first.
     fn audit(&self, q: AuditQuery) -> impl Future<Output = StoreResult<Vec<AuditRecord>>> + Send;

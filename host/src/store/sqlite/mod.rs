@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod drift;
 mod filter_sql;
 mod groups;
 mod migrations;
@@ -382,6 +383,10 @@ impl Store for SqliteStore {
     async fn advance_reapply(&self, job_id: i64, phase: &str, error: Option<String>) -> StoreResult<ReapplyJob> {
         let phase = phase.to_string();
         self.write(move |t| reapply::advance(t, job_id, &phase, error.as_deref())).await
+    }
+    async fn drift(&self, idp: &IdpConnection) -> StoreResult<DriftReport> {
+        let idp = idp.clone();
+        self.read(move |c| drift::report(c, &idp)).await
     }
     async fn audit(&self, q: AuditQuery) -> StoreResult<Vec<AuditRecord>> {
         self.read(move |c| audit::query(c, &q)).await

@@ -1,0 +1,73 @@
+//! The drift report: where the directory no longer matches what one connection's IdP says.
+//! Read-only; one snapshot.
+
+use rusqlite::{Connection, params};
+
+use crate::store::*;
+
+pub fn report(c: &Connection, idp: &IdpConnection) -> StoreResult<DriftReport> {
+    let mut r = DriftReport::default();
+    let mut st = c.prepare_cached(
+        "SELECT e.user_name, CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.entry_id = e.id) THEN 'other-connection' ELSE 'orphan' END
+         FROM entries e WHERE e.tenant_id = ?1 AND e.deleted_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM users u WHERE u.entry_id = e.id AND u.idp_id = ?2) ORDER BY e.user_name_fold",
+    )?;
+    r.untouched = st
+        .query_map(params![idp.tenant_id, idp.id], |row| Ok(DriftEntry { user_name: row.get(0)?, detail: row.get(1)? }))?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare_cached(
+        "SELECT ag.name, e.user_name, json_extract(g.body, '$.displayName')
+         FROM groups g JOIN group_targets gt ON gt.group_pk = g.pk JOIN app_groups ag ON ag.id = gt.app_group_id
+         JOIN group_members m ON m.group_pk = g.pk JOIN users u ON u.pk = m.user_pk JOIN entries e ON e.id = u.entry_id
+         WHERE g.idp_id = ?1 AND e.deleted_at IS NULL AND e.active = 1
+         AND NOT EXISTS (SELECT 1 FROM app_memberships am WHERE am.group_id = ag.id AND am.entry_id = e.id)
+         ORDER BY ag.name, e.user_name_fold",
+    )?;
+    r.missing_memberships = st
+        .query_map([idp.id], |row| {
+            let via: Option<String> = row.get(2)?;
+            Ok(DriftMembership { group: row.get(0)?, user_name: row.get(1)?, detail: format!("IdP group '{}'", via.unwrap_or_default()) })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare_cached(
+        "SELECT ag.name, e.user_name, group_concat(DISTINCT am.owner)
+         FROM app_groups ag JOIN app_memberships am ON am.group_id = ag.id JOIN entries e ON e.id = am.entry_id
+         WHERE ag.id IN (SELECT gt.app_group_id FROM group_targets gt JOIN groups g ON g.pk = gt.group_pk WHERE g.idp_id = ?1)
+         AND NOT EXISTS (SELECT 1 FROM app_memberships own JOIN groups g ON own.owner = 'g:' || g.pk
+                         WHERE own.group_id = ag.id AND own.entry_id = e.id AND g.idp_id = ?1)
+         GROUP BY ag.id, e.id ORDER BY ag.name, e.user_name_fold",
+    )?;
+    let extra: Vec<(String, String, String)> = st.query_map([idp.id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<Result<_, _>>()?;
+    r.extra_memberships = extra.into_iter().map(|(group, user_name, owners)| DriftMembership { group, user_name, detail: describe_owners(c, &owners) }).collect();
+    let mut st = c.prepare_cached(
+        "SELECT e.user_name, group_concat(DISTINCT ag.name) FROM users u JOIN entries e ON e.id = u.entry_id
+         JOIN app_memberships am ON am.entry_id = e.id JOIN app_groups ag ON ag.id = am.group_id
+         WHERE u.idp_id = ?1 AND u.active = 0 GROUP BY e.id ORDER BY e.user_name_fold",
+    )?;
+    r.inactive_with_groups = st
+        .query_map([idp.id], |row| Ok(DriftEntry { user_name: row.get(0)?, detail: row.get(1)? }))?
+        .collect::<Result<_, _>>()?;
+    Ok(r)
+}
+
+/// `g:12,rule:3` -> `IdP okta group 'Dev', rules of entra`.
+fn describe_owners(c: &Connection, owners: &str) -> String {
+    let group = |pk: &str| -> Option<String> {
+        c.query_row(
+            "SELECT i.name, json_extract(g.body, '$.displayName') FROM groups g JOIN idps i ON i.id = g.idp_id WHERE g.pk = ?1",
+            [pk],
+            |r| Ok(format!("IdP {} group '{}'", r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
+        )
+        .ok()
+    };
+    let rules = |id: &str| -> Option<String> { c.query_row("SELECT name FROM idps WHERE id = ?1", [id], |r| r.get::<_, String>(0)).ok().map(|n| format!("rules of {n}")) };
+    owners
+        .split(',')
+        .map(|o| match o.split_once(':') {
+            Some(("g", pk)) => group(pk).unwrap_or_else(|| o.to_string()),
+            Some(("rule", id)) => rules(id).unwrap_or_else(|| o.to_string()),
+            _ => o.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
