@@ -801,6 +801,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let rules = rule_manager(&cfg, &store)?;
             load_chains(&cfg, &rules, &seeded).await?;
             let guard = Arc::new(guards(&cfg, &seeded)?);
+            let srv_store = store.clone();
             let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone(), guard).await?;
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
@@ -825,6 +826,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         let dir = cfg.base_dir.join(dir);
                         tracing::info!(tenant = %t.name, idp = %i.name, dir = %dir.display(), "watching a rules directory");
                         watchers.push(rules.clone().watch_dir(idp.clone(), dir, t.plugin_limits, WATCH_POLL));
+                    }
+                }
+            }
+            let scheduler = Arc::new(crate::service::Service::new(Arc::new(srv_store.clone()), rules.registry().clone()));
+            for t in &cfg.tenants {
+                for i in &t.idps {
+                    if let (Some(secs), Some((idp, _))) = (i.reapply_every_secs, seeded.iter().find(|(c, _)| c.tenant == t.name && c.name == i.name)) {
+                        watchers.push(scheduler.clone().schedule_reapply(idp.clone(), std::time::Duration::from_secs(secs.max(1))));
                     }
                 }
             }

@@ -113,6 +113,9 @@ pub struct IdpConfig {
     /// A directory holding this connection's `chain.toml` (and plugins), watched: changes
     /// become new chain versions without any command (relative to the configuration file).
     pub watch: Option<PathBuf>,
+    /// Re-apply the active rules to everything the connection provisioned this often (the
+    /// scheduled sync); an unfinished run is resumed when the server starts.
+    pub reapply_every_secs: Option<u64>,
 }
 
 /// `[tenant.idp.guard]`: deactivations and deletions past `max_destructive` in `window_secs`

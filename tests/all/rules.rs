@@ -491,3 +491,19 @@ fn a_shadow_version_records_where_it_differs_and_writes_nothing() {
     assert_eq!(directory_entry(&s.db(), "acme", name.split('@').next().unwrap()).unwrap().user_name, name.split('@').next().unwrap());
     assert!(!s.cli(&["chain", "shadow-report", "acme", "okta"]).status.success(), "no shadow runs any more");
 }
+
+#[test]
+fn a_scheduled_reapply_brings_existing_users_under_new_rules() {
+    let s = Server::start_with(&format!("{TENANT}reapply_every_secs = 1\n"));
+    let okta = s.declared("acme", "okta");
+    assert_eq!(create(&okta, "Sched.User@Acme.Example").0, 201);
+    let lower = chain_file(&s, "v1.toml", r#"{ source = "email", local_part = true, case = "lower" }"#);
+    assert!(set(&s, &lower, "lower").status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while directory_entry(&s.db(), "acme", "sched.user").is_none_or(|e| e.user_name != "sched.user") {
+        assert!(std::time::Instant::now() < deadline, "the schedule never re-applied the rules: {}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let recs = cli_json(&s, &["audit", "acme", "--user", "sched.user", "--json"]);
+    assert_eq!((recs[0]["operation"].as_str(), recs[0]["actor"].as_str()), (Some("reapply"), Some("system:schedule")));
+}

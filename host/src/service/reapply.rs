@@ -307,3 +307,41 @@ impl<S: Store> Service<S> {
         Ok(report)
     }
 }
+
+impl<S: Store> Service<S> {
+    /// Re-applies a connection's rules every `every`, as `system:schedule`: waits until the
+    /// last finished run is that old, resumes a run a crash left unfinished, then runs.
+    pub fn schedule_reapply(self: std::sync::Arc<Self>, idp: IdpConnection, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let opts = PassOptions { pause: Duration::from_millis(10), actor: "system:schedule".into(), ..Default::default() };
+            loop {
+                let last = self.store.reapply_job(idp.id).await.ok().flatten();
+                let (resume, wait) = match &last {
+                    Some(j) if j.finished.is_none() => (true, Duration::ZERO),
+                    Some(j) => (false, every.saturating_sub(since(&j.started))),
+                    None => (false, Duration::ZERO),
+                };
+                tokio::time::sleep(wait).await;
+                let run = async {
+                    let job = self.start_or_resume_reapply(&idp, &opts.actor, resume).await?;
+                    self.run_reapply(&idp, job, &opts, &mut |_, _| {}).await
+                };
+                match run.await {
+                    Ok(r) => tracing::info!(tenant = %idp.tenant, idp = %idp.name, changed = r.summary.changed, failed = r.summary.failed, "scheduled re-apply finished"),
+                    Err(e) => {
+                        tracing::warn!(tenant = %idp.tenant, idp = %idp.name, error = %e.detail, "scheduled re-apply did not run");
+                        tokio::time::sleep(every.min(Duration::from_secs(60))).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// How long ago an RFC 3339 time was (zero if it cannot be read or is in the future).
+fn since(t: &str) -> Duration {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok())
+        .unwrap_or(Duration::ZERO)
+}
