@@ -150,8 +150,9 @@ async fn run(a: Args) {
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
     let shared_store = Arc::new(store.clone());
     let rules = Arc::new(RuleManager::new(shared_store.clone(), runtime.clone(), registry.clone()));
-    // The default guard: the benchmark deprovisions nobody.
-    let server = Server::bind_with(&cfg, store, registry.clone(), Default::default()).await.unwrap();
+    // No guard cap: the membership benchmark removes thousands of members on purpose.
+    let guard = Arc::new(mapwright::service::guard::Guard::unlimited());
+    let server = Server::bind_with(&cfg, store, registry.clone(), guard).await.unwrap();
     let url = server.public_url().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {

@@ -95,3 +95,38 @@ fn reactivation_supersedes_a_held_deactivation() {
     assert!(held(&s).is_empty(), "the IdP changed its mind before the admin did");
     assert!(directory_entry(&s.db(), "acme", "b@acme.com").unwrap().active);
 }
+
+#[test]
+fn membership_removals_past_the_cap_are_held() {
+    let s = Server::start_with(GUARDED);
+    let okta = s.declared("acme", "okta");
+    let ids: Vec<String> = (0..5).map(|i| okta.user(&format!("m{i}@acme.com"))).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let gid = okta.group("Engineers", &refs);
+    let groups_of = |i: usize| directory_entry(&s.db(), "acme", &format!("m{i}@acme.com")).unwrap().groups;
+
+    // Two removals fit in the cap of 3.
+    let r = okta.patch(&format!("/Groups/{gid}"), json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", ids[0])},
+                                                         {"op": "remove", "path": format!("members[value eq \"{}\"]", ids[1])}]));
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    assert!(groups_of(0).is_empty() && groups_of(1).is_empty());
+    // Emptying the group would remove three more: more than the one left, so all are held.
+    let r = okta.put(&format!("/Groups/{gid}"), &json!({"displayName": "Engineers", "members": []}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let g = okta.get(&format!("/Groups/{gid}"));
+    assert!(g.body["members"].as_array().is_none_or(Vec::is_empty), "the IdP view says empty: {}", g.body);
+    assert_eq!(groups_of(2), vec!["Engineers".to_string()], "the directory keeps the memberships");
+    let pending = held(&s);
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0]["kind"], "remove-members");
+    assert!(pending[0]["user_name"].as_str().unwrap().starts_with("3 members of 'Engineers'"));
+
+    // Approval applies them, each recorded.
+    let id = pending[0]["id"].to_string();
+    assert!(s.cli(&["held", "approve", "acme", &id]).status.success());
+    assert!((2..5).all(|i| groups_of(i).is_empty()));
+    let out = s.cli(&["audit", "acme", "--user", "m3@acme.com", "--json"]);
+    let recs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(recs[0]["operation"], "approved-remove-members");
+    assert_eq!(recs[0]["changes"]["groups"]["removed"], json!(["Engineers"]));
+}

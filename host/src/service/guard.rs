@@ -52,18 +52,48 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Guard {
     policies: HashMap<i64, GuardPolicy>,
+    /// For connections without a policy of their own.
+    default: GuardPolicy,
     windows: Mutex<HashMap<i64, VecDeque<Instant>>>,
 }
 
 impl Guard {
     pub fn new(policies: HashMap<i64, GuardPolicy>) -> Guard {
-        Guard { policies, windows: Mutex::default() }
+        Guard { policies, ..Default::default() }
     }
 
-    fn policy(&self, idp_id: i64) -> std::borrow::Cow<'_, GuardPolicy> {
-        match self.policies.get(&idp_id) {
-            Some(p) => std::borrow::Cow::Borrowed(p),
-            None => std::borrow::Cow::Owned(GuardPolicy::default()),
+    /// No cap and no protected principals for any connection (load benchmarks).
+    pub fn unlimited() -> Guard {
+        Guard { default: GuardPolicy { max_destructive: None, ..Default::default() }, ..Default::default() }
+    }
+
+    fn policy(&self, idp_id: i64) -> &GuardPolicy {
+        self.policies.get(&idp_id).unwrap_or(&self.default)
+    }
+
+    /// How many more destructive operations the connection's window allows now (`None`: no
+    /// cap). For writes whose count is known only inside the store (membership removals).
+    pub fn remaining(&self, idp_id: i64) -> Option<u32> {
+        let p = self.policy(idp_id);
+        let max = p.max_destructive?;
+        let now = Instant::now();
+        let Ok(mut windows) = self.windows.lock() else { return Some(0) };
+        let w = windows.entry(idp_id).or_default();
+        while w.front().is_some_and(|t| now.duration_since(*t) > p.window) {
+            w.pop_front();
+        }
+        Some(max.saturating_sub(w.len() as u32))
+    }
+
+    /// Counts `n` destructive operations that went ahead.
+    pub fn spend(&self, idp_id: i64, n: u32) {
+        if n == 0 || self.policy(idp_id).max_destructive.is_none() {
+            return;
+        }
+        if let Ok(mut windows) = self.windows.lock() {
+            let w = windows.entry(idp_id).or_default();
+            let now = Instant::now();
+            w.extend(std::iter::repeat_n(now, n as usize));
         }
     }
 

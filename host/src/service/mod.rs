@@ -405,10 +405,15 @@ impl<S: Store> Service<S> {
                 };
                 self.member_rules(&*pipeline, idp, Some(id), &targets, &members, &mut why).await?
             };
-            let update = GroupUpdate { expected_version: cur.meta.version, attributes: w, members, rules };
+            let budget = self.guard.remaining(idp.id);
+            let update = GroupUpdate { expected_version: cur.meta.version, attributes: w, members, rules, removal_budget: budget };
             match self.store.update_group(idp, id, update, call.audit(op, why)).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
-                r => return r.map_err(|e| store_error(ResourceKind::Group, id, e)),
+                r => {
+                    let (g, removed) = r.map_err(|e| store_error(ResourceKind::Group, id, e))?;
+                    self.guard.spend(idp.id, removed);
+                    return Ok(g);
+                }
             }
         }
         Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
@@ -502,6 +507,9 @@ impl<S: Store> Service<S> {
             }
             false => None,
         };
-        self.store.delete_group(idp, id, expected, call.audit(Operation::Delete, Vec::new())).await.map_err(|e| store_error(ResourceKind::Group, id, e))
+        let budget = self.guard.remaining(idp.id);
+        let removed = self.store.delete_group(idp, id, expected, budget, call.audit(Operation::Delete, Vec::new())).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
+        self.guard.spend(idp.id, removed);
+        Ok(())
     }
 }

@@ -146,13 +146,14 @@ pub enum Lifecycle {
 pub struct HeldOp {
     pub id: i64,
     pub idp: String,
-    /// `deactivate` or `delete`.
+    /// `deactivate`, `delete` or `remove-members`.
     pub kind: String,
-    /// The IdP user's SCIM id.
+    /// The IdP user's (or group's) SCIM id.
     pub resource_id: String,
-    /// The directory entry it would change.
+    /// The directory entry it would change (or which members of which group).
     pub user_name: String,
-    pub action: DeprovisionAction,
+    /// What deprovisioning would do (none for membership removals).
+    pub action: Option<DeprovisionAction>,
     pub request_id: String,
     pub at: String,
     /// `held`, `approved`, `rejected`, or `superseded` (the IdP reactivated the user first).
@@ -230,6 +231,9 @@ pub struct GroupUpdate {
     pub attributes: Option<GroupWrite>,
     pub members: Vec<MemberOp>,
     pub rules: MemberRules,
+    /// The most entries the write may take memberships from now (the guard's budget); past
+    /// it they are all held for an admin. `None`: no limit.
+    pub removal_budget: Option<u32>,
 }
 
 /// A group member (a user id) or a user's group (a group id and its name).
@@ -517,10 +521,13 @@ pub trait Store: Send + Sync + 'static {
     fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
     /// Updates a group; `w: None` leaves its attributes as they are. Member operations are
     /// deltas applied in order.
-    fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredGroup>> + Send;
+    /// Returns the group and how many entries lost a membership.
+    fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> impl Future<Output = StoreResult<(StoredGroup, u32)>> + Send;
     /// The app groups an IdP group maps to now.
     fn group_targets(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes an IdP group; returns how many entries lost a membership (past
+    /// `removal_budget` none do: the removals are held).
+    fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, audit: AuditInfo) -> impl Future<Output = StoreResult<u32>> + Send;
 
     /// The directory entry an IdP user (by its SCIM id) maps to.
     fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;

@@ -160,6 +160,9 @@ fn named(list: &[String], fold_name: &str) -> bool {
 struct Delta {
     added: Vec<String>,
     removed: Vec<String>,
+    /// Entries losing this group's memberships: revoked together at the end of the write
+    /// (or held by the guard).
+    revokes: Vec<i64>,
 }
 
 fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
@@ -170,6 +173,8 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
     for m in members {
         if ins.execute(params![group_pk, m.pk])? == 1 {
             delta.added.push(m.id.clone());
+            // Removed then added again in one request: the membership stays.
+            delta.revokes.retain(|e| *e != m.entry);
             let rule = rules.get(&m.id).unwrap_or(&none);
             for (g, name) in targets {
                 if !named(&rule.skip, name) {
@@ -183,10 +188,8 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
 }
 
 fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
-    let own = owner(group_pk);
     let rule_owner = format!("rule:{}", idp.id);
     let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
-    let mut revoke = t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1 AND entry_id = ?2")?;
     let mut keep = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
     for m in members {
         if del.execute(params![group_pk, m.pk])? == 1 {
@@ -198,7 +201,7 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
                 }
                 super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
             }
-            revoke.execute(params![own, m.entry])?;
+            delta.revokes.push(m.entry);
         }
     }
     Ok(())
@@ -229,8 +232,9 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
             (MemberOp::RemoveAll, _) => {
                 let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
                 delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
+                let mut entries = t.prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?;
+                delta.revokes.extend(entries.query_map([owner(group_pk)], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?);
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
-                t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(group_pk)])?;
             }
             (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules, delta)?,
             (MemberOp::Remove(ids), _) => remove_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, false)?, rules, delta)?,
@@ -253,6 +257,35 @@ pub fn target_names(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Vec<St
 fn index(body: &Value) -> (String, Option<String>) {
     let dn = body.get("displayName").and_then(Value::as_str).unwrap_or_default();
     (fold(dn), body.get("externalId").and_then(Value::as_str).map(str::to_string))
+}
+
+/// Revokes the memberships a write takes from entries, or, past the guard's budget, holds
+/// them all for an admin (the IdP view already says they are gone). Returns how many
+/// entries lost a membership now, and the held operation if any.
+fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group_id: &str, revokes: &mut Vec<i64>, budget: Option<u32>, request_id: &str) -> StoreResult<(u32, Option<i64>)> {
+    revokes.sort_unstable();
+    revokes.dedup();
+    if revokes.is_empty() {
+        return Ok((0, None));
+    }
+    let own = owner(group_pk);
+    if budget.is_some_and(|b| revokes.len() > b as usize) {
+        let name: String = t
+            .prepare_cached("SELECT COALESCE(json_extract(body, '$.displayName'), '') FROM groups WHERE pk = ?1")?
+            .query_row([group_pk], |r| r.get(0))?;
+        let held: Vec<(i64, &str)> = revokes.iter().map(|e| (*e, own.as_str())).collect();
+        t.prepare_cached(
+            "INSERT INTO held_ops (tenant_id, idp_id, idp_name, kind, resource_id, entry_id, user_name, action, request_id, at, memberships)
+             VALUES (?1, ?2, ?3, 'remove-members', ?4, 0, ?5, 'null', ?6, ?7, ?8)",
+        )?
+        .execute(params![idp.tenant_id, idp.id, idp.name, group_id, format!("{} members of '{name}'", revokes.len()), request_id, now(), serde_json::json!(held).to_string()])?;
+        return Ok((0, Some(t.last_insert_rowid())));
+    }
+    let mut del = t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1 AND entry_id = ?2")?;
+    for e in revokes.iter() {
+        del.execute(params![own, e])?;
+    }
+    Ok((revokes.len() as u32, None))
 }
 
 /// The audit changes of a group write: targets before/after, members added and removed.
@@ -282,12 +315,13 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     if !members.is_empty() {
         apply_member_ops(t, idp, pk, &[MemberOp::Add(members.to_vec())], rules, &mut delta)?;
     }
+    settle_revokes(t, idp, pk, &id, &mut delta.revokes, None, &info.request_id)?;
     let targets = target_names(t, idp.id, &id)?;
     audit::record(t, &Subject::group(idp, &id), info, &group_changes(None, Some((&w.body, targets)), delta))?;
     Ok(StoredGroup { meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 }, body: w.body.clone(), members: None })
 }
 
-pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<StoredGroup> {
+pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<(StoredGroup, u32)> {
     let (expected_version, w, ops, rules) = (u.expected_version, u.attributes.as_ref(), &u.members, &u.rules);
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
@@ -309,15 +343,19 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     }
     let mut delta = Delta::default();
     apply_member_ops(t, idp, pk, ops, rules, &mut delta)?;
+    let (revoked, held) = settle_revokes(t, idp, pk, id, &mut delta.revokes, u.removal_budget, &info.request_id)?;
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
     let after_targets = target_names(t, idp.id, id)?;
-    let changes = match (w, &before_body) {
+    let mut changes = match (w, &before_body) {
         (Some(w), Some(b)) => group_changes(Some((b, before_targets)), Some((&w.body, after_targets)), delta),
         _ => group_changes(Some((&Value::Null, before_targets)), Some((&Value::Null, after_targets)), delta),
     };
+    if let Some(h) = held {
+        changes["held"] = serde_json::json!(h);
+    }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
     let (_, g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
-    Ok(g)
+    Ok((g, revoked))
 }
 
 /// Re-applies the rules to one IdP group: points it at `targets`, moving the memberships it
@@ -345,7 +383,7 @@ pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, info: &AuditInfo) -> StoreResult<()> {
+pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, info: &AuditInfo) -> StoreResult<u32> {
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
         .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -354,9 +392,17 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     }
     let targets = target_names(t, idp.id, id)?;
     let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
-    let changes = serde_json::json!({"targets": [targets, []], "members": {"removed_count": members}});
+    let mut revokes: Vec<i64> = t
+        .prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?
+        .query_map([owner(pk)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    // Held memberships outlive the group row: their owner names it until an admin decides.
+    let (revoked, held) = settle_revokes(t, idp, pk, id, &mut revokes, removal_budget, &info.request_id)?;
+    let mut changes = serde_json::json!({"targets": [targets, []], "members": {"removed_count": members}});
+    if let Some(h) = held {
+        changes["held"] = serde_json::json!(h);
+    }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
-    t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1")?.execute([owner(pk)])?;
     t.prepare_cached("DELETE FROM groups WHERE pk = ?1")?.execute([pk])?;
-    Ok(())
+    Ok(revoked)
 }

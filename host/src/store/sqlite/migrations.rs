@@ -285,6 +285,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX shadow_diffs_idp ON shadow_diffs(idp_id, shadow_version, id);
     "#,
+    // 9: held membership removals: the (entry, owner) pairs an approval removes.
+    r#"
+    ALTER TABLE held_ops ADD COLUMN memberships TEXT;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

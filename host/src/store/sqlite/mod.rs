@@ -345,7 +345,7 @@ impl Store for SqliteStore {
         let idp = idp.clone();
         self.write(move |t| groups::create(t, &idp, &w, &members, &rules, &audit)).await
     }
-    async fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> StoreResult<StoredGroup> {
+    async fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> StoreResult<(StoredGroup, u32)> {
         let (idp, id) = (idp.clone(), id.to_string());
         self.write(move |t| groups::update(t, &idp, &id, &u, &audit)).await
     }
@@ -353,9 +353,9 @@ impl Store for SqliteStore {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| groups::target_names(c, idp_id, &id)).await
     }
-    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, audit: AuditInfo) -> StoreResult<()> {
+    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, audit: AuditInfo) -> StoreResult<u32> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| groups::delete(t, &idp, &id, expected_version, &audit)).await
+        self.write(move |t| groups::delete(t, &idp, &id, expected_version, removal_budget, &audit)).await
     }
     async fn users_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
         let idp_id = idp.id;

@@ -330,13 +330,37 @@ fn held_row(r: &Row<'_>) -> rusqlite::Result<HeldOp> {
         kind: r.get(2)?,
         resource_id: r.get(3)?,
         user_name: r.get(4)?,
-        action: serde_json::from_str(&action).map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
+        action: serde_json::from_str::<Option<DeprovisionAction>>(&action).map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e)))?,
         request_id: r.get(6)?,
         at: r.get(7)?,
         status: r.get(8)?,
         decided_by: r.get(9)?,
         decided_at: r.get(10)?,
     })
+}
+
+/// Approves (removes the listed memberships) or rejects held membership removals.
+fn decide_held_removals(t: &Transaction<'_>, tenant_id: i64, op: &HeldOp, memberships: &str, approve: bool, by: &str) -> StoreResult<HeldOp> {
+    let pairs: Vec<(i64, String)> = serde_json::from_str(memberships).map_err(|e| StoreError::Backend(format!("held memberships: {e}")))?;
+    let ts = now();
+    let status = if approve { "approved" } else { "rejected" };
+    let mut names = Vec::new();
+    for (entry, owner) in &pairs {
+        let before = audit::entry_state(t, *entry)?;
+        if approve {
+            t.prepare_cached("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2")?.execute(params![entry, owner])?;
+        }
+        let after = audit::entry_state(t, *entry)?;
+        let Some(b) = before else { continue };
+        names.push(b.user_name.clone());
+        let mut changes = audit::entry_diff(Some(&b), after.as_ref());
+        changes["held"] = serde_json::json!({"id": op.id, "decision": status});
+        let info = AuditInfo { actor: by.to_string(), request_id: format!("held-{}", op.id), operation: format!("{status}-remove-members"), ..Default::default() };
+        let subject = Subject { tenant_id, idp: None, resource_type: "Group", resource_id: &op.resource_id, entry: Some((*entry, &b.user_name)) };
+        audit::record(t, &subject, &info, &changes)?;
+    }
+    t.prepare_cached("UPDATE held_ops SET status = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1")?.execute(params![op.id, status, by, ts])?;
+    Ok(t.prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE id = ?1"))?.query_row([op.id], held_row)?)
 }
 
 pub fn held_ops(c: &Connection, tenant_id: i64, status: Option<&str>) -> StoreResult<Vec<HeldOp>> {
@@ -357,7 +381,10 @@ pub fn decide_held(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, 
     if op.status != "held" {
         return Err(StoreError::Conflict(format!("held operation {id} is already {}", op.status)));
     }
-    let entry_id: i64 = t.prepare_cached("SELECT entry_id FROM held_ops WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    let (entry_id, memberships): (i64, Option<String>) = t.prepare_cached("SELECT entry_id, memberships FROM held_ops WHERE id = ?1")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if op.kind == "remove-members" {
+        return decide_held_removals(t, tenant_id, &op, memberships.as_deref().unwrap_or("[]"), approve, by);
+    }
     let before = audit::entry_state(t, entry_id)?;
     let ts = now();
     if approve && before.is_some() {
@@ -367,7 +394,7 @@ pub fn decide_held(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, 
             .query_row([entry_id], |r| r.get(0))?;
         if !shared {
             let orphan: bool = t.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;
-            match op.action {
+            match op.action.unwrap_or(DeprovisionAction::Keep) {
                 DeprovisionAction::Delete { retention_days: 0 } if orphan => {
                     t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
                 }
