@@ -64,6 +64,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create an admin API token (global, or scoped to one tenant), shown once.
+    AdminToken {
+        /// A name for the token (recorded as the actor of its changes).
+        name: String,
+        /// Scope the token to this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
     /// Show why a directory entry is what it is: owners of its memberships, the IdP users
@@ -444,6 +452,16 @@ async fn load_chains(cfg: &Config, rules: &RuleManager<SqliteStore>, seeded: &[(
     Ok(())
 }
 
+/// On the very first start, a global admin token (there is no other way in yet).
+async fn first_admin_token(store: &SqliteStore) -> anyhow::Result<Option<String>> {
+    if store.count_admin_tokens().await.map_err(store_err)? > 0 {
+        return Ok(None);
+    }
+    let t = tokens::generate_admin()?;
+    store.add_admin_token(&t.id, &t.secret_hash, None, "initial").await.map_err(store_err)?;
+    Ok(Some(t.token))
+}
+
 /// The guard of every configured connection (others get the default cap).
 fn guards(cfg: &Config, seeded: &[(IdpConnection, Option<String>)]) -> anyhow::Result<crate::service::guard::Guard> {
     let mut policies = std::collections::HashMap::new();
@@ -802,7 +820,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             load_chains(&cfg, &rules, &seeded).await?;
             let guard = Arc::new(guards(&cfg, &seeded)?);
             let srv_store = store.clone();
-            let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone(), guard).await?;
+            let admin_token = first_admin_token(&store).await?;
+            let srv = server::Server::bind_with(&cfg.server, store, rules.registry().clone(), guard).await?.with_rules(rules.clone());
             let public = srv.public_url().to_string();
             println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
             println!("  database: {}", cfg.server.db_path().display());
@@ -815,6 +834,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("  Bearer token: issued earlier (new one: mapwright idp rotate-token {} {})", idp.tenant, idp.name);
                     }
                 }
+            }
+            if let Some(t) = &admin_token {
+                println!("Admin API: {public}/admin/v1");
+                println!("  Admin token (shown once, store it now): {t}");
             }
             // Last, so that a script reading the banner has everything once it sees this line.
             println!("Mapwright listening on {public}");
@@ -910,6 +933,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let o = store.decide_held(t.id, id, approve, &format!("admin:{author}")).await.map_err(store_err)?;
                 println!("#{} {}: {} {}", o.id, o.status, o.kind, o.user_name);
             }
+            Ok(())
+        }
+        Command::AdminToken { name, tenant } => {
+            validate_name("admin token", &name)?;
+            let tenant_id = match &tenant {
+                Some(t) => Some(find_tenant(&store, t).await?.id),
+                None => None,
+            };
+            let t = tokens::generate_admin()?;
+            store.add_admin_token(&t.id, &t.secret_hash, tenant_id, &name).await.map_err(store_err)?;
+            println!("admin token {name} ({}): {}", tenant.as_deref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "global".into()), t.token);
             Ok(())
         }
         Command::Drift { tenant, idp, json: as_json } => {

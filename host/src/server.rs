@@ -37,8 +37,17 @@ impl Server {
             auth_cache: Default::default(),
             public_url,
             body_limit: cfg.body_limit,
+            rules: None,
         });
         Ok(Server { listener, state, addr, purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)) })
+    }
+
+    /// Serves the admin API's rule endpoints (plugins, chain versions) with this service.
+    pub fn with_rules(mut self, rules: Arc<crate::service::rules::RuleManager<AppStore>>) -> Server {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.rules = Some(rules);
+        }
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -1,4 +1,4 @@
-//! Bearer tokens for IdP connections: `mw_<id>_<secret>`.
+//! Bearer tokens: `mw_<id>_<secret>` for IdP connections, `mwa_<id>_<secret>` for admins.
 //!
 //! The public `id` selects the stored record; only SHA-256 of the `secret` is stored, and it
 //! is compared in constant time. A token is shown once, when it is generated.
@@ -19,19 +19,38 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(hex::encode(buf))
 }
 
+/// A new IdP connection token.
 pub fn generate() -> anyhow::Result<NewToken> {
+    generate_with("mw")
+}
+
+/// A new admin token (a prefix of its own: an IdP token is never mistaken for one).
+pub fn generate_admin() -> anyhow::Result<NewToken> {
+    generate_with("mwa")
+}
+
+fn generate_with(prefix: &str) -> anyhow::Result<NewToken> {
     let id = random_hex(9)?;
     let secret = random_hex(32)?;
-    Ok(NewToken { secret_hash: hash(&secret), token: format!("mw_{id}_{secret}"), id })
+    Ok(NewToken { secret_hash: hash(&secret), token: format!("{prefix}_{id}_{secret}"), id })
 }
 
 pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Splits a presented token into (id, secret).
+/// Splits a presented IdP token into (id, secret).
 pub fn parse(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix("mw_")?;
+    parse_with(token, "mw_")
+}
+
+/// Splits a presented admin token into (id, secret).
+pub fn parse_admin(token: &str) -> Option<(&str, &str)> {
+    parse_with(token, "mwa_")
+}
+
+fn parse_with<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    let rest = token.strip_prefix(prefix)?;
     let (id, secret) = rest.split_once('_')?;
     (id.len() == 18 && !secret.is_empty()).then_some((id, secret))
 }
@@ -55,5 +74,9 @@ mod tests {
         assert!(!verify("wrong", &t.secret_hash));
         assert!(parse("Bearer x").is_none());
         assert!(!t.token.contains(&hex::encode(&t.secret_hash)));
+        let a = generate_admin().unwrap();
+        assert!(parse(&a.token).is_none(), "an admin token is not an IdP token");
+        assert_eq!(parse_admin(&a.token).map(|p| p.0), Some(a.id.as_str()));
+        assert!(parse_admin(&t.token).is_none());
     }
 }

@@ -104,6 +104,16 @@ impl Server {
         Client::new(format!("{}/scim/v2/{tenant}/{idp}", self.url), token)
     }
 
+    /// The global admin token the first start printed.
+    pub fn admin_token(&self) -> String {
+        self.banner.iter().find_map(|l| l.split("Admin token (shown once, store it now): ").nth(1)).expect("admin token in banner").trim().to_string()
+    }
+
+    /// A client for the admin API with this token.
+    pub fn admin(&self, token: &str) -> Client {
+        Client::new(format!("{}/admin/v1", self.url), token.to_string())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read(self.dir.path().join("server.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
@@ -217,6 +227,16 @@ impl Client {
     pub fn put(&self, path: &str, body: &Value) -> Resp {
         self.send("PUT", path, Some(body), &[])
     }
+    /// Sends raw bytes (a plugin upload).
+    pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Resp {
+        let resp = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).header("content-type", "application/wasm").body(bytes).send().unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Resp { status, headers, body }
+    }
+
     pub fn patch(&self, path: &str, ops: Value) -> Resp {
         let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
         self.send("PATCH", path, Some(&body), &[])

@@ -2,6 +2,7 @@
 //! server again). Add a module here rather than a new file under `tests/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod audit;
 mod cli;
 mod concurrency;

@@ -1,6 +1,7 @@
 //! The HTTP surface: routing, authentication, rate limiting, request ids and SCIM responses.
 //! Handlers only translate between HTTP and [`crate::service`].
 
+mod admin;
 mod auth;
 mod body;
 mod discovery;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Scheme, host and port clients reach the server at (no trailing slash).
     pub public_url: String,
     pub body_limit: usize,
+    /// The rule lifecycle (plugins, chain versions) for the admin API.
+    pub rules: Option<Arc<crate::service::rules::RuleManager<AppStore>>>,
 }
 
 macro_rules! kind_routes {
@@ -69,8 +72,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ResourceTypes/{id}", get(discovery::resource_types))
         .route("/Bulk", post(|| async { ScimError::new(501, None, "bulk operations are not supported") }))
         .method_not_allowed_fallback(|| async { ScimError::method_not_allowed() });
+    // Plugin uploads are components of up to a few MiB.
+    let admin = admin::router().layer(axum::extract::DefaultBodyLimit::max(32 << 20));
     Router::new()
         .nest("/scim/v2/{tenant}/{idp}", scim)
+        .nest("/admin/v1", admin)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ScimError::not_found("no such endpoint") })

@@ -113,6 +113,14 @@ pub struct TokenRecord {
     pub expires: Option<String>,
 }
 
+/// A stored admin token: global (`tenant: None`) or scoped to one tenant.
+#[derive(Debug, Clone)]
+pub struct AdminTokenRecord {
+    pub name: String,
+    pub tenant: Option<Tenant>,
+    pub secret_hash: Vec<u8>,
+}
+
 /// What deprovisioning does to a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -501,6 +509,13 @@ pub trait Store: Send + Sync + 'static {
     /// (the rotation overlap window).
     fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
     fn find_token(&self, token_id: &str) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+    /// Adds an admin token (`tenant_id: None`: every tenant and the server-wide endpoints).
+    fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn find_admin_token(&self, token_id: &str) -> impl Future<Output = StoreResult<Option<AdminTokenRecord>>> + Send;
+    /// How many admin tokens exist (the first start creates one when there is none).
+    fn count_admin_tokens(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Disables or enables an IdP connection (a disabled one's tokens are refused).
+    fn set_idp_disabled(&self, idp_id: i64, disabled: bool) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;

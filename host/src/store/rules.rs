@@ -106,7 +106,7 @@ pub struct VersionNote {
 }
 
 /// A stored chain version of one IdP connection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChainVersion {
     pub idp_id: i64,
     /// 1, 2, 3… per connection.
@@ -121,7 +121,7 @@ pub struct ChainVersion {
 }
 
 /// One activation: which version became active, when, by whom (rollbacks included).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Activation {
     pub number: i64,
     pub at: String,

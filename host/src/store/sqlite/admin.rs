@@ -104,3 +104,37 @@ pub fn find_token(c: &Connection, token_id: &str) -> StoreResult<Option<TokenRec
         .query_row([token_id], |r| Ok(TokenRecord { idp: idp_row(r)?, secret_hash: r.get(9)?, expires: r.get(10)? }))
         .optional()?)
 }
+
+pub fn add_admin_token(t: &Transaction<'_>, token_id: &str, hash: &[u8], tenant_id: Option<i64>, name: &str) -> StoreResult<()> {
+    t.execute(
+        "INSERT INTO admin_tokens (token_id, tenant_id, name, secret_hash, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![token_id, tenant_id, name, hash, now()],
+    )?;
+    Ok(())
+}
+
+pub fn find_admin_token(c: &Connection, token_id: &str) -> StoreResult<Option<AdminTokenRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT a.name, a.secret_hash, t.id, t.name, t.created FROM admin_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.token_id = ?1",
+    )?;
+    Ok(st
+        .query_row([token_id], |r| {
+            let tenant = match r.get::<_, Option<i64>>(2)? {
+                Some(id) => Some(Tenant { id, name: r.get(3)?, created: r.get(4)? }),
+                None => None,
+            };
+            Ok(AdminTokenRecord { name: r.get(0)?, secret_hash: r.get(1)?, tenant })
+        })
+        .optional()?)
+}
+
+pub fn count_admin_tokens(c: &Connection) -> StoreResult<i64> {
+    Ok(c.query_row("SELECT count(*) FROM admin_tokens", [], |r| r.get(0))?)
+}
+
+pub fn set_idp_disabled(t: &Transaction<'_>, idp_id: i64, disabled: bool) -> StoreResult<()> {
+    if t.execute("UPDATE idps SET disabled = ?2 WHERE id = ?1", params![idp_id, disabled])? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}

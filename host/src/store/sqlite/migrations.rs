@@ -289,6 +289,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE held_ops ADD COLUMN memberships TEXT;
     "#,
+    // 10: admin tokens: global, or scoped to one tenant; only the hash of the secret.
+    r#"
+    CREATE TABLE admin_tokens (
+        token_id TEXT PRIMARY KEY,
+        tenant_id INTEGER REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        secret_hash BLOB NOT NULL,
+        created TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -300,6 +300,20 @@ impl Store for SqliteStore {
         self.read(move |c| admin::find_token(c, &token_id)).await
     }
 
+    async fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str) -> StoreResult<()> {
+        let (token_id, hash, name) = (token_id.to_string(), secret_hash.to_vec(), name.to_string());
+        self.write(move |t| admin::add_admin_token(t, &token_id, &hash, tenant_id, &name)).await
+    }
+    async fn find_admin_token(&self, token_id: &str) -> StoreResult<Option<AdminTokenRecord>> {
+        let token_id = token_id.to_string();
+        self.read(move |c| admin::find_admin_token(c, &token_id)).await
+    }
+    async fn count_admin_tokens(&self) -> StoreResult<i64> {
+        self.read(admin::count_admin_tokens).await
+    }
+    async fn set_idp_disabled(&self, idp_id: i64, disabled: bool) -> StoreResult<()> {
+        self.write(move |t| admin::set_idp_disabled(t, idp_id, disabled)).await
+    }
     async fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| users::get(c, idp_id, &id, with_groups)).await

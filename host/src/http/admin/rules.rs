@@ -1,0 +1,219 @@
+//! Plugins, chain versions, preview, shadow and re-apply.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Admin, AdminError, AdminResult, Params, param};
+use crate::http::AppState;
+use crate::plugins::chain::{EntrySpec, PluginSource};
+use crate::service::reapply::PassOptions;
+use crate::service::rules::RuleManager;
+use crate::store::rules::{ChainDefinition, Limits, VersionNote, VersionSource};
+use crate::store::{MatchPolicy, Store};
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: JsonBody<T>) -> AdminResult<T> {
+    b.map(|Json(v)| v).map_err(|e| AdminError::bad_request(e.body_text()))
+}
+
+fn rules(state: &AppState) -> AdminResult<&Arc<RuleManager<crate::http::AppStore>>> {
+    state.rules.as_ref().ok_or_else(|| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs without the rules service"))
+}
+
+pub async fn list_plugins(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+    let t = admin.tenant(&state, param(&p, "tenant")?).await?;
+    Ok(Json(json!(state.service.store().list_plugins(t.id).await?)))
+}
+
+/// Stores a component (the request body, `application/wasm`) after checking it is a plugin.
+pub async fn add_plugin(State(state): State<Arc<AppState>>, admin: Admin, p: Params, bytes: Bytes) -> AdminResult<(StatusCode, Json<Value>)> {
+    let t = admin.tenant(&state, param(&p, "tenant")?).await?;
+    if bytes.is_empty() {
+        return Err(AdminError::bad_request("send the component's bytes as the request body"));
+    }
+    let rec = rules(&state)?.add_plugin(t.id, bytes.to_vec()).await?;
+    Ok((StatusCode::CREATED, Json(json!(rec))))
+}
+
+pub async fn chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let store = state.service.store();
+    let versions = store.chain_versions(idp.id).await?;
+    let activations = store.chain_activations(idp.id).await?;
+    let active = versions.iter().find(|v| v.active).cloned();
+    Ok(Json(json!({"active": active, "versions": versions, "activations": activations})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryBody {
+    /// `builtin:<name>` or `sha256:<hash>` of a stored plugin (no file paths over the API).
+    plugin: String,
+    #[serde(default)]
+    config: Value,
+    limits: Option<Limits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainBody {
+    entries: Vec<EntryBody>,
+    #[serde(default)]
+    matching: MatchPolicy,
+    #[serde(default)]
+    note: String,
+    /// Store without activating.
+    #[serde(default)]
+    candidate: bool,
+}
+
+async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, matching: MatchPolicy) -> AdminResult<ChainDefinition> {
+    let mut specs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let plugin = PluginSource::parse(&e.plugin, std::path::Path::new(""));
+        if matches!(plugin, PluginSource::File(_)) {
+            return Err(AdminError::bad_request(format!("plugin '{}': use builtin:<name> or sha256:<hash> of a stored plugin (upload it first)", e.plugin)));
+        }
+        specs.push(EntrySpec { plugin, config: e.config, limits: e.limits.unwrap_or_default() });
+    }
+    Ok(rules(state)?.define(tenant_id, &specs, matching).await?)
+}
+
+/// A new chain version: refused (422, with the reason) if any entry fails to load; else
+/// active at once, or stored as a candidate.
+pub async fn set_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ChainBody>) -> AdminResult<(StatusCode, Json<Value>)> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let b = body(b)?;
+    let def = definition(&state, idp.tenant_id, b.entries, b.matching).await?;
+    let note = VersionNote { author: admin.actor(), note: b.note, source: VersionSource::Admin };
+    let rules = rules(&state)?;
+    let v = if b.candidate { rules.add_candidate(&idp, def, note).await? } else { rules.set_chain(&idp, def, note).await? };
+    Ok((StatusCode::CREATED, Json(json!(v))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Number {
+    number: i64,
+}
+
+/// Activates a stored version (rollback or roll forward).
+pub async fn activate(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<Number>) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let n = body(b)?.number;
+    Ok(Json(json!(rules(&state)?.activate(&idp, n, &admin.actor()).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    /// A stored version…
+    number: Option<i64>,
+    /// …or a chain given inline.
+    entries: Option<Vec<EntryBody>>,
+    #[serde(default)]
+    matching: MatchPolicy,
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+/// What a candidate chain would change (summary first, then a page of the changes). Writes
+/// nothing.
+pub async fn preview(State(state): State<Arc<AppState>>, admin: Admin, p: Params, page: Query<Page>, b: JsonBody<PreviewBody>) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let b = body(b)?;
+    let rules = rules(&state)?;
+    let candidate = match (b.number, b.entries) {
+        (Some(n), None) => {
+            let versions = state.service.store().chain_versions(idp.id).await?;
+            let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
+            rules.build(&v.definition).await?.with_version(n)
+        }
+        (None, Some(entries)) => rules.build(&definition(&state, idp.tenant_id, entries, b.matching).await?).await?,
+        _ => return Err(AdminError::bad_request("give either a version `number` or the chain's `entries`")),
+    };
+    let report = state.service.preview(&idp, &candidate, &PassOptions::default()).await?;
+    let limit = page.limit.unwrap_or(100).min(1000);
+    let items: Vec<_> = report.items.iter().skip(page.offset).take(limit).collect();
+    Ok(Json(json!({"summary": report.summary, "total": report.items.len(), "offset": page.offset, "items": items})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowBody {
+    /// The version to run in shadow; `null` stops shadowing.
+    number: Option<i64>,
+}
+
+pub async fn set_shadow(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ShadowBody>) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let n = body(b)?.number;
+    if let Some(n) = n {
+        let versions = state.service.store().chain_versions(idp.id).await?;
+        let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
+        rules(&state)?.build(&v.definition).await?;
+    }
+    state.service.store().set_shadow(idp.id, n).await?;
+    rules(&state)?.sync().await?;
+    Ok(Json(json!({"shadow": n})))
+}
+
+#[derive(Deserialize)]
+pub struct ShadowQuery {
+    number: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub async fn shadow_report(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Query<ShadowQuery>) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let store = state.service.store();
+    let number = match q.number {
+        Some(n) => n,
+        None => store.shadow_chains().await?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).ok_or_else(|| AdminError::not_found("no shadow version is running"))?,
+    };
+    let diffs = store.shadow_diffs(idp.id, number, q.limit.unwrap_or(100).min(10_000)).await?;
+    Ok(Json(json!({"shadow_version": number, "differences": diffs})))
+}
+
+pub async fn reapply_status(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let job = state.service.store().reapply_job(idp.id).await?.ok_or_else(|| AdminError::not_found("no re-apply has run"))?;
+    Ok(Json(json!(job)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReapplyBody {
+    #[serde(default)]
+    resume: bool,
+    batch: Option<usize>,
+    pause_ms: Option<u64>,
+}
+
+/// Starts (or resumes) a re-apply in the background; poll `GET …/reapply` for progress.
+pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Option<Json<ReapplyBody>>) -> AdminResult<(StatusCode, Json<Value>)> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let b = b.map(|Json(b)| b).unwrap_or_default();
+    let job = state.service.start_or_resume_reapply(&idp, &admin.actor(), b.resume).await?;
+    let opts = PassOptions { batch: b.batch.unwrap_or(crate::service::reapply::DEFAULT_BATCH).max(1), pause: std::time::Duration::from_millis(b.pause_ms.unwrap_or(0)), actor: admin.actor() };
+    let (st, j) = (state.clone(), job.clone());
+    tokio::spawn(async move {
+        match st.service.run_reapply(&idp, j, &opts, &mut |_, _| {}).await {
+            Ok(r) => tracing::info!(tenant = %idp.tenant, idp = %idp.name, changed = r.summary.changed, "re-apply finished"),
+            Err(e) => tracing::warn!(tenant = %idp.tenant, idp = %idp.name, error = %e.detail, "re-apply stopped"),
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!(job))))
+}

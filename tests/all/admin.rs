@@ -1,0 +1,164 @@
+//! The admin API over HTTP: authentication and tenant scoping, connections, plugins and chain
+//! versions, preview, shadow, re-apply, held operations, drift, audit and explain.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Client, Server, directory_entry, test_plugins};
+
+const TENANTS: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant]]
+name = "globex"
+"#;
+
+fn assert_json_error(r: &crate::harness::Resp, status: u16, needle: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.body["error"]["status"], status);
+    let m = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains(needle), "{needle:?} not in {m:?}");
+}
+
+#[test]
+fn only_admin_tokens_get_in_and_scoped_tokens_stay_in_their_tenant() {
+    let s = Server::start_with(TENANTS);
+    let admin = s.admin(&s.admin_token());
+    assert_json_error(&admin.with_token("").get("/tenants"), 401, "admin bearer token");
+    assert!(admin.with_token("").get("/tenants").header("www-authenticate").is_some());
+    // An IdP token is not an admin token.
+    let idp_token = s.declared("acme", "okta").token;
+    assert_json_error(&admin.with_token(&idp_token).get("/tenants"), 401, "admin");
+    let names = |r: &crate::harness::Resp| r.body.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&admin.get("/tenants")), vec!["acme", "globex"]);
+
+    let out = s.cli(&["admin-token", "acme-ops", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scoped_token = String::from_utf8_lossy(&out.stdout).split(": ").last().unwrap().trim().to_string();
+    let scoped = s.admin(&scoped_token);
+    assert_eq!(names(&scoped.get("/tenants")), vec!["acme"], "a scoped token sees its tenant only");
+    assert_eq!(scoped.get("/tenants/acme/idps").status, 200);
+    assert_json_error(&scoped.get("/tenants/globex/idps"), 403, "scoped");
+    assert_json_error(&scoped.get("/tenants/globex/audit"), 403, "scoped");
+    assert_json_error(&scoped.post("/tenants", &json!({"name": "initech"})), 403, "global");
+    assert_json_error(&admin.get("/nowhere"), 404, "no such admin endpoint");
+}
+
+#[test]
+fn connections_are_managed_over_the_api() {
+    let s = Server::start_with(TENANTS);
+    let admin = s.admin(&s.admin_token());
+    assert_json_error(&admin.post("/tenants", &json!({"name": "Bad Name"})), 400, "invalid tenant name");
+    assert_json_error(&admin.post("/tenants", &json!({"nmae": "x"})), 400, "nmae");
+    assert_eq!(admin.post("/tenants", &json!({"name": "initech"})).status, 201);
+    assert_json_error(&admin.post("/tenants", &json!({"name": "initech"})), 409, "already exists");
+
+    let r = admin.post("/tenants/initech/idps", &json!({"name": "entra-prod", "kind": "entra", "rate_per_second": 0}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body["base_url"].as_str().unwrap().ends_with("/scim/v2/initech/entra-prod"));
+    let scim = Client::new(r.body["base_url"].as_str().unwrap().to_string(), r.body["token"].as_str().unwrap().to_string());
+    assert_eq!(scim.post("/Users", &json!({"userName": "a@initech.com"})).status, 201);
+    assert_json_error(&admin.post("/tenants/initech/idps", &json!({"name": "x", "kind": "myspace"})), 400, "unknown IdP kind");
+    assert_json_error(&admin.get("/tenants/initech/idps/nope"), 404, "no IdP connection");
+
+    // Disable: the IdP is refused; enable again.
+    let r = admin.send("PATCH", "/tenants/initech/idps/entra-prod", Some(&json!({"disabled": true})), &[]);
+    assert_eq!((r.status, r.body["disabled"].as_bool()), (200, Some(true)), "{}", r.body);
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // the token cache's lifetime
+    assert_eq!(scim.get("/Users").status, 401);
+    admin.send("PATCH", "/tenants/initech/idps/entra-prod", Some(&json!({"disabled": false})), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(scim.get("/Users").status, 200);
+    // Rotation: the new token works, the old one only until the overlap ends.
+    let r = admin.post("/tenants/initech/idps/entra-prod/rotate-token", &json!({"overlap_secs": 0}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(scim.with_token(r.body["token"].as_str().unwrap()).get("/Users").status, 200);
+}
+
+#[test]
+fn rules_are_managed_over_the_api() {
+    let s = Server::start_with(TENANTS);
+    let admin = s.admin(&s.admin_token());
+    let okta = s.declared("acme", "okta");
+    let id = okta.post("/Users", &json!({"userName": "Jane.Doe@acme.com", "emails": [{"value": "Jane.Doe@acme.com"}]})).id();
+
+    // Upload a plugin; refuse bytes that are not one.
+    let r = admin.post_bytes("/tenants/acme/plugins", std::fs::read(test_plugins::LEGACY).unwrap());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hash = r.body["hash"].as_str().unwrap().to_string();
+    assert_eq!(r.body["contract"], "0.1.0");
+    assert_json_error(&admin.post_bytes("/tenants/acme/plugins", b"nope".to_vec()), 422, "not a valid component");
+    assert_eq!(admin.get("/tenants/acme/plugins").body.as_array().unwrap().len(), 1);
+
+    // A chain version: refused with the plugin's reason, then accepted.
+    let chain = "/tenants/acme/idps/okta/chain";
+    let bad = admin.post(chain, &json!({"entries": [{"plugin": "builtin:username", "config": {"source": "nowhere"}}]}));
+    assert_json_error(&bad, 422, "refused");
+    assert_json_error(&admin.post(chain, &json!({"entries": [{"plugin": "/etc/passwd"}]})), 400, "builtin:<name> or sha256");
+    let lower = json!({"entries": [{"plugin": "builtin:username", "config": {"source": "email", "local_part": true, "case": "lower"}}], "note": "lower"});
+    // Preview first: writes nothing.
+    let p = admin.post(&format!("{chain}/preview?limit=10"), &json!({"entries": lower["entries"]}));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!((p.body["summary"]["usernames_changed"].as_i64(), p.body["total"].as_i64()), (Some(1), Some(1)));
+    assert_json_error(&admin.post(&format!("{chain}/preview"), &json!({})), 400, "either a version");
+    let v = admin.post(chain, &lower);
+    assert_eq!((v.status, v.body["number"].as_i64(), v.body["active"].as_bool()), (201, Some(1), Some(true)), "{}", v.body);
+    let c = admin.get(chain);
+    assert_eq!(c.body["active"]["number"], 1);
+    assert_eq!(c.body["activations"][0]["author"], "admin:initial");
+    // A candidate from the stored legacy plugin, run in shadow.
+    let cand = admin.post(chain, &json!({"entries": [{"plugin": format!("sha256:{hash}")}], "candidate": true}));
+    assert_eq!((cand.status, cand.body["active"].as_bool()), (201, Some(false)), "{}", cand.body);
+    assert_eq!(admin.send("PUT", &format!("{chain}/shadow"), Some(&json!({"number": 2})), &[]).status, 200);
+    assert_eq!(okta.post("/Users", &json!({"userName": "Bob@acme.com", "emails": [{"value": "Bob@acme.com"}]})).status, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = admin.get(&format!("{chain}/shadow"));
+        if r.body["differences"].as_array().is_some_and(|d| !d.is_empty()) {
+            assert_eq!(r.body["differences"][0]["diff"]["userName"], json!(["bob", "Bob@acme.com-legacy"]));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shadow difference recorded: {}", r.body);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_json_error(&admin.post(&format!("{chain}/activate"), &json!({"number": 9})), 404, "no chain version 9");
+
+    // Re-apply in the background; poll until done.
+    let r = admin.post("/tenants/acme/idps/okta/reapply", &json!({}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let j = admin.get("/tenants/acme/idps/okta/reapply");
+        if j.body["phase"] == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", j.body);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(directory_entry(&s.db(), "acme", "jane.doe").is_some());
+
+    // Records: audit (paged), explain, held, drift.
+    let a = admin.get("/tenants/acme/audit?user=jane.doe&limit=1");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["records"][0]["operation"], "reapply");
+    assert_eq!(a.body["records"][0]["resource_id"], id);
+    let before = a.body["next_before"].to_string();
+    let older = admin.get(&format!("/tenants/acme/audit?user=jane.doe&before={before}"));
+    assert_eq!(older.body["records"][0]["operation"], "create");
+    assert_json_error(&admin.get("/tenants/acme/audit?since=yesterday"), 400, "RFC 3339");
+    assert_json_error(&admin.get("/tenants/acme/audit?colour=red"), 400, "colour");
+    let e = admin.get("/tenants/acme/explain/jane.doe");
+    assert_eq!((e.status, e.body["user_name"].as_str()), (200, Some("jane.doe")));
+    assert_json_error(&admin.get("/tenants/acme/explain/nobody"), 404, "no directory entry");
+    assert_eq!(admin.get("/tenants/acme/held").body, json!([]));
+    assert_json_error(&admin.post("/tenants/acme/held/1/approve", &json!({})), 400, "no held operation");
+    let d = admin.get("/tenants/acme/idps/okta/drift");
+    assert_eq!(d.status, 200);
+    assert!(d.body["untouched"].is_array());
+    let _: Value = d.body;
+}
