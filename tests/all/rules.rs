@@ -507,3 +507,29 @@ fn a_scheduled_reapply_brings_existing_users_under_new_rules() {
     let recs = cli_json(&s, &["audit", "acme", "--user", "sched.user", "--json"]);
     assert_eq!((recs[0]["operation"].as_str(), recs[0]["actor"].as_str()), (Some("reapply"), Some("system:schedule")));
 }
+
+#[test]
+fn a_shadow_version_also_maps_groups() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ local_part = true }"#);
+    assert!(set(&s, &v1, "active").status.success());
+    let v2 = s.dir.path().join("v2.toml");
+    std::fs::write(&v2, "[[entry]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n[[entry]]\nplugin = \"builtin:groups\"\nconfig = { rename = [{ pattern = '^eng-', with = \"\" }] }\n").unwrap();
+    assert!(s.cli(&["chain", "set", "acme", "okta", "--file", v2.to_str().unwrap(), "--candidate"]).status.success());
+    assert!(s.cli(&["chain", "shadow", "acme", "okta", "--number", "2"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    okta.group("eng-core", &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = cli_json(&s, &["chain", "shadow-report", "acme", "okta", "--json"]);
+        if let Some(g) = d.as_array().unwrap().iter().find(|d| d["resource_type"] == "Group") {
+            assert_eq!(g["diff"]["targets"], json!([["eng-core"], ["core"]]));
+            assert_eq!(g["resource"], "eng-core");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no group difference recorded: {d}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(okta.get("/Groups").body["totalResults"], 1);
+}

@@ -233,11 +233,41 @@ impl<S: Store> Service<S> {
         });
     }
 
-    async fn group_write(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
-        let ctx = MapContext { idp, operation: op, current: None };
+    async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
+        let ctx = MapContext { idp: call.idp, operation: op, current: None };
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
         keep_decisions("group", decisions, why);
+        self.shadow_group(call, op, pipeline.version(), id, &body, &targets);
         Ok(GroupWrite { body, targets })
+    }
+
+    /// Shadow evaluation of a group mapping (see [`Self::shadow_user`]).
+    fn shadow_group(&self, call: &Call<'_>, op: Operation, active_version: Option<i64>, id: &str, body: &Value, active: &[String]) {
+        let Some(shadow) = self.pipelines.shadow_for(call.idp) else { return };
+        let Some(shadow_version) = shadow.version() else { return };
+        let (store, idp, id, body, active) = (self.store.clone(), call.idp.clone(), id.to_string(), body.clone(), active.to_vec());
+        let request_id = call.request_id.to_string();
+        tokio::spawn(async move {
+            let ctx = MapContext { idp: &idp, operation: op, current: None };
+            let diff = match shadow.map_group(ctx, GroupInput { id: &id, body: &body }).await {
+                Ok((targets, _)) if targets == active => return,
+                Ok((targets, _)) => serde_json::json!({"targets": [active, targets]}),
+                Err(err) => serde_json::json!({"outcome": ["mapped", err.to_string()]}),
+            };
+            let d = crate::store::ShadowDiff {
+                active_version,
+                shadow_version,
+                resource_type: "Group".into(),
+                resource: body.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string(),
+                operation: op.as_str().into(),
+                request_id,
+                diff,
+                at: String::new(),
+            };
+            if let Err(e) = store.add_shadow_diff(idp.id, d).await {
+                tracing::warn!(error = %e, "recording a shadow difference failed");
+            }
+        });
     }
 
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
@@ -365,7 +395,7 @@ impl<S: Store> Service<S> {
         let pipeline = self.pipeline(call);
         // The group has no id before it is stored; rules see an empty one on create.
         let mut why = Vec::new();
-        let w = self.group_write(&*pipeline, idp, Operation::Create, "", body, &mut why).await?;
+        let w = self.group_write(&*pipeline, call, Operation::Create, "", body, &mut why).await?;
         let members = members.unwrap_or_default();
         let ops = [MemberOp::Add(members.clone())];
         let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops, &mut why).await?;
@@ -393,7 +423,7 @@ impl<S: Store> Service<S> {
             let (body, members) = change(&cur.body)?;
             let mut why = Vec::new();
             let w = match body {
-                Some(b) if b != cur.body => Some(self.group_write(&*pipeline, idp, op, id, canonicalize(ResourceKind::Group, &b)?, &mut why).await?),
+                Some(b) if b != cur.body => Some(self.group_write(&*pipeline, call, op, id, canonicalize(ResourceKind::Group, &b)?, &mut why).await?),
                 _ => None,
             };
             let rules = if members.is_empty() || !pipeline.has_membership_rules() {
