@@ -54,10 +54,16 @@ impl Server {
     }
 
     /// Stops this server and starts another on the same data directory.
-    pub fn restart(mut self, extra: &str) -> Server {
+    pub fn restart(self, extra: &str) -> Server {
+        self.restart_after(extra, |_| {})
+    }
+
+    /// Stops this server, lets `meddle` change its data directory, and starts another on it.
+    pub fn restart_after(mut self, extra: &str, meddle: impl FnOnce(&Path)) -> Server {
         let status = self.terminate();
         assert!(status.success(), "exit {status:?}; log: {}", self.log());
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        meddle(dir.path());
         Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
     }
 

@@ -533,3 +533,34 @@ fn a_shadow_version_also_maps_groups() {
     }
     assert_eq!(okta.get("/Groups").body["totalResults"], 1);
 }
+
+#[test]
+fn rules_that_no_longer_load_fail_writes_instead_of_mapping_without_them() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    let v1 = chain_file(&s, "v1.toml", r#"{ local_part = true }"#);
+    assert!(set(&s, &v1, "v1").status.success());
+    until_version(&okta, "a", "1");
+    let id = okta.post("/Users", &json!({"userName": "kept@acme.example"})).id();
+    // Damage the stored plugin and drop the compiled artifacts, then restart.
+    let s = s.restart_after(TENANT, |dir| {
+        let db = rusqlite::Connection::open(dir.join("mapwright.db")).unwrap();
+        db.execute("UPDATE plugins SET bytes = x'0061736d'", []).unwrap();
+        let _ = std::fs::remove_dir_all(dir.join("plugin-cache"));
+    });
+    let okta = okta.rebased(&s);
+    let r = okta.post("/Users", &json!({"userName": "new@acme.example"}));
+    r.assert_error(500, None);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.contains("chain version 1") && detail.contains("could not be loaded") && detail.contains("damaged"), "{detail}");
+    assert!(directory_entry(&s.db(), "acme", "new").is_none() && directory_entry(&s.db(), "acme", "new@acme.example").is_none());
+    // Reads still work; a fixed version brings writes back.
+    assert_eq!(okta.get(&format!("/Users/{id}")).status, 200);
+    let v2 = chain_file(&s, "v2.toml", r#"{ local_part = true, case = "lower" }"#);
+    let out = set(&s, &v2, "fixed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    until_version(&okta, "b", "2");
+    // Storing the plugin again repaired its bytes: a rollback to version 1 loads too.
+    assert!(s.cli(&["chain", "rollback", "acme", "okta", "--to", "1"]).status.success());
+}

@@ -118,6 +118,9 @@ impl<S: Store> RuleManager<S> {
                         StoreError::NotFound => RulesError::NotFound(format!("plugin {} ({}) is not stored", e.plugin, e.name)),
                         other => RulesError::Store(other),
                     })?;
+                    if crate::plugins::runtime::content_hash(&bytes) != e.plugin {
+                        return Err(RulesError::NotFound(format!("stored plugin {} ({}) is damaged: its bytes no longer match its hash; upload it again", e.plugin, e.name)));
+                    }
                     self.runtime.load(&bytes).await?
                 }
             };

@@ -6,10 +6,12 @@ use super::now;
 use crate::store::rules::*;
 use crate::store::{StoreError, StoreResult};
 
+/// Stores a plugin's bytes under their hash. The bytes for a hash never change, so storing
+/// them again is a no-op, except that it repairs a copy damaged in the database.
 pub fn put_plugin(t: &Transaction<'_>, tenant_id: i64, rec: &PluginRecord, bytes: &[u8]) -> StoreResult<PluginRecord> {
     t.execute(
         "INSERT INTO plugins (hash, name, version, contract, hooks, size, bytes, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (hash) DO NOTHING",
+         ON CONFLICT (hash) DO UPDATE SET bytes = excluded.bytes WHERE plugins.bytes IS NOT excluded.bytes",
         params![rec.hash, rec.name, rec.version, rec.contract, rec.hooks.join(","), rec.size as i64, bytes, now()],
     )?;
     t.execute(
