@@ -452,6 +452,19 @@ async fn load_chains(cfg: &Config, rules: &RuleManager<SqliteStore>, seeded: &[(
     Ok(())
 }
 
+/// The configured guards of the connections that exist in the store.
+async fn configured_guards(cfg: &Config, store: &SqliteStore) -> anyhow::Result<crate::service::guard::Guard> {
+    let mut found = Vec::new();
+    for t in &cfg.tenants {
+        for i in &t.idps {
+            if let Some(idp) = store.find_idp(&t.name, &i.name).await.map_err(store_err)? {
+                found.push((idp, None));
+            }
+        }
+    }
+    guards(cfg, &found)
+}
+
 /// On the very first start, a global admin token (there is no other way in yet).
 async fn first_admin_token(store: &SqliteStore) -> anyhow::Result<Option<String>> {
     if store.count_admin_tokens().await.map_err(store_err)? > 0 {
@@ -984,10 +997,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let rules = rule_manager(&cfg, &store)?;
             rules.sync().await?;
-            let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone());
+            // This process has a guard window of its own: the configured cap applies to the
+            // re-apply on its own, besides what the server counts.
+            let guard = Arc::new(configured_guards(&cfg, &store).await?);
+            let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone()).with_guard(guard);
             let actor = format!("admin:{}", a.author);
             let job = service.start_or_resume_reapply(&idp, &actor, a.resume).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-            let opts = crate::service::reapply::PassOptions { batch: a.batch.max(1), pause: std::time::Duration::from_millis(a.pause_ms), actor };
+            let opts = crate::service::reapply::PassOptions { batch: a.batch.max(1), pause: std::time::Duration::from_millis(a.pause_ms), actor, guarded: true };
             let json_out = a.json;
             let mut on_batch = |j: &crate::store::ReapplyJob, _: &crate::service::reapply::Report| {
                 if !json_out {

@@ -130,3 +130,25 @@ fn membership_removals_past_the_cap_are_held() {
     assert_eq!(recs[0]["operation"], "approved-remove-members");
     assert_eq!(recs[0]["changes"]["groups"]["removed"], json!(["Engineers"]));
 }
+
+#[test]
+fn a_bad_rule_change_cannot_empty_groups_through_a_reapply() {
+    let s = Server::start_with(GUARDED);
+    let okta = s.declared("acme", "okta");
+    let ids: Vec<String> = (0..5).map(|i| okta.user(&format!("t{i}@acme.com"))).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    okta.group("team", &refs);
+    // A rule that syncs no group at all: re-applying it would take "team" from everyone.
+    let file = s.dir.path().join("bad.toml");
+    std::fs::write(&file, "[[entry]]\nplugin = \"builtin:groups\"\nconfig = { include = ['^eng-'] }\n").unwrap();
+    assert!(s.cli(&["chain", "set", "acme", "okta", "--file", file.to_str().unwrap()]).status.success());
+    let out = s.cli(&["reapply", "acme", "okta", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!((0..5).all(|i| directory_entry(&s.db(), "acme", &format!("t{i}@acme.com")).unwrap().groups == vec!["team".to_string()]), "memberships kept");
+    let pending = held(&s);
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0]["kind"], "remove-members");
+    let id = pending[0]["id"].to_string();
+    assert!(s.cli(&["held", "approve", "acme", &id]).status.success());
+    assert!((0..5).all(|i| directory_entry(&s.db(), "acme", &format!("t{i}@acme.com")).unwrap().groups.is_empty()));
+}

@@ -106,11 +106,14 @@ pub struct PassOptions {
     pub pause: Duration,
     /// `admin:<name>` or `system:schedule`: recorded as the actor of every change.
     pub actor: String,
+    /// Whether the connection's guard applies (re-apply); a preview writes nothing and
+    /// leaves the guard's window alone.
+    pub guarded: bool,
 }
 
 impl Default for PassOptions {
     fn default() -> Self {
-        PassOptions { batch: DEFAULT_BATCH, pause: Duration::ZERO, actor: "admin".into() }
+        PassOptions { batch: DEFAULT_BATCH, pause: Duration::ZERO, actor: "admin".into(), guarded: true }
     }
 }
 
@@ -160,9 +163,10 @@ impl<S: Store> Service<S> {
             if inactive && current.as_ref().is_some_and(|e| e.active && !e.deleted) {
                 match pipeline.deprovision(ctx, &u.body, Trigger::Deactivated).await {
                     Ok((DeprovisionAction::Keep, d)) => super::keep_decisions("deprovision", d, &mut why),
-                    Ok((action, d)) => {
+                    Ok((mut action, d)) => {
                         super::keep_decisions("deprovision", d, &mut why);
-                        entry.lifecycle = Lifecycle::Deprovision(action);
+                        let go = !opts.guarded || self.guard_deprovision(idp, id, &u.body, &mut action, &mut why).await?;
+                        entry.lifecycle = if go { Lifecycle::Deprovision(action) } else { Lifecycle::Held(action) };
                     }
                     Err(e) => {
                         refusals.push(refused("User", id, &name, e.to_string()));
@@ -193,7 +197,8 @@ impl<S: Store> Service<S> {
                     let mut why = Vec::new();
                     super::keep_decisions("group", decisions, &mut why);
                     let audit = Self::reapply_audit(pipeline, opts, request_id, why);
-                    writes.push(ReapplyGroup { pk: *pk, id: g.meta.id.clone(), targets, audit });
+                    let removal_budget = if opts.guarded { self.guard.remaining(idp.id) } else { None };
+                    writes.push(ReapplyGroup { pk: *pk, id: g.meta.id.clone(), targets, removal_budget, audit });
                 }
                 Err(e) => refusals.push(refused("Group", &g.meta.id, name, e.to_string())),
             }
@@ -204,6 +209,7 @@ impl<S: Store> Service<S> {
     /// What `pipeline` (a candidate chain, not active) would change if it were applied to
     /// everything the connection has provisioned. Nothing is written.
     pub async fn preview(&self, idp: &IdpConnection, pipeline: &dyn MappingPipeline, opts: &PassOptions) -> ScimResult<Report> {
+        let opts = &PassOptions { guarded: false, ..opts.clone() };
         let mut report = Report::default();
         let store_err = |e| store_error(ResourceKind::User, "", e);
         let mut cursor = 0;
@@ -295,7 +301,10 @@ impl<S: Store> Service<S> {
                 let cursor = *last;
                 let (writes, refusals) = self.map_groups(idp, &*pipeline, &page, &opts, &request_id).await;
                 let mode = ReapplyMode::Job { id: job.id, cursor, refused: refusals.len() as i64 };
-                report.absorb(self.store.reapply_groups(idp, writes, mode).await.map_err(err)?);
+                let outcomes = self.store.reapply_groups(idp, writes, mode).await.map_err(err)?;
+                let revoked: u64 = outcomes.iter().filter_map(|o| o.changes.get("revoked").and_then(Value::as_u64)).sum();
+                self.guard.spend(idp.id, revoked as u32);
+                report.absorb(outcomes);
                 report.absorb(refusals);
                 job = self.store.reapply_job(idp.id).await.map_err(err)?.ok_or_else(|| ScimError::internal("the re-apply job vanished"))?;
                 progress(&job, &report);

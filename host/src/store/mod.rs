@@ -400,6 +400,8 @@ pub struct ReapplyGroup {
     pub pk: i64,
     pub id: String,
     pub targets: Vec<String>,
+    /// The guard's budget: past it, the memberships a remapping takes away are held.
+    pub removal_budget: Option<u32>,
     pub audit: AuditInfo,
 }
 

@@ -207,7 +207,7 @@ pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: 
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = b.map(|Json(b)| b).unwrap_or_default();
     let job = state.service.start_or_resume_reapply(&idp, &admin.actor(), b.resume).await?;
-    let opts = PassOptions { batch: b.batch.unwrap_or(crate::service::reapply::DEFAULT_BATCH).max(1), pause: std::time::Duration::from_millis(b.pause_ms.unwrap_or(0)), actor: admin.actor() };
+    let opts = PassOptions { batch: b.batch.unwrap_or(crate::service::reapply::DEFAULT_BATCH).max(1), pause: std::time::Duration::from_millis(b.pause_ms.unwrap_or(0)), actor: admin.actor(), guarded: true };
     let (st, j) = (state.clone(), job.clone());
     tokio::spawn(async move {
         match st.service.run_reapply(&idp, j, &opts, &mut |_, _| {}).await {

@@ -93,7 +93,11 @@ fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
 }
 
 /// Points the IdP group at the app groups `names`, moving the memberships it owns.
-fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]) -> StoreResult<()> {
+/// Memberships a write takes away: (entry, app group), `None` for every app group of this IdP
+/// group. Collected first and revoked together (or held by the guard) at the end.
+type Revokes = Vec<(i64, Option<i64>)>;
+
+fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String], revokes: &mut Revokes) -> StoreResult<()> {
     let mut wanted = Vec::new();
     for n in names {
         wanted.push(app_group(t, tenant_id, n)?);
@@ -102,7 +106,9 @@ fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]
     let own = owner(group_pk);
     for gone in have.iter().filter(|g| !wanted.contains(g)) {
         t.prepare_cached("DELETE FROM group_targets WHERE group_pk = ?1 AND app_group_id = ?2")?.execute(params![group_pk, gone])?;
-        t.prepare_cached("DELETE FROM app_memberships WHERE group_id = ?1 AND owner = ?2")?.execute(params![gone, own])?;
+        let mut st = t.prepare_cached("SELECT entry_id FROM app_memberships WHERE group_id = ?1 AND owner = ?2")?;
+        let entries: Vec<i64> = st.query_map(params![gone, own], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        revokes.extend(entries.into_iter().map(|e| (e, Some(*gone))));
     }
     for new in wanted.iter().filter(|g| !have.contains(g)) {
         t.prepare_cached("INSERT OR IGNORE INTO group_targets (group_pk, app_group_id) VALUES (?1, ?2)")?.execute(params![group_pk, new])?;
@@ -160,9 +166,8 @@ fn named(list: &[String], fold_name: &str) -> bool {
 struct Delta {
     added: Vec<String>,
     removed: Vec<String>,
-    /// Entries losing this group's memberships: revoked together at the end of the write
-    /// (or held by the guard).
-    revokes: Vec<i64>,
+    /// Memberships this group's write takes away, revoked together at the end (or held).
+    revokes: Revokes,
 }
 
 fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
@@ -174,7 +179,7 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
         if ins.execute(params![group_pk, m.pk])? == 1 {
             delta.added.push(m.id.clone());
             // Removed then added again in one request: the membership stays.
-            delta.revokes.retain(|e| *e != m.entry);
+            delta.revokes.retain(|(e, g)| *e != m.entry || g.is_some());
             let rule = rules.get(&m.id).unwrap_or(&none);
             for (g, name) in targets {
                 if !named(&rule.skip, name) {
@@ -201,7 +206,7 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
                 }
                 super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
             }
-            delta.revokes.push(m.entry);
+            delta.revokes.push((m.entry, None));
         }
     }
     Ok(())
@@ -233,7 +238,7 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
                 let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
                 delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
                 let mut entries = t.prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?;
-                delta.revokes.extend(entries.query_map([owner(group_pk)], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?);
+                delta.revokes.extend(entries.query_map([owner(group_pk)], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?.into_iter().map(|e| (e, None)));
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
             }
             (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules, delta)?,
@@ -262,30 +267,31 @@ fn index(body: &Value) -> (String, Option<String>) {
 /// Revokes the memberships a write takes from entries, or, past the guard's budget, holds
 /// them all for an admin (the IdP view already says they are gone). Returns how many
 /// entries lost a membership now, and the held operation if any.
-fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group_id: &str, revokes: &mut Vec<i64>, budget: Option<u32>, request_id: &str) -> StoreResult<(u32, Option<i64>)> {
+fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group_id: &str, revokes: &mut Revokes, budget: Option<u32>, request_id: &str) -> StoreResult<(u32, Option<i64>)> {
     revokes.sort_unstable();
     revokes.dedup();
-    if revokes.is_empty() {
+    let mut entries: Vec<i64> = revokes.iter().map(|(e, _)| *e).collect();
+    entries.dedup();
+    if entries.is_empty() {
         return Ok((0, None));
     }
     let own = owner(group_pk);
-    if budget.is_some_and(|b| revokes.len() > b as usize) {
+    if budget.is_some_and(|b| entries.len() > b as usize) {
         let name: String = t
             .prepare_cached("SELECT COALESCE(json_extract(body, '$.displayName'), '') FROM groups WHERE pk = ?1")?
             .query_row([group_pk], |r| r.get(0))?;
-        let held: Vec<(i64, &str)> = revokes.iter().map(|e| (*e, own.as_str())).collect();
+        let held: Vec<(i64, &str, Option<i64>)> = revokes.iter().map(|(e, g)| (*e, own.as_str(), *g)).collect();
         t.prepare_cached(
             "INSERT INTO held_ops (tenant_id, idp_id, idp_name, kind, resource_id, entry_id, user_name, action, request_id, at, memberships)
              VALUES (?1, ?2, ?3, 'remove-members', ?4, 0, ?5, 'null', ?6, ?7, ?8)",
         )?
-        .execute(params![idp.tenant_id, idp.id, idp.name, group_id, format!("{} members of '{name}'", revokes.len()), request_id, now(), serde_json::json!(held).to_string()])?;
+        .execute(params![idp.tenant_id, idp.id, idp.name, group_id, format!("{} members of '{name}'", entries.len()), request_id, now(), serde_json::json!(held).to_string()])?;
         return Ok((0, Some(t.last_insert_rowid())));
     }
-    let mut del = t.prepare_cached("DELETE FROM app_memberships WHERE owner = ?1 AND entry_id = ?2")?;
-    for e in revokes.iter() {
-        del.execute(params![own, e])?;
+    for (e, g) in revokes.iter() {
+        super::users::revoke_membership(t, *e, &own, *g)?;
     }
-    Ok((revokes.len() as u32, None))
+    Ok((entries.len() as u32, None))
 }
 
 /// The audit changes of a group write: targets before/after, members added and removed.
@@ -310,8 +316,8 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     )?
     .execute(params![idp.id, id, dn, ext, w.body.to_string(), ts])?;
     let pk = t.last_insert_rowid();
-    retarget(t, idp.tenant_id, pk, &w.targets)?;
     let mut delta = Delta::default();
+    retarget(t, idp.tenant_id, pk, &w.targets, &mut delta.revokes)?;
     if !members.is_empty() {
         apply_member_ops(t, idp, pk, &[MemberOp::Add(members.to_vec())], rules, &mut delta)?;
     }
@@ -335,13 +341,13 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
         Some(_) => t.prepare_cached("SELECT body FROM groups WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).ok().and_then(|b| serde_json::from_str(&b).ok()),
         None => None,
     };
+    let mut delta = Delta::default();
     if let Some(w) = w {
         let (dn, ext) = index(&w.body);
         t.prepare_cached("UPDATE groups SET display_name_fold = ?2, external_id = ?3, body = ?4 WHERE pk = ?1")?
             .execute(params![pk, dn, ext, w.body.to_string()])?;
-        retarget(t, idp.tenant_id, pk, &w.targets)?;
+        retarget(t, idp.tenant_id, pk, &w.targets, &mut delta.revokes)?;
     }
-    let mut delta = Delta::default();
     apply_member_ops(t, idp, pk, ops, rules, &mut delta)?;
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut delta.revokes, u.removal_budget, &info.request_id)?;
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
@@ -360,18 +366,23 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
 
 /// Re-applies the rules to one IdP group: points it at `targets`, moving the memberships it
 /// owns. Returns what changed (and records it if anything did).
-pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[String], info: &AuditInfo) -> StoreResult<(String, Value)> {
+pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[String], budget: Option<u32>, info: &AuditInfo) -> StoreResult<(String, Value)> {
     let (pk, name): (i64, String) = t
         .prepare_cached("SELECT pk, json_extract(body, '$.displayName') FROM groups WHERE id = ?1 AND idp_id = ?2")?
         .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
     let before = target_names(t, idp.id, id)?;
-    retarget(t, idp.tenant_id, pk, targets)?;
+    let mut revokes = Revokes::new();
+    retarget(t, idp.tenant_id, pk, targets, &mut revokes)?;
+    let (revoked, held) = settle_revokes(t, idp, pk, id, &mut revokes, budget, &info.request_id)?;
     let after = target_names(t, idp.id, id)?;
     if before == after {
         return Ok((name, serde_json::json!({})));
     }
     let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
-    let changes = serde_json::json!({"targets": [before, after], "members_affected": members});
+    let mut changes = serde_json::json!({"targets": [before, after], "members_affected": members, "revoked": revoked});
+    if let Some(h) = held {
+        changes["held"] = serde_json::json!(h);
+    }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
     Ok((name, changes))
 }
@@ -392,9 +403,9 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     }
     let targets = target_names(t, idp.id, id)?;
     let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
-    let mut revokes: Vec<i64> = t
+    let mut revokes: Revokes = t
         .prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?
-        .query_map([owner(pk)], |r| r.get(0))?
+        .query_map([owner(pk)], |r| Ok((r.get(0)?, None)))?
         .collect::<Result<_, _>>()?;
     // Held memberships outlive the group row: their owner names it until an admin decides.
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut revokes, removal_budget, &info.request_id)?;

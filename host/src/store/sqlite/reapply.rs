@@ -56,7 +56,7 @@ pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mo
 pub fn groups(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyGroup], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
-        let r = isolated(t, || groups::reapply(t, idp, &it.id, &it.targets, &it.audit))?;
+        let r = isolated(t, || groups::reapply(t, idp, &it.id, &it.targets, it.removal_budget, &it.audit))?;
         out.push(outcome("Group", &it.id, r));
     }
     progress(t, mode, &out)?;

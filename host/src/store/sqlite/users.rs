@@ -339,16 +339,22 @@ fn held_row(r: &Row<'_>) -> rusqlite::Result<HeldOp> {
     })
 }
 
+/// Removes one owner's membership(s) of an entry: in one app group, or in all of them.
+pub(super) fn revoke_membership(t: &Transaction<'_>, entry: i64, owner: &str, group: Option<i64>) -> StoreResult<()> {
+    t.prepare_cached("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2 AND (?3 IS NULL OR group_id = ?3)")?.execute(params![entry, owner, group])?;
+    Ok(())
+}
+
 /// Approves (removes the listed memberships) or rejects held membership removals.
 fn decide_held_removals(t: &Transaction<'_>, tenant_id: i64, op: &HeldOp, memberships: &str, approve: bool, by: &str) -> StoreResult<HeldOp> {
-    let pairs: Vec<(i64, String)> = serde_json::from_str(memberships).map_err(|e| StoreError::Backend(format!("held memberships: {e}")))?;
+    let pairs: Vec<(i64, String, Option<i64>)> = serde_json::from_str(memberships).map_err(|e| StoreError::Backend(format!("held memberships: {e}")))?;
     let ts = now();
     let status = if approve { "approved" } else { "rejected" };
     let mut names = Vec::new();
-    for (entry, owner) in &pairs {
+    for (entry, owner, group) in &pairs {
         let before = audit::entry_state(t, *entry)?;
         if approve {
-            t.prepare_cached("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2")?.execute(params![entry, owner])?;
+            revoke_membership(t, *entry, owner, *group)?;
         }
         let after = audit::entry_state(t, *entry)?;
         let Some(b) = before else { continue };
