@@ -1066,10 +1066,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             for (idp, id) in &e.idp_users {
                 println!("  from IdP {idp}: user {id}");
             }
+            if let Some(o) = e.attribute_owners.as_object().filter(|o| !o.is_empty()) {
+                let mut by: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+                for (k, v) in o {
+                    by.entry(v.as_str().unwrap_or("?")).or_default().push(k);
+                }
+                for (owner, keys) in by {
+                    println!("  attributes from {owner}: {}", keys.join(", "));
+                }
+            }
             println!("groups:");
             for m in &e.memberships {
                 match (&*m.kind, &m.via) {
                     ("idp-group", Some(via)) => println!("  {:<24} via {} group '{via}'", m.group, m.idp),
+                    ("local", _) => println!("  {:<24} granted locally (no sync removes it)", m.group),
                     _ => println!("  {:<24} granted by the rules of {}", m.group, m.idp),
                 }
             }

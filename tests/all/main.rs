@@ -17,6 +17,7 @@ mod isolation;
 mod lifecycle;
 mod matching;
 mod ops;
+mod ownership;
 mod plugins;
 mod rules;
 mod users;

@@ -360,7 +360,8 @@ pub struct AuditQuery {
 pub struct MembershipSource {
     /// The app group.
     pub group: String,
-    /// `idp-group` (an IdP group's membership) or `rule` (granted by a connection's rules).
+    /// `idp-group` (an IdP group's membership), `rule` (granted by a connection's rules) or
+    /// `local` (granted in the application; no sync removes it).
     pub kind: String,
     /// The IdP connection that owns it.
     pub idp: String,
@@ -379,6 +380,8 @@ pub struct Explanation {
     pub memberships: Vec<MembershipSource>,
     /// (IdP connection, SCIM id) of each IdP user that maps to the entry.
     pub idp_users: Vec<(String, String)>,
+    /// Who owns each attribute: an IdP connection's name, or `local`.
+    pub attribute_owners: Value,
     pub history: Vec<AuditRecord>,
 }
 
@@ -481,6 +484,20 @@ pub struct DriftMembership {
     pub user_name: String,
     /// The IdP group it should come from (missing), or who holds it (extra).
     pub detail: String,
+}
+
+/// A change made in the application to one directory entry: attributes it sets (owned
+/// locally from then on, so no IdP write or re-apply replaces them; `null` gives one back to
+/// the IdPs) and groups it grants or takes back (local memberships only).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalChange {
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub add_groups: Vec<String>,
+    #[serde(default)]
+    pub remove_groups: Vec<String>,
 }
 
 /// One decision where a shadow version and the active one differed.
@@ -590,6 +607,8 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a job to its next phase (`groups`, `done`, `failed` with the reason).
     fn advance_reapply(&self, job_id: i64, phase: &str, error: Option<String>) -> impl Future<Output = StoreResult<ReapplyJob>> + Send;
 
+    /// Applies a change made in the application to an entry (by userName); audited.
+    fn local_change(&self, tenant_id: i64, user_name: &str, change: LocalChange, by: &str) -> impl Future<Output = StoreResult<DirectoryEntry>> + Send;
     /// Where the directory differs from what a connection's IdP says.
     fn drift(&self, idp: &IdpConnection) -> impl Future<Output = StoreResult<DriftReport>> + Send;
 

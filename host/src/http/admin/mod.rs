@@ -166,6 +166,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(&format!("{idp}/drift"), get(records::drift))
         .route("/tenants/{tenant}/audit", get(records::audit))
         .route("/tenants/{tenant}/explain/{user}", get(records::explain))
+        .route("/tenants/{tenant}/directory/{user}", get(records::explain).patch(records::local_change))
         .route("/tenants/{tenant}/held", get(records::held))
         .route("/tenants/{tenant}/held/{id}/{decision}", post(records::decide))
         .fallback(|| async { AdminError::not_found("no such admin endpoint") })

@@ -89,3 +89,14 @@ pub async fn drift(State(state): State<Arc<AppState>>, admin: Admin, p: Params) 
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     Ok(Json(json!(state.service.store().drift(&idp).await?)))
 }
+
+/// A change made in the application to a directory entry: local attributes (`null` gives
+/// one back to the IdPs) and local group memberships, which no sync removes.
+pub async fn local_change(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Result<Json<crate::store::LocalChange>, axum::extract::rejection::JsonRejection>) -> AdminResult<Json<Value>> {
+    let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
+    let Json(change) = b.map_err(|e| AdminError::bad_request(e.body_text()))?;
+    let user = param(&p, "user")?;
+    state.service.store().local_change(tenant.id, user, change, &admin.actor()).await?;
+    let e = state.service.store().explain(tenant.id, user).await?.ok_or_else(|| AdminError::not_found(format!("no directory entry '{user}'")))?;
+    Ok(Json(json!(e)))
+}

@@ -178,7 +178,13 @@ pub fn explain(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<O
             let owner: String = r.get(1)?;
             Ok(MembershipSource {
                 group: r.get(0)?,
-                kind: if owner.starts_with("g:") { "idp-group".into() } else { "rule".into() },
+                kind: if owner.starts_with("g:") {
+                    "idp-group".into()
+                } else if owner == "local" {
+                    "local".into()
+                } else {
+                    "rule".into()
+                },
                 idp: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
                 via: r.get(3)?,
             })
@@ -187,7 +193,25 @@ pub fn explain(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<O
     let mut st = c.prepare_cached("SELECT i.name, u.id FROM users u JOIN idps i ON i.id = u.idp_id WHERE u.entry_id = ?1 ORDER BY i.name")?;
     let idp_users = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let history = query(c, &AuditQuery { tenant_id, entry: Some(e.user_name.clone()), limit: 1000, ..Default::default() })?;
-    Ok(Some(Explanation { user_name: e.user_name, active: e.active, deleted: e.deleted, attributes: e.attributes, memberships, idp_users, history }))
+    let owners: String = c.prepare_cached("SELECT attr_owners FROM entries WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    let mut attribute_owners: serde_json::Map<String, Value> = serde_json::from_str(&owners).unwrap_or_default();
+    for v in attribute_owners.values_mut() {
+        // `idp:<id>` -> the connection's name.
+        if let Some(id) = v.as_str().and_then(|o| o.strip_prefix("idp:")).map(str::to_string) {
+            let name: Option<String> = c.prepare_cached("SELECT name FROM idps WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
+            *v = Value::String(name.unwrap_or(id));
+        }
+    }
+    Ok(Some(Explanation {
+        user_name: e.user_name,
+        active: e.active,
+        deleted: e.deleted,
+        attributes: e.attributes,
+        memberships,
+        idp_users,
+        attribute_owners: Value::Object(attribute_owners),
+        history,
+    }))
 }
 
 #[cfg(test)]

@@ -299,6 +299,11 @@ const MIGRATIONS: &[&str] = &[
         created TEXT NOT NULL
     );
     "#,
+    // 11: who owns each attribute of an entry: `idp:<connection>` or `local` (set in the
+    // application). Keys without an owner behave as before (any IdP write may replace them).
+    r#"
+    ALTER TABLE entries ADD COLUMN attr_owners TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

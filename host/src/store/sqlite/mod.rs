@@ -398,6 +398,10 @@ impl Store for SqliteStore {
         let phase = phase.to_string();
         self.write(move |t| reapply::advance(t, job_id, &phase, error.as_deref())).await
     }
+    async fn local_change(&self, tenant_id: i64, user_name: &str, change: LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
+        let (user_name, by) = (user_name.to_string(), by.to_string());
+        self.write(move |t| users::local_change(t, tenant_id, &user_name, &change, &by)).await
+    }
     async fn drift(&self, idp: &IdpConnection) -> StoreResult<DriftReport> {
         let idp = idp.clone();
         self.read(move |c| drift::report(c, &idp)).await

@@ -134,15 +134,16 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         // The IdP user joins an entry that exists already (created by another IdP, by hand or
         // by SSO); the entry keeps its username and takes this write's state.
         Some(id) => {
-            t.prepare_cached("UPDATE entries SET active = ?2, attributes = ?3, modified = ?4 WHERE id = ?1")?.execute(params![id, w.entry.active, attrs, ts])?;
+            let (merged, owners) = merge_attributes(t, id, &idp_owner(idp), &w.entry.attributes)?;
+            t.prepare_cached("UPDATE entries SET active = ?2, attributes = ?3, modified = ?4, attr_owners = ?5 WHERE id = ?1")?.execute(params![id, w.entry.active, merged, ts, owners])?;
             tracing::info!(entry = id, "adopted an existing directory entry");
             id
         }
         None => {
             t.prepare_cached(
-                "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
             )?
-            .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts])
+            .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts, owners_of(&w.entry.attributes, &idp_owner(idp))])
             .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
             t.last_insert_rowid()
         }
@@ -229,14 +230,49 @@ pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i6
 /// Writes an entry's name, attributes and (when the write decides it) active flag. A write to
 /// a user the IdP keeps deactivated leaves the flag as deprovisioning set it: a `keep`
 /// decision stays active through later updates.
-fn write_entry(t: &Transaction<'_>, entry_id: i64, e: &EntryWrite, ts: &str) -> StoreResult<()> {
+fn write_entry(t: &Transaction<'_>, entry_id: i64, writer: &str, e: &EntryWrite, ts: &str) -> StoreResult<()> {
     let decides_active = e.active || matches!(e.lifecycle, Lifecycle::Deprovision(_) | Lifecycle::Reactivate { .. });
+    let (attrs, owners) = merge_attributes(t, entry_id, writer, &e.attributes)?;
     t.prepare_cached(
-        "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6 WHERE id = ?1",
+        "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6, attr_owners = ?8 WHERE id = ?1",
     )?
-    .execute(params![entry_id, e.user_name, fold(&e.user_name), e.active, e.attributes.to_string(), ts, decides_active])
+    .execute(params![entry_id, e.user_name, fold(&e.user_name), e.active, attrs, ts, decides_active, owners])
     .map_err(|err| directory_conflict(err, &e.user_name))?;
     Ok(())
+}
+
+/// Every attribute of a new entry owned by its writer.
+fn owners_of(attrs: &Value, writer: &str) -> String {
+    let owners: serde_json::Map<String, Value> = attrs.as_object().map(|o| o.keys().map(|k| (k.clone(), Value::String(writer.to_string()))).collect()).unwrap_or_default();
+    Value::Object(owners).to_string()
+}
+
+/// The owner an IdP connection's writes record on the attributes they set.
+pub(super) fn idp_owner(idp: &IdpConnection) -> String {
+    format!("idp:{}", idp.id)
+}
+
+/// An entry's attributes after `writer` sets `new`, and their owners: the writer replaces the
+/// attributes it owns (or that nobody owns) and takes the ones it sets; attributes another
+/// IdP or the application (`local`) owns stay as they are, so one source never wipes what
+/// another set. Returns (attributes, owners) as JSON text.
+fn merge_attributes(t: &Transaction<'_>, entry_id: i64, writer: &str, new: &Value) -> StoreResult<(String, String)> {
+    let (cur, owners): (String, String) = t.prepare_cached("SELECT attributes, attr_owners FROM entries WHERE id = ?1")?.query_row([entry_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let parse = |s: &str| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap_or_default();
+    let (mut attrs, mut owners) = (parse(&cur), parse(&owners));
+    let empty = serde_json::Map::new();
+    let new = new.as_object().unwrap_or(&empty);
+    let mine = |o: Option<&Value>| o.is_none_or(|o| o.as_str() == Some(writer));
+    attrs.retain(|k, _| new.contains_key(k) || !mine(owners.get(k)));
+    owners.retain(|k, _| attrs.contains_key(k));
+    for (k, v) in new {
+        if owners.get(k).and_then(Value::as_str) == Some("local") {
+            continue;
+        }
+        attrs.insert(k.clone(), v.clone());
+        owners.insert(k.clone(), Value::String(writer.to_string()));
+    }
+    Ok((Value::Object(attrs).to_string(), Value::Object(owners).to_string()))
 }
 
 fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
@@ -258,7 +294,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = now();
-    write_entry(t, entry_id, &w.entry, &ts)?;
+    write_entry(t, entry_id, &idp_owner(idp), &w.entry, &ts)?;
     rule_groups(t, idp, entry_id, &w.entry)?;
     apply_lifecycle(t, pk, entry_id, w.entry.lifecycle, &ts)?;
     let held = match w.entry.lifecycle {
@@ -427,7 +463,7 @@ pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_vers
     let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
     let before = audit::entry_state(t, entry_id)?;
     let ts = now();
-    write_entry(t, entry_id, e, &ts)?;
+    write_entry(t, entry_id, &idp_owner(idp), e, &ts)?;
     rule_groups(t, idp, entry_id, e)?;
     apply_lifecycle(t, pk, entry_id, e.lifecycle, &ts)?;
     let after = audit::entry_state(t, entry_id)?;
@@ -598,4 +634,50 @@ pub(super) fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry
         deleted,
         purge_after,
     })
+}
+
+/// A change made in the application: local attributes and local memberships, audited.
+pub fn local_change(t: &Transaction<'_>, tenant_id: i64, user_name: &str, c: &LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
+    let entry_id: i64 = t
+        .prepare_cached("SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2 AND deleted_at IS NULL")?
+        .query_row(params![tenant_id, fold(user_name)], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::InvalidReference(format!("no directory entry '{user_name}'")))?;
+    let before = audit::entry_state(t, entry_id)?;
+    if !c.attributes.is_empty() {
+        crate::scim::resource::check_entry_attributes(&Value::Object(c.attributes.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()))
+            .map_err(StoreError::InvalidReference)?;
+        let (cur, owners): (String, String) = t.prepare_cached("SELECT attributes, attr_owners FROM entries WHERE id = ?1")?.query_row([entry_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let parse = |s: &str| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap_or_default();
+        let (mut attrs, mut owners) = (parse(&cur), parse(&owners));
+        for (k, v) in &c.attributes {
+            if v.is_null() {
+                attrs.remove(k);
+                owners.remove(k);
+            } else {
+                attrs.insert(k.clone(), v.clone());
+                owners.insert(k.clone(), Value::String("local".into()));
+            }
+        }
+        t.prepare_cached("UPDATE entries SET attributes = ?2, attr_owners = ?3, modified = ?4 WHERE id = ?1")?
+            .execute(params![entry_id, Value::Object(attrs).to_string(), Value::Object(owners).to_string(), now()])?;
+    }
+    for g in &c.add_groups {
+        if g.trim().is_empty() || g.len() > 256 || g.chars().any(char::is_control) {
+            return Err(StoreError::InvalidReference(format!("group name {g:?} is not 1-256 printable characters")));
+        }
+        let gid = super::groups::app_group(t, tenant_id, g)?;
+        t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, 'local')")?.execute(params![gid, entry_id])?;
+    }
+    for g in &c.remove_groups {
+        t.prepare_cached("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = 'local' AND group_id = (SELECT id FROM app_groups WHERE tenant_id = ?2 AND name_fold = ?3)")?
+            .execute(params![entry_id, tenant_id, fold(g)])?;
+    }
+    let after = audit::entry_state(t, entry_id)?;
+    let changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    let info = AuditInfo { actor: by.to_string(), request_id: String::new(), operation: "local".into(), ..Default::default() };
+    let name = after.as_ref().map(|e| e.user_name.clone()).unwrap_or_default();
+    let eid = entry_id.to_string();
+    audit::record(t, &Subject { tenant_id, idp: None, resource_type: "Entry", resource_id: &eid, entry: Some((entry_id, &name)) }, &info, &changes)?;
+    after.ok_or(StoreError::NotFound)
 }
