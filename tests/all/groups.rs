@@ -147,3 +147,35 @@ fn same_app_group_from_two_idps_is_co_owned() {
     assert!(directory_entry(&s.db(), "acme", "p2@acme.com").unwrap().groups.is_empty());
     okta.delete(&format!("/Groups/{g1}"));
 }
+
+#[test]
+fn rules_can_refuse_a_membership_the_idp_grants() {
+    let s = crate::harness::Server::start_with(
+        r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { deny = [{ groups = '^admins$', users = '^contractor' }] }
+"#,
+    );
+    let okta = s.declared("acme", "okta");
+    let staff = okta.user("staff@acme.com");
+    let contractor = okta.user("contractor.bob@acme.com");
+    let gid = okta.group("admins", &[&staff]);
+    let r = okta.patch(&format!("/Groups/{gid}"), serde_json::json!([{"op": "add", "path": "members", "value": [{"value": contractor}]}]));
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    // The IdP's view lists both; the directory grants admins to the employee only.
+    assert_eq!(okta.get(&format!("/Groups/{gid}")).body["members"].as_array().unwrap().len(), 2);
+    let db = s.db();
+    assert_eq!(crate::harness::directory_entry(&db, "acme", "staff@acme.com").unwrap().groups, vec!["admins".to_string()]);
+    assert!(crate::harness::directory_entry(&db, "acme", "contractor.bob@acme.com").unwrap().groups.is_empty());
+    let out = s.cli(&["audit", "acme", "--resource", &gid, "--json"]);
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(recs[0]["decisions"].as_array().unwrap().iter().any(|d| d["reason"].as_str().unwrap().contains("may not join")), "{}", recs[0]);
+}

@@ -11,6 +11,9 @@
 //!
 //! Per user: `defaults.new_users` are granted when a user is created, `defaults.all_users`
 //! to every user. `keep_existing_memberships = true` vetoes removals proposed for a user.
+//! `deny`: `[{ groups = "^admins$", users = "^contractor" }]` drops additions to matching app
+//! groups for users whose userName or primary email matches (the IdP's group still lists
+//! them; the directory does not grant it).
 //!
 //! ```json
 //! {"include": ["^eng-"], "map": {"eng-dev users": ["software_dev"]}, "rename": [{"pattern": "^eng-", "with": ""}],
@@ -63,6 +66,15 @@ pub struct Config {
     pub case: Case,
     pub defaults: Defaults,
     pub keep_existing_memberships: bool,
+    pub deny: Vec<Deny>,
+}
+
+/// App groups (`groups`) that users matching `users` are never added to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deny {
+    pub groups: Pattern,
+    pub users: Pattern,
 }
 
 /// A table value: one group name or several.
@@ -145,8 +157,18 @@ impl Plugin for Groups {
         Ok(Decision::new(out).because("groups.map", reason))
     }
 
-    fn user_memberships(_ctx: &Context, c: &Config, _user: &User, is_new: bool, mut proposed: Memberships) -> Result<Decision<Memberships>, Rejection> {
+    fn user_memberships(_ctx: &Context, c: &Config, user: &User, is_new: bool, mut proposed: Memberships) -> Result<Decision<Memberships>, Rejection> {
         let mut why = Vec::new();
+        for d in &c.deny {
+            let who = [Some(user.user_name()), user.primary_email()];
+            if who.iter().flatten().any(|n| d.users.is_match(n)) {
+                let before = proposed.add.len();
+                proposed.add.retain(|g| !d.groups.is_match(g));
+                if proposed.add.len() < before {
+                    why.push(format!("{} may not join groups matching {}", user.user_name(), d.groups.as_str()));
+                }
+            }
+        }
         let mut grant = |names: &[String], label: &str| {
             for n in names {
                 if !proposed.add.iter().any(|a| a.eq_ignore_ascii_case(n)) {
@@ -209,5 +231,26 @@ mod tests {
         for c in [r#"{"include": ["("]}"#, r#"{"map": {"a": ""}}"#, r#"{"defaults": {"all_users": [" "]}}"#, r#"{"unmapped": "maybe"}"#, r#"{"nope": 1}"#] {
             assert!(testing::validate_config::<Groups>(c).is_err(), "{c}");
         }
+    }
+}
+
+#[cfg(test)]
+mod deny_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use mapwright_plugin_sdk::Context;
+
+    #[test]
+    fn deny_drops_additions_for_matching_users_only() {
+        let c: Config = serde_json::from_str(r#"{"deny": [{"groups": "^admins$", "users": "^contractor"}]}"#).unwrap();
+        let run = |user: &str| {
+            let u = User::from_json(&format!(r#"{{"userName": "{user}"}}"#)).unwrap();
+            let m = Memberships { add: vec!["admins".into(), "staff".into()], remove: vec![] };
+            Groups::user_memberships(&Context::test(), &c, &u, false, m).unwrap()
+        };
+        let d = run("contractor.bob");
+        assert_eq!(d.value.add, vec!["staff".to_string()]);
+        assert!(d.provenance.unwrap().reason.contains("may not join"));
+        assert_eq!(run("alice").value.add, vec!["admins".to_string(), "staff".to_string()]);
     }
 }
