@@ -17,7 +17,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use serde_json::json;
 
 use super::AppState;
@@ -150,24 +150,109 @@ pub fn param<'a>(p: &'a Params, name: &str) -> AdminResult<&'a str> {
     p.get(name).map(String::as_str).ok_or_else(|| AdminError::bad_request(format!("missing {name}")))
 }
 
+/// Every admin route, `(path, methods)`: the router is built from this table, and a test
+/// checks the OpenAPI document against it, so neither can drift from the other.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/tenants", &["GET", "POST"]),
+    ("/tenants/{tenant}/idps", &["GET", "POST"]),
+    ("/tenants/{tenant}/idps/{idp}", &["GET", "PATCH"]),
+    ("/tenants/{tenant}/idps/{idp}/rotate-token", &["POST"]),
+    ("/tenants/{tenant}/plugins", &["GET", "POST"]),
+    ("/tenants/{tenant}/idps/{idp}/chain", &["GET", "POST"]),
+    ("/tenants/{tenant}/idps/{idp}/chain/activate", &["POST"]),
+    ("/tenants/{tenant}/idps/{idp}/chain/preview", &["POST"]),
+    ("/tenants/{tenant}/idps/{idp}/chain/shadow", &["GET", "PUT"]),
+    ("/tenants/{tenant}/idps/{idp}/reapply", &["GET", "POST"]),
+    ("/tenants/{tenant}/idps/{idp}/drift", &["GET"]),
+    ("/tenants/{tenant}/audit", &["GET"]),
+    ("/tenants/{tenant}/explain/{user}", &["GET"]),
+    ("/tenants/{tenant}/directory/{user}", &["GET", "PATCH"]),
+    ("/tenants/{tenant}/held", &["GET"]),
+    ("/tenants/{tenant}/held/{id}/{decision}", &["POST"]),
+];
+
+/// The OpenAPI 3.1 description of the admin API (served at `/admin/v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
+    Some(match (path, method) {
+        ("/tenants", "GET") => get(tenants::list),
+        ("/tenants", "POST") => post(tenants::create),
+        ("/tenants/{tenant}/idps", "GET") => get(tenants::list_idps),
+        ("/tenants/{tenant}/idps", "POST") => post(tenants::create_idp),
+        ("/tenants/{tenant}/idps/{idp}", "GET") => get(tenants::get_idp),
+        ("/tenants/{tenant}/idps/{idp}", "PATCH") => patch(tenants::update_idp),
+        ("/tenants/{tenant}/idps/{idp}/rotate-token", "POST") => post(tenants::rotate_token),
+        ("/tenants/{tenant}/plugins", "GET") => get(rules::list_plugins),
+        ("/tenants/{tenant}/plugins", "POST") => post(rules::add_plugin),
+        ("/tenants/{tenant}/idps/{idp}/chain", "GET") => get(rules::chain),
+        ("/tenants/{tenant}/idps/{idp}/chain", "POST") => post(rules::set_chain),
+        ("/tenants/{tenant}/idps/{idp}/chain/activate", "POST") => post(rules::activate),
+        ("/tenants/{tenant}/idps/{idp}/chain/preview", "POST") => post(rules::preview),
+        ("/tenants/{tenant}/idps/{idp}/chain/shadow", "GET") => get(rules::shadow_report),
+        ("/tenants/{tenant}/idps/{idp}/chain/shadow", "PUT") => put(rules::set_shadow),
+        ("/tenants/{tenant}/idps/{idp}/reapply", "GET") => get(rules::reapply_status),
+        ("/tenants/{tenant}/idps/{idp}/reapply", "POST") => post(rules::start_reapply),
+        ("/tenants/{tenant}/idps/{idp}/drift", "GET") => get(records::drift),
+        ("/tenants/{tenant}/audit", "GET") => get(records::audit),
+        ("/tenants/{tenant}/explain/{user}", "GET") => get(records::explain),
+        ("/tenants/{tenant}/directory/{user}", "GET") => get(records::explain),
+        ("/tenants/{tenant}/directory/{user}", "PATCH") => patch(records::local_change),
+        ("/tenants/{tenant}/held", "GET") => get(records::held),
+        ("/tenants/{tenant}/held/{id}/{decision}", "POST") => post(records::decide),
+        _ => return None,
+    })
+}
+
 pub fn router() -> Router<Arc<AppState>> {
-    let idp = "/tenants/{tenant}/idps/{idp}";
-    Router::new()
-        .route("/tenants", get(tenants::list).post(tenants::create))
-        .route("/tenants/{tenant}/idps", get(tenants::list_idps).post(tenants::create_idp))
-        .route(idp, get(tenants::get_idp).patch(tenants::update_idp))
-        .route(&format!("{idp}/rotate-token"), post(tenants::rotate_token))
-        .route("/tenants/{tenant}/plugins", get(rules::list_plugins).post(rules::add_plugin))
-        .route(&format!("{idp}/chain"), get(rules::chain).post(rules::set_chain))
-        .route(&format!("{idp}/chain/activate"), post(rules::activate))
-        .route(&format!("{idp}/chain/preview"), post(rules::preview))
-        .route(&format!("{idp}/chain/shadow"), put(rules::set_shadow).get(rules::shadow_report))
-        .route(&format!("{idp}/reapply"), get(rules::reapply_status).post(rules::start_reapply))
-        .route(&format!("{idp}/drift"), get(records::drift))
-        .route("/tenants/{tenant}/audit", get(records::audit))
-        .route("/tenants/{tenant}/explain/{user}", get(records::explain))
-        .route("/tenants/{tenant}/directory/{user}", get(records::explain).patch(records::local_change))
-        .route("/tenants/{tenant}/held", get(records::held))
-        .route("/tenants/{tenant}/held/{id}/{decision}", post(records::decide))
-        .fallback(|| async { AdminError::not_found("no such admin endpoint") })
+    let mut r = Router::new().route(
+        "/openapi.json",
+        get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+    );
+    for (path, methods) in ROUTES {
+        let mut mr = MethodRouter::new();
+        for m in *methods {
+            match handler(path, m) {
+                Some(h) => mr = mr.merge(h),
+                // A route in the table without a handler is a programming error caught by the
+                // router test below; at run time it is simply not served.
+                None => tracing::error!(path, method = m, "admin route without a handler"),
+            }
+        }
+        r = r.route(path, mr);
+    }
+    r.fallback(|| async { AdminError::not_found("no such admin endpoint") })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_handler_and_the_openapi_document_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+                documented.push((path.trim_start_matches("/admin/v1").to_string(), method.to_uppercase()));
+            }
+        }
+        let mut routed: Vec<(String, String)> = ROUTES.iter().flat_map(|(p, ms)| ms.iter().map(move |m| (p.to_string(), m.to_string()))).collect();
+        routed.push(("/openapi.json".into(), "GET".into()));
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed, "the OpenAPI document and the routes differ");
+        for (p, ms) in ROUTES {
+            for m in *ms {
+                assert!(handler(p, m).is_some(), "{m} {p} has no handler");
+            }
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap().iter().filter(|(k, _)| *k != "parameters") {
+                assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path} needs a summary");
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} needs responses");
+            }
+        }
+    }
 }
