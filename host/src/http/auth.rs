@@ -36,6 +36,16 @@ impl Scope {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header (any case of the scheme).
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
 async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>, ScimError> {
     if let Ok(cache) = state.auth_cache.records.lock()
         && let Some((rec, at)) = cache.get(id)
@@ -66,14 +76,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let (Some(tenant), Some(idp)) = (params.get("tenant"), params.get("idp")) else {
             return Err(ScimError::not_found("no such SCIM endpoint"));
         };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        let Some((id, secret)) = presented.and_then(tokens::parse) else {
+        let Some((id, secret)) = bearer(&parts.headers).and_then(tokens::parse) else {
             return Err(ScimError::unauthorized());
         };
         let Some(rec) = token_record(state, id).await? else {

@@ -126,14 +126,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "an admin bearer token is required");
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
-        let (id, secret) = presented.and_then(tokens::parse_admin).ok_or_else(unauthorized)?;
+        let (id, secret) = super::auth::bearer(&parts.headers).and_then(tokens::parse_admin).ok_or_else(unauthorized)?;
         let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
         if !tokens::verify(secret, &rec.secret_hash) {
             return Err(unauthorized());
