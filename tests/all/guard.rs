@@ -121,6 +121,9 @@ fn membership_removals_past_the_cap_are_held() {
     assert_eq!(pending[0]["kind"], "remove-members");
     assert!(pending[0]["user_name"].as_str().unwrap().starts_with("3 members of 'Engineers'"));
 
+    // While held, the memberships belong to the held operation, not to the group.
+    let x = s.admin(&s.admin_token()).get("/tenants/acme/explain/m2@acme.com");
+    assert_eq!(x.body["memberships"][0]["kind"], "held", "{}", x.body);
     // Approval applies them, each recorded.
     let id = pending[0]["id"].to_string();
     assert!(s.cli(&["held", "approve", "acme", &id]).status.success());
@@ -149,6 +152,9 @@ fn a_bad_rule_change_cannot_empty_groups_through_a_reapply() {
     assert_eq!(pending.len(), 1, "{pending:#?}");
     assert_eq!(pending[0]["kind"], "remove-members");
     let id = pending[0]["id"].to_string();
-    assert!(s.cli(&["held", "approve", "acme", &id]).status.success());
-    assert!((0..5).all(|i| directory_entry(&s.db(), "acme", &format!("t{i}@acme.com")).unwrap().groups.is_empty()));
+    assert!(s.cli(&["held", "reject", "acme", &id]).status.success());
+    // Rejected: the memberships stay, owned by the application from now on.
+    let x = s.admin(&s.admin_token()).get("/tenants/acme/explain/t0@acme.com");
+    assert_eq!((x.body["memberships"][0]["group"].as_str(), x.body["memberships"][0]["kind"].as_str()), (Some("team"), Some("local")), "{}", x.body);
+    assert!((0..5).all(|i| directory_entry(&s.db(), "acme", &format!("t{i}@acme.com")).unwrap().groups == vec!["team".to_string()]));
 }

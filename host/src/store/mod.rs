@@ -360,8 +360,9 @@ pub struct AuditQuery {
 pub struct MembershipSource {
     /// The app group.
     pub group: String,
-    /// `idp-group` (an IdP group's membership), `rule` (granted by a connection's rules) or
-    /// `local` (granted in the application; no sync removes it).
+    /// `idp-group` (an IdP group's membership), `rule` (granted by a connection's rules),
+    /// `local` (granted in the application; no sync removes it) or `held` (removed by an IdP
+    /// past the guard's cap, waiting for an admin).
     pub kind: String,
     /// The IdP connection that owns it.
     pub idp: String,

@@ -182,6 +182,8 @@ pub fn explain(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<O
                     "idp-group".into()
                 } else if owner == "local" {
                     "local".into()
+                } else if owner.starts_with("held:") {
+                    "held".into()
                 } else {
                     "rule".into()
                 },

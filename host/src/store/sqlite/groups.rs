@@ -286,7 +286,17 @@ fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group
              VALUES (?1, ?2, ?3, 'remove-members', ?4, 0, ?5, 'null', ?6, ?7, ?8)",
         )?
         .execute(params![idp.tenant_id, idp.id, idp.name, group_id, format!("{} members of '{name}'", entries.len()), request_id, now(), serde_json::json!(held).to_string()])?;
-        return Ok((0, Some(t.last_insert_rowid())));
+        let held_id = t.last_insert_rowid();
+        // The held memberships change owner to the held operation: no later write of this IdP
+        // group (nor of a new group that reuses its storage key) can take them or count them
+        // as its own; the decision settles them.
+        let held_owner = format!("held:{held_id}");
+        for (e, g) in revokes.iter() {
+            t.prepare_cached("UPDATE OR IGNORE app_memberships SET owner = ?3 WHERE entry_id = ?1 AND owner = ?2 AND (?4 IS NULL OR group_id = ?4)")?
+                .execute(params![e, own, held_owner, g])?;
+            super::users::revoke_membership(t, *e, &own, *g)?;
+        }
+        return Ok((0, Some(held_id)));
     }
     for (e, g) in revokes.iter() {
         super::users::revoke_membership(t, *e, &own, *g)?;

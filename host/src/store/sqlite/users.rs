@@ -387,10 +387,16 @@ fn decide_held_removals(t: &Transaction<'_>, tenant_id: i64, op: &HeldOp, member
     let ts = now();
     let status = if approve { "approved" } else { "rejected" };
     let mut names = Vec::new();
-    for (entry, owner, group) in &pairs {
+    let held_owner = format!("held:{}", op.id);
+    for (entry, _, group) in &pairs {
         let before = audit::entry_state(t, *entry)?;
         if approve {
-            revoke_membership(t, *entry, owner, *group)?;
+            revoke_membership(t, *entry, &held_owner, *group)?;
+        } else {
+            // Kept against the IdP's removal: the admin's decision, so the application owns it.
+            t.prepare_cached("UPDATE OR IGNORE app_memberships SET owner = 'local' WHERE entry_id = ?1 AND owner = ?2 AND (?3 IS NULL OR group_id = ?3)")?
+                .execute(params![entry, held_owner, group])?;
+            revoke_membership(t, *entry, &held_owner, *group)?;
         }
         let after = audit::entry_state(t, *entry)?;
         let Some(b) = before else { continue };
