@@ -68,8 +68,9 @@ fn input_error<P: Plugin>(what: &str, e: impl std::fmt::Display) -> wit::Rejecti
     wit::Rejection { rule: P::NAME.to_string(), reason: format!("{what}: {e}") }
 }
 
-fn user<P: Plugin>(json: &str) -> Result<User, wit::Rejection> {
-    User::from_json(json).map_err(|e| input_error::<P>("the user is not valid JSON", e))
+/// The user the host sent, parsed only if the plugin looks at it.
+fn user(json: String) -> User {
+    User::lazy(json)
 }
 
 fn cfg<P: Plugin>(text: &str) -> Result<Rc<P::Config>, wit::Rejection> {
@@ -105,7 +106,7 @@ impl<P: Plugin> self_test::Guest for Adapter<P> {
 impl<P: Plugin> username::Guest for Adapter<P> {
     fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<username::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
-        let u = user::<P>(&user_json)?;
+        let u = user(user_json);
         let d = P::username(&context(ctx, current.as_deref()), &c, &u, &proposed).map_err(rejection)?;
         Ok(username::Decision { user_name: d.value, provenance: provenance(d.provenance) })
     }
@@ -121,7 +122,7 @@ impl<P: Plugin> groups::Guest for Adapter<P> {
 
     fn user_memberships(ctx: wit::Context, config: String, user_json: String, is_new: bool, proposed: groups::Memberships) -> Result<groups::Memberships, wit::Rejection> {
         let c = cfg::<P>(&config)?;
-        let u = user::<P>(&user_json)?;
+        let u = user(user_json);
         let m = Memberships { add: proposed.add, remove: proposed.remove };
         let d = P::user_memberships(&context(ctx, None), &c, &u, is_new, m).map_err(rejection)?;
         Ok(groups::Memberships { add: d.value.add, remove: d.value.remove, provenance: provenance(d.provenance) })
@@ -131,9 +132,10 @@ impl<P: Plugin> groups::Guest for Adapter<P> {
 impl<P: Plugin> attributes::Guest for Adapter<P> {
     fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
-        let u = user::<P>(&user_json)?;
         // The first entry of a chain is proposed the user itself: parse it once.
-        let p: serde_json::Value = if proposed == user_json {
+        let same = proposed == user_json;
+        let u = user(user_json);
+        let p: serde_json::Value = if same {
             u.json().clone()
         } else {
             serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?
@@ -164,7 +166,7 @@ fn action_out(a: Action) -> deprovision::Action {
 impl<P: Plugin> deprovision::Guest for Adapter<P> {
     fn on_deprovision(ctx: wit::Context, config: String, user_json: String, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<deprovision::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
-        let u = user::<P>(&user_json)?;
+        let u = user(user_json);
         let t = match trigger {
             deprovision::Trigger::Deactivated => Trigger::Deactivated,
             deprovision::Trigger::Deleted => Trigger::Deleted,
@@ -175,7 +177,7 @@ impl<P: Plugin> deprovision::Guest for Adapter<P> {
 
     fn on_reactivate(ctx: wit::Context, config: String, user_json: String, proposed: bool) -> Result<deprovision::Reactivation, wit::Rejection> {
         let c = cfg::<P>(&config)?;
-        let u = user::<P>(&user_json)?;
+        let u = user(user_json);
         let d = P::reactivate(&context(ctx, None), &c, &u, proposed).map_err(rejection)?;
         Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
     }

@@ -21,25 +21,40 @@ pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:
 /// assert_eq!(u.enterprise("department"), Some("Engineering"));
 /// assert_eq!(u.get("name.familyName").and_then(|v| v.as_str()), Some("Doe"));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct User {
-    json: Value,
+    /// The JSON text, parsed on first use: a hook that never looks at the user (a default
+    /// group for everyone) does not pay for parsing it.
+    text: String,
+    parsed: std::cell::OnceCell<Value>,
+}
+
+impl PartialEq for User {
+    fn eq(&self, other: &User) -> bool {
+        self.json() == other.json()
+    }
 }
 
 impl User {
     /// Parses a user from SCIM JSON.
     pub fn from_json(text: &str) -> Result<User, serde_json::Error> {
-        Ok(User { json: serde_json::from_str(text)? })
+        Ok(User::from_value(serde_json::from_str(text)?))
     }
 
     /// Wraps an already-parsed SCIM JSON value.
     pub fn from_value(json: Value) -> User {
-        User { json }
+        User { text: String::new(), parsed: std::cell::OnceCell::from(json) }
+    }
+
+    /// A user the host sent: its JSON is parsed when first needed (the host only sends
+    /// valid JSON; were it not, the user would read as empty).
+    pub(crate) fn lazy(text: String) -> User {
+        User { text, parsed: std::cell::OnceCell::new() }
     }
 
     /// The whole resource.
     pub fn json(&self) -> &Value {
-        &self.json
+        self.parsed.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
     }
 
     /// `userName` (empty if absent).
@@ -69,7 +84,7 @@ impl User {
 
     /// `active` (true if absent, as SCIM defaults it).
     pub fn active(&self) -> bool {
-        self.json.get("active").and_then(Value::as_bool).unwrap_or(true)
+        self.json().get("active").and_then(Value::as_bool).unwrap_or(true)
     }
 
     /// All email addresses, in order.
@@ -88,7 +103,7 @@ impl User {
     /// An attribute of the enterprise extension (`department`, `costCenter`, ...); for
     /// `manager` this is the manager's id.
     pub fn enterprise(&self, attr: &str) -> Option<&str> {
-        let ext = self.json.get(ENTERPRISE)?;
+        let ext = self.json().get(ENTERPRISE)?;
         match ext.get(attr)? {
             Value::String(s) => Some(s),
             Value::Object(o) => o.get("value").and_then(Value::as_str),
@@ -100,15 +115,15 @@ impl User {
     /// or a URN-qualified path such as `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department`
     /// (also for custom extensions the server does not know).
     pub fn get(&self, path: &str) -> Option<&Value> {
-        get_path(&self.json, path)
+        get_path(self.json(), path)
     }
 
     fn str(&self, key: &str) -> Option<&str> {
-        self.json.get(key).and_then(Value::as_str)
+        self.json().get(key).and_then(Value::as_str)
     }
 
     fn multi(&self, key: &str) -> impl Iterator<Item = &Value> {
-        self.json.get(key).and_then(Value::as_array).into_iter().flatten()
+        self.json().get(key).and_then(Value::as_array).into_iter().flatten()
     }
 }
 
