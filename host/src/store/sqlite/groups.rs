@@ -320,7 +320,9 @@ fn group_changes(before: Option<(&Value, Vec<String>)>, after: Option<(&Value, V
 pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
     let (dn, ext) = index(&w.body);
     let ts = now();
-    let id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
+    // random page each, which keeps the writer's pages per commit down. Still opaque.
+    let id = uuid::Uuid::now_v7().to_string();
     t.prepare_cached(
         "INSERT INTO groups (idp_id, id, display_name_fold, external_id, body, created, modified, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)",
     )?

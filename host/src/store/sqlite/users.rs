@@ -149,7 +149,9 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         }
     };
     rule_groups(t, idp, entry_id, &w.entry)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
+    // random page each, which keeps the writer's pages per commit down. Still opaque.
+    let id = uuid::Uuid::now_v7().to_string();
     t.prepare_cached(
         "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1)",
