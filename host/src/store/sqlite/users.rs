@@ -159,7 +159,19 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
     .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
     let pk = t.last_insert_rowid();
     write_emails(t, pk, &ix.emails)?;
-    let after = audit::entry_state(t, entry_id)?;
+    // A new entry is exactly what was just written: no need to read it back (the common
+    // create costs the writer no extra reads); an adopted one is read.
+    let after = match adopted {
+        Some(_) => audit::entry_state(t, entry_id)?,
+        None => Some(DirectoryEntry {
+            user_name: w.entry.user_name.clone(),
+            active: w.entry.active,
+            attributes: w.entry.attributes.clone(),
+            groups: if w.entry.grant.is_empty() { Vec::new() } else { entry_groups(t, entry_id)? },
+            deleted: false,
+            purge_after: None,
+        }),
+    };
     let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
     if adopted.is_some() {
         changes["adopted"] = Value::Bool(true);
@@ -626,14 +638,20 @@ pub fn entry_of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Optio
     entry.map(|e| entry_by_id(c, e)).transpose()
 }
 
-pub(super) fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
-    let (user_name, active, attrs, deleted, purge_after) = c
-        .prepare_cached("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)))?;
+/// The app groups an entry belongs to (names, sorted).
+fn entry_groups(c: &Connection, id: i64) -> StoreResult<Vec<String>> {
     let mut st = c.prepare_cached(
         "SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name",
     )?;
     let groups = st.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(groups)
+}
+
+pub(super) fn entry_by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
+    let (user_name, active, attrs, deleted, purge_after) = c
+        .prepare_cached("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<String>>(4)?)))?;
+    let groups = entry_groups(c, id)?;
     Ok(DirectoryEntry {
         user_name,
         active,
