@@ -75,15 +75,21 @@ fn owner(group_pk: i64) -> String {
 }
 
 pub(super) fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
+    app_group_named(t, tenant_id, name).map(|(id, _)| id)
+}
+
+/// The app group of this name (created if missing), with the name it is stored under (the
+/// first spelling seen; names compare case-insensitively).
+pub(super) fn app_group_named(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<(i64, String)> {
     let nf = fold(name);
     // Nearly always the group exists: one indexed read on the writer thread.
-    let mut find = t.prepare_cached("SELECT id FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?;
-    if let Some(id) = find.query_row(params![tenant_id, nf], |r| r.get(0)).optional()? {
-        return Ok(id);
+    let mut find = t.prepare_cached("SELECT id, name FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?;
+    if let Some(found) = find.query_row(params![tenant_id, nf], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+        return Ok(found);
     }
     t.prepare_cached("INSERT INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![tenant_id, name, nf, now()])?;
-    Ok(t.last_insert_rowid())
+    Ok((t.last_insert_rowid(), name.to_string()))
 }
 
 fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {

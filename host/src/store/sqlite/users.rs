@@ -148,7 +148,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
             t.last_insert_rowid()
         }
     };
-    rule_groups(t, idp, entry_id, &w.entry)?;
+    let granted = rule_groups(t, idp, entry_id, &w.entry)?;
     // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
     // random page each, which keeps the writer's pages per commit down. Still opaque.
     let id = uuid::Uuid::now_v7().to_string();
@@ -167,7 +167,13 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
             user_name: w.entry.user_name.clone(),
             active: w.entry.active,
             attributes: w.entry.attributes.clone(),
-            groups: if w.entry.grant.is_empty() { Vec::new() } else { entry_groups(t, entry_id)? },
+            // A new entry's only memberships are the rules' grants.
+            groups: {
+                let mut g = granted;
+                g.sort();
+                g.dedup();
+                g
+            },
             deleted: false,
             purge_after: None,
         }),
@@ -221,15 +227,18 @@ fn find_match(t: &Transaction<'_>, tenant_id: i64, user_name: &str, emails: &[St
 }
 
 /// Applies the rules' grants and revocations; revocations touch only rule-owned memberships.
-fn rule_groups(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, e: &EntryWrite) -> StoreResult<()> {
+fn rule_groups(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, e: &EntryWrite) -> StoreResult<Vec<String>> {
     rule_grants(t, idp, entry_id, &e.grant, &e.revoke)
 }
 
-pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, grant: &[String], revoke: &[String]) -> StoreResult<()> {
+/// Applies rule grants and revocations; returns the granted groups' stored names.
+pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i64, grant: &[String], revoke: &[String]) -> StoreResult<Vec<String>> {
     let owner = format!("rule:{}", idp.id);
+    let mut granted = Vec::with_capacity(grant.len());
     for name in grant {
-        let g = super::groups::app_group(t, idp.tenant_id, name)?;
+        let (g, stored) = super::groups::app_group_named(t, idp.tenant_id, name)?;
         t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?.execute(params![g, entry_id, owner])?;
+        granted.push(stored);
     }
     for name in revoke {
         t.prepare_cached(
@@ -238,7 +247,7 @@ pub(super) fn rule_grants(t: &Transaction<'_>, idp: &IdpConnection, entry_id: i6
         )?
         .execute(params![entry_id, owner, idp.tenant_id, fold(name)])?;
     }
-    Ok(())
+    Ok(granted)
 }
 
 /// Writes an entry's name, attributes and (when the write decides it) active flag. A write to
