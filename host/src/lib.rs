@@ -13,3 +13,4 @@ pub mod config;
 pub mod server;
 pub mod telemetry;
 pub mod plugins;
+pub mod metrics;

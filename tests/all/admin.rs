@@ -182,3 +182,33 @@ fn the_openapi_document_is_served_and_describes_what_answers() {
         }
     }
 }
+
+#[test]
+fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
+    let s = Server::start_with(&format!("{TENANTS}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ local_part = true }}\n").replace("[[tenant]]\nname = \"globex\"\n", "") );
+    let okta = s.declared("acme", "okta");
+    assert_eq!(okta.post("/Users", &json!({"userName": "m@acme.com"})).status, 201);
+    okta.post("/Users", &json!({"userName": "m@acme.com"})).assert_error(409, Some("uniqueness"));
+    // Made-up names never become labels.
+    assert_eq!(Client::new(format!("{}/scim/v2/evil/evil", s.url), "mw_x".into()).get("/Users").status, 401);
+    let http = reqwest::blocking::Client::new();
+    let get = |token: &str| http.get(format!("{}/metrics", s.url)).bearer_auth(token).send().unwrap();
+    let r = get(&s.admin_token());
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    for needle in [
+        r#"mapwright_scim_requests_total{tenant="acme",idp="okta",method="POST",status="201"} 1"#,
+        r#"mapwright_scim_requests_total{tenant="acme",idp="okta",method="POST",status="409"} 1"#,
+        r#"mapwright_plugin_calls_total{plugin="username",hook="username",outcome="ok"} 2"#,
+        r#"mapwright_active_chain_version{tenant="acme",idp="okta"} 1"#,
+        "mapwright_store_write_seconds_count",
+        "mapwright_scim_request_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    assert!(!text.contains("evil"));
+    assert_eq!(get("").status().as_u16(), 401);
+    let out = s.cli(&["admin-token", "ops", "--tenant", "acme"]);
+    let scoped = String::from_utf8_lossy(&out.stdout).split(": ").last().unwrap().trim().to_string();
+    assert_eq!(get(&scoped).status().as_u16(), 403, "labels name every tenant: global tokens only");
+}

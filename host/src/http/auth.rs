@@ -91,6 +91,9 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         if !valid {
             return Err(ScimError::unauthorized());
         }
+        if let Some(who) = parts.extensions.get::<super::Authenticated>() {
+            let _ = who.0.set((rec.idp.tenant.clone(), rec.idp.name.clone()));
+        }
         let span = tracing::Span::current();
         span.record("tenant", rec.idp.tenant.as_str());
         span.record("idp", rec.idp.name.as_str());

@@ -1,7 +1,7 @@
 //! The HTTP surface: routing, authentication, rate limiting, request ids and SCIM responses.
 //! Handlers only translate between HTTP and [`crate::service`].
 
-mod admin;
+pub mod admin;
 mod auth;
 mod body;
 mod discovery;
@@ -78,10 +78,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/scim/v2/{tenant}/{idp}", scim)
         .nest("/admin/v1", admin)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(|| async { ScimError::not_found("no such endpoint") })
         .layer(middleware::from_fn(request_context))
         .with_state(state)
+}
+
+/// Prometheus metrics, for a global admin token (labels name tenants and connections).
+async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Result<Response, admin::AdminError> {
+    admin.require_global()?;
+    let m = crate::metrics::get();
+    if let Some(rules) = &state.rules {
+        for idp in state.service.store().list_idps(None).await? {
+            let v = rules.registry().version_of(idp.id).unwrap_or(0);
+            m.active_chain.get_or_create(&[("tenant", idp.tenant.clone()), ("idp", idp.name.clone())]).set(v);
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response())
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -100,6 +114,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Filled by authentication with the request's (tenant, IdP connection), so the request is
+/// counted under a connection that exists, never under names a client made up.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticated(pub Arc<std::sync::OnceLock<(String, String)>>);
+
 async fn request_context(mut req: Request, next: Next) -> Response {
     let incoming = req
         .headers()
@@ -117,6 +136,9 @@ async fn request_context(mut req: Request, next: Next) -> Response {
         idp = tracing::field::Empty,
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let who = Authenticated::default();
+    req.extensions_mut().insert(who.clone());
+    let method = req.method().as_str().to_string();
     let started = Instant::now();
     let scim_path = req.uri().path().starts_with("/scim/");
     async move {
@@ -126,6 +148,9 @@ async fn request_context(mut req: Request, next: Next) -> Response {
         }
         let status = resp.status().as_u16();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some((tenant, idp)) = who.0.get() {
+            crate::metrics::get().request(tenant, idp, &method, status, ms / 1000.0);
+        }
         if status >= 500 {
             tracing::warn!(status, latency_ms = ms, "request failed");
         } else {

@@ -15,10 +15,18 @@ use super::sandbox::{Limits, SandboxState};
 /// Calls a plugin export on a pooled instance: the instance goes back to the pool after a
 /// normal return, and is discarded after a trap (which becomes a `Fault` naming the reason).
 macro_rules! call_plugin {
-    ($self:ident, |$inst:ident| $call:expr) => {{
+    ($self:ident, $hook:literal, |$inst:ident| $call:expr) => {{
+        let started = std::time::Instant::now();
         let mut $inst = $self.instance().await?;
         $self.arm(&mut $inst);
-        match $call.await {
+        let result = $call.await;
+        let (outcome, seconds) = match &result {
+            Ok(Ok(_)) => ("ok", started.elapsed().as_secs_f64()),
+            Ok(Err(_)) => ("rejected", started.elapsed().as_secs_f64()),
+            Err(_) => ("fault", started.elapsed().as_secs_f64()),
+        };
+        crate::metrics::get().plugin_call(&$self.plugin.name, $hook, outcome, seconds);
+        match result {
             Ok(r) => {
                 $self.put_back($inst);
                 r.map_err(|e| $self.rejected(e))?
@@ -176,7 +184,7 @@ impl Entry {
     }
 
     pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(String, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current));
+        let out = call_plugin!(self, "username", |inst| inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current));
         let name = out.user_name;
         if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
             return Err(self.invalid_output(format!("userName must be 1-256 printable characters, got {} bytes", name.len())));
@@ -185,20 +193,20 @@ impl Entry {
     }
 
     pub async fn map_group(&self, ctx: &wit::Context, group: &groups::IdpGroup, proposed: &[String]) -> Result<(Vec<String>, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_groups().call_map_group(&mut inst.store, ctx, &self.config, group, proposed));
+        let out = call_plugin!(self, "map-group", |inst| inst.rules.mapwright_plugin_groups().call_map_group(&mut inst.store, ctx, &self.config, group, proposed));
         self.check_groups(&out.groups)?;
         Ok((out.groups, prov(&self.plugin.name, out.provenance)))
     }
 
     pub async fn user_memberships(&self, ctx: &wit::Context, user: &str, is_new: bool, proposed: groups::Memberships) -> Result<groups::Memberships, PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_groups().call_user_memberships(&mut inst.store, ctx, &self.config, user, is_new, &proposed));
+        let out = call_plugin!(self, "user-memberships", |inst| inst.rules.mapwright_plugin_groups().call_user_memberships(&mut inst.store, ctx, &self.config, user, is_new, &proposed));
         self.check_groups(&out.add)?;
         self.check_groups(&out.remove)?;
         Ok(out)
     }
 
     pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(serde_json::Value, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, current));
+        let out = call_plugin!(self, "attributes", |inst| inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, current));
         if out.attributes.len() > self.limits.output_bytes {
             return Err(self.invalid_output(format!("{} bytes of attributes exceed the limit of {}", out.attributes.len(), self.limits.output_bytes)));
         }
@@ -211,7 +219,7 @@ impl Entry {
     }
 
     pub async fn deprovision(&self, ctx: &wit::Context, user: &str, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<(deprovision::Action, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_deprovision().call_on_deprovision(&mut inst.store, ctx, &self.config, user, trigger, proposed));
+        let out = call_plugin!(self, "deprovision", |inst| inst.rules.mapwright_plugin_deprovision().call_on_deprovision(&mut inst.store, ctx, &self.config, user, trigger, proposed));
         if let deprovision::Action::Delete(days) = out.action
             && days > 36_500
         {
@@ -221,7 +229,7 @@ impl Entry {
     }
 
     pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
+        let out = call_plugin!(self, "reactivate", |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
         Ok((out.restore, prov(&self.plugin.name, out.provenance)))
     }
 

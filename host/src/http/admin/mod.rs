@@ -102,7 +102,7 @@ impl Admin {
         format!("admin:{}", self.name)
     }
 
-    fn require_global(&self) -> AdminResult<()> {
+    pub fn require_global(&self) -> AdminResult<()> {
         if self.scope.is_some() { Err(AdminError::forbidden()) } else { Ok(()) }
     }
 

@@ -202,8 +202,11 @@ impl SqliteStore {
             });
             (ok, done)
         });
+        let started = std::time::Instant::now();
         self.inner.writer.send(Some(job)).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Backend("the writer thread dropped a request".into()))?
+        let result = rx.await.map_err(|_| StoreError::Backend("the writer thread dropped a request".into()))?;
+        crate::metrics::get().store_write(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Runs `f` on a pooled read connection, off the async threads.

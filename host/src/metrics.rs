@@ -1,0 +1,84 @@
+//! Prometheus metrics (`GET /metrics`, text exposition): requests by tenant, IdP connection
+//! and status with latency, plugin calls by plugin and outcome with latency, store writes.
+//!
+//! One process-wide set, so the layers that count (http, plugins, store) need no handle
+//! passed around. Labels come only from authenticated connections and loaded plugins, never
+//! from what a client sends, so no request can grow the label sets.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+fn seconds() -> Histogram {
+    // 50 µs .. ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels<4>, Counter>,
+    request_seconds: Histograms<2>,
+    plugin_calls: Family<Labels<3>, Counter>,
+    plugin_seconds: Histograms<2>,
+    store_write_seconds: Histogram,
+    /// Set at scrape time by the HTTP layer from the rule registry.
+    pub active_chain: Family<Labels<2>, Gauge>,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
+            plugin_calls: Family::default(),
+            plugin_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
+            store_write_seconds: seconds(),
+            active_chain: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("mapwright_scim_requests", "SCIM requests by tenant, IdP connection, method and status", m.requests.clone());
+        registry.register("mapwright_scim_request_seconds", "SCIM request latency by tenant and IdP connection", m.request_seconds.clone());
+        registry.register("mapwright_plugin_calls", "Plugin calls by plugin, hook and outcome (ok, rejected, fault)", m.plugin_calls.clone());
+        registry.register("mapwright_plugin_call_seconds", "Plugin call latency by plugin and hook", m.plugin_seconds.clone());
+        registry.register("mapwright_store_write_seconds", "Store write latency, queueing on the writer thread included", m.store_write_seconds.clone());
+        registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
+        Metrics { registry, ..m }
+    })
+}
+
+impl Metrics {
+    pub fn request(&self, tenant: &str, idp: &str, method: &str, status: u16, seconds: f64) {
+        self.requests.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string()), ("method", method.to_string()), ("status", status.to_string())]).inc();
+        self.request_seconds.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string())]).observe(seconds);
+    }
+
+    pub fn plugin_call(&self, plugin: &str, hook: &'static str, outcome: &'static str, seconds: f64) {
+        self.plugin_calls.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string()), ("outcome", outcome.to_string())]).inc();
+        self.plugin_seconds.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string())]).observe(seconds);
+    }
+
+    pub fn store_write(&self, seconds: f64) {
+        self.store_write_seconds.observe(seconds);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            tracing::error!("encoding metrics failed");
+        }
+        out
+    }
+}
