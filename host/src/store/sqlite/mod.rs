@@ -10,6 +10,7 @@ mod audit;
 mod drift;
 mod filter_sql;
 mod groups;
+mod held;
 mod migrations;
 mod reapply;
 mod rules;
@@ -339,11 +340,11 @@ impl Store for SqliteStore {
     }
     async fn held_ops(&self, tenant_id: i64, status: Option<&str>) -> StoreResult<Vec<HeldOp>> {
         let status = status.map(str::to_string);
-        self.read(move |c| users::held_ops(c, tenant_id, status.as_deref())).await
+        self.read(move |c| held::held_ops(c, tenant_id, status.as_deref())).await
     }
     async fn decide_held(&self, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
         let by = by.to_string();
-        self.write(move |t| users::decide_held(t, tenant_id, id, approve, &by)).await
+        self.write(move |t| held::decide_held(t, tenant_id, id, approve, &by)).await
     }
     async fn purge_expired(&self, now: &str) -> StoreResult<usize> {
         let now = now.to_string();
