@@ -240,6 +240,24 @@ pub fn check_entry_attributes(attrs: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `{key: [before, after]}` for each top-level key whose value differs between two JSON
+/// objects (a missing key reads as `null`); non-objects compare as empty.
+pub fn object_diff(before: &Value, after: &Value) -> Map<String, Value> {
+    let empty = Map::new();
+    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let mut out = Map::new();
+    for k in b.keys().chain(a.keys()) {
+        if out.contains_key(k) {
+            continue;
+        }
+        let (x, y) = (b.get(k).cloned().unwrap_or(Value::Null), a.get(k).cloned().unwrap_or(Value::Null));
+        if x != y {
+            out.insert(k.clone(), Value::Array(vec![x, y]));
+        }
+    }
+    out
+}
+
 /// The `meta` block and identity of a stored resource.
 #[derive(Debug, Clone)]
 pub struct Meta {

@@ -10,6 +10,7 @@ mod locks;
 pub mod mapping;
 pub mod reapply;
 pub mod rules;
+mod shadow;
 
 use std::sync::Arc;
 
@@ -62,33 +63,6 @@ impl<'a> Call<'a> {
             decisions,
         }
     }
-}
-
-/// `{field: [active, shadow]}` for each field where two mappings of one user differ.
-fn entry_write_diff(a: &crate::store::EntryWrite, b: &crate::store::EntryWrite) -> Value {
-    let mut out = serde_json::Map::new();
-    let mut field = |name: &str, x: Value, y: Value| {
-        if x != y {
-            out.insert(name.to_string(), serde_json::json!([x, y]));
-        }
-    };
-    field("userName", a.user_name.clone().into(), b.user_name.clone().into());
-    field("active", a.active.into(), b.active.into());
-    field("grant", serde_json::json!(a.grant), serde_json::json!(b.grant));
-    field("revoke", serde_json::json!(a.revoke), serde_json::json!(b.revoke));
-    let empty = serde_json::Map::new();
-    let (aa, ba) = (a.attributes.as_object().unwrap_or(&empty), b.attributes.as_object().unwrap_or(&empty));
-    let mut attrs = serde_json::Map::new();
-    for k in aa.keys().chain(ba.keys()) {
-        let (x, y) = (aa.get(k).cloned().unwrap_or(Value::Null), ba.get(k).cloned().unwrap_or(Value::Null));
-        if x != y {
-            attrs.insert(k.clone(), serde_json::json!([x, y]));
-        }
-    }
-    if !attrs.is_empty() {
-        out.insert("attributes".into(), Value::Object(attrs));
-    }
-    Value::Object(out)
 }
 
 /// How often a write retries after losing a race with a concurrent write to the same resource.
@@ -197,77 +171,16 @@ impl<S: Store> Service<S> {
         let ctx = MapContext { idp: call.idp, operation: op, current };
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         keep_decisions("user", decisions, why);
-        self.shadow_user(call, op, pipeline.version(), &body, current, &entry);
+        shadow::user(self, call, op, pipeline.version(), &body, current, &entry);
         Ok(UserWrite { body, entry, matching: pipeline.matching() })
-    }
-
-    /// With a shadow version on the connection, maps the same input with it off the request
-    /// (a spawned task) and records where its decision differs from the active one's.
-    fn shadow_user(&self, call: &Call<'_>, op: Operation, active_version: Option<i64>, body: &Value, current: Option<&Value>, active: &crate::store::EntryWrite) {
-        let Some(shadow) = self.pipelines.shadow_for(call.idp) else { return };
-        let Some(shadow_version) = shadow.version() else { return };
-        let (store, idp, body, current, active) = (self.store.clone(), call.idp.clone(), body.clone(), current.cloned(), active.clone());
-        let request_id = call.request_id.to_string();
-        tokio::spawn(async move {
-            let ctx = MapContext { idp: &idp, operation: op, current: current.as_ref() };
-            let diff = match shadow.map_user(ctx, &body).await {
-                Ok((e, _)) => entry_write_diff(&active, &e),
-                Err(err) => serde_json::json!({"outcome": ["mapped", err.to_string()]}),
-            };
-            if diff.as_object().is_some_and(|o| o.is_empty()) {
-                return;
-            }
-            let d = crate::store::ShadowDiff {
-                active_version,
-                shadow_version,
-                resource_type: "User".into(),
-                resource: body.get("userName").and_then(Value::as_str).unwrap_or_default().to_string(),
-                operation: op.as_str().into(),
-                request_id,
-                diff,
-                at: String::new(),
-            };
-            if let Err(e) = store.add_shadow_diff(idp.id, d).await {
-                tracing::warn!(error = %e, "recording a shadow difference failed");
-            }
-        });
     }
 
     async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
         let ctx = MapContext { idp: call.idp, operation: op, current: None };
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
         keep_decisions("group", decisions, why);
-        self.shadow_group(call, op, pipeline.version(), id, &body, &targets);
+        shadow::group(self, call, op, pipeline.version(), id, &body, &targets);
         Ok(GroupWrite { body, targets })
-    }
-
-    /// Shadow evaluation of a group mapping (see [`Self::shadow_user`]).
-    fn shadow_group(&self, call: &Call<'_>, op: Operation, active_version: Option<i64>, id: &str, body: &Value, active: &[String]) {
-        let Some(shadow) = self.pipelines.shadow_for(call.idp) else { return };
-        let Some(shadow_version) = shadow.version() else { return };
-        let (store, idp, id, body, active) = (self.store.clone(), call.idp.clone(), id.to_string(), body.clone(), active.to_vec());
-        let request_id = call.request_id.to_string();
-        tokio::spawn(async move {
-            let ctx = MapContext { idp: &idp, operation: op, current: None };
-            let diff = match shadow.map_group(ctx, GroupInput { id: &id, body: &body }).await {
-                Ok((targets, _)) if targets == active => return,
-                Ok((targets, _)) => serde_json::json!({"targets": [active, targets]}),
-                Err(err) => serde_json::json!({"outcome": ["mapped", err.to_string()]}),
-            };
-            let d = crate::store::ShadowDiff {
-                active_version,
-                shadow_version,
-                resource_type: "Group".into(),
-                resource: body.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string(),
-                operation: op.as_str().into(),
-                request_id,
-                diff,
-                at: String::new(),
-            };
-            if let Err(e) = store.add_shadow_diff(idp.id, d).await {
-                tracing::warn!(error = %e, "recording a shadow difference failed");
-            }
-        });
     }
 
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.

@@ -25,16 +25,8 @@ pub(super) fn entry_diff(before: Option<&DirectoryEntry>, after: Option<&Directo
     field(&mut out, "userName", json!(before.map(|e| &e.user_name)), json!(after.map(|e| &e.user_name)));
     field(&mut out, "active", json!(before.map(|e| e.active)), json!(after.map(|e| e.active)));
     field(&mut out, "deleted", json!(before.map(|e| e.deleted)), json!(after.map(|e| e.deleted)));
-    let empty = Map::new();
-    let attrs = |e: Option<&DirectoryEntry>| e.and_then(|e| e.attributes.as_object()).unwrap_or(&empty).clone();
-    let (ba, aa) = (attrs(before), attrs(after));
-    let mut changed = Map::new();
-    for k in ba.keys().chain(aa.keys()) {
-        let (b, a) = (ba.get(k).cloned().unwrap_or(Value::Null), aa.get(k).cloned().unwrap_or(Value::Null));
-        if b != a && !changed.contains_key(k) {
-            changed.insert(k.clone(), json!([b, a]));
-        }
-    }
+    let null = Value::Null;
+    let changed = crate::scim::resource::object_diff(before.map_or(&null, |e| &e.attributes), after.map_or(&null, |e| &e.attributes));
     if !changed.is_empty() {
         out.insert("attributes".into(), Value::Object(changed));
     }
