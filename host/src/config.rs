@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// How often soft-deleted entries past their retention are purged, in seconds.
     pub purge_interval_secs: u64,
+    /// How long the directory change feed keeps a change, in seconds (default 30 days); an
+    /// application whose cursor is older lists the directory again.
+    pub change_retention_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             body_limit: 1024 * 1024,
             durability: Durability::Process,
             purge_interval_secs: 300,
+            change_retention_secs: 30 * 24 * 3600,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, text exposition): requests by tenant, IdP connection
-//! and status with latency, plugin calls by plugin and outcome with latency, store writes.
+//! and status with latency, plugin calls by plugin and outcome with latency and the share of
+//! their CPU budget used, plugin faults by kind, store writes.
 //!
 //! One process-wide set, so the layers that count (http, plugins, store) need no handle
 //! passed around. Labels come only from authenticated connections and loaded plugins, never
@@ -17,6 +18,11 @@ use prometheus_client::registry::Registry;
 type Labels<const N: usize> = [(&'static str, String); N];
 type Histograms<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
 
+fn share() -> Histogram {
+    // 0 (under one tick) .. 1 (the whole budget), in tenths.
+    Histogram::new([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+}
+
 fn seconds() -> Histogram {
     // 50 µs .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -28,6 +34,8 @@ pub struct Metrics {
     request_seconds: Histograms<2>,
     plugin_calls: Family<Labels<3>, Counter>,
     plugin_seconds: Histograms<2>,
+    plugin_budget: Histograms<1>,
+    plugin_faults: Family<Labels<2>, Counter>,
     store_write_seconds: Histogram,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
@@ -44,6 +52,8 @@ pub fn get() -> &'static Metrics {
             request_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
             plugin_calls: Family::default(),
             plugin_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
+            plugin_budget: Family::new_with_constructor(share as fn() -> Histogram),
+            plugin_faults: Family::default(),
             store_write_seconds: seconds(),
             active_chain: Family::default(),
             registry: Registry::default(),
@@ -52,6 +62,12 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_scim_request_seconds", "SCIM request latency by tenant and IdP connection", m.request_seconds.clone());
         registry.register("mapwright_plugin_calls", "Plugin calls by plugin, hook and outcome (ok, rejected, fault)", m.plugin_calls.clone());
         registry.register("mapwright_plugin_call_seconds", "Plugin call latency by plugin and hook", m.plugin_seconds.clone());
+        registry.register(
+            "mapwright_plugin_cpu_budget_used",
+            "Share of its CPU budget (epoch ticks; the sandbox meters time, not fuel) each plugin call used",
+            m.plugin_budget.clone(),
+        );
+        registry.register("mapwright_plugin_faults", "Plugin faults by plugin and kind (cpu, memory, stack, trap, invalid_output)", m.plugin_faults.clone());
         registry.register("mapwright_store_write_seconds", "Store write latency, queueing on the writer thread included", m.store_write_seconds.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         Metrics { registry, ..m }
@@ -64,9 +80,21 @@ impl Metrics {
         self.request_seconds.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string())]).observe(seconds);
     }
 
-    pub fn plugin_call(&self, plugin: &str, hook: &'static str, outcome: &'static str, seconds: f64) {
-        self.plugin_calls.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string()), ("outcome", outcome.to_string())]).inc();
-        self.plugin_seconds.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string())]).observe(seconds);
+    /// The counters and histograms of one plugin's hook, resolved once: a chain entry keeps
+    /// them, so a call updates its metrics without looking labels up (or allocating them).
+    pub fn plugin_hook(&self, plugin: &str, hook: &'static str) -> PluginHookMetrics {
+        let calls = |outcome: &str| self.plugin_calls.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string()), ("outcome", outcome.to_string())]).clone();
+        PluginHookMetrics {
+            ok: calls("ok"),
+            rejected: calls("rejected"),
+            fault: calls("fault"),
+            seconds: self.plugin_seconds.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string())]).clone(),
+            budget: self.plugin_budget.get_or_create(&[("plugin", plugin.to_string())]).clone(),
+        }
+    }
+
+    pub fn plugin_fault(&self, plugin: &str, kind: &'static str) {
+        self.plugin_faults.get_or_create(&[("plugin", plugin.to_string()), ("kind", kind.to_string())]).inc();
     }
 
     pub fn store_write(&self, seconds: f64) {
@@ -80,5 +108,27 @@ impl Metrics {
             tracing::error!("encoding metrics failed");
         }
         out
+    }
+}
+
+/// One plugin hook's metrics (handles into the process-wide families).
+pub struct PluginHookMetrics {
+    ok: Counter,
+    rejected: Counter,
+    fault: Counter,
+    seconds: Histogram,
+    budget: Histogram,
+}
+
+impl PluginHookMetrics {
+    /// One call: its outcome (`ok`, `rejected`, `fault`), latency and CPU budget share used.
+    pub fn observe(&self, outcome: &str, seconds: f64, budget_used: f64) {
+        match outcome {
+            "ok" => self.ok.inc(),
+            "rejected" => self.rejected.inc(),
+            _ => self.fault.inc(),
+        };
+        self.seconds.observe(seconds);
+        self.budget.observe(budget_used);
     }
 }

@@ -18,6 +18,8 @@ pub struct Server {
     state: Arc<AppState>,
     addr: SocketAddr,
     purge_every: std::time::Duration,
+    change_retention: chrono::Duration,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -31,6 +33,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             service: Service::new(Arc::new(store), pipelines).with_guard(guard),
             limiter: Default::default(),
@@ -38,8 +41,16 @@ impl Server {
             public_url,
             body_limit: cfg.body_limit,
             rules: None,
+            stopping,
         });
-        Ok(Server { listener, state, addr, purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)) })
+        Ok(Server {
+            listener,
+            state,
+            addr,
+            purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)),
+            change_retention: chrono::Duration::seconds(i64::try_from(cfg.change_retention_secs).unwrap_or(i64::MAX / 1000)),
+            stop,
+        })
     }
 
     /// Serves the admin API's rule endpoints (plugins, chain versions) with this service.
@@ -61,8 +72,14 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
-        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every));
+        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every, self.change_retention));
         let state = self.state.clone();
+        let stop = self.stop;
+        let shutdown = async move {
+            shutdown.await;
+            // Long polls see this and answer, so draining is not held up by them.
+            stop.send_replace(true);
+        };
         let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
         purger.abort();
         let _ = purger.await;
@@ -74,8 +91,9 @@ impl Server {
     }
 }
 
-/// Purges soft-deleted directory entries whose retention has ended.
-async fn purge_loop(state: Arc<AppState>, every: std::time::Duration) {
+/// Purges soft-deleted directory entries whose retention has ended, and changes older than
+/// the change feed keeps.
+async fn purge_loop(state: Arc<AppState>, every: std::time::Duration, change_retention: chrono::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -84,6 +102,12 @@ async fn purge_loop(state: Arc<AppState>, every: std::time::Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "purged deleted directory entries past their retention"),
             Err(e) => tracing::error!(error = %e, "purging deleted entries failed"),
+        }
+        let before = (chrono::Utc::now() - change_retention).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        match state.service.store().purge_changes(&before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changes = n, "dropped change-feed entries past their retention"),
+            Err(e) => tracing::error!(error = %e, "purging the change feed failed"),
         }
     }
 }

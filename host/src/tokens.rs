@@ -1,4 +1,5 @@
-//! Bearer tokens: `mw_<id>_<secret>` for IdP connections, `mwa_<id>_<secret>` for admins.
+//! Bearer tokens: `mw_<id>_<secret>` for IdP connections, `mwa_<id>_<secret>` for admins,
+//! `mwd_<id>_<secret>` for applications reading the directory.
 //!
 //! The public `id` selects the stored record; only SHA-256 of the `secret` is stored, and it
 //! is compared in constant time. A token is shown once, when it is generated.
@@ -29,6 +30,11 @@ pub fn generate_admin() -> anyhow::Result<NewToken> {
     generate_with("mwa")
 }
 
+/// A new directory-reader token (for the application).
+pub fn generate_directory() -> anyhow::Result<NewToken> {
+    generate_with("mwd")
+}
+
 fn generate_with(prefix: &str) -> anyhow::Result<NewToken> {
     let id = random_hex(9)?;
     let secret = random_hex(32)?;
@@ -47,6 +53,12 @@ pub fn parse(token: &str) -> Option<(&str, &str)> {
 /// Splits a presented admin token into (id, secret).
 pub fn parse_admin(token: &str) -> Option<(&str, &str)> {
     parse_with(token, "mwa_")
+}
+
+/// Splits a presented admin or directory token into (id, secret); the stored record says
+/// what it may do.
+pub fn parse_reader(token: &str) -> Option<(&str, &str)> {
+    parse_with(token, "mwa_").or_else(|| parse_with(token, "mwd_"))
 }
 
 fn parse_with<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
@@ -78,5 +90,10 @@ mod tests {
         assert!(parse(&a.token).is_none(), "an admin token is not an IdP token");
         assert_eq!(parse_admin(&a.token).map(|p| p.0), Some(a.id.as_str()));
         assert!(parse_admin(&t.token).is_none());
+        let d = generate_directory().unwrap();
+        assert!(parse_admin(&d.token).is_none() && parse(&d.token).is_none(), "a directory token is neither");
+        assert_eq!(parse_reader(&d.token).map(|p| p.0), Some(d.id.as_str()));
+        assert_eq!(parse_reader(&a.token).map(|p| p.0), Some(a.id.as_str()));
+        assert!(parse_reader(&t.token).is_none());
     }
 }

@@ -59,6 +59,17 @@ fn every_misbehaviour_fails_only_its_request() {
     assert_eq!(list.body["totalResults"].as_u64(), Some(cases.len() as u64));
     assert!(list.body["Resources"].as_array().unwrap().iter().all(|u| u["userName"].as_str().unwrap().starts_with("fine")));
     assert_eq!(reqwest::blocking::get(format!("{}/healthz", s.url)).unwrap().status().as_u16(), 200);
+    // Each fault is counted by kind, beside the calls and the CPU budget they used.
+    let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(s.admin_token()).send().unwrap().text().unwrap();
+    for needle in [
+        r#"mapwright_plugin_faults_total{plugin="hostile",kind="cpu"} 1"#,
+        r#"mapwright_plugin_faults_total{plugin="hostile",kind="memory"} 2"#,
+        r#"mapwright_plugin_faults_total{plugin="hostile",kind="trap"} 2"#,
+        r#"mapwright_plugin_faults_total{plugin="hostile",kind="invalid_output"} 5"#,
+        r#"mapwright_plugin_cpu_budget_used_bucket{le="1.0",plugin="hostile"}"#,
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod concurrency;
 mod dialects;
+mod directory;
 mod errors;
 mod filters;
 mod groups;

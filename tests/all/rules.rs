@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Client, Server, directory_entry};
 
@@ -538,9 +538,14 @@ fn a_shadow_version_also_maps_groups() {
 fn rules_that_no_longer_load_fail_writes_instead_of_mapping_without_them() {
     let s = Server::start_with(TENANT);
     let okta = s.declared("acme", "okta");
+    let ready = |s: &Server| reqwest::blocking::get(format!("{}/readyz", s.url)).unwrap();
     let v1 = chain_file(&s, "v1.toml", r#"{ local_part = true }"#);
     assert!(set(&s, &v1, "v1").status.success());
     until_version(&okta, "a", "1");
+    let r = ready(&s);
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!((body["status"].as_str(), body["chains"]["loaded"].as_u64()), (Some("ready"), Some(1)), "{body}");
     let id = okta.post("/Users", &json!({"userName": "kept@acme.example"})).id();
     // Damage the stored plugin and drop the compiled artifacts, then restart.
     let s = s.restart_after(TENANT, |dir| {
@@ -554,6 +559,14 @@ fn rules_that_no_longer_load_fail_writes_instead_of_mapping_without_them() {
     let detail = r.body["detail"].as_str().unwrap();
     assert!(detail.contains("chain version 1") && detail.contains("could not be loaded") && detail.contains("damaged"), "{detail}");
     assert!(directory_entry(&s.db(), "acme", "new").is_none() && directory_entry(&s.db(), "acme", "new@acme.example").is_none());
+    // Readiness names the connection (the instance stays in rotation for the other tenants).
+    let r = ready(&s);
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["chains"]["unavailable"][0]["connection"], "acme/okta");
+    assert_eq!(body["chains"]["unavailable"][0]["version"], 1);
+    assert!(body["chains"]["unavailable"][0]["reason"].as_str().unwrap().contains("damaged"), "{body}");
     // Reads still work; a fixed version brings writes back.
     assert_eq!(okta.get(&format!("/Users/{id}")).status, 200);
     let v2 = chain_file(&s, "v2.toml", r#"{ local_part = true, case = "lower" }"#);

@@ -76,6 +76,10 @@ pub enum Command {
         /// Scope the token to this tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// A token that can only read the directory (`/directory/v1`): the one to give the
+        /// application.
+        #[arg(long)]
+        directory: bool,
     },
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
@@ -489,7 +493,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chain(cmd) => rules::chain_command(&cfg, &store, cmd).await,
         Command::Held(HeldCommand::List { tenant, all, json }) => records::held_list(&store, tenant, all, json).await,
         Command::Held(cmd) => records::held_decide(&store, cmd).await,
-        Command::AdminToken { name, tenant } => records::admin_token(&store, name, tenant).await,
+        Command::AdminToken { name, tenant, directory } => records::admin_token(&store, name, tenant, directory).await,
         Command::Drift { tenant, idp, json } => records::drift(&store, tenant, idp, json).await,
         Command::Reapply(a) => rules::reapply(&cfg, &store, a).await,
         Command::Audit(a) => records::audit(&store, a).await,

@@ -145,14 +145,15 @@ pub(super) async fn held_decide(store: &SqliteStore, cmd: HeldCommand) -> anyhow
     Ok(())
 }
 
-pub(super) async fn admin_token(store: &SqliteStore, name: String, tenant: Option<String>) -> anyhow::Result<()> {
+pub(super) async fn admin_token(store: &SqliteStore, name: String, tenant: Option<String>, directory: bool) -> anyhow::Result<()> {
     validate_name("admin token", &name)?;
     let tenant_id = match &tenant {
         Some(t) => Some(find_tenant(store, t).await?.id),
         None => None,
     };
-    let t = tokens::generate_admin()?;
-    store.add_admin_token(&t.id, &t.secret_hash, tenant_id, &name).await.map_err(store_err)?;
-    println!("admin token {name} ({}): {}", tenant.as_deref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "global".into()), t.token);
+    let (t, role) = if directory { (tokens::generate_directory()?, crate::store::TokenRole::Directory) } else { (tokens::generate_admin()?, crate::store::TokenRole::Admin) };
+    store.add_admin_token(&t.id, &t.secret_hash, tenant_id, &name, role).await.map_err(store_err)?;
+    let what = if directory { "directory token" } else { "admin token" };
+    println!("{what} {name} ({}): {}", tenant.as_deref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "global".into()), t.token);
     Ok(())
 }

@@ -74,7 +74,7 @@ async fn first_admin_token(store: &SqliteStore) -> anyhow::Result<Option<String>
         return Ok(None);
     }
     let t = tokens::generate_admin()?;
-    store.add_admin_token(&t.id, &t.secret_hash, None, "initial").await.map_err(store_err)?;
+    store.add_admin_token(&t.id, &t.secret_hash, None, "initial", crate::store::TokenRole::Admin).await.map_err(store_err)?;
     Ok(Some(t.token))
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 mod auth;
 mod body;
+pub mod directory;
 mod discovery;
 pub mod ratelimit;
 mod resources;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The rule lifecycle (plugins, chain versions) for the admin API.
     pub rules: Option<Arc<crate::service::rules::RuleManager<AppStore>>>,
+    /// Turns true when the server starts draining: long polls answer at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 macro_rules! kind_routes {
@@ -77,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/scim/v2/{tenant}/{idp}", scim)
         .nest("/admin/v1", admin)
+        .nest("/directory/v1", directory::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -98,14 +102,39 @@ async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Res
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response())
 }
 
+/// Ready when the store answers and every connection's active rules are loaded as stored.
+/// A connection whose rules failed to load is reported (`degraded`, still 200): failing the
+/// whole instance would take every tenant off a load balancer for one tenant's plugin; its
+/// own writes fail with 500 naming the reason. `pending` lists activations not picked up yet.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.service.store().list_tenants().await {
-        Ok(_) => "ready".into_response(),
+    let store = state.service.store();
+    let (idps, active) = match tokio::try_join!(store.list_idps(None), store.active_chains()) {
+        Ok(both) => both,
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "store": "failed"}))).into_response();
+        }
+    };
+    let (mut unavailable, mut pending, mut loaded) = (Vec::new(), Vec::new(), 0);
+    if let Some(rules) = &state.rules {
+        let name = |id: i64| idps.iter().find(|i| i.id == id).map(|i| format!("{}/{}", i.tenant, i.name)).unwrap_or_else(|| id.to_string());
+        for v in &active {
+            if let Some(reason) = rules.registry().unavailable(v.idp_id) {
+                unavailable.push(serde_json::json!({"connection": name(v.idp_id), "version": v.number, "reason": reason}));
+            } else if rules.registry().version_of(v.idp_id) == Some(v.number) {
+                loaded += 1;
+            } else {
+                pending.push(serde_json::json!({"connection": name(v.idp_id), "version": v.number}));
+            }
         }
     }
+    let status = if unavailable.is_empty() { "ready" } else { "degraded" };
+    axum::Json(serde_json::json!({
+        "status": status,
+        "store": "ok",
+        "chains": {"loaded": loaded, "unavailable": unavailable, "pending": pending},
+    }))
+    .into_response()
 }
 
 /// A request id (the client's `X-Request-Id` if it is sane, else a new one), a span with the

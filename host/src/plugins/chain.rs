@@ -322,6 +322,9 @@ impl MappingPipeline for Unavailable {
     fn version(&self) -> Option<i64> {
         Some(self.version)
     }
+    fn unavailable(&self) -> Option<&str> {
+        Some(&self.reason)
+    }
     fn has_membership_rules(&self) -> bool {
         true
     }
@@ -375,6 +378,11 @@ impl ChainRegistry {
     /// The chain version a connection runs now (`None`: identity or an unversioned chain).
     pub fn version_of(&self, idp_id: i64) -> Option<i64> {
         self.chains.load().get(&idp_id).and_then(|c| c.version())
+    }
+
+    /// Why a connection's active rules could not be loaded, if so.
+    pub fn unavailable(&self, idp_id: i64) -> Option<String> {
+        self.chains.load().get(&idp_id).and_then(|c| c.unavailable().map(str::to_string))
     }
 
     /// Runs `chain` beside a connection's active rules (`None`: stop).

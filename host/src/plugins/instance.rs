@@ -25,7 +25,11 @@ macro_rules! call_plugin {
             Ok(Err(_)) => ("rejected", started.elapsed().as_secs_f64()),
             Err(_) => ("fault", started.elapsed().as_secs_f64()),
         };
-        crate::metrics::get().plugin_call(&$self.plugin.name, $hook, outcome, seconds);
+        // The share of its CPU budget (epoch ticks) the call used: how close a plugin runs
+        // to its limit, before it reaches it.
+        let budget = $self.limits.cpu_ms.max(1);
+        let used = budget.saturating_sub($inst.store.data().ticks_left) as f64 / budget as f64;
+        $self.metrics($hook).observe(outcome, seconds, used);
         match result {
             Ok(r) => {
                 $self.put_back($inst);
@@ -56,7 +60,12 @@ pub struct Entry {
     pub limits: Limits,
     runtime: Arc<Runtime>,
     idle: std::sync::Mutex<Vec<Instance>>,
+    /// Per hook (see [`HOOKS`]), resolved on first use.
+    metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; HOOKS.len()],
 }
+
+/// The hooks a chain entry calls, as named in metrics.
+const HOOKS: [&str; 6] = ["username", "map-group", "user-memberships", "attributes", "deprovision", "reactivate"];
 
 impl Drop for Entry {
     fn drop(&mut self) {
@@ -81,7 +90,7 @@ fn prov(plugin: &str, p: Option<wit::Provenance>) -> Option<Provenance> {
 impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits) -> Result<Entry, PluginError> {
-        let e = Entry { plugin, config, limits, runtime, idle: std::sync::Mutex::new(Vec::new()) };
+        let e = Entry { plugin, config, limits, runtime, idle: std::sync::Mutex::new(Vec::new()), metrics: Default::default() };
         let mut inst = e.instance().await?;
         e.arm(&mut inst);
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
@@ -137,6 +146,12 @@ impl Entry {
         self.arm_store(&mut inst.store);
     }
 
+    fn metrics(&self, hook: &'static str) -> &crate::metrics::PluginHookMetrics {
+        debug_assert!(HOOKS.contains(&hook), "{hook} is not in HOOKS");
+        let i = HOOKS.iter().position(|h| *h == hook).unwrap_or(0);
+        self.metrics[i].get_or_init(|| crate::metrics::get().plugin_hook(&self.plugin.name, HOOKS[i]))
+    }
+
     fn put_back(&self, inst: Instance) {
         if self.limits.fresh_instance_per_call {
             return;
@@ -156,20 +171,21 @@ impl Entry {
     fn fault(&self, inst: &Instance, trap: &wasmtime::Error) -> PluginError {
         let text = format!("{trap:#}");
         let stderr = inst.store.data().stderr();
-        let reason = if text.contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms)
+        let (kind, reason) = if text.contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            ("cpu", format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms))
         } else if text.contains("memory") && (text.contains("grow") || text.contains("limit")) || stderr.contains("memory allocation") {
-            format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes)
+            ("memory", format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes))
         } else if text.contains("stack overflow") || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::StackOverflow) {
-            "overflowed its stack".to_string()
+            ("stack", "overflowed its stack".to_string())
         } else if !stderr.is_empty() {
             // A Rust panic prints "thread … panicked at file:line:col:", the message, and a
             // backtrace hint: keep the first two.
             let text: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("note:") && !l.trim().is_empty()).take(4).collect();
-            format!("trapped: {}", text.join(" "))
+            ("trap", format!("trapped: {}", text.join(" ")))
         } else {
-            format!("trapped: {}", trap.root_cause())
+            ("trap", format!("trapped: {}", trap.root_cause()))
         };
+        crate::metrics::get().plugin_fault(&self.plugin.name, kind);
         tracing::warn!(plugin = %self.plugin.name, hash = %self.plugin.hash, %reason, "plugin call failed");
         PluginError::Fault { plugin: self.plugin.name.clone(), reason }
     }
@@ -179,6 +195,7 @@ impl Entry {
     }
 
     fn invalid_output(&self, why: String) -> PluginError {
+        crate::metrics::get().plugin_fault(&self.plugin.name, "invalid_output");
         tracing::warn!(plugin = %self.plugin.name, reason = %why, "plugin returned invalid output");
         PluginError::Fault { plugin: self.plugin.name.clone(), reason: format!("returned invalid output: {why}") }
     }

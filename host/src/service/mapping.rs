@@ -101,6 +101,11 @@ pub trait MappingPipeline: Send + Sync {
     fn version(&self) -> Option<i64> {
         None
     }
+    /// Why this connection's rules could not be loaded, if they could not (every mapping
+    /// then fails rather than map without them).
+    fn unavailable(&self) -> Option<&str> {
+        None
+    }
     /// What a create does when the directory already has the user.
     fn matching(&self) -> MatchPolicy {
         MatchPolicy::Conflict

@@ -5,6 +5,7 @@
 //! entries, app groups and memberships the application consumes, after the mapping pipeline).
 //! Every write takes both layers in one transaction.
 
+pub mod directory;
 pub mod rules;
 pub mod sqlite;
 
@@ -117,8 +118,27 @@ pub struct TokenRecord {
 #[derive(Debug, Clone)]
 pub struct AdminTokenRecord {
     pub name: String,
+    pub role: TokenRole,
     pub tenant: Option<Tenant>,
     pub secret_hash: Vec<u8>,
+}
+
+/// What an admin-table token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    /// The admin API (and reading the directory).
+    Admin,
+    /// Only reading the directory (`/directory/v1`): what an application is given.
+    Directory,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Directory => "directory",
+        }
+    }
 }
 
 /// What deprovisioning does to a directory entry.
@@ -530,7 +550,7 @@ pub trait Store: Send + Sync + 'static {
     fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
     fn find_token(&self, token_id: &str) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
     /// Adds an admin token (`tenant_id: None`: every tenant and the server-wide endpoints).
-    fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str, role: TokenRole) -> impl Future<Output = StoreResult<()>> + Send;
     fn find_admin_token(&self, token_id: &str) -> impl Future<Output = StoreResult<Option<AdminTokenRecord>>> + Send;
     /// How many admin tokens exist (the first start creates one when there is none).
     fn count_admin_tokens(&self) -> impl Future<Output = StoreResult<i64>> + Send;
@@ -620,4 +640,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The directory entry an IdP user maps to (the application's view).
     fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
+
+    /// The application's directory: visible users, filtered and paged like a SCIM list.
+    fn directory_users(&self, tenant_id: i64, q: &ListQuery) -> impl Future<Output = StoreResult<directory::DirPage<directory::DirUser>>> + Send;
+    fn directory_user(&self, tenant_id: i64, id: &str) -> impl Future<Output = StoreResult<Option<directory::DirUser>>> + Send;
+    fn directory_groups(&self, tenant_id: i64, q: &ListQuery) -> impl Future<Output = StoreResult<directory::DirPage<directory::DirGroup>>> + Send;
+    fn directory_group(&self, tenant_id: i64, id: &str, with_members: bool) -> impl Future<Output = StoreResult<Option<directory::DirGroup>>> + Send;
+    /// The tenant's directory changes after position `since`, oldest first, at most `limit`.
+    fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> impl Future<Output = StoreResult<directory::Feed>> + Send;
+    /// The newest change position (of any tenant: positions are global and opaque).
+    fn change_cursor(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Drops changes recorded before `before` (retention).
+    fn purge_changes(&self, before: &str) -> impl Future<Output = StoreResult<usize>> + Send;
+    /// Ticks after every committed write: a reader waiting for changes wakes on it.
+    fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -131,6 +131,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         if !tokens::verify(secret, &rec.secret_hash) {
             return Err(unauthorized());
         }
+        // A directory token shares the table (and id space) but only ever reads the directory.
+        if rec.role != crate::store::TokenRole::Admin {
+            return Err(unauthorized());
+        }
         tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
         Ok(Admin { name: rec.name, scope: rec.tenant })
     }
@@ -150,6 +154,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/tenants/{tenant}/idps", &["GET", "POST"]),
     ("/tenants/{tenant}/idps/{idp}", &["GET", "PATCH"]),
     ("/tenants/{tenant}/idps/{idp}/rotate-token", &["POST"]),
+    ("/tenants/{tenant}/tokens", &["POST"]),
     ("/tenants/{tenant}/plugins", &["GET", "POST"]),
     ("/tenants/{tenant}/idps/{idp}/chain", &["GET", "POST"]),
     ("/tenants/{tenant}/idps/{idp}/chain/activate", &["POST"]),
@@ -176,6 +181,7 @@ fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
         ("/tenants/{tenant}/idps/{idp}", "GET") => get(tenants::get_idp),
         ("/tenants/{tenant}/idps/{idp}", "PATCH") => patch(tenants::update_idp),
         ("/tenants/{tenant}/idps/{idp}/rotate-token", "POST") => post(tenants::rotate_token),
+        ("/tenants/{tenant}/tokens", "POST") => post(tenants::create_token),
         ("/tenants/{tenant}/plugins", "GET") => get(rules::list_plugins),
         ("/tenants/{tenant}/plugins", "POST") => post(rules::add_plugin),
         ("/tenants/{tenant}/idps/{idp}/chain", "GET") => get(rules::chain),
@@ -225,14 +231,20 @@ mod tests {
     #[test]
     fn every_route_has_a_handler_and_the_openapi_document_matches_the_routes() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        let mut documented: Vec<(String, String)> = Vec::new();
+        // (server, path, method): a path item names its own server when it is not the admin API.
+        let mut documented: Vec<(String, String, String)> = Vec::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
-                documented.push((path.trim_start_matches("/admin/v1").to_string(), method.to_uppercase()));
+            let server = item["servers"][0]["url"].as_str().or(doc["servers"][0]["url"].as_str()).unwrap().to_string();
+            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters" && *k != "servers") {
+                documented.push((server.clone(), path.clone(), method.to_uppercase()));
             }
         }
-        let mut routed: Vec<(String, String)> = ROUTES.iter().flat_map(|(p, ms)| ms.iter().map(move |m| (p.to_string(), m.to_string()))).collect();
-        routed.push(("/openapi.json".into(), "GET".into()));
+        let table = |server: &str, routes: &[(&str, &[&str])]| -> Vec<(String, String, String)> {
+            routes.iter().flat_map(|(p, ms)| ms.iter().map(move |m| (server.to_string(), p.to_string(), m.to_string()))).collect::<Vec<_>>()
+        };
+        let mut routed = table("/admin/v1", ROUTES);
+        routed.extend(table("/directory/v1", crate::http::directory::ROUTES));
+        routed.push(("/admin/v1".into(), "/openapi.json".into(), "GET".into()));
         documented.sort();
         routed.sort();
         assert_eq!(documented, routed, "the OpenAPI document and the routes differ");
@@ -241,8 +253,13 @@ mod tests {
                 assert!(handler(p, m).is_some(), "{m} {p} has no handler");
             }
         }
+        for (p, ms) in crate::http::directory::ROUTES {
+            for m in *ms {
+                assert!(crate::http::directory::handler(p, m).is_some(), "{m} /directory/v1{p} has no handler");
+            }
+        }
         for (path, item) in doc["paths"].as_object().unwrap() {
-            for (method, op) in item.as_object().unwrap().iter().filter(|(k, _)| *k != "parameters") {
+            for (method, op) in item.as_object().unwrap().iter().filter(|(k, _)| *k != "parameters" && *k != "servers") {
                 assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path} needs a summary");
                 assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} needs responses");
             }

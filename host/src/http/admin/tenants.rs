@@ -145,3 +145,27 @@ pub async fn rotate_token(State(state): State<Arc<AppState>>, admin: Admin, p: P
     let token = issue(&state, &idp, Some(until.clone())).await?;
     Ok(Json(json!({"token": token, "previous_tokens_expire": until})))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    name: String,
+    role: Option<String>,
+}
+
+/// A token scoped to this tenant: by default a directory token, the one an application reads
+/// its directory with. Shown once; only its hash is kept.
+pub async fn create_token(State(state): State<Arc<AppState>>, admin: Admin, p: Params, body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>) -> AdminResult<(StatusCode, Json<Value>)> {
+    let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
+    let Json(b) = body.map_err(|e| AdminError::bad_request(e.body_text()))?;
+    crate::config::validate_name("token", &b.name).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    let (t, role) = match b.role.as_deref().unwrap_or("directory") {
+        "directory" => (crate::tokens::generate_directory(), crate::store::TokenRole::Directory),
+        "admin" => (crate::tokens::generate_admin(), crate::store::TokenRole::Admin),
+        other => return Err(AdminError::bad_request(format!("role must be directory or admin, not {other:?}"))),
+    };
+    let t = t.map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state.service.store().add_admin_token(&t.id, &t.secret_hash, Some(tenant.id), &b.name, role).await?;
+    tracing::info!(tenant = %tenant.name, name = %b.name, role = role.as_str(), by = %admin.actor(), "token created");
+    Ok((StatusCode::CREATED, Json(json!({"name": b.name, "role": role.as_str(), "tenant": tenant.name, "token": t.token}))))
+}

@@ -105,17 +105,17 @@ pub fn find_token(c: &Connection, token_id: &str) -> StoreResult<Option<TokenRec
         .optional()?)
 }
 
-pub fn add_admin_token(t: &Transaction<'_>, token_id: &str, hash: &[u8], tenant_id: Option<i64>, name: &str) -> StoreResult<()> {
+pub fn add_admin_token(t: &Transaction<'_>, token_id: &str, hash: &[u8], tenant_id: Option<i64>, name: &str, role: TokenRole) -> StoreResult<()> {
     t.execute(
-        "INSERT INTO admin_tokens (token_id, tenant_id, name, secret_hash, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![token_id, tenant_id, name, hash, now()],
+        "INSERT INTO admin_tokens (token_id, tenant_id, name, secret_hash, created, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![token_id, tenant_id, name, hash, now(), role.as_str()],
     )?;
     Ok(())
 }
 
 pub fn find_admin_token(c: &Connection, token_id: &str) -> StoreResult<Option<AdminTokenRecord>> {
     let mut st = c.prepare_cached(
-        "SELECT a.name, a.secret_hash, t.id, t.name, t.created FROM admin_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.token_id = ?1",
+        "SELECT a.name, a.secret_hash, t.id, t.name, t.created, a.role FROM admin_tokens a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.token_id = ?1",
     )?;
     Ok(st
         .query_row([token_id], |r| {
@@ -123,7 +123,9 @@ pub fn find_admin_token(c: &Connection, token_id: &str) -> StoreResult<Option<Ad
                 Some(id) => Some(Tenant { id, name: r.get(3)?, created: r.get(4)? }),
                 None => None,
             };
-            Ok(AdminTokenRecord { name: r.get(0)?, secret_hash: r.get(1)?, tenant })
+            // An unknown role grants nothing beyond reading.
+            let role = if r.get::<_, String>(5)? == "admin" { TokenRole::Admin } else { TokenRole::Directory };
+            Ok(AdminTokenRecord { name: r.get(0)?, secret_hash: r.get(1)?, tenant, role })
         })
         .optional()?)
 }

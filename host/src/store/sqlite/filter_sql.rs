@@ -1,4 +1,6 @@
-//! Compiles typed SCIM filters to SQL over the IdP-view tables.
+//! Compiles typed SCIM filters to SQL, over either stored layer ([`Surface`]): the IdP view
+//! (`users`/`groups`, what SCIM clients list) or the directory (`entries`/`app_groups`, what
+//! the application lists).
 //!
 //! The attributes IdPs filter on (id, userName, externalId, displayName, emails.value,
 //! members.value) compile to indexed columns and side tables; everything else to SQLite JSON
@@ -11,6 +13,16 @@ use rusqlite::types::Value as SqlValue;
 use crate::scim::eval::fold;
 use crate::scim::filter::{CompareOp, Literal, Target, Typed};
 use crate::scim::schema::{AttrDef, AttrType, ResourceKind};
+
+/// Which stored layer a filter runs over; the row alias is always `r`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Surface {
+    /// `users r` / `groups r` of one IdP connection; the resource is `r.body`.
+    IdpView,
+    /// `entries r` / `app_groups r` of one tenant. An entry's resource is `r.attributes`
+    /// (userName, active, id and meta are columns); an app group has only its name.
+    Directory,
+}
 
 /// Where a filter's paths are evaluated.
 #[derive(Clone, Copy)]
@@ -31,6 +43,7 @@ struct Scalar {
 
 pub struct Compiler {
     kind: ResourceKind,
+    surface: Surface,
     pub params: Vec<SqlValue>,
     aliases: usize,
 }
@@ -52,8 +65,17 @@ fn sql_str(s: &str) -> String {
 }
 
 impl Compiler {
-    pub fn new(kind: ResourceKind) -> Compiler {
-        Compiler { kind, params: Vec::new(), aliases: 0 }
+    pub fn new(kind: ResourceKind, surface: Surface) -> Compiler {
+        Compiler { kind, surface, params: Vec::new(), aliases: 0 }
+    }
+
+    /// The JSON document of the resource row `r`.
+    fn body(&self) -> &'static str {
+        match (self.surface, self.kind) {
+            (Surface::IdpView, _) => "r.body",
+            (Surface::Directory, ResourceKind::User) => "r.attributes",
+            (Surface::Directory, ResourceKind::Group) => "json_object('displayName', r.name)",
+        }
     }
 
     pub fn param(&mut self, v: SqlValue) -> String {
@@ -93,6 +115,19 @@ impl Compiler {
             return None;
         }
         let col = |expr: &str, folded: bool| Some(Scalar { expr: expr.to_string(), folded });
+        if self.surface == Surface::Directory {
+            return match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
+                (_, "id", None) => col("r.uid", false),
+                (ResourceKind::User, "userName", None) => col("r.user_name_fold", true),
+                (ResourceKind::User, "active", None) => col("r.active", false),
+                (ResourceKind::Group, "displayName", None) => col("r.name_fold", true),
+                (_, "meta", Some("created")) => col("r.created", false),
+                (ResourceKind::User, "meta", Some("lastModified")) => col("r.modified", false),
+                (ResourceKind::Group, "meta", Some("lastModified")) => col("r.created", false),
+                (k, "meta", Some("resourceType")) => Some(Scalar { expr: sql_str(k.name()), folded: false }),
+                _ => None,
+            };
+        }
         match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
             (_, "id", None) => col("r.id", false),
             (_, "externalId", None) => col("r.external_id", false),
@@ -113,7 +148,7 @@ impl Compiler {
                 return self.cmp(&s, leaf, op, lit);
             }
             Ctx::Member => {
-                let s = member_scalar(t.attr.name);
+                let s = self.member_scalar(t.attr.name);
                 return self.cmp(&s, leaf, op, lit);
             }
             Ctx::Resource => {}
@@ -121,15 +156,21 @@ impl Compiler {
         if let Some(s) = self.indexed(t) {
             return self.cmp(&s, leaf, op, lit);
         }
+        let body = self.body();
         match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
-            (ResourceKind::User, "emails", Some("value")) if t.ext.is_none() => {
+            (ResourceKind::User, "groups", sub) if t.ext.is_none() && self.surface == Surface::Directory => {
+                let s = self.member_scalar(sub.unwrap_or("value"));
+                let c = self.cmp(&s, leaf, op, lit);
+                self.members_of(&c)
+            }
+            (ResourceKind::User, "emails", Some("value")) if t.ext.is_none() && self.surface == Surface::IdpView => {
                 // `IN` lets SQLite drive the lookup from the email index.
                 let s = Scalar { expr: "e.value_fold".into(), folded: true };
                 let c = self.cmp(&s, leaf, op, lit);
                 format!("r.pk IN (SELECT e.user_pk FROM user_emails e WHERE {c})")
             }
             (ResourceKind::Group, "members", sub) if t.ext.is_none() => {
-                let s = member_scalar(sub.unwrap_or("value"));
+                let s = self.member_scalar(sub.unwrap_or("value"));
                 self.members_exists(|c| c.cmp(&s, leaf, op, lit), op == CompareOp::Eq && sub.unwrap_or("value") == "value", lit)
             }
             _ if t.attr.multi => {
@@ -139,10 +180,10 @@ impl Compiler {
                     None => format!("{a}.value"),
                 };
                 let c = self.cmp(&Scalar { expr: elem, folded: false }, leaf, op, lit);
-                format!("EXISTS (SELECT 1 FROM json_each(r.body, '{}') {a} WHERE {c})", json_path(t, false))
+                format!("EXISTS (SELECT 1 FROM json_each({body}, '{}') {a} WHERE {c})", json_path(t, false))
             }
             _ => {
-                let s = Scalar { expr: format!("json_extract(r.body, '{}')", json_path(t, true)), folded: false };
+                let s = Scalar { expr: format!("json_extract({body}, '{}')", json_path(t, true)), folded: false };
                 self.cmp(&s, leaf, op, lit)
             }
         }
@@ -151,6 +192,14 @@ impl Compiler {
     /// `EXISTS` over the members of group `r`. A plain `value eq "id"` goes through the
     /// user id index and the membership primary key: O(log n) however large the group.
     fn members_exists(&mut self, inner: impl FnOnce(&mut Self) -> String, value_eq: bool, lit: &Literal) -> String {
+        if self.surface == Surface::Directory {
+            if value_eq && let Literal::Str(id) = lit {
+                let p = self.param(SqlValue::Text(id.clone()));
+                return format!("r.id IN (SELECT m.group_id FROM app_memberships m WHERE m.entry_id = (SELECT id FROM entries WHERE uid = {p} AND deleted_at IS NULL))");
+            }
+            let c = inner(self);
+            return self.members_of(&c);
+        }
         if value_eq && let Literal::Str(id) = lit {
             let p = self.param(SqlValue::Text(id.clone()));
             return format!(
@@ -161,7 +210,22 @@ impl Compiler {
         format!("EXISTS (SELECT 1 FROM group_members m JOIN users mu ON mu.pk = m.user_pk WHERE m.group_pk = r.pk AND {c})")
     }
 
+    /// `EXISTS` over the directory memberships of row `r` (an entry's groups, or an app
+    /// group's visible members), joined as `mu`: `c` is a condition on it.
+    fn members_of(&self, c: &str) -> String {
+        match self.kind {
+            ResourceKind::User => format!("EXISTS (SELECT 1 FROM app_memberships m JOIN app_groups mu ON mu.id = m.group_id WHERE m.entry_id = r.id AND {c})"),
+            ResourceKind::Group => format!(
+                "EXISTS (SELECT 1 FROM app_memberships m JOIN entries mu ON mu.id = m.entry_id WHERE m.group_id = r.id AND mu.deleted_at IS NULL AND {c})"
+            ),
+        }
+    }
+
     fn any(&mut self, t: &Target, inner: &Typed) -> String {
+        if self.surface == Surface::Directory && self.kind == ResourceKind::User && t.attr.name == "groups" && t.ext.is_none() {
+            let c = self.compile_in(inner, Ctx::Member);
+            return self.members_of(&c);
+        }
         if self.kind == ResourceKind::Group && t.attr.name == "members" {
             if let Typed::Cmp(it, CompareOp::Eq, lit @ Literal::Str(_)) = inner
                 && it.attr.name == "value"
@@ -174,7 +238,7 @@ impl Compiler {
         // `emails[value eq "x" and …]` implies `emails.value eq "x"`: add that as an indexed
         // conjunct so the lookup starts from the email index.
         let mut implied = String::new();
-        if self.kind == ResourceKind::User && t.ext.is_none() && t.attr.name == "emails" {
+        if self.kind == ResourceKind::User && self.surface == Surface::IdpView && t.ext.is_none() && t.attr.name == "emails" {
             let mut conj = vec![inner];
             while let Some(f) = conj.pop() {
                 match f {
@@ -192,7 +256,7 @@ impl Compiler {
         let a = self.alias();
         let base = format!("{a}.value");
         let c = self.compile_in(inner, Ctx::Element(&base));
-        format!("({implied}EXISTS (SELECT 1 FROM json_each(r.body, '{}') {a} WHERE {c}))", json_path(t, false))
+        format!("({implied}EXISTS (SELECT 1 FROM json_each({}, '{}') {a} WHERE {c}))", self.body(), json_path(t, false))
     }
 
     fn present(&mut self, t: &Target, ctx: Ctx<'_>) -> String {
@@ -202,7 +266,7 @@ impl Compiler {
                 return format!("({e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''))");
             }
             Ctx::Member => {
-                let e = member_scalar(t.attr.name).expr;
+                let e = self.member_scalar(t.attr.name).expr;
                 return format!("({e} IS NOT NULL AND {e} <> '')");
             }
             Ctx::Resource => {}
@@ -210,29 +274,39 @@ impl Compiler {
         if let Some(s) = self.indexed(t) {
             return format!("({e} IS NOT NULL AND {e} <> '')", e = s.expr);
         }
+        let body = self.body();
+        let directory = self.surface == Surface::Directory;
         match (self.kind, t.attr.name) {
-            (ResourceKind::User, "emails") if t.ext.is_none() && t.sub.is_none_or(|s| s.name == "value") => {
+            (ResourceKind::User, "groups") if directory && t.ext.is_none() => {
+                let e = self.member_scalar(t.sub.map(|s| s.name).unwrap_or("value")).expr;
+                self.members_of(&format!("{e} IS NOT NULL AND {e} <> ''"))
+            }
+            (ResourceKind::Group, "members") if directory && t.ext.is_none() => {
+                let e = self.member_scalar(t.sub.map(|s| s.name).unwrap_or("value")).expr;
+                self.members_of(&format!("{e} IS NOT NULL AND {e} <> ''"))
+            }
+            (ResourceKind::User, "emails") if !directory && t.ext.is_none() && t.sub.is_none_or(|s| s.name == "value") => {
                 "EXISTS (SELECT 1 FROM user_emails e WHERE e.user_pk = r.pk AND e.value_fold <> '')".into()
             }
             (ResourceKind::Group, "members") if t.ext.is_none() => {
                 let sub = t.sub.map(|s| s.name).unwrap_or("value");
-                let e = member_scalar(sub).expr;
+                let e = self.member_scalar(sub).expr;
                 format!("EXISTS (SELECT 1 FROM group_members m JOIN users mu ON mu.pk = m.user_pk WHERE m.group_pk = r.pk AND {e} IS NOT NULL AND {e} <> '')")
             }
             _ if t.attr.multi => match t.sub {
-                None => format!("coalesce(json_array_length(r.body, '{}') > 0, 0)", json_path(t, false)),
+                None => format!("coalesce(json_array_length({body}, '{}') > 0, 0)", json_path(t, false)),
                 Some(s) => {
                     let a = self.alias();
                     let e = format!("json_extract({a}.value, '$.\"{}\"')", s.name);
                     format!(
-                        "EXISTS (SELECT 1 FROM json_each(r.body, '{}') {a} WHERE {e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''))",
+                        "EXISTS (SELECT 1 FROM json_each({body}, '{}') {a} WHERE {e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''))",
                         json_path(t, false)
                     )
                 }
             },
             _ => {
                 let p = json_path(t, true);
-                format!("(json_type(r.body, '{p}') IS NOT NULL AND json_type(r.body, '{p}') <> 'null' AND (json_type(r.body, '{p}') <> 'text' OR json_extract(r.body, '{p}') <> ''))")
+                format!("(json_type({body}, '{p}') IS NOT NULL AND json_type({body}, '{p}') <> 'null' AND (json_type({body}, '{p}') <> 'text' OR json_extract({body}, '{p}') <> ''))")
             }
         }
     }
@@ -292,21 +366,29 @@ impl Compiler {
         let expr = if t.attr.multi {
             // Multi-valued: sort by the first value (RFC 7644 leaves the choice to the server).
             let sub = t.sub.map(|s| format!(".\"{}\"", s.name)).unwrap_or_default();
-            format!("json_extract(r.body, '{}[0]{sub}')", json_path(t, false))
+            format!("json_extract({}, '{}[0]{sub}')", self.body(), json_path(t, false))
         } else {
-            format!("json_extract(r.body, '{}')", json_path(t, true))
+            format!("json_extract({}, '{}')", self.body(), json_path(t, true))
         };
         if t.leaf().case_exact || t.leaf().ty != AttrType::String { expr } else { format!("scim_fold({expr})") }
     }
 }
 
-fn member_scalar(sub: &str) -> Scalar {
-    let expr = match sub {
-        "value" => "mu.id".to_string(),
-        "type" => "'User'".to_string(),
-        _ => "NULL".to_string(),
-    };
-    Scalar { expr, folded: false }
+impl Compiler {
+    /// A sub-attribute of the joined member `mu`: in the IdP view a group's member (a
+    /// `users` row); in the directory an app group's member (an entry) or an entry's group.
+    fn member_scalar(&self, sub: &str) -> Scalar {
+        let expr = match (self.surface, self.kind, sub) {
+            (Surface::IdpView, _, "value") => "mu.id",
+            (Surface::Directory, _, "value") => "mu.uid",
+            (Surface::Directory, ResourceKind::Group, "display") => "mu.user_name",
+            (Surface::Directory, ResourceKind::User, "display") => "mu.name",
+            (_, ResourceKind::Group, "type") => "'User'",
+            (Surface::Directory, ResourceKind::User, "type") => "'direct'",
+            _ => "NULL",
+        };
+        Scalar { expr: expr.to_string(), folded: false }
+    }
 }
 
 /// The WHERE and ORDER BY of a list query over `users r` or `groups r` for one IdP connection.
@@ -317,7 +399,7 @@ pub struct ListSql {
 }
 
 pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
-    let mut comp = Compiler::new(kind);
+    let mut comp = Compiler::new(kind, Surface::IdpView);
     let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
     let order = match &q.sort_by {
         Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
@@ -325,6 +407,20 @@ pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuer
     };
     let idp = comp.param(SqlValue::Integer(idp_id));
     ListSql { where_: format!("r.idp_id = {idp} AND {filter}"), order, params: comp.params }
+}
+
+/// The WHERE and ORDER BY of a list query over the directory of one tenant: `entries r`
+/// (visible ones: not soft-deleted) or `app_groups r`.
+pub fn directory_sql(kind: ResourceKind, tenant_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
+    let mut comp = Compiler::new(kind, Surface::Directory);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+    let order = match &q.sort_by {
+        Some(t) => format!("{} {} NULLS LAST, r.id", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
+        None => "r.id".into(),
+    };
+    let tenant = comp.param(SqlValue::Integer(tenant_id));
+    let visible = if kind == ResourceKind::User { " AND r.deleted_at IS NULL" } else { "" };
+    ListSql { where_: format!("r.tenant_id = {tenant}{visible} AND {filter}"), order, params: comp.params }
 }
 
 #[cfg(test)]

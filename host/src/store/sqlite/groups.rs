@@ -87,8 +87,8 @@ pub(super) fn app_group_named(t: &Transaction<'_>, tenant_id: i64, name: &str) -
     if let Some(found) = find.query_row(params![tenant_id, nf], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
         return Ok(found);
     }
-    t.prepare_cached("INSERT INTO app_groups (tenant_id, name, name_fold, created) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![tenant_id, name, nf, now()])?;
+    t.prepare_cached("INSERT INTO app_groups (tenant_id, name, name_fold, created, uid) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![tenant_id, name, nf, now(), uuid::Uuid::now_v7().to_string()])?;
     Ok((t.last_insert_rowid(), name.to_string()))
 }
 

@@ -304,6 +304,78 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE entries ADD COLUMN attr_owners TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 12: the directory as the application reads it. Entries and app groups get stable public
+    // ids (an integer id can come back after a purge); `changes` is the change feed, filled by
+    // triggers so that no write path can forget it; directory-reader tokens.
+    r#"
+    ALTER TABLE entries ADD COLUMN uid TEXT;
+    UPDATE entries SET uid = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-a'
+        || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
+    CREATE UNIQUE INDEX entries_uid ON entries(uid);
+    ALTER TABLE app_groups ADD COLUMN uid TEXT;
+    UPDATE app_groups SET uid = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-a'
+        || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
+    CREATE UNIQUE INDEX app_groups_uid ON app_groups(uid);
+    ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+
+    -- AUTOINCREMENT: a sequence number is never handed out twice, even after the oldest (or
+    -- all) rows are purged, so a cursor can never see a change it has seen before.
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        entry_uid TEXT,
+        user_name TEXT,
+        active INTEGER,
+        attributes TEXT,
+        group_uid TEXT,
+        group_name TEXT
+    );
+    CREATE INDEX changes_tenant ON changes(tenant_id, seq);
+    CREATE INDEX changes_at ON changes(at);
+
+    -- An entry appears (created, or restored from a soft delete), changes, or disappears
+    -- (soft-deleted or deleted). Soft-deleted entries are hidden: their changes are not news.
+    CREATE TRIGGER entries_feed_insert AFTER INSERT ON entries BEGIN
+        INSERT INTO changes (tenant_id, at, kind, entry_uid, user_name, active, attributes)
+        VALUES (NEW.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'user.created', NEW.uid, NEW.user_name, NEW.active, NEW.attributes);
+    END;
+    CREATE TRIGGER entries_feed_update AFTER UPDATE OF user_name, active, attributes, deleted_at ON entries
+    WHEN NOT (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NOT NULL)
+        AND (OLD.user_name IS NOT NEW.user_name OR OLD.active IS NOT NEW.active OR OLD.attributes IS NOT NEW.attributes
+             OR (OLD.deleted_at IS NULL) <> (NEW.deleted_at IS NULL))
+    BEGIN
+        INSERT INTO changes (tenant_id, at, kind, entry_uid, user_name, active, attributes)
+        VALUES (NEW.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+            CASE WHEN NEW.deleted_at IS NOT NULL THEN 'user.deleted' WHEN OLD.deleted_at IS NOT NULL THEN 'user.created' ELSE 'user.updated' END,
+            NEW.uid, NEW.user_name, NEW.active, CASE WHEN NEW.deleted_at IS NULL THEN NEW.attributes END);
+    END;
+    CREATE TRIGGER entries_feed_delete AFTER DELETE ON entries WHEN OLD.deleted_at IS NULL BEGIN
+        INSERT INTO changes (tenant_id, at, kind, entry_uid, user_name)
+        VALUES (OLD.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'user.deleted', OLD.uid, OLD.user_name);
+    END;
+    CREATE TRIGGER app_groups_feed_insert AFTER INSERT ON app_groups BEGIN
+        INSERT INTO changes (tenant_id, at, kind, group_uid, group_name)
+        VALUES (NEW.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'group.created', NEW.uid, NEW.name);
+    END;
+    -- A membership holds while any owner holds it: news when the first owner arrives or the
+    -- last one leaves, and only for entries the application can see.
+    CREATE TRIGGER memberships_feed_insert AFTER INSERT ON app_memberships
+    WHEN NOT EXISTS (SELECT 1 FROM app_memberships WHERE group_id = NEW.group_id AND entry_id = NEW.entry_id AND owner <> NEW.owner)
+    BEGIN
+        INSERT INTO changes (tenant_id, at, kind, entry_uid, user_name, group_uid, group_name)
+        SELECT e.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'membership.added', e.uid, e.user_name, g.uid, g.name
+        FROM entries e, app_groups g WHERE e.id = NEW.entry_id AND g.id = NEW.group_id AND e.deleted_at IS NULL;
+    END;
+    CREATE TRIGGER memberships_feed_delete AFTER DELETE ON app_memberships
+    WHEN NOT EXISTS (SELECT 1 FROM app_memberships WHERE group_id = OLD.group_id AND entry_id = OLD.entry_id)
+    BEGIN
+        INSERT INTO changes (tenant_id, at, kind, entry_uid, user_name, group_uid, group_name)
+        SELECT e.tenant_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'membership.removed', e.uid, e.user_name, g.uid, g.name
+        FROM entries e, app_groups g WHERE e.id = OLD.entry_id AND g.id = OLD.group_id AND e.deleted_at IS NULL;
+    END;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

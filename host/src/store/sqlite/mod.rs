@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod directory;
 mod drift;
 mod filter_sql;
 mod groups;
@@ -24,6 +25,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use super::directory::{DirGroup, DirPage, DirUser, Feed};
 use super::rules::{Activation, ChainDefinition, ChainVersion, PluginRecord, VersionNote};
 
 /// A write, run inside the batch's transaction; it returns whether it succeeded and what to
@@ -59,6 +61,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<WriterStats>,
+    /// Bumped by the writer after each commit.
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What the writer thread has done: how well group commit batches.
@@ -121,6 +125,7 @@ impl SqliteStore {
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<Job>>();
         let stats = Arc::new(WriterStats::default());
         let counters = stats.clone();
+        let (committed, commits) = tokio::sync::watch::channel(0u64);
         let handle = std::thread::Builder::new()
             .name("mapwright-writer".into())
             .spawn(move || {
@@ -133,13 +138,13 @@ impl SqliteStore {
                         match rx.try_recv() {
                             Ok(Some(job)) => batch.push(job),
                             Ok(None) => {
-                                run_batch(&mut conn, &mut batch, &counters);
+                                run_batch(&mut conn, &mut batch, &counters, &committed);
                                 break 'serve;
                             }
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, &mut batch, &counters);
+                    run_batch(&mut conn, &mut batch, &counters, &committed);
                 }
                 drop(conn);
             })
@@ -152,6 +157,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 writer_thread: Mutex::new(Some(handle)),
                 stats,
+                commits,
             }),
         })
     }
@@ -242,13 +248,13 @@ impl SqliteStore {
 /// Runs queued writes in one transaction, each inside its own savepoint: a write that fails
 /// is rolled back alone (it leaves no partial change), the others commit together. Results
 /// are delivered only after the commit, so nothing is acknowledged that is not durable.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats, committed: &tokio::sync::watch::Sender<u64>) {
     use std::sync::atomic::Ordering::Relaxed;
     stats.commits.fetch_add(1, Relaxed);
     stats.writes.fetch_add(batch.len() as u64, Relaxed);
     stats.largest_batch.fetch_max(batch.len() as u64, Relaxed);
     let mut done: Vec<Done> = Vec::with_capacity(batch.len());
-    let committed = (|| -> StoreResult<()> {
+    let result = (|| -> StoreResult<()> {
         let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for job in batch.drain(..) {
             txn.execute_batch("SAVEPOINT job")?;
@@ -262,7 +268,10 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats) {
     // Jobs not reached (the batch failed before them) were dropped: their callers see the
     // writer drop the request and fail it.
     batch.clear();
-    let failed = committed.err();
+    let failed = result.err();
+    if failed.is_none() {
+        committed.send_modify(|n| *n += 1);
+    }
     for d in done {
         d(failed.as_ref().map(|e| StoreError::Backend(format!("commit failed: {e}"))));
     }
@@ -304,9 +313,9 @@ impl Store for SqliteStore {
         self.read(move |c| admin::find_token(c, &token_id)).await
     }
 
-    async fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str) -> StoreResult<()> {
+    async fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str, role: TokenRole) -> StoreResult<()> {
         let (token_id, hash, name) = (token_id.to_string(), secret_hash.to_vec(), name.to_string());
-        self.write(move |t| admin::add_admin_token(t, &token_id, &hash, tenant_id, &name)).await
+        self.write(move |t| admin::add_admin_token(t, &token_id, &hash, tenant_id, &name, role)).await
     }
     async fn find_admin_token(&self, token_id: &str) -> StoreResult<Option<AdminTokenRecord>> {
         let token_id = token_id.to_string();
@@ -465,6 +474,35 @@ impl Store for SqliteStore {
     async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
         let user_name = user_name.to_string();
         self.read(move |c| users::directory_entry(c, tenant_id, &user_name)).await
+    }
+    async fn directory_users(&self, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirUser>> {
+        let q = q.clone();
+        self.read(move |c| self::directory::users(c, tenant_id, &q)).await
+    }
+    async fn directory_user(&self, tenant_id: i64, id: &str) -> StoreResult<Option<DirUser>> {
+        let id = id.to_string();
+        self.read(move |c| self::directory::user(c, tenant_id, &id)).await
+    }
+    async fn directory_groups(&self, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirGroup>> {
+        let q = q.clone();
+        self.read(move |c| self::directory::groups(c, tenant_id, &q)).await
+    }
+    async fn directory_group(&self, tenant_id: i64, id: &str, with_members: bool) -> StoreResult<Option<DirGroup>> {
+        let id = id.to_string();
+        self.read(move |c| self::directory::group(c, tenant_id, &id, with_members)).await
+    }
+    async fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> StoreResult<Feed> {
+        self.read(move |c| self::directory::changes(c, tenant_id, since, limit)).await
+    }
+    async fn change_cursor(&self) -> StoreResult<i64> {
+        self.read(self::directory::cursor).await
+    }
+    async fn purge_changes(&self, before: &str) -> StoreResult<usize> {
+        let before = before.to_string();
+        self.write(move |t| self::directory::purge_changes(t, &before)).await
+    }
+    fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.commits.clone()
     }
 }
 

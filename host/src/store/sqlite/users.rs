@@ -141,9 +141,9 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         }
         None => {
             t.prepare_cached(
-                "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+                "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
             )?
-            .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts, owners_of(&w.entry.attributes, &idp_owner(idp))])
+            .execute(params![idp.tenant_id, w.entry.user_name, fold(&w.entry.user_name), w.entry.active, attrs, ts, owners_of(&w.entry.attributes, &idp_owner(idp)), uuid::Uuid::now_v7().to_string()])
             .map_err(|e| directory_conflict(e, &w.entry.user_name))?;
             t.last_insert_rowid()
         }

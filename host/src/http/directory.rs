@@ -1,0 +1,274 @@
+//! The directory API (`/directory/v1/{tenant}`, JSON): what the application reads. Effective
+//! users and groups (after the rules), listed and filtered like SCIM lists, and a change feed
+//! to follow them without listing everything again.
+//!
+//! Read with a directory token (`mwd_…`, given to the application) or an admin token; a
+//! tenant-scoped token reads only its tenant. IdP tokens never reach it.
+//!
+//! Following the directory: list (`GET /Users`, `GET /Groups`), keep the `cursor` the first
+//! page returned, then `GET /changes?since=<cursor>` for ever, each time from the `cursor` the
+//! last answer gave. Changes come oldest first, each exactly once; `wait=N` holds an empty
+//! answer up to N seconds until something changes (long poll).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{MethodRouter, get};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::admin::{AdminError, AdminResult, Params, param};
+use crate::scim::list::{ListParams, Projection};
+use crate::scim::schema::{GROUP_SCHEMA, ResourceKind, USER_SCHEMA};
+use crate::store::directory::{Change, ChangeKind, DirGroup, DirRef, DirUser, Feed};
+use crate::store::{Store, Tenant};
+use crate::tokens;
+
+/// The longest a `changes` request waits for news.
+const MAX_WAIT_SECS: u64 = 60;
+/// The most changes one answer carries.
+const MAX_CHANGES: usize = 1000;
+
+/// Who reads: an admin or directory token, global or scoped to a tenant.
+pub struct Reader {
+    scope: Option<Tenant>,
+}
+
+impl Reader {
+    async fn tenant(&self, state: &AppState, name: &str) -> AdminResult<Tenant> {
+        if let Some(t) = &self.scope {
+            return if t.name == name { Ok(t.clone()) } else { Err(AdminError::new(StatusCode::FORBIDDEN, "this token is scoped to another tenant")) };
+        }
+        state.service.store().list_tenants().await?.into_iter().find(|t| t.name == name).ok_or_else(|| AdminError::not_found(format!("no tenant '{name}'")))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Reader {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "a directory or admin bearer token is required");
+        let (id, secret) = super::auth::bearer(&parts.headers).and_then(tokens::parse_reader).ok_or_else(unauthorized)?;
+        let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
+        if !tokens::verify(secret, &rec.secret_hash) {
+            return Err(unauthorized());
+        }
+        tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
+        Ok(Reader { scope: rec.tenant })
+    }
+}
+
+/// Every directory route, `(path, methods)`, like the admin API's table (and checked against
+/// the same OpenAPI document).
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/{tenant}/Users", &["GET"]),
+    ("/{tenant}/Users/{id}", &["GET"]),
+    ("/{tenant}/Groups", &["GET"]),
+    ("/{tenant}/Groups/{id}", &["GET"]),
+    ("/{tenant}/changes", &["GET"]),
+];
+
+pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
+    Some(match (path, method) {
+        ("/{tenant}/Users", "GET") => get(list_users),
+        ("/{tenant}/Users/{id}", "GET") => get(get_user),
+        ("/{tenant}/Groups", "GET") => get(list_groups),
+        ("/{tenant}/Groups/{id}", "GET") => get(get_group),
+        ("/{tenant}/changes", "GET") => get(changes),
+        _ => return None,
+    })
+}
+
+pub fn router() -> axum::Router<Arc<AppState>> {
+    let mut r = axum::Router::new();
+    for (path, methods) in ROUTES {
+        let mut mr = MethodRouter::new();
+        for m in *methods {
+            if let Some(h) = handler(path, m) {
+                mr = mr.merge(h);
+            }
+        }
+        r = r.route(path, mr);
+    }
+    r.fallback(|| async { AdminError::not_found("no such directory endpoint") })
+}
+
+fn base(state: &AppState, tenant: &str) -> String {
+    format!("{}/directory/v1/{tenant}", state.public_url)
+}
+
+fn meta(kind: ResourceKind, base: &str, id: &str, created: &str, modified: &str) -> Value {
+    json!({"resourceType": kind.name(), "created": created, "lastModified": modified, "location": format!("{base}/{}/{id}", kind.endpoint())})
+}
+
+/// A user as the application sees it: the mapped attributes, with the directory's own id,
+/// userName and active, and its effective groups when given.
+fn user_json(id: &str, user_name: &str, active: bool, attributes: &Value, groups: Option<&[DirRef]>) -> Map<String, Value> {
+    let mut out = Map::new();
+    // The core schema, then every extension the rules produced (enterprise, custom).
+    let mut schemas = vec![Value::from(USER_SCHEMA)];
+    for k in attributes.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.starts_with("urn:")) {
+        schemas.push(k.as_str().into());
+    }
+    out.insert("schemas".into(), Value::Array(schemas));
+    out.insert("id".into(), id.into());
+    for (k, v) in attributes.as_object().into_iter().flatten() {
+        if !matches!(k.as_str(), "schemas" | "id" | "meta" | "groups" | "userName" | "active") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("userName".into(), user_name.into());
+    out.insert("active".into(), active.into());
+    if let Some(groups) = groups {
+        out.insert("groups".into(), groups.iter().map(|g| json!({"value": g.id, "display": g.name})).collect());
+    }
+    out
+}
+
+fn render_user(u: &DirUser, base: &str) -> Value {
+    let mut out = user_json(&u.id, &u.user_name, u.active, &u.attributes, Some(&u.groups));
+    out.insert("meta".into(), meta(ResourceKind::User, base, &u.id, &u.created, &u.modified));
+    Value::Object(out)
+}
+
+fn render_group(g: &DirGroup, base: &str) -> Value {
+    let mut out = json!({"schemas": [GROUP_SCHEMA], "id": g.id, "displayName": g.name});
+    if let Some(members) = &g.members {
+        out["members"] = members.iter().map(|m| json!({"value": m.id, "display": m.name, "type": "User"})).collect();
+    }
+    out["meta"] = meta(ResourceKind::Group, base, &g.id, &g.created, &g.created);
+    out
+}
+
+type Pairs = Query<Vec<(String, String)>>;
+
+fn list_params(q: &Pairs) -> ListParams {
+    ListParams::from_pairs(q.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+fn list_body(total: usize, start: usize, cursor: i64, resources: Vec<Value>) -> Json<Value> {
+    Json(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+        "cursor": cursor.to_string(),
+    }))
+}
+
+async fn list_users(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let q = list_params(&q).resolve(ResourceKind::User)?;
+    let page = state.service.store().directory_users(tenant.id, &q).await?;
+    let base = base(&state, &tenant.name);
+    let items = page.items.iter().map(|u| q.projection.apply(render_user(u, &base))).collect();
+    Ok(list_body(page.total, q.start_index, page.cursor, items))
+}
+
+async fn get_user(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let lp = list_params(&q);
+    let proj = Projection::parse(ResourceKind::User, lp.attributes.as_deref(), lp.excluded_attributes.as_deref())?;
+    let id = param(&p, "id")?;
+    let u = state.service.store().directory_user(tenant.id, id).await?.ok_or_else(|| AdminError::not_found(format!("no user '{id}' in the directory")))?;
+    Ok(Json(proj.apply(render_user(&u, &base(&state, &tenant.name)))))
+}
+
+async fn list_groups(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let q = list_params(&q).resolve(ResourceKind::Group)?;
+    let page = state.service.store().directory_groups(tenant.id, &q).await?;
+    let base = base(&state, &tenant.name);
+    let items = page.items.iter().map(|g| q.projection.apply(render_group(g, &base))).collect();
+    Ok(list_body(page.total, q.start_index, page.cursor, items))
+}
+
+async fn get_group(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let lp = list_params(&q);
+    let proj = Projection::parse(ResourceKind::Group, lp.attributes.as_deref(), lp.excluded_attributes.as_deref())?;
+    let id = param(&p, "id")?;
+    let g = state
+        .service
+        .store()
+        .directory_group(tenant.id, id, proj.wants("members"))
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("no group '{id}' in the directory")))?;
+    Ok(Json(proj.apply(render_group(&g, &base(&state, &tenant.name)))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedParams {
+    since: Option<String>,
+    limit: Option<usize>,
+    wait: Option<u64>,
+}
+
+fn change_json(c: &Change) -> Value {
+    let mut out = json!({"cursor": c.seq.to_string(), "at": c.at, "type": c.kind});
+    if let Some(u) = &c.user {
+        out["user"] = match (&c.state, c.kind) {
+            (Some((active, attrs)), ChangeKind::UserCreated | ChangeKind::UserUpdated) => Value::Object(user_json(&u.id, &u.name, *active, attrs, None)),
+            _ => json!({"id": u.id, "userName": u.name}),
+        };
+    }
+    if let Some(g) = &c.group {
+        out["group"] = json!({"id": g.id, "displayName": g.name});
+    }
+    out
+}
+
+/// The tenant's changes after `since`. Without `since`: no changes, and the cursor of now
+/// (to follow from here on without listing first).
+async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>) -> AdminResult<Json<Value>> {
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let Query(q) = q.map_err(|e| AdminError::bad_request(e.body_text()))?;
+    let store = state.service.store();
+    let Some(since) = q.since else {
+        let cursor = store.change_cursor().await?;
+        return Ok(Json(json!({"changes": [], "cursor": cursor.to_string(), "more": false})));
+    };
+    let since: i64 = since.trim().parse().ok().filter(|s| *s >= 0).ok_or_else(|| AdminError::bad_request(format!("since {since:?} is not a cursor this server gave")))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_CHANGES {
+        return Err(AdminError::bad_request(format!("limit must be 1 to {MAX_CHANGES}")));
+    }
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(AdminError::bad_request(format!("wait is at most {MAX_WAIT_SECS} seconds")));
+    }
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    // Subscribed before reading: a commit between the read and the wait still wakes us.
+    let mut commits = store.subscribe_commits();
+    let mut stopping = state.stopping.clone();
+    loop {
+        let (changes, next, more) = match store.changes(tenant.id, since, limit).await? {
+            Feed::Changes { changes, next, more } => (changes, next, more),
+            Feed::Expired { oldest } => {
+                return Err(AdminError::new(
+                    StatusCode::GONE,
+                    format!("cursor {since} is older than the retained changes (they start after {oldest}); list the directory again and follow from its cursor"),
+                ));
+            }
+        };
+        if !changes.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            return Ok(Json(json!({"changes": changes.iter().map(change_json).collect::<Vec<_>>(), "cursor": next.to_string(), "more": more})));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            woke = commits.changed() => if woke.is_err() {
+                // The store is closing: answer now.
+                deadline = tokio::time::Instant::now();
+            },
+            // A draining server answers now rather than hold its shutdown up.
+            _ = stopping.changed() => deadline = tokio::time::Instant::now(),
+        }
+    }
+}
