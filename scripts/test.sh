@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what it needs on a fresh machine:
-#   1. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1);
+#   1. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
+#      including the console's test in headless Chromium (Debian's chromium and
+#      chromium-driver, installed here when missing);
 #   2. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
 # CI (.ci/run) calls exactly this script.
@@ -13,6 +15,17 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Rule plugins are built for wasm32-wasip2; a new machine does not have the target.
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
+fi
+
+# The console's browser test drives Debian's Chromium through ChromeDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "the console test needs Chromium: apt-get install chromium chromium-driver (as root)" >&2
+        exit 1
+    fi
 fi
 
 cargo test --workspace --locked

@@ -216,3 +216,22 @@ fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
     let scoped = String::from_utf8_lossy(&out.stdout).split(": ").last().unwrap().trim().to_string();
     assert_eq!(get(&scoped).status().as_u16(), 403, "labels name every tenant: global tokens only");
 }
+
+#[test]
+fn trying_the_rules_on_a_payload_writes_nothing_and_reports_each_decision() {
+    let s = Server::start_with(&format!("{TENANTS}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ local_part = true }}\n").replace("[[tenant]]\nname = \"globex\"\n", ""));
+    let admin = s.admin(&s.admin_token());
+    let okta = s.declared("acme", "okta");
+    let user = json!({"userName": "Jane.Doe@acme.com", "emails": [{"value": "Jane.Doe@acme.com"}], "title": "Dev"});
+    let r = admin.post("/tenants/acme/idps/okta/chain/try", &json!({"user": user}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["ok"].as_bool(), r.body["userName"].as_str(), r.body["attributes"]["title"].as_str()), (Some(true), Some("Jane.Doe"), Some("Dev")));
+    assert_eq!(r.body["decisions"][0]["plugin"], "username", "{}", r.body);
+    assert_eq!(okta.get("/Users").body["totalResults"], 0, "nothing written");
+    // A payload the pipeline refuses is an answer, not an error of the endpoint.
+    let bad = admin.post("/tenants/acme/idps/okta/chain/try", &json!({"user": {"displayName": "no userName"}}));
+    assert_eq!((bad.status, bad.body["ok"].as_bool(), bad.body["status"].as_u64()), (200, Some(false), Some(400)), "{}", bad.body);
+    assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"user": 5})), 400, "SCIM User object");
+    assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"user": {}, "number": 99})), 404, "no chain version 99");
+    assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"usr": {}})), 400, "usr");
+}

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod cli;
 mod concurrency;
+mod console;
 mod dialects;
 mod directory;
 mod errors;

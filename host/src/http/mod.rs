@@ -4,6 +4,7 @@
 pub mod admin;
 mod auth;
 mod body;
+mod console;
 pub mod directory;
 mod discovery;
 pub mod ratelimit;
@@ -81,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/scim/v2/{tenant}/{idp}", scim)
         .nest("/admin/v1", admin)
         .nest("/directory/v1", directory::router())
+        .merge(console::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))

@@ -202,6 +202,19 @@ impl<S: Store> Service<S> {
         })
     }
 
+    /// What `pipeline` (a connection's active rules, or a candidate) would make of one IdP
+    /// user payload, as a new user, written nowhere: the "try a rule" of the console.
+    pub async fn dry_run_user(&self, idp: &IdpConnection, pipeline: Option<&dyn MappingPipeline>, input: &Value) -> ScimResult<(crate::store::EntryWrite, Vec<DecisionRecord>)> {
+        let body = canonicalize(ResourceKind::User, input)?;
+        let active = self.pipelines.pipeline_for(idp);
+        let pipeline = pipeline.unwrap_or(&*active);
+        let ctx = MapContext { idp, operation: Operation::Create, current: None };
+        let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
+        let mut why = Vec::new();
+        keep_decisions("user", decisions, &mut why);
+        Ok((entry, why))
+    }
+
     // -- Users ----------------------------------------------------------------------------
 
     pub async fn create_user(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredUser> {

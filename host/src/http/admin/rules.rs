@@ -217,3 +217,44 @@ pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: 
     });
     Ok((StatusCode::ACCEPTED, Json(json!(job))))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TryBody {
+    /// An IdP user payload (SCIM User JSON), as the IdP would send it.
+    user: Value,
+    /// A stored version to try instead of the active rules.
+    number: Option<i64>,
+}
+
+/// Runs the connection's rules (or a stored version) on a pasted SCIM user, writing nothing:
+/// the mapped userName, active, attributes and granted groups, and every plugin's decision.
+pub async fn try_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<TryBody>) -> AdminResult<Json<Value>> {
+    let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
+    let b = body(b)?;
+    if !b.user.is_object() {
+        return Err(AdminError::bad_request("`user` must be a SCIM User object"));
+    }
+    let candidate = match b.number {
+        Some(n) => {
+            let versions = state.service.store().chain_versions(idp.id).await?;
+            let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
+            Some(rules(&state)?.build(&v.definition).await?.with_version(n))
+        }
+        None => None,
+    };
+    let pipeline = candidate.as_ref().map(|c| c as &dyn crate::service::mapping::MappingPipeline);
+    match state.service.dry_run_user(&idp, pipeline, &b.user).await {
+        Ok((entry, decisions)) => Ok(Json(json!({
+            "ok": true,
+            "userName": entry.user_name,
+            "active": entry.active,
+            "attributes": entry.attributes,
+            "groups": entry.grant,
+            "decisions": decisions,
+        }))),
+        // A rule's refusal is an answer here, not an error of this endpoint.
+        Err(e) if e.status == 400 || e.status == 500 => Ok(Json(json!({"ok": false, "status": e.status, "error": e.detail}))),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,342 @@
+// The Mapwright console: plain JavaScript, no build step, served by the server itself.
+// It only calls the admin API (/admin/v1) and the directory API (/directory/v1) with the
+// admin token the operator signs in with, kept in sessionStorage (gone with the tab).
+// Everything that came from an IdP or a plugin is put on the page as text, never as HTML.
+"use strict";
+
+const KINDS = ["generic", "okta", "entra", "onelogin", "jumpcloud", "ping", "keycloak", "idcs"];
+const SAMPLE_USER = {
+  schemas: ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+  userName: "Jane.Doe@acme.com",
+  name: { givenName: "Jane", familyName: "Doe" },
+  emails: [{ value: "Jane.Doe@acme.com", type: "work", primary: true }],
+  active: true,
+  "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": { department: "Engineering" },
+};
+
+let token = sessionStorage.getItem("mapwright-admin-token") || "";
+
+// -- DOM helpers ---------------------------------------------------------------------------
+
+/** Creates an element; string children become text nodes (never parsed as HTML). */
+function h(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function table(headers, rows, attrs = {}) {
+  return h("table", attrs, h("thead", {}, h("tr", {}, headers.map((x) => h("th", {}, x)))), h("tbody", {}, rows));
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => (box.hidden = true), 8000);
+}
+
+function json(v) {
+  return JSON.stringify(v, null, 2);
+}
+
+// -- API -----------------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const resp = await fetch(path, {
+    method,
+    headers: { Authorization: "Bearer " + token, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await resp.text();
+  const data = text ? JSON.parse(text) : null;
+  if (resp.status === 401) {
+    signOut();
+    throw new Error("Signed out: the token was refused.");
+  }
+  if (!resp.ok) throw new Error((data && data.error && data.error.message) || resp.status + " " + resp.statusText);
+  return data;
+}
+
+const admin = (method, path, body) => api(method, "/admin/v1" + path, body);
+const seg = encodeURIComponent;
+
+// -- Routing -------------------------------------------------------------------------------
+
+function signOut() {
+  token = "";
+  sessionStorage.removeItem("mapwright-admin-token");
+  render();
+}
+
+async function render() {
+  const view = $("#view");
+  view.replaceChildren();
+  $("#login").hidden = !!token;
+  $("#logout").hidden = !token;
+  $("#crumbs").replaceChildren();
+  if (!token) {
+    $("#token").focus();
+    return;
+  }
+  const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (parts[0] === "t" && parts[2] === "i" && parts[3]) await connectionPage(view, parts[1], parts[3]);
+    else if (parts[0] === "t" && parts[1]) await tenantPage(view, parts[1]);
+    else await tenantsPage(view);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+function crumbs(...links) {
+  const nav = $("#crumbs");
+  nav.replaceChildren(h("a", { href: "#/" }, "Tenants"));
+  for (const [label, href] of links) nav.append(" / ", href ? h("a", { href }, label) : label);
+}
+
+// -- Tenants -------------------------------------------------------------------------------
+
+async function tenantsPage(view) {
+  crumbs();
+  const tenants = await admin("GET", "/tenants");
+  view.append(
+    h("section", { id: "tenants" }, h("h2", {}, "Tenants"),
+      table(["Tenant", "Created"], tenants.map((t) => h("tr", { dataset: { tenant: t.name } },
+        h("td", {}, h("a", { href: "#/t/" + seg(t.name) }, t.name)), h("td", { class: "muted" }, t.created))))),
+  );
+}
+
+// -- One tenant: connections, users, audit ---------------------------------------------------
+
+async function tenantPage(view, tenant) {
+  crumbs([tenant]);
+  const connections = h("section", { id: "connections" }, h("h2", {}, "IdP connections"));
+  const users = h("section", { id: "users" }, h("h2", {}, "Directory users"));
+  const audit = h("section", { id: "audit" }, h("h2", {}, "Audit log"));
+  view.append(h("h1", {}, tenant), connections, users, audit);
+  await Promise.all([connectionsSection(connections, tenant), usersSection(users, tenant), auditSection(audit, tenant)]);
+}
+
+function secretBox(title, lines) {
+  return h("div", { class: "secret", id: "secret" }, h("strong", {}, title), lines.map(([k, v]) => h("div", {}, k + ": ", h("code", { "data-secret": k }, v))),
+    h("div", { class: "muted" }, "The token is shown once: store it now."));
+}
+
+async function connectionsSection(section, tenant) {
+  const idps = await admin("GET", "/tenants/" + seg(tenant) + "/idps");
+  const out = h("div", { id: "connection-secret" });
+  const rows = idps.map((i) => h("tr", { dataset: { idp: i.name } },
+    h("td", {}, h("a", { href: "#/t/" + seg(tenant) + "/i/" + seg(i.name) }, i.name)),
+    h("td", {}, i.kind),
+    h("td", {}, h("code", { class: "base-url" }, i.base_url)),
+    h("td", {}, h("span", { class: "badge " + (i.disabled ? "off" : "on") }, i.disabled ? "disabled" : "enabled")),
+    h("td", {}, h("button", { type: "button", class: "quiet rotate", onclick: async () => {
+      if (!confirm("Issue a new token for " + i.name + "? The current one keeps working for one hour.")) return;
+      try {
+        const r = await admin("POST", "/tenants/" + seg(tenant) + "/idps/" + seg(i.name) + "/rotate-token", { overlap_secs: 3600 });
+        out.replaceChildren(secretBox("New token for " + i.name, [["Token", r.token], ["Previous tokens expire", r.previous_tokens_expire]]));
+      } catch (e) { showError(e.message); }
+    } }, "Rotate token"))));
+  const name = h("input", { name: "name", id: "new-idp-name", required: true, pattern: "[a-z0-9][a-z0-9_-]*", placeholder: "okta-prod" });
+  const kind = h("select", { name: "kind", id: "new-idp-kind" }, KINDS.map((k) => h("option", { value: k }, k)));
+  const form = h("form", { class: "inline", id: "create-idp", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await admin("POST", "/tenants/" + seg(tenant) + "/idps", { name: name.value, kind: kind.value });
+      section.replaceChildren(h("h2", {}, "IdP connections"));
+      await connectionsSection(section, tenant);
+      $("#connection-secret").replaceChildren(secretBox("Connection " + r.name + " created", [["Base URL", r.base_url], ["Token", r.token]]));
+    } catch (e) { showError(e.message); }
+  } }, h("label", {}, "Name", name), h("label", {}, "Kind", kind), h("button", { type: "submit", id: "create-idp-btn" }, "Create connection"));
+  section.append(table(["Name", "Kind", "SCIM base URL", "Status", ""], rows, { id: "connections-table" }), out, h("h3", {}, "New connection"), form);
+}
+
+async function usersSection(section, tenant) {
+  const filter = h("input", { id: "user-filter", size: 40, placeholder: 'userName sw "j"' });
+  const body = h("div", { id: "users-body" });
+  const load = async () => {
+    try {
+      const q = filter.value.trim() ? "&filter=" + encodeURIComponent(filter.value.trim()) : "";
+      const r = await api("GET", "/directory/v1/" + seg(tenant) + "/Users?sortBy=userName&count=200" + q);
+      body.replaceChildren(
+        h("p", { class: "muted" }, r.totalResults + " users"),
+        table(["userName", "Active", "Groups", "Id"], r.Resources.map((u) => h("tr", { dataset: { user: u.userName } },
+          h("td", {}, u.userName),
+          h("td", {}, h("span", { class: "badge " + (u.active ? "on" : "off") }, u.active ? "active" : "inactive")),
+          h("td", {}, (u.groups || []).map((g) => g.display).join(", ")),
+          h("td", { class: "muted" }, h("code", {}, u.id)))), { id: "users-table" }));
+    } catch (e) { showError(e.message); }
+  };
+  section.append(h("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); load(); } },
+    h("label", {}, "SCIM filter", filter), h("button", { type: "submit", id: "refresh-users" }, "Refresh")), body);
+  await load();
+}
+
+/** A change record as readable lines: `field: before → after`, groups as +added −removed. */
+function diffLines(changes) {
+  const lines = [];
+  const show = (v) => (v === null || v === undefined ? "∅" : typeof v === "string" ? v : JSON.stringify(v));
+  for (const [k, v] of Object.entries(changes || {})) {
+    if (k === "groups" && v && (v.added || v.removed)) {
+      for (const g of v.added || []) lines.push(h("div", { class: "added" }, "+ group " + g));
+      for (const g of v.removed || []) lines.push(h("div", { class: "removed" }, "− group " + g));
+    } else if (k === "attributes" && v && typeof v === "object" && !Array.isArray(v)) {
+      // userName and active show once, at the top level.
+      for (const [a, ba] of Object.entries(v)) if (a !== "userName" && a !== "active") lines.push(h("div", {}, a + ": " + show(ba[0]) + " → " + show(ba[1])));
+    } else if (Array.isArray(v) && v.length === 2) {
+      lines.push(h("div", {}, k + ": " + show(v[0]) + " → " + show(v[1])));
+    } else {
+      lines.push(h("div", {}, k + ": " + show(v)));
+    }
+  }
+  return lines;
+}
+
+async function auditSection(section, tenant) {
+  const f = {
+    idp: h("input", { name: "idp", size: 10 }),
+    user: h("input", { name: "user", size: 14, id: "audit-user" }),
+    since: h("input", { name: "since", size: 22, placeholder: "2026-11-24T00:00:00Z" }),
+    until: h("input", { name: "until", size: 22 }),
+  };
+  const body = h("div", { id: "audit-body" });
+  let before = null;
+  const load = async (more) => {
+    try {
+      const q = new URLSearchParams({ limit: "50" });
+      for (const [k, input] of Object.entries(f)) if (input.value.trim()) q.set(k, input.value.trim());
+      if (more && before) q.set("before", before);
+      const r = await admin("GET", "/tenants/" + seg(tenant) + "/audit?" + q);
+      before = r.next_before;
+      const rows = r.records.map((a) => h("tr", { dataset: { audit: a.id } },
+        h("td", { class: "muted" }, a.at), h("td", {}, a.actor), h("td", {}, a.operation + " " + a.resource_type),
+        h("td", {}, a.entry || ""), h("td", {}, a.chain_version ?? ""), h("td", {}, diffLines(a.changes))));
+      const t = table(["At", "Actor", "Operation", "User", "Rules", "Changes"], rows, { id: "audit-table" });
+      if (more) $("#audit-table tbody", body).append(...rows);
+      else body.replaceChildren(t);
+      $("#audit-older", section).hidden = !before || r.records.length < 50;
+    } catch (e) { showError(e.message); }
+  };
+  section.append(
+    h("form", { class: "inline", id: "audit-filter", onsubmit: (ev) => { ev.preventDefault(); load(false); } },
+      h("label", {}, "Connection", f.idp), h("label", {}, "User", f.user), h("label", {}, "Since", f.since), h("label", {}, "Until", f.until),
+      h("button", { type: "submit" }, "Filter")),
+    body, h("button", { type: "button", class: "quiet", id: "audit-older", hidden: true, onclick: () => load(true) }, "Older"));
+  await load(false);
+}
+
+// -- One connection: chain, history, preview, try ------------------------------------------
+
+async function connectionPage(view, tenant, idp) {
+  crumbs([tenant, "#/t/" + seg(tenant)], [idp]);
+  const base = "/tenants/" + seg(tenant) + "/idps/" + seg(idp);
+  const c = await admin("GET", base + "/chain");
+  const active = c.active;
+  const chainSection = h("section", { id: "chain" }, h("h2", {}, "Active rules"));
+  if (!active) chainSection.append(h("p", { id: "active-version" }, "No chain: users and groups map as the IdP sends them."));
+  else {
+    chainSection.append(
+      h("p", { id: "active-version" }, "Version " + active.number + " · " + active.source + " · by " + active.author + (active.note ? " · " + active.note : "")),
+      h("ol", { class: "entries" }, active.definition.entries.map((e) => h("li", {}, h("strong", {}, e.name), " ", h("code", { class: "muted" }, e.plugin.slice(0, 12)), h("pre", {}, json(e.config))))));
+  }
+  const history = h("section", { id: "history" }, h("h2", {}, "History"),
+    table(["Version", "Created", "By", "Source", "Note", ""], [...c.versions].reverse().map((v) => h("tr", { dataset: { version: v.number } },
+      h("td", {}, String(v.number), v.active ? h("span", { class: "badge on" }, " active") : ""),
+      h("td", { class: "muted" }, v.created), h("td", {}, v.author), h("td", {}, v.source), h("td", {}, v.note),
+      h("td", {}, v.active ? "" : h("button", { type: "button", class: "quiet", onclick: async () => {
+        try { await admin("POST", base + "/chain/activate", { number: v.number }); render(); } catch (e) { showError(e.message); }
+      } }, "Activate")))), { id: "history-table" }),
+    h("h3", {}, "Activations"),
+    h("ul", {}, [...c.activations].reverse().map((a) => h("li", {}, "version " + a.number + " at " + a.at + " by " + a.author))));
+  view.append(h("h1", {}, tenant + " / " + idp), chainSection, history, previewSection(base, c.versions), trySection(base, c.versions));
+}
+
+function versionSelect(id, versions, withActive) {
+  return h("select", { id }, withActive ? h("option", { value: "" }, "the active rules") : null,
+    [...versions].reverse().filter((v) => withActive || !v.active).map((v) => h("option", { value: String(v.number) }, "version " + v.number + (v.note ? " (" + v.note + ")" : ""))));
+}
+
+function previewSection(base, versions) {
+  const pick = versionSelect("preview-version", versions, false);
+  const out = h("div", { id: "preview-result" });
+  const run = async () => {
+    if (!pick.value) return showError("Store a candidate version first (chain set --candidate, or the admin API).");
+    out.replaceChildren(h("p", { class: "muted" }, "Computing…"));
+    try {
+      const r = await admin("POST", base + "/chain/preview?limit=500", { number: Number(pick.value) });
+      const s = r.summary;
+      const changed = r.items.filter((i) => i.status !== "unchanged");
+      out.replaceChildren(
+        h("p", { id: "preview-summary" }, s.users + " users, " + s.groups + " groups: " + s.changed + " would change, " + s.unchanged + " unchanged, " + s.failed + " would fail" +
+          (s.collisions ? " (" + s.collisions + " username collisions)" : "")),
+        changed.length === 0 ? h("p", {}, "Nothing would change.") :
+          table(["", "Name", "Status", "What would change"], changed.map((i) => h("tr", { dataset: { item: i.name } },
+            h("td", {}, i.resource_type), h("td", {}, i.name), h("td", {}, i.status), h("td", {}, i.error ? h("div", { class: "removed" }, i.error) : "", diffLines(i.changes)))), { id: "preview-table" }));
+    } catch (e) { out.replaceChildren(); showError(e.message); }
+  };
+  return h("section", { id: "preview" }, h("h2", {}, "Preview a candidate"),
+    h("p", { class: "muted" }, "What a stored version would change for every user and group of this connection, written nowhere."),
+    h("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); run(); } }, h("label", {}, "Candidate", pick), h("button", { type: "submit", id: "preview-run" }, "Preview")), out);
+}
+
+function trySection(base, versions) {
+  const payload = h("textarea", { id: "try-payload", spellcheck: "false" });
+  payload.value = json(SAMPLE_USER);
+  const pick = versionSelect("try-version", versions, true);
+  const out = h("div", { id: "try-result" });
+  const run = async () => {
+    let user;
+    try { user = JSON.parse(payload.value); } catch (e) { return showError("The payload is not JSON: " + e.message); }
+    try {
+      const r = await admin("POST", base + "/chain/try", pick.value ? { user, number: Number(pick.value) } : { user });
+      if (!r.ok) return out.replaceChildren(h("p", { class: "removed", id: "try-error" }, "Refused (" + r.status + "): " + r.error));
+      out.replaceChildren(
+        table(["", ""], [
+          h("tr", {}, h("th", {}, "userName"), h("td", { id: "try-username" }, r.userName)),
+          h("tr", {}, h("th", {}, "active"), h("td", {}, String(r.active))),
+          h("tr", {}, h("th", {}, "groups"), h("td", { id: "try-groups" }, r.groups.join(", "))),
+          h("tr", {}, h("th", {}, "attributes"), h("td", {}, h("pre", {}, json(r.attributes)))),
+        ]),
+        h("h3", {}, "Decisions"),
+        table(["Plugin", "Rule", "Reason"], r.decisions.map((d) => h("tr", {}, h("td", {}, d.plugin), h("td", {}, d.rule), h("td", {}, d.reason))), { id: "try-decisions" }));
+    } catch (e) { showError(e.message); }
+  };
+  return h("section", { id: "try" }, h("h2", {}, "Try the rules"),
+    h("p", { class: "muted" }, "Paste a SCIM user as the IdP would send it: the rules run in the sandbox and nothing is written."),
+    payload, h("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); run(); } }, h("label", {}, "Rules", pick), h("button", { type: "submit", id: "try-run" }, "Run")), out);
+}
+
+// -- Start ---------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    token = $("#token").value.trim();
+    try {
+      await admin("GET", "/tenants");
+      sessionStorage.setItem("mapwright-admin-token", token);
+      $("#token").value = "";
+      render();
+    } catch (e) {
+      token = "";
+      showError("That token was refused.");
+      render();
+    }
+  });
+  $("#logout").addEventListener("click", signOut);
+  window.addEventListener("hashchange", render);
+  render();
+});
