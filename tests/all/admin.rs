@@ -235,3 +235,48 @@ fn trying_the_rules_on_a_payload_writes_nothing_and_reports_each_decision() {
     assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"user": {}, "number": 99})), 404, "no chain version 99");
     assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"usr": {}})), 400, "usr");
 }
+
+/// Every documented operation, with every kind of wrong credential: none, an IdP token, a
+/// directory token (on the admin API), and an admin token scoped to another tenant. Each is
+/// refused before anything runs; a tenant-scoped admin never reaches server-wide endpoints.
+#[test]
+fn every_endpoint_refuses_every_wrong_credential() {
+    let s = Server::start_with(TENANTS);
+    let doc = s.admin("").get("/openapi.json").body;
+    let global = s.admin_token();
+    let idp_token = s.declared("acme", "okta").token;
+    let token_of = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).split(": ").last().unwrap().trim().to_string();
+    let globex_admin = token_of(s.cli(&["admin-token", "globex-ops", "--tenant", "globex"]));
+    let acme_admin = token_of(s.cli(&["admin-token", "acme-ops", "--tenant", "acme"]));
+    let acme_app = token_of(s.cli(&["admin-token", "acme-app", "--tenant", "acme", "--directory"]));
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path == "/openapi.json" {
+            continue;
+        }
+        let server = item["servers"][0]["url"].as_str().unwrap_or("/admin/v1");
+        let concrete = path.replace("{tenant}", "acme").replace("{idp}", "okta").replace("{user}", "nobody").replace("{id}", "1").replace("{decision}", "approve");
+        for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters" && *k != "servers") {
+            let call = |token: &str| Client::new(format!("{}{server}", s.url), token.to_string()).send(&method.to_uppercase(), &concrete, Some(&json!({})), &[]);
+            let what = format!("{method} {server}{path}");
+            assert_eq!(call("").status, 401, "{what} without a token");
+            assert_eq!(call(&idp_token).status, 401, "{what} with an IdP token");
+            if server == "/admin/v1" {
+                assert_eq!(call(&acme_app).status, 401, "{what} with a directory token");
+            }
+            let r = call(&globex_admin);
+            if path.contains("{tenant}") {
+                assert_eq!(r.status, 403, "{what} with another tenant's admin token: {}", r.body);
+            } else if (path.as_str(), method.as_str()) == ("/tenants", "get") {
+                // The one server-wide read a scoped token may make: it lists its own tenant.
+                assert_eq!(r.body, json!([{"name": "globex", "created": r.body[0]["created"]}]), "{what}");
+            } else {
+                assert_eq!(r.status, 403, "{what} is server-wide: no tenant-scoped token");
+                assert_eq!(call(&acme_admin).status, 403, "{what} is server-wide: no tenant-scoped token");
+            }
+            assert!(!matches!(call(&global).status, 401 | 403), "{what} with the global token");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} operations documented?");
+}

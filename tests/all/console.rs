@@ -183,6 +183,16 @@ fn an_operator_signs_in_creates_a_connection_sees_its_user_and_previews_a_change
     assert!(audit.contains("create User") && audit.contains("idp:acme/entra-prod"), "{audit}");
     assert!(!audit.contains("Jane.Doe"), "filtered to one user: {audit}");
 
+    // Token rotation: the new token is shown once and works; the old one keeps working for
+    // the overlap.
+    b.script("window.confirm = () => true;", json!([]));
+    b.click("#connections-table tr[data-idp='entra-prod'] button.rotate");
+    b.wait_text("#secret", "New token for entra-prod");
+    let rotated = b.text("#secret code[data-secret='Token']");
+    assert!(rotated.starts_with("mw_") && rotated != entra.token, "{rotated}");
+    assert_eq!(entra.with_token(&rotated).get("/Users").status, 200);
+    assert_eq!(entra.get("/Users").status, 200, "the previous token works during the overlap");
+
     // A candidate version lowercases usernames: the preview shows what it would change.
     let file = s.db().with_file_name("candidate.toml");
     std::fs::write(&file, "[[entry]]\nplugin = \"builtin:username\"\nconfig = { source = \"email\", local_part = true, case = \"lower\" }\n").unwrap();

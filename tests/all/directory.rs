@@ -334,3 +334,17 @@ fn a_follower_reading_during_concurrent_writes_misses_nothing_and_sees_nothing_t
     let seqs: Vec<u64> = seen.iter().map(|c| c["cursor"].as_str().unwrap().parse().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
 }
+
+#[test]
+fn a_waiting_follower_does_not_hold_up_a_graceful_shutdown() {
+    let mut s = Server::start_with(RULES);
+    let dir = reader(&s, "acme");
+    let head = dir.get("/changes").body["cursor"].as_str().unwrap().to_string();
+    let waiting = std::thread::spawn(move || dir.get(&format!("/changes?since={head}&wait=60")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // `terminate` fails the test if the server takes more than 10 s to drain and exit.
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let answered = waiting.join().unwrap();
+    assert_eq!((answered.status, answered.body["changes"].as_array().map(Vec::len)), (200, Some(0)), "answered, empty, as the server drained");
+}
