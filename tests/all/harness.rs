@@ -58,6 +58,15 @@ impl Server {
         self.restart_after(extra, |_| {})
     }
 
+    /// Kills this server with SIGKILL (no draining, no closing) and starts another on the same
+    /// data directory: a crash.
+    pub fn crash_and_restart(mut self, extra: &str) -> Server {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
+    }
+
     /// Stops this server, lets `meddle` change its data directory, and starts another on it.
     pub fn restart_after(mut self, extra: &str, meddle: impl FnOnce(&Path)) -> Server {
         let status = self.terminate();
@@ -205,6 +214,21 @@ impl Client {
 
     pub fn with_token(&self, token: &str) -> Client {
         Client { token: token.to_string(), ..self.clone() }
+    }
+
+    /// Like `send` with no extra headers, but `None` when the server cannot be reached (it
+    /// was killed) instead of failing the test.
+    pub fn try_send(&self, method: &str, path: &str, body: Option<&Value>) -> Option<Resp> {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().ok()?;
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Some(Resp { status, headers, body })
     }
 
     pub fn send(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {

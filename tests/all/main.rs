@@ -9,6 +9,7 @@ mod concurrency;
 mod console;
 mod dialects;
 mod directory;
+mod durability;
 mod errors;
 mod filters;
 mod groups;
