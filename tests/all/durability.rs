@@ -77,7 +77,7 @@ fn acknowledged_writes_survive_sigkill_and_no_reader_sees_half_a_request() {
                         let title = format!("t{}", i + 1);
                         ledger.lock().unwrap().users.get_mut(&target).unwrap().2 = Some(title.clone());
                         let ops = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "title", "value": title}]});
-                        if !okta.try_send("PATCH", &format!("/Users/{target}"), Some(&ops)).is_some_and(|r| r.status == 200) {
+                        if okta.try_send("PATCH", &format!("/Users/{target}"), Some(&ops)).is_none_or(|r| r.status != 200) {
                             return;
                         }
                         let mut l = ledger.lock().unwrap();
