@@ -39,6 +39,14 @@ fn index(body: &Value) -> Index {
     }
 }
 
+/// The indexed fields as the store writes them (userName, externalId, folded displayName,
+/// active, folded emails), for tests that build rows by hand.
+#[cfg(test)]
+pub(super) fn index_for_tests(body: &Value) -> (String, Option<String>, Option<String>, bool, Vec<String>) {
+    let ix = index(body);
+    (ix.user_name, ix.external_id, ix.display_name, ix.active, ix.emails)
+}
+
 const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredUser)> {
