@@ -41,10 +41,7 @@ pub struct Reader {
 
 impl Reader {
     async fn tenant(&self, state: &AppState, name: &str) -> AdminResult<Tenant> {
-        if let Some(t) = &self.scope {
-            return if t.name == name { Ok(t.clone()) } else { Err(AdminError::new(StatusCode::FORBIDDEN, "this token is scoped to another tenant")) };
-        }
-        state.service.store().list_tenants().await?.into_iter().find(|t| t.name == name).ok_or_else(|| AdminError::not_found(format!("no tenant '{name}'")))
+        super::admin::scoped_tenant(state, self.scope.as_ref(), name).await
     }
 }
 
@@ -151,15 +148,11 @@ fn list_params(q: &Pairs) -> ListParams {
     ListParams::from_pairs(q.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
+/// A SCIM ListResponse with the change-feed position it was read at.
 fn list_body(total: usize, start: usize, cursor: i64, resources: Vec<Value>) -> Json<Value> {
-    Json(json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
-        "totalResults": total,
-        "startIndex": start,
-        "itemsPerPage": resources.len(),
-        "Resources": resources,
-        "cursor": cursor.to_string(),
-    }))
+    let mut body = super::response::list_response(total, start, resources);
+    body["cursor"] = json!(cursor.to_string());
+    Json(body)
 }
 
 async fn list_users(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {

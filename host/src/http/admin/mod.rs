@@ -108,10 +108,7 @@ impl Admin {
 
     /// The tenant named in the path, if this admin may reach it.
     async fn tenant(&self, state: &AppState, name: &str) -> AdminResult<Tenant> {
-        if let Some(t) = &self.scope {
-            return if t.name == name { Ok(t.clone()) } else { Err(AdminError::forbidden()) };
-        }
-        state.service.store().list_tenants().await?.into_iter().find(|t| t.name == name).ok_or_else(|| AdminError::not_found(format!("no tenant '{name}'")))
+        scoped_tenant(state, self.scope.as_ref(), name).await
     }
 
     /// A connection of a tenant this admin may reach.
@@ -138,6 +135,15 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
         Ok(Admin { name: rec.name, scope: rec.tenant })
     }
+}
+
+/// The tenant named in a path, for a token scoped to `scope` (or global): the one check that
+/// keeps a tenant's token in its tenant, for the admin and the directory APIs alike.
+pub async fn scoped_tenant(state: &AppState, scope: Option<&Tenant>, name: &str) -> AdminResult<Tenant> {
+    if let Some(t) = scope {
+        return if t.name == name { Ok(t.clone()) } else { Err(AdminError::forbidden()) };
+    }
+    state.service.store().list_tenants().await?.into_iter().find(|t| t.name == name).ok_or_else(|| AdminError::not_found(format!("no tenant '{name}'")))
 }
 
 /// Path parameters of the admin routes.
