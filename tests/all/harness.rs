@@ -219,19 +219,10 @@ impl Client {
     /// Like `send` with no extra headers, but `None` when the server cannot be reached (it
     /// was killed) instead of failing the test.
     pub fn try_send(&self, method: &str, path: &str, body: Option<&Value>) -> Option<Resp> {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/scim+json").body(b.to_string());
-        }
-        let resp = req.send().ok()?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().ok()?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Some(Resp { status, headers, body })
+        self.request(method, path, body, &[]).send().ok().and_then(read)
     }
 
-    pub fn send(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+    fn request(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> reqwest::blocking::RequestBuilder {
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
         let mut req = self.http.request(method.parse().unwrap(), url).bearer_auth(&self.token);
         for (k, v) in headers {
@@ -240,12 +231,11 @@ impl Client {
         if let Some(b) = body {
             req = req.header("content-type", "application/scim+json").body(b.to_string());
         }
-        let resp = req.send().unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, headers, body }
+        req
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+        read(self.request(method, path, body, headers).send().unwrap()).unwrap()
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -259,12 +249,7 @@ impl Client {
     }
     /// Sends raw bytes (a plugin upload).
     pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Resp {
-        let resp = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).header("content-type", "application/wasm").body(bytes).send().unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, headers, body }
+        read(self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).header("content-type", "application/wasm").body(bytes).send().unwrap()).unwrap()
     }
 
     pub fn patch(&self, path: &str, ops: Value) -> Resp {
@@ -307,6 +292,16 @@ impl Client {
         assert_eq!(r.status, 200, "{query}: {}", r.body);
         r.body["Resources"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap().to_string()).collect()
     }
+}
+
+/// A response as tests look at it: status, headers, and the body as JSON (a string when it
+/// is not JSON, null when empty). `None` if the body could not be read.
+fn read(resp: reqwest::blocking::Response) -> Option<Resp> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().ok()?;
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Some(Resp { status, headers, body })
 }
 
 /// Percent-encodes a query parameter value.

@@ -49,13 +49,7 @@ impl FromRequestParts<Arc<AppState>> for Reader {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "a directory or admin bearer token is required");
-        let (id, secret) = super::auth::bearer(&parts.headers).and_then(tokens::parse_reader).ok_or_else(unauthorized)?;
-        let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
-        if !tokens::verify(secret, &rec.secret_hash) {
-            return Err(unauthorized());
-        }
-        tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
+        let rec = super::admin::authenticate(parts, state, tokens::parse_reader, "a directory or admin bearer token is required").await?;
         Ok(Reader { scope: rec.tenant })
     }
 }
@@ -82,17 +76,7 @@ pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppSt
 }
 
 pub fn router() -> axum::Router<Arc<AppState>> {
-    let mut r = axum::Router::new();
-    for (path, methods) in ROUTES {
-        let mut mr = MethodRouter::new();
-        for m in *methods {
-            if let Some(h) = handler(path, m) {
-                mr = mr.merge(h);
-            }
-        }
-        r = r.route(path, mr);
-    }
-    r.fallback(|| async { AdminError::not_found("no such directory endpoint") })
+    super::admin::routes(axum::Router::new(), ROUTES, handler).fallback(|| async { AdminError::not_found("no such directory endpoint") })
 }
 
 fn base(state: &AppState, tenant: &str) -> String {

@@ -206,8 +206,14 @@ impl<S: Store> Service<S> {
     /// user payload, as a new user, written nowhere: the "try a rule" of the console.
     pub async fn dry_run_user(&self, idp: &IdpConnection, pipeline: Option<&dyn MappingPipeline>, input: &Value) -> ScimResult<(crate::store::EntryWrite, Vec<DecisionRecord>)> {
         let body = canonicalize(ResourceKind::User, input)?;
-        let active = self.pipelines.pipeline_for(idp);
-        let pipeline = pipeline.unwrap_or(&*active);
+        let active;
+        let pipeline = match pipeline {
+            Some(p) => p,
+            None => {
+                active = self.pipelines.pipeline_for(idp);
+                &*active
+            }
+        };
         let ctx = MapContext { idp, operation: Operation::Create, current: None };
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         let mut why = Vec::new();

@@ -122,19 +122,31 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, "an admin bearer token is required");
-        let (id, secret) = super::auth::bearer(&parts.headers).and_then(tokens::parse_admin).ok_or_else(unauthorized)?;
-        let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
-        if !tokens::verify(secret, &rec.secret_hash) {
-            return Err(unauthorized());
-        }
+        let rec = authenticate(parts, state, tokens::parse_admin, "an admin bearer token is required").await?;
         // A directory token shares the table (and id space) but only ever reads the directory.
         if rec.role != crate::store::TokenRole::Admin {
-            return Err(unauthorized());
+            return Err(AdminError::new(StatusCode::UNAUTHORIZED, "an admin bearer token is required"));
         }
-        tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
         Ok(Admin { name: rec.name, scope: rec.tenant })
     }
+}
+
+/// The stored admin-table token the request presents (parsed with `parse`), its secret
+/// checked in constant time; the span gets the token's tenant. `required` says what to send.
+pub async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    parse: fn(&str) -> Option<(&str, &str)>,
+    required: &'static str,
+) -> AdminResult<crate::store::AdminTokenRecord> {
+    let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, required);
+    let (id, secret) = super::auth::bearer(&parts.headers).and_then(parse).ok_or_else(unauthorized)?;
+    let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
+    if !tokens::verify(secret, &rec.secret_hash) {
+        return Err(unauthorized());
+    }
+    tracing::Span::current().record("tenant", rec.tenant.as_ref().map(|t| t.name.as_str()).unwrap_or("*"));
+    Ok(rec)
 }
 
 /// The tenant named in a path, for a token scoped to `scope` (or global): the one check that
@@ -212,23 +224,32 @@ fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
 }
 
 pub fn router() -> Router<Arc<AppState>> {
-    let mut r = Router::new().route(
+    let r = Router::new().route(
         "/openapi.json",
         get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
     );
-    for (path, methods) in ROUTES {
+    routes(r, ROUTES, handler).fallback(|| async { AdminError::not_found("no such admin endpoint") })
+}
+
+/// Adds a route table to `r`: each path with the handlers `handler` gives for its methods.
+pub fn routes(
+    mut r: Router<Arc<AppState>>,
+    table: &[(&str, &[&str])],
+    handler: fn(&str, &str) -> Option<MethodRouter<Arc<AppState>>>,
+) -> Router<Arc<AppState>> {
+    for (path, methods) in table {
         let mut mr = MethodRouter::new();
         for m in *methods {
             match handler(path, m) {
                 Some(h) => mr = mr.merge(h),
-                // A route in the table without a handler is a programming error caught by the
+                // A route in a table without a handler is a programming error caught by the
                 // router test below; at run time it is simply not served.
-                None => tracing::error!(path, method = m, "admin route without a handler"),
+                None => tracing::error!(path, method = m, "route without a handler"),
             }
         }
         r = r.route(path, mr);
     }
-    r.fallback(|| async { AdminError::not_found("no such admin endpoint") })
+    r
 }
 
 #[cfg(test)]
