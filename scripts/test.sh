@@ -3,7 +3,8 @@
 #   1. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
 #      including the console's test in headless Chromium (Debian's chromium and
 #      chromium-driver, installed here when missing);
-#   2. the external SCIM conformance checker scim2-tester (PyPI, pinned in
+#   2. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
+#   3. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
 # CI (.ci/run) calls exactly this script.
 set -euo pipefail
@@ -29,6 +30,9 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 
 cargo test --workspace --locked
+
+# Fuzzing: the filter parser, PATCH and resource parsing, 20 s each (longer runs: fuzz/README.md).
+bash scripts/fuzz.sh 20
 
 # --- External conformance: scim2-tester --------------------------------------------------
 venv="$root/.venv"

@@ -3,7 +3,8 @@
 //! Layers, with dependencies flowing one way: [`http`] → [`service`] → [`store`], all
 //! speaking the protocol types of [`scim`]. See `ARCHITECTURE.md` at the repository root.
 
-pub mod scim;
+/// The protocol types, from the `mapwright-scim` crate (re-exported so paths read `crate::scim::…`).
+pub use mapwright_scim as scim;
 pub mod store;
 pub mod service;
 pub mod http;

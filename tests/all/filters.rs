@@ -78,3 +78,21 @@ fn invalid_filters_are_400_invalid_filter() {
         c.get(&format!("/Users?filter={}", enc(f))).assert_error(400, Some("invalidFilter"));
     }
 }
+
+#[test]
+fn the_longest_filter_is_answered_and_a_longer_one_refused() {
+    // 256 clauses is the cap: a flat chain of thousands used to build a tree deep enough to
+    // overflow a worker's stack and abort the server.
+    let s = Server::start();
+    let c = s.idp("acme", "okta", "okta");
+    population(&c);
+    let mut clauses: Vec<String> = (0..255).map(|i| format!("userName eq \"nobody{i}@acme.com\"")).collect();
+    clauses.push(r#"userName eq "bob@acme.com""#.into());
+    let r = c.post("/Users/.search", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": clauses.join(" or ")}));
+    assert_eq!((r.status, r.body["totalResults"].as_u64()), (200, Some(1)), "{}", r.body);
+    clauses.push(r#"userName eq "alice@acme.com""#.into());
+    let r = c.post("/Users/.search", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": clauses.join(" or ")}));
+    r.assert_error(400, Some("invalidFilter"));
+    assert!(r.body["detail"].as_str().unwrap().contains("too many clauses"), "{}", r.body);
+    assert_eq!(c.get("/Users?count=1").status, 200);
+}

@@ -92,3 +92,55 @@ fn a_looping_plugin_does_not_stall_other_tenants() {
         assert_eq!(l.join().unwrap(), 500);
     }
 }
+
+#[test]
+fn components_outside_the_contract_are_refused_on_upload() {
+    let s = Server::start_with(&config());
+    let admin = s.admin(&s.admin_token());
+    let stored = admin.get("/tenants/acme/plugins").body.as_array().map(Vec::len);
+    let cases = [
+        // Imports something the sandbox does not link: refused before any of its code runs.
+        (paths::SNOOP, "imports something the sandbox does not grant"),
+        (paths::SNOOP, "test:snoop/exfil"),
+        // Built for a contract this host does not speak: the versions side by side.
+        (paths::FUTURE, "built for contract mapwright:plugin@0.2.0; this server runs plugins built for 0.1.x"),
+    ];
+    for (path, why) in cases {
+        let r = admin.post_bytes("/tenants/acme/plugins", std::fs::read(path).unwrap());
+        assert_eq!(r.status, 422, "{}", r.body);
+        let m = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(m.contains(why), "{why:?} not in {m:?}");
+    }
+    // Nothing was stored, the CLI says the same, and the server serves on.
+    assert_eq!(admin.get("/tenants/acme/plugins").body.as_array().map(Vec::len), stored);
+    let out = s.cli(&["plugin", "inspect", paths::FUTURE]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mapwright:plugin@0.2.0"), "{out:?}");
+    assert_eq!(s.declared("acme", "good").post("/Users", &json!({"userName": "after@acme.com"})).status, 201);
+}
+
+#[test]
+fn the_sandbox_grants_no_files_sockets_environment_clock_or_entropy() {
+    let s = Server::start_with(&config());
+    let evil = s.declared("acme", "evil");
+    // The hostile plugin tries each WASI way out and writes what it got into the userName
+    // the directory stores (the IdP's own view keeps what it sent).
+    let mapped = || -> Vec<String> {
+        let db = rusqlite::Connection::open(s.db()).unwrap();
+        let mut q = db.prepare("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%' ORDER BY id").unwrap();
+        q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let first = evil.post("/Users", &json!({"userName": "evil-snoop"}));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let got = mapped();
+    // The clock stands at the epoch and does not move; no variables or arguments.
+    assert!(got.len() == 1 && got[0].starts_with("fs-denied.net-denied.env-0.clock-0-0.random-"), "{got:?}");
+    // Randomness is a fixed sequence: a fresh instance (here: after a restart) draws the same
+    // numbers, so a plugin cannot decide differently from one run to the next.
+    assert_eq!(evil.delete(&format!("/Users/{}", first.id())).status, 204);
+    let s = s.restart(&config());
+    let again = evil.rebased(&s).post("/Users", &json!({"userName": "evil-snoop"}));
+    assert_eq!(again.status, 201, "{}", again.body);
+    let db = rusqlite::Connection::open(s.db()).unwrap();
+    let names: Vec<String> = db.prepare("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%'").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert!(!names.is_empty() && names.iter().all(|u| *u == got[0]), "{names:?} vs {got:?}");
+}

@@ -9,6 +9,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::AppState;
+use crate::http::response::ErrorReply;
 use crate::scim::error::ScimError;
 use crate::store::{IdpConnection, Store, TokenRecord};
 use crate::tokens;
@@ -67,20 +68,20 @@ async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>,
 }
 
 impl FromRequestParts<Arc<AppState>> for Scope {
-    type Rejection = ScimError;
+    type Rejection = ErrorReply;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ScimError::not_found("no such SCIM endpoint"))?;
         let (Some(tenant), Some(idp)) = (params.get("tenant"), params.get("idp")) else {
-            return Err(ScimError::not_found("no such SCIM endpoint"));
+            return Err(ScimError::not_found("no such SCIM endpoint").into());
         };
         let Some((id, secret)) = bearer(&parts.headers).and_then(tokens::parse) else {
-            return Err(ScimError::unauthorized());
+            return Err(ScimError::unauthorized().into());
         };
         let Some(rec) = token_record(state, id).await? else {
-            return Err(ScimError::unauthorized());
+            return Err(ScimError::unauthorized().into());
         };
         let now = crate::store::sqlite::now();
         let valid = tokens::verify(secret, &rec.secret_hash)
@@ -89,7 +90,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             && !rec.idp.disabled
             && rec.expires.as_deref().is_none_or(|e| e > now.as_str());
         if !valid {
-            return Err(ScimError::unauthorized());
+            return Err(ScimError::unauthorized().into());
         }
         if let Some(who) = parts.extensions.get::<super::Authenticated>() {
             let _ = who.0.set((rec.idp.tenant.clone(), rec.idp.name.clone()));

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Scope;
 use super::response::{list_response, scim_json};
+use crate::http::response::Reply;
 use crate::scim::error::ScimError;
 use crate::scim::list::MAX_RESULTS;
 use crate::scim::schema::{resource_type_documents, schema_documents};
@@ -53,10 +54,10 @@ fn one_or_list(docs: Vec<Value>, id: Option<&String>, what: &str) -> Result<Resp
     }
 }
 
-pub async fn schemas(scope: Scope, Path(p): Path<HashMap<String, String>>) -> Result<Response, ScimError> {
-    one_or_list(schema_documents(&scope.base), p.get("id"), "schema")
+pub async fn schemas(scope: Scope, Path(p): Path<HashMap<String, String>>) -> Reply {
+    Ok(one_or_list(schema_documents(&scope.base), p.get("id"), "schema")?)
 }
 
-pub async fn resource_types(scope: Scope, Path(p): Path<HashMap<String, String>>) -> Result<Response, ScimError> {
-    one_or_list(resource_type_documents(&scope.base), p.get("id"), "resource type")
+pub async fn resource_types(scope: Scope, Path(p): Path<HashMap<String, String>>) -> Reply {
+    Ok(one_or_list(resource_type_documents(&scope.base), p.get("id"), "resource type")?)
 }

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use tracing::Instrument;
 
 use crate::scim::error::ScimError;
+use response::ErrorReply;
 use crate::scim::schema::ResourceKind;
 use crate::service::Service;
 use crate::store::Store;
@@ -74,8 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/Schemas/{id}", get(discovery::schemas))
         .route("/ResourceTypes", get(discovery::resource_types))
         .route("/ResourceTypes/{id}", get(discovery::resource_types))
-        .route("/Bulk", post(|| async { ScimError::new(501, None, "bulk operations are not supported") }))
-        .method_not_allowed_fallback(|| async { ScimError::method_not_allowed() });
+        .route("/Bulk", post(|| async { ErrorReply(ScimError::new(501, None, "bulk operations are not supported")) }))
+        .method_not_allowed_fallback(|| async { ErrorReply(ScimError::method_not_allowed()) });
     // Plugin uploads are components of up to a few MiB.
     let admin = admin::router().layer(axum::extract::DefaultBodyLimit::max(32 << 20));
     Router::new()
@@ -86,7 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ScimError::not_found("no such endpoint") })
+        .fallback(|| async { ErrorReply(ScimError::not_found("no such endpoint")) })
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
@@ -211,7 +212,7 @@ async fn ensure_scim_error_body(resp: Response) -> Response {
     let headers = resp.headers().clone();
     let text = axum::body::to_bytes(resp.into_body(), 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let detail = if text.trim().is_empty() { status.canonical_reason().unwrap_or("request failed").to_string() } else { text };
-    let mut fixed = ScimError::new(status.as_u16(), None, detail).into_response();
+    let mut fixed = ErrorReply(ScimError::new(status.as_u16(), None, detail)).into_response();
     for (k, v) in headers.iter().filter(|(k, _)| *k != axum::http::header::CONTENT_TYPE && *k != axum::http::header::CONTENT_LENGTH) {
         fixed.headers_mut().insert(k.clone(), v.clone());
     }

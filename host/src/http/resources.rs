@@ -12,6 +12,7 @@ use super::AppState;
 use super::auth::Scope;
 use super::body::ScimBody;
 use super::response::{list_response, render_group, render_user, resource, scim_json};
+use crate::http::response::Reply;
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListParams, ListQuery, Projection};
 use crate::scim::schema::ResourceKind;
@@ -67,17 +68,17 @@ async fn list_page(state: &AppState, scope: &Scope, kind: ResourceKind, p: &List
     Ok(scim_json(StatusCode::OK, &list_response(total, q.start_index, resources)))
 }
 
-pub async fn list(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs) -> ScimResult<Response> {
-    list_page(&state, &scope, kind, &params(&q)).await
+pub async fn list(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs) -> Reply {
+    Ok(list_page(&state, &scope, kind, &params(&q)).await?)
 }
 
-pub async fn search(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, ScimBody(body): ScimBody) -> ScimResult<Response> {
-    list_page(&state, &scope, kind, &ListParams::from_search_body(&body)?).await
+pub async fn search(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, ScimBody(body): ScimBody) -> Reply {
+    Ok(list_page(&state, &scope, kind, &ListParams::from_search_body(&body)?).await?)
 }
 
 /// Root-level `POST /.search`: Users then Groups, paged as one list. A filter that names
 /// attributes of one resource type only searches that type.
-pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBody(body): ScimBody) -> ScimResult<Response> {
+pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBody(body): ScimBody) -> Reply {
     let p = ListParams::from_search_body(&body)?;
     let mut queries = Vec::new();
     let mut first_err = None;
@@ -88,7 +89,7 @@ pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBo
         }
     }
     if queries.is_empty() {
-        return Err(first_err.unwrap_or_else(|| ScimError::invalid_filter("the filter applies to no resource type")));
+        return Err(first_err.unwrap_or_else(|| ScimError::invalid_filter("the filter applies to no resource type")).into());
     }
     let (start, count) = queries.first().map(|(_, q)| (q.start_index, q.count)).unwrap_or((1, 0));
     let (mut total, mut skip, mut left, mut out) = (0usize, start - 1, count, Vec::new());
@@ -105,7 +106,7 @@ pub async fn search_all(State(state): State<Arc<AppState>>, scope: Scope, ScimBo
     Ok(scim_json(StatusCode::OK, &list_response(total, start, out)))
 }
 
-pub async fn create(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs, ScimBody(body): ScimBody) -> ScimResult<Response> {
+pub async fn create(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, q: Pairs, ScimBody(body): ScimBody) -> Reply {
     let proj = projection(kind, &q)?;
     let call = scope.call();
     let (out, meta) = match kind {
@@ -124,7 +125,7 @@ pub async fn create(kind: ResourceKind, State(state): State<Arc<AppState>>, scop
     Ok(with_rules(resource(StatusCode::CREATED, kind, proj.apply(out), &meta, &scope.base), &call))
 }
 
-pub async fn get_one(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs) -> ScimResult<Response> {
+pub async fn get_one(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs) -> Reply {
     let id = id_of(&p)?;
     let proj = projection(kind, &q)?;
     let (out, meta) = match kind {
@@ -140,7 +141,7 @@ pub async fn get_one(kind: ResourceKind, State(state): State<Arc<AppState>>, sco
     Ok(resource(StatusCode::OK, kind, proj.apply(out), &meta, &scope.base))
 }
 
-pub async fn replace(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs, headers: HeaderMap, ScimBody(body): ScimBody) -> ScimResult<Response> {
+pub async fn replace(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs, headers: HeaderMap, ScimBody(body): ScimBody) -> Reply {
     let id = id_of(&p)?;
     let proj = projection(kind, &q)?;
     let pre = precondition(&headers);
@@ -160,7 +161,7 @@ pub async fn replace(kind: ResourceKind, State(state): State<Arc<AppState>>, sco
     Ok(with_rules(resource(StatusCode::OK, kind, proj.apply(out), &meta, &scope.base), &call))
 }
 
-pub async fn patch(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs, headers: HeaderMap, ScimBody(body): ScimBody) -> ScimResult<Response> {
+pub async fn patch(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, q: Pairs, headers: HeaderMap, ScimBody(body): ScimBody) -> Reply {
     let id = id_of(&p)?;
     let pre = precondition(&headers);
     let call = scope.call();
@@ -193,7 +194,7 @@ pub async fn patch(kind: ResourceKind, State(state): State<Arc<AppState>>, scope
     Ok(with_rules(resp, &call))
 }
 
-pub async fn delete(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> ScimResult<Response> {
+pub async fn delete(kind: ResourceKind, State(state): State<Arc<AppState>>, scope: Scope, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> Reply {
     let id = id_of(&p)?;
     let pre = precondition(&headers);
     let call = scope.call();

@@ -17,15 +17,30 @@ pub fn scim_json(status: StatusCode, body: &Value) -> Response {
     r
 }
 
-impl IntoResponse for ScimError {
+/// A SCIM error on its way out: the RFC 7644 §3.12 body with its status and headers.
+/// (A wrapper because the error type belongs to the protocol crate, which knows no HTTP.)
+#[derive(Debug)]
+pub struct ErrorReply(pub ScimError);
+
+impl From<ScimError> for ErrorReply {
+    fn from(e: ScimError) -> Self {
+        ErrorReply(e)
+    }
+}
+
+/// What a SCIM handler returns.
+pub type Reply = Result<Response, ErrorReply>;
+
+impl IntoResponse for ErrorReply {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut r = scim_json(status, &self.body());
+        let ErrorReply(this) = self;
+        let status = StatusCode::from_u16(this.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = scim_json(status, &this.body());
         let h = r.headers_mut();
-        if self.status == 401 {
+        if this.status == 401 {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mapwright\""));
         }
-        if let Some(s) = self.retry_after
+        if let Some(s) = this.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             h.insert(header::RETRY_AFTER, v);

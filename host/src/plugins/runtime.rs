@@ -209,6 +209,7 @@ impl Runtime {
                 .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))??
         };
         let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        check_contract_version(&exports)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}"))
         })?;
@@ -243,6 +244,29 @@ impl Runtime {
         }
         Ok(loaded)
     }
+}
+
+/// The contract versions this host runs: `mapwright:plugin@0.1.x`. Checked by name before
+/// anything is linked, so a plugin built for another contract is refused with the versions
+/// side by side rather than with a type mismatch deep inside an export.
+pub const CONTRACT_SERIES: (u64, u64) = (0, 1);
+
+fn check_contract_version(exports: &[String]) -> Result<(), PluginError> {
+    for name in exports {
+        let Some(version) = name.strip_prefix("mapwright:plugin/").and_then(|rest| rest.split_once('@')).map(|(_, v)| v) else {
+            continue;
+        };
+        let mut parts = version.split('.').map(|p| p.split(['-', '+']).next().unwrap_or(p).parse::<u64>().ok());
+        let (major, minor) = (parts.next().flatten(), parts.next().flatten());
+        // semver: below 1.0 the minor number is the breaking one.
+        if (major, minor) != (Some(CONTRACT_SERIES.0), Some(CONTRACT_SERIES.1)) {
+            return Err(PluginError::Invalid(format!(
+                "the component was built for contract mapwright:plugin@{version}; this server runs plugins built for {}.{}.x: rebuild it with a {}.{} plugin SDK or upgrade the server",
+                CONTRACT_SERIES.0, CONTRACT_SERIES.1, CONTRACT_SERIES.0, CONTRACT_SERIES.1
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The epoch callback: yield to the executor at every tick while the call's CPU budget

@@ -5,6 +5,7 @@
 //! the writer thread (mapping can be expensive), then write with a version check; a
 //! concurrent change makes the write retry from a fresh read instead of losing an update.
 
+pub mod dialect;
 pub mod guard;
 mod locks;
 pub mod mapping;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::scim::dialect::Dialect;
+use crate::service::dialect::Dialect;
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListQuery, Projection};
 use crate::scim::patch::{self, MemberOp};

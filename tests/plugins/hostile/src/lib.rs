@@ -13,6 +13,30 @@ fn recurse(n: u64, pad: [u64; 16]) -> u64 {
     recurse(n + 1, p) + p[(n % 16) as usize]
 }
 
+/// Tries every way out that WASI would offer a guest and reports what it got, as a userName:
+/// files, sockets, environment, arguments, the clock and randomness.
+fn snoop() -> String {
+    let fs = match std::fs::read_to_string("/etc/passwd").or_else(|_| std::fs::read_dir(".").map(|_| String::new())) {
+        Ok(_) => "read",
+        Err(_) => "denied",
+    };
+    let net = match std::net::TcpStream::connect("127.0.0.1:1") {
+        Ok(_) => "connected",
+        Err(_) => "denied",
+    };
+    let env = std::env::vars().count() + std::env::args().count();
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+    let t0 = std::time::Instant::now();
+    std::hint::black_box((0..100_000u64).sum::<u64>());
+    let ticks = t0.elapsed().as_nanos();
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    std::hash::Hash::hash(&1u8, &mut a);
+    let random = std::hash::Hasher::finish(&a) % 1000;
+    format!("fs-{fs}.net-{net}.env-{env}.clock-{secs}-{ticks}.random-{random}")
+}
+
+use std::hash::BuildHasher;
+
 impl Plugin for Hostile {
     type Config = Value;
     const NAME: &'static str = "hostile";
@@ -34,6 +58,7 @@ impl Plugin for Hostile {
             Some("huge-output") => Ok(Decision::new("x".repeat(100 << 20))),
             Some("long-username") => Ok(Decision::new("y".repeat(10_000))),
             Some("empty-username") => Ok(Decision::new(String::new())),
+            Some("snoop") => Ok(Decision::new(snoop())),
             _ => Ok(Decision::new(proposed.to_string())),
         }
     }

@@ -3,9 +3,9 @@
 use serde_json::Value;
 
 use super::{OpKind, ResolvedOp};
-use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::eval;
-use crate::scim::filter::{CompareOp, Literal, Typed};
+use crate::error::{ScimError, ScimResult};
+use crate::eval;
+use crate::filter::{CompareOp, Literal, Typed};
 
 /// A change to a group's member list, applied by the store without loading other members.
 #[derive(Debug, Clone, PartialEq)]

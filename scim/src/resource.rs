@@ -137,7 +137,7 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
             if !ext.is_empty() {
                 out.insert(urn.to_string(), Value::Object(ext));
             }
-        } else if crate::scim::schema::has_urn_prefix(k) {
+        } else if crate::schema::has_urn_prefix(k) {
             // A URN-qualified attribute name at the top level (`urn:...:User:userName`).
             let Some(i) = k.rfind(':') else { continue };
             let (urn, name) = (&k[..i], &k[i + 1..]);

@@ -3,11 +3,11 @@
 use serde_json::{Map, Value};
 
 use super::{OpKind, ResolvedOp};
-use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::eval;
-use crate::scim::filter::{CompareOp, Literal, Typed};
-use crate::scim::resource::canonical_value;
-use crate::scim::schema::{AttrDef, AttrType};
+use crate::error::{ScimError, ScimResult};
+use crate::eval;
+use crate::filter::{CompareOp, Literal, Typed};
+use crate::resource::canonical_value;
+use crate::schema::{AttrDef, AttrType};
 
 fn container<'a>(obj: &'a mut Map<String, Value>, ext: Option<&str>) -> Option<&'a mut Map<String, Value>> {
     let Some(urn) = ext else { return Some(obj) };

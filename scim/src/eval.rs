@@ -145,8 +145,8 @@ pub fn matches(f: &Typed, resource: &Value) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
-    use crate::scim::filter::Filter;
-    use crate::scim::schema::ResourceKind;
+    use crate::filter::Filter;
+    use crate::schema::ResourceKind;
     use serde_json::json;
 
     fn m(filter: &str, v: &Value) -> bool {

@@ -50,17 +50,17 @@ fn multi_valued_add_merges_and_remove_filters() {
 fn errors() {
     let u = json!({"userName": "a"});
     let e = patch(&u, json!([{"op": "remove"}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::NoTarget));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::NoTarget));
     let e = patch(&u, json!([{"op": "replace", "path": "id", "value": "x"}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::Mutability));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::Mutability));
     let e = patch(&u, json!([{"op": "replace", "path": "bogus", "value": "x"}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::InvalidPath));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::InvalidPath));
     let e = patch(&u, json!([{"op": "replace", "path": "emails[type eq \"work\" or type eq \"home\"]", "value": {"value": "x"}}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::NoTarget));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::NoTarget));
     let e = patch(&u, json!([{"op": "frobnicate", "path": "userName", "value": "x"}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::InvalidSyntax));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::InvalidSyntax));
     let e = patch(&u, json!([{"op": "replace", "path": "active", "value": "perhaps"}])).unwrap_err();
-    assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::InvalidValue));
+    assert_eq!(e.scim_type, Some(crate::error::ScimType::InvalidValue));
 }
 
 #[test]
@@ -107,11 +107,11 @@ fn arb_patch_path() -> impl Strategy<Value = PatchPath> {
         "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User".to_string(),
     ]));
     let value = prop_oneof![
-        any::<String>().prop_map(crate::scim::filter::CompValue::Str),
-        any::<bool>().prop_map(crate::scim::filter::CompValue::Bool),
-        any::<i32>().prop_map(|n| crate::scim::filter::CompValue::Num(n.into())),
+        any::<String>().prop_map(crate::filter::CompValue::Str),
+        any::<bool>().prop_map(crate::filter::CompValue::Bool),
+        any::<i32>().prop_map(|n| crate::filter::CompValue::Num(n.into())),
     ];
-    let leaf = (arb_name(), value).prop_map(|(a, v)| Filter::Compare(AttrPath { urn: None, attr: a, sub: None }, crate::scim::filter::CompareOp::Eq, v));
+    let leaf = (arb_name(), value).prop_map(|(a, v)| Filter::Compare(AttrPath { urn: None, attr: a, sub: None }, crate::filter::CompareOp::Eq, v));
     let filter = leaf.prop_recursive(2, 6, 2, |inner| {
         prop_oneof![
             (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b))),

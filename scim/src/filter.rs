@@ -35,7 +35,7 @@ impl AttrPath {
     /// Parses `urn:...:attr.sub`, `attr.sub` or `attr`.
     pub fn parse(text: &str) -> ScimResult<AttrPath> {
         let bad = || ScimError::invalid_path(format!("'{text}' is not a valid attribute path"));
-        let (urn, rest) = if crate::scim::schema::has_urn_prefix(text) {
+        let (urn, rest) = if crate::schema::has_urn_prefix(text) {
             let i = text.rfind(':').ok_or_else(bad)?;
             (Some(text[..i].to_string()), &text[i + 1..])
         } else {
@@ -132,17 +132,47 @@ pub enum Filter {
 }
 
 impl fmt::Display for Filter {
-    /// Prints with full parentheses around binary operators so the output re-parses to the
-    /// same tree regardless of precedence.
+    /// Prints with the parentheses the tree needs and no more, so the output re-parses to the
+    /// same tree and is never nested deeper than the text it was parsed from (the parser
+    /// limits nesting).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.print(f, 0)
+    }
+}
+
+impl Filter {
+    /// Binding strength: `or` < `and` < everything else.
+    fn precedence(&self) -> u8 {
         match self {
-            Filter::Compare(p, op, v) => write!(f, "{p} {} {v}", op.as_str()),
-            Filter::Present(p) => write!(f, "{p} pr"),
-            Filter::And(a, b) => write!(f, "({a} and {b})"),
-            Filter::Or(a, b) => write!(f, "({a} or {b})"),
-            Filter::Not(a) => write!(f, "not ({a})"),
-            Filter::ValuePath(p, inner) => write!(f, "{p}[{inner}]"),
+            Filter::Or(..) => 1,
+            Filter::And(..) => 2,
+            _ => 3,
         }
+    }
+
+    /// Prints in parentheses when this node binds looser than its position requires.
+    /// Both operators associate to the left, so a right operand needs one level more.
+    fn print(&self, f: &mut fmt::Formatter<'_>, min: u8) -> fmt::Result {
+        let wrap = self.precedence() < min;
+        if wrap {
+            f.write_str("(")?;
+        }
+        match self {
+            Filter::Compare(p, op, v) => write!(f, "{p} {} {v}", op.as_str())?,
+            Filter::Present(p) => write!(f, "{p} pr")?,
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                let (prec, word) = if matches!(self, Filter::And(..)) { (2, " and ") } else { (1, " or ") };
+                a.print(f, prec)?;
+                f.write_str(word)?;
+                b.print(f, prec + 1)?;
+            }
+            Filter::Not(a) => write!(f, "not ({a})")?,
+            Filter::ValuePath(p, inner) => write!(f, "{p}[{inner}]")?,
+        }
+        if wrap {
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 
@@ -229,10 +259,16 @@ fn lex(input: &str) -> ScimResult<Vec<Tok>> {
 /// Nesting deeper than this is refused, so a hostile filter cannot overflow the stack.
 const MAX_DEPTH: usize = 64;
 
+/// Attribute expressions per filter. Without a cap a flat chain of `or`s builds a tree as
+/// deep as it is long, and every recursive walk of it (resolve, evaluate, SQL, drop) could
+/// overflow the stack; real IdP filters have a handful.
+pub const MAX_CLAUSES: usize = 256;
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
     depth: usize,
+    clauses: usize,
 }
 
 impl Parser {
@@ -294,6 +330,10 @@ impl Parser {
                 Ok(inner)
             }
             Some(Tok::Word(w)) => {
+                self.clauses += 1;
+                if self.clauses > MAX_CLAUSES {
+                    return Err(ScimError::invalid_filter(format!("filter has too many clauses (at most {MAX_CLAUSES})")));
+                }
                 let path = AttrPath::parse(&w).map_err(|e| ScimError::invalid_filter(e.detail))?;
                 if matches!(self.peek(), Some(Tok::LBracket)) {
                     if in_brackets {
@@ -338,7 +378,7 @@ impl Parser {
 impl Filter {
     /// Parses a complete filter expression.
     pub fn parse(input: &str) -> ScimResult<Filter> {
-        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0 };
+        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0, clauses: 0 };
         if p.toks.is_empty() {
             return Err(ScimError::invalid_filter("empty filter"));
         }
@@ -352,7 +392,7 @@ impl Filter {
     /// Parses the filter inside a PATCH value path (`members[value eq "x"]`), whose paths are
     /// relative to the elements of the multi-valued attribute.
     pub fn parse_value_filter(input: &str) -> ScimResult<Filter> {
-        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0 };
+        let mut p = Parser { toks: lex(input)?, pos: 0, depth: 0, clauses: 0 };
         let f = p.or_expr(true)?;
         if let Some(t) = p.peek() {
             return Err(ScimError::invalid_filter(format!("unexpected {t:?} in value filter")));
@@ -523,6 +563,44 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn the_largest_accepted_filter_fits_a_small_stack_and_one_more_clause_is_refused() {
+        // Trees are walked recursively (resolve, evaluate, print, SQL, drop): a flat chain of
+        // 60k `or`s used to overflow a 2 MiB stack and abort the server.
+        let at_limit = vec!["userName pr"; MAX_CLAUSES].join(" or ");
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let f = Filter::parse(&at_limit).unwrap();
+                let t = f.resolve(ResourceKind::User).unwrap();
+                assert!(crate::eval::matches(&t, &serde_json::json!({"userName": "x"})));
+                assert_eq!(Filter::parse(&f.to_string()).unwrap(), f);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let over = vec!["userName pr"; MAX_CLAUSES + 1].join(" and ");
+        assert!(Filter::parse(&over).unwrap_err().detail.contains("too many"));
+        let over = vec!["value eq \"1\""; MAX_CLAUSES + 1].join(" or ");
+        assert!(Filter::parse_value_filter(&over).is_err());
+    }
+
+    #[test]
+    fn prints_only_the_parentheses_the_tree_needs() {
+        for (input, printed) in [
+            ("a pr or b pr or c pr", "a pr or b pr or c pr"),
+            ("a pr or (b pr or c pr)", "a pr or (b pr or c pr)"),
+            ("a pr and b pr or c pr", "a pr and b pr or c pr"),
+            ("a pr and (b pr or c pr)", "a pr and (b pr or c pr)"),
+            ("(a pr and b pr) and c pr", "a pr and b pr and c pr"),
+            ("not (a pr or b pr) and emails[type eq \"work\" or primary eq true]", "not (a pr or b pr) and emails[type eq \"work\" or primary eq true]"),
+        ] {
+            let f = Filter::parse(input).unwrap();
+            assert_eq!(f.to_string(), printed);
+            assert_eq!(Filter::parse(printed).unwrap(), f);
+        }
+    }
+
+    #[test]
     fn parses_rfc_examples() {
         for f in [
             r#"userName Eq "john""#,
@@ -560,7 +638,7 @@ mod tests {
         for f in ["", "userName", "userName eq", r#"userName zz "x""#, r#"(userName eq "x""#, r#"userName eq "x" extra"#,
                   r#"emails[type eq "work""#, r#"emails[type[value eq "x"]]"#, r#"userName eq "unterminated"#] {
             let e = Filter::parse(f).unwrap_err();
-            assert_eq!(e.scim_type, Some(crate::scim::error::ScimType::InvalidFilter), "{f}");
+            assert_eq!(e.scim_type, Some(crate::error::ScimType::InvalidFilter), "{f}");
         }
     }
 

@@ -183,7 +183,7 @@ fn expand_pathless(kind: OpKind, value: Option<Value>, out: &mut Vec<PatchOp>) -
         if k.eq_ignore_ascii_case("schemas") {
             continue;
         }
-        let is_extension_object = crate::scim::schema::has_urn_prefix(&k) && v.is_object() && {
+        let is_extension_object = crate::schema::has_urn_prefix(&k) && v.is_object() && {
             // `urn:...:enterprise:2.0:User` (an extension) vs `urn:...:2.0:User:department`.
             let last = k.rsplit(':').next().unwrap_or_default();
             last.eq_ignore_ascii_case("User") || last.eq_ignore_ascii_case("Group")
