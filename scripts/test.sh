@@ -39,7 +39,14 @@ venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt
+
+# The benchmark tool, in a quick run of every scenario (debug build, against the peer too):
+# proof that it still drives both servers; its figures mean nothing at this size.
+cargo build --locked -p mapwright-bench
+"$CARGO_TARGET_DIR/debug/mapwright-bench" --quick --server-bin "$CARGO_TARGET_DIR/debug/mapwright" \
+    --peer "$venv/bin/scim2-server" --plugins-dir "$CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/wasm-plugins" > "$CARGO_TARGET_DIR/bench-quick.txt"
+grep -q "^## All results" "$CARGO_TARGET_DIR/bench-quick.txt"
 
 bin="$CARGO_TARGET_DIR/debug/mapwright"
 work=$(mktemp -d)

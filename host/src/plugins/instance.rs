@@ -16,6 +16,8 @@ use super::sandbox::{Limits, SandboxState};
 /// normal return, and is discarded after a trap (which becomes a `Fault` naming the reason).
 macro_rules! call_plugin {
     ($self:ident, $hook:literal, |$inst:ident| $call:expr) => {{
+        // One lane per connection: wait for it before any plugin code runs.
+        let _lane = $self.lane.acquire().await.map_err(|_| $self.closed())?;
         let started = std::time::Instant::now();
         let mut $inst = $self.instance().await?;
         $self.arm(&mut $inst);
@@ -44,13 +46,76 @@ macro_rules! call_plugin {
 const IDLE_PER_ENTRY: usize = 4;
 
 /// Idle instances across the server: bounded so that busy calls always find room in the
-/// pooling allocator (`MAX_INSTANCES`).
+/// pooling allocator (`MAX_INSTANCES`), and so that memory stays bounded with many
+/// connections (an idle instance keeps the guest memory it touched, about 1 MiB for a Rust
+/// plugin: 256 of them is a quarter of a GiB at most).
 static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
-const IDLE_MAX: usize = 600;
+const IDLE_MAX: usize = 256;
+
+/// An idle instance unused this long is dropped (its memory returns to the system), so the
+/// connections that are busy now keep the reuse, not the ones that were busy once.
+const IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+struct Idle {
+    inst: Instance,
+    since: std::time::Instant,
+}
+
+type IdleList = Arc<std::sync::Mutex<Vec<Idle>>>;
+
+/// Every entry's idle list, for the sweeper that expires old instances.
+static IDLE_LISTS: std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<Vec<Idle>>>>> = std::sync::Mutex::new(Vec::new());
+static SWEEPER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+fn register_idle_list(list: &IdleList) {
+    if let Ok(mut all) = IDLE_LISTS.lock() {
+        all.push(Arc::downgrade(list));
+    }
+    SWEEPER.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("mapwright-idle-sweeper".into()).spawn(|| {
+            loop {
+                std::thread::sleep(IDLE_TTL / 6);
+                sweep(IDLE_TTL);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no idle-instance sweeper: idle plugin instances will not expire");
+        }
+    });
+}
+
+/// Drops idle instances older than `ttl`, and forgets the lists of dropped entries.
+fn sweep(ttl: std::time::Duration) -> usize {
+    let Ok(mut all) = IDLE_LISTS.lock() else { return 0 };
+    let mut dropped = 0;
+    all.retain(|weak| {
+        let Some(list) = weak.upgrade() else { return false };
+        if let Ok(mut idle) = list.lock() {
+            let before = idle.len();
+            idle.retain(|i| i.since.elapsed() < ttl);
+            dropped += before - idle.len();
+        }
+        true
+    });
+    IDLE_TOTAL.fetch_sub(dropped, Ordering::Relaxed);
+    dropped
+}
 
 struct Instance {
     store: Store<SandboxState>,
     rules: Rules,
+}
+
+/// The plugin calls one connection may run at the same time: every core but one. Plugin code
+/// runs on the request workers (yielding at each epoch tick), so without a bound a connection
+/// whose plugin loops could hold every core until its CPU budgets ran out, and every other
+/// tenant would wait behind it. A chain call takes microseconds, so one lane still carries
+/// tens of thousands of users a second.
+pub type Lane = Arc<tokio::sync::Semaphore>;
+
+pub fn new_lane() -> Lane {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)))
 }
 
 /// One chain entry: a plugin, its configuration, its limits and its idle instances.
@@ -59,7 +124,10 @@ pub struct Entry {
     pub config: String,
     pub limits: Limits,
     runtime: Arc<Runtime>,
-    idle: std::sync::Mutex<Vec<Instance>>,
+    idle: IdleList,
+    /// Shared by the entries of one chain (one IdP connection): how many of its plugin
+    /// calls may run at once. See [`Lane`].
+    lane: Lane,
     /// Per hook (see [`HOOKS`]), resolved on first use.
     metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; HOOKS.len()],
 }
@@ -69,8 +137,9 @@ const HOOKS: [&str; 6] = ["username", "map-group", "user-memberships", "attribut
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if let Ok(idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle.lock() {
             IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
+            idle.clear();
         }
     }
 }
@@ -89,8 +158,9 @@ fn prov(plugin: &str, p: Option<wit::Provenance>) -> Option<Provenance> {
 
 impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
-    pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits) -> Result<Entry, PluginError> {
-        let e = Entry { plugin, config, limits, runtime, idle: std::sync::Mutex::new(Vec::new()), metrics: Default::default() };
+    pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Lane) -> Result<Entry, PluginError> {
+        let e = Entry { plugin, config, limits, runtime, idle: IdleList::default(), lane, metrics: Default::default() };
+        register_idle_list(&e.idle);
         let mut inst = e.instance().await?;
         e.arm(&mut inst);
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
@@ -123,7 +193,7 @@ impl Entry {
     async fn instance(&self) -> Result<Instance, PluginError> {
         if let Some(i) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
-            return Ok(i);
+            return Ok(i.inst);
         }
         let mut store = Store::new(&self.runtime.engine, SandboxState::new(&self.limits));
         store.limiter(|s| &mut s.limits);
@@ -164,7 +234,7 @@ impl Entry {
             IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        idle.push(inst);
+        idle.push(Idle { inst, since: std::time::Instant::now() });
     }
 
     /// A trap: the instance is discarded (never reused) and the reason named.
@@ -188,6 +258,10 @@ impl Entry {
         crate::metrics::get().plugin_fault(&self.plugin.name, kind);
         tracing::warn!(plugin = %self.plugin.name, hash = %self.plugin.hash, %reason, "plugin call failed");
         PluginError::Fault { plugin: self.plugin.name.clone(), reason }
+    }
+
+    fn closed(&self) -> PluginError {
+        PluginError::Fault { plugin: self.plugin.name.clone(), reason: "the chain was unloaded".into() }
     }
 
     fn rejected(&self, r: wit::Rejection) -> PluginError {
@@ -267,3 +341,46 @@ pub fn idle_instances() -> usize {
     IDLE_TOTAL.load(Ordering::Relaxed)
 }
 
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    async fn username_entry(lane: Lane) -> Entry {
+        let runtime = Arc::new(Runtime::new().unwrap());
+        let plugin = runtime.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap();
+        Entry::new(runtime, plugin, r#"{"source": "email", "local_part": true}"#.into(), Limits::default(), lane).await.unwrap()
+    }
+
+    fn ctx() -> wit::Context {
+        wit::Context { tenant: "t".into(), idp: "i".into(), idp_kind: "generic".into(), operation: wit::Operation::Create }
+    }
+
+    const USER: &str = r#"{"userName": "Jane.Doe@acme.com", "emails": [{"value": "Jane.Doe@acme.com", "primary": true}]}"#;
+
+    #[tokio::test]
+    async fn idle_instances_expire_and_fresh_ones_are_made_after() {
+        let e = username_entry(new_lane()).await;
+        e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
+        assert_eq!(e.idle.lock().unwrap().len(), 1, "reused after the call");
+        // Younger than the time to live: kept.
+        sweep(std::time::Duration::from_secs(3600));
+        assert_eq!(e.idle.lock().unwrap().len(), 1);
+        sweep(std::time::Duration::ZERO);
+        assert_eq!(e.idle.lock().unwrap().len(), 0, "expired");
+        let (name, _) = e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
+        assert_eq!(name, "Jane.Doe");
+    }
+
+    #[tokio::test]
+    async fn a_connection_runs_no_more_plugin_calls_at_once_than_its_lane_allows() {
+        let lane: Lane = Arc::new(tokio::sync::Semaphore::new(1));
+        let e = username_entry(lane.clone()).await;
+        let held = lane.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), e.username(&ctx(), USER, "x", None)).await;
+        assert!(waiting.is_err(), "the call ran while the only lane was taken");
+        drop(held);
+        assert!(e.username(&ctx(), USER, "x", None).await.is_ok());
+    }
+}

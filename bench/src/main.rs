@@ -1,0 +1,326 @@
+//! `mapwright-bench`: load and scale benchmarks of Mapwright, side by side with a peer SCIM
+//! server, over HTTP on loopback. A tool, not a test: it reports, it asserts nothing.
+//!
+//! ```sh
+//! bash scripts/bench.sh            # builds in release, installs the peer, runs everything
+//! mapwright-bench --quick          # a small run of every scenario (what the test script runs)
+//! ```
+//!
+//! Every figure of one run comes from the same machine in the same minutes: compare them as
+//! ratios (Mapwright / peer, chain / no chain), not as absolute numbers.
+#![allow(clippy::print_stdout)]
+
+mod load;
+mod memory;
+mod report;
+mod scenarios;
+mod servers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use reqwest::Method;
+use serde_json::json;
+
+use report::Report;
+use scenarios::{Update, user};
+use servers::Scim;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load and scale benchmarks of Mapwright against a peer SCIM server (loopback only)")]
+struct Args {
+    /// A small run of every scenario (seconds), to check the tool itself.
+    #[arg(long)]
+    quick: bool,
+    /// The Mapwright binary (default: `mapwright` beside this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The peer's `scim2-server` executable; without it the peer is skipped.
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Where the build put the Wasm plugins (default: `<target>/wasm-plugins/wasm32-wasip2/wasm-plugins`).
+    #[arg(long)]
+    plugins_dir: Option<PathBuf>,
+    /// Largest `userName eq` population (the full run goes to 1,000,000).
+    #[arg(long)]
+    max_users: Option<usize>,
+    /// IdP connections in the memory scenario.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Connections with a plugin binary of their own in the memory scenario (each is
+    /// compiled on upload: ~0.3 s of a core apiece).
+    #[arg(long)]
+    distinct_binaries: Option<usize>,
+    /// Only these scenario groups (comma-separated): scim, swap, noisy, memory.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Time bound of any one scenario, in seconds.
+    #[arg(long, default_value_t = 300)]
+    limit_secs: u64,
+}
+
+/// Sizes of one run.
+struct Scale {
+    creates: usize,
+    group_members: usize,
+    populations: Vec<usize>,
+    lookups: usize,
+    peer_creates: usize,
+    peer_population: usize,
+    peer_group_members: usize,
+    connections: usize,
+    distinct_binaries: usize,
+}
+
+impl Scale {
+    fn of(a: &Args) -> Scale {
+        let mut s = if a.quick {
+            Scale { creates: 100, group_members: 300, populations: vec![500, 1_000], lookups: 200, peer_creates: 50, peer_population: 500, peer_group_members: 100, connections: 20, distinct_binaries: 5 }
+        } else {
+            Scale { creates: 3_000, group_members: 50_000, populations: vec![10_000, 100_000, 1_000_000], lookups: 20_000, peer_creates: 1_000, peer_population: 10_000, peer_group_members: 2_000, connections: 1_000, distinct_binaries: 100 }
+        };
+        if let Some(m) = a.max_users {
+            s.populations.retain(|p| *p <= m);
+        }
+        if let Some(c) = a.connections {
+            s.connections = c;
+        }
+        if let Some(c) = a.distinct_binaries {
+            s.distinct_binaries = c;
+        }
+        s
+    }
+}
+
+const CHAIN: &str = r#"
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, case = "lower" }
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { map = { "dev users" = "software_dev" }, defaults = { all_users = ["app-users"] } }
+[[tenant.idp.chain]]
+plugin = "builtin:attributes"
+config = { mappings = [{ from = "name.familyName", to = "urn:mapwright:custom:User:surname", transform = ["upper"] }] }
+"#;
+
+fn config(hostile: Option<&std::path::Path>) -> String {
+    // No rate limits and no guard cap: the benchmark deactivates thousands of users on purpose.
+    let idp = |name: &str| format!("\n[[tenant.idp]]\nname = \"{name}\"\nrate_per_second = 0\nguard = {{ max_destructive = 0 }}\n");
+    let mut c = String::from("[server]\nlisten = \"127.0.0.1:0\"\nbody_limit = 33554432\n\n[[tenant]]\nname = \"bench\"\n");
+    c += &idp("plain");
+    c += &idp("chained");
+    c += CHAIN;
+    c += &idp("swapped");
+    c += "[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { source = \"email\", local_part = true, case = \"lower\" }\n";
+    c += "\n[[tenant]]\nname = \"noisy\"\nplugin_limits = { cpu_ms = 100 }\n";
+    c += &idp("good");
+    c += CHAIN;
+    if let Some(h) = hostile {
+        c += &idp("evil");
+        c += &format!("[[tenant.idp.chain]]\nplugin = {:?}\n", h.display().to_string());
+    }
+    c
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let scale = Scale::of(&a);
+    // A quick run checks the tool, not the servers: nothing may take long.
+    let limit = Duration::from_secs(if a.quick { a.limit_secs.min(10) } else { a.limit_secs });
+    let bin = a.server_bin.clone().unwrap_or_else(|| servers::sibling("mapwright"));
+    let plugins = a.plugins_dir.clone().unwrap_or_else(|| {
+        servers::sibling("x").parent().and_then(|d| d.parent()).map(|t| t.join("wasm-plugins/wasm32-wasip2/wasm-plugins")).unwrap_or_default()
+    });
+    // Absolute: the server resolves plugin paths against its configuration file's directory.
+    let plugins = std::fs::canonicalize(&plugins).unwrap_or(plugins);
+    let hostile = Some(plugins.join("mapwright_test_hostile.wasm")).filter(|p| p.exists());
+    let wants = |g: &str| a.only.is_empty() || a.only.iter().any(|o| o == g);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(120)).build()?;
+    let mut report = Report::new();
+    println!(
+        "mapwright-bench: {} cores, server {}, peer {}{}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        bin.display(),
+        a.peer.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
+        if a.quick { " (quick)" } else { "" }
+    );
+
+    let server = servers::mapwright(&bin, &config(hostile.as_deref()))?;
+    let scim = |idp: &str, tenant: &str| -> anyhow::Result<Scim> {
+        Scim::new(idp, format!("{}/scim/v2/{tenant}/{idp}", server.url), server.token(tenant, idp)?, &http)
+    };
+    let plain = scim("plain", "bench")?.labelled("mapwright");
+    let chained = scim("chained", "bench")?.labelled("mapwright+chain");
+    let peer_process = match &a.peer {
+        Some(p) => Some(servers::peer(p, "bench-token")?),
+        None => None,
+    };
+    let peer = match &peer_process {
+        Some(p) => Some(Scim::new("scim2-server", p.url.clone(), "bench-token".into(), &http)?),
+        None => None,
+    };
+
+    if wants("scim") {
+        let mut targets = vec![(plain.clone(), scale.creates, scale.group_members), (chained.clone(), scale.creates, scale.group_members)];
+        if let Some(p) = &peer {
+            targets.push((p.clone(), scale.peer_creates, scale.peer_group_members));
+        }
+        for (t, creates, members) in &targets {
+            // The peer stalls for a second at a time under concurrency (see seed_concurrency):
+            // bound its runs in time rather than wait out the count.
+            let limit = if t.label == "scim2-server" { limit.min(Duration::from_secs(60)) } else { limit };
+            for c in [1usize, 8, 64] {
+                let (s, _) = scenarios::creates(t, c, *creates, &format!("c{c}"), limit).await;
+                report.row(&format!("POST /Users, concurrency {c}"), &t.label, s);
+            }
+            let (s, users) = scenarios::initial_sync(t, 8, *creates, "sync", limit).await;
+            report.note(format!("{}: {} users from the initial sync to update", t.label, users.len()));
+            report.row("initial sync (GET filter + POST), c8", &t.label, s);
+            for (how, what) in [(Update::Patch, "PATCH replace 2 attributes, c8"), (Update::Put, "PUT whole user, c8"), (Update::Deactivate, "PATCH active=false, c8")] {
+                report.row(what, &t.label, scenarios::updates(t, &users, how, 8, limit).await);
+            }
+            let s = scenarios::seed(t, seed_concurrency(t), 0, *members, "pop", limit).await;
+            report.note(format!("{}: seeded {} users in {:.1} s ({:.0}/s, {} errors)", t.label, s.done, s.elapsed.as_secs_f64(), s.rate(), s.errors));
+            let ids = member_ids(t, *members).await?;
+            let g = scenarios::group_push(t, &ids, 8, limit).await?;
+            report.row(&format!("group: add 1 member per PATCH, c8 ({} members)", ids.len()), &t.label, g.single);
+            report.single(&format!("group: one PATCH adding {} members", ids.len()), &t.label, g.one_patch, g.one_patch_ok);
+            report.row(&format!("GET group with {} members", ids.len()), &t.label, g.get_full);
+            report.row(&format!("GET group ({} members), excludedAttributes=members", ids.len()), &t.label, g.get_excluded);
+        }
+        // Lookups: Mapwright at every population, the peer at its own; both at the peer's size.
+        let mut have = scale.group_members;
+        for &pop in &scale.populations {
+            if pop > have {
+                let s = scenarios::seed(&plain, 64, have, pop, "pop", Duration::from_secs(3600)).await;
+                report.note(format!("mapwright: grew to {pop} users ({:.0} creates/s at c64)", s.rate()));
+                have = pop;
+            }
+            for c in [1usize, 8] {
+                report.row(&format!("GET userName eq at {pop} users, c{c}"), &plain.label, scenarios::lookups(&plain, pop, c, scale.lookups, "pop", limit).await);
+            }
+            if pop == scale.peer_population
+                && let Some(p) = &peer
+            {
+                let s = scenarios::seed(p, 1, scale.peer_group_members, pop, "pop", Duration::from_secs(3600)).await;
+                report.note(format!("scim2-server: grew to {pop} users ({:.0} creates/s at c64)", s.rate()));
+                for c in [1usize, 8] {
+                    report.row(&format!("GET userName eq at {pop} users, c{c}"), &p.label, scenarios::lookups(p, pop, c, scale.lookups / 10, "pop", limit).await);
+                }
+            }
+        }
+    }
+
+    if wants("swap") {
+        let swapped = scim("swapped", "bench")?.labelled("mapwright+chain");
+        let admin = Scim::new("admin", format!("{}/admin/v1/tenants/bench/idps/swapped/chain", server.url), server.admin_token()?, &http)?;
+        let steady = scenarios::creates(&swapped, 8, scale.creates, "steady", limit).await.0;
+        report.row("POST /Users c8, 1-plugin chain, steady", &swapped.label, steady.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (admin, stop) = (admin.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut n, mut failed) = (0usize, 0usize);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let case = if n % 2 == 0 { "upper" } else { "lower" };
+                    let body = json!({"note": "swap", "entries": [{"plugin": "builtin:username", "config": {"source": "email", "local_part": true, "case": case}}]});
+                    if admin.call(admin.send(Method::POST, "", &body)).await.is_none() {
+                        failed += 1;
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (n, failed)
+            })
+        };
+        // Long enough for dozens of swaps.
+        let during = scenarios::creates(&swapped, 8, scale.creates * 5, "swapping", limit).await.0;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (n, failed) = swapper.await.unwrap_or((0, 0));
+        report.ratio("hot swap: throughput while swapping / steady", during.rate() / steady.rate().max(f64::MIN_POSITIVE));
+        report.row(&format!("POST /Users c8 while the chain is swapped every 50 ms ({n} swaps, {failed} refused)"), &swapped.label, during);
+    }
+
+    if wants("noisy") {
+        let good = scim("good", "noisy")?.labelled("mapwright+chain");
+        let alone = scenarios::creates(&good, 8, scale.creates, "alone", limit).await.0;
+        report.row("tenant B: POST /Users c8, alone", &good.label, alone.clone());
+        match &hostile {
+            Some(_) => {
+                let evil = scim("evil", "noisy")?;
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                // Four requests at a time keep tenant A's looping plugin busy until B is done.
+                let noise: Vec<_> = (0..4)
+                    .map(|_| {
+                        let (evil, stop) = (evil.clone(), stop.clone());
+                        tokio::spawn(async move {
+                            let mut stopped = 0usize;
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                // Fails by design: the sandbox stops the loop at its CPU budget.
+                                if !evil.ok(evil.send(Method::POST, "/Users", &user("evil-loop", 0))).await {
+                                    stopped += 1;
+                                }
+                            }
+                            stopped
+                        })
+                    })
+                    .collect();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let beside = scenarios::creates(&good, 8, scale.creates, "beside", limit).await.0;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let mut looped = 0;
+                for n in noise {
+                    looped += n.await.unwrap_or(0);
+                }
+                report.ratio("noisy neighbour: tenant B's throughput beside a looping plugin / alone", beside.rate() / alone.rate().max(f64::MIN_POSITIVE));
+                report.ratio("noisy neighbour: tenant B's p99 beside a looping plugin / alone", beside.p99_ms() / alone.p99_ms().max(f64::MIN_POSITIVE));
+                report.row(&format!("tenant B: POST /Users c8, while tenant A's plugin loops (4 at a time, {looped} stopped at 100 ms CPU)"), &good.label, beside);
+            }
+            None => report.note("noisy neighbour skipped: the hostile test plugin was not found (build the workspace first)".into()),
+        }
+    }
+
+    drop(server);
+    if wants("memory") {
+        let username = plugins.join("mapwright_rule_username.wasm");
+        for v in [memory::Variant::Identical, memory::Variant::DistinctConfigs, memory::Variant::DistinctBinaries] {
+            let n = if v == memory::Variant::DistinctBinaries { scale.distinct_binaries } else { scale.connections };
+            let f = memory::measure(&bin, &username, n, v, &http).await.with_context(|| format!("memory, {}", v.label()))?;
+            report.memory(v.label(), &f);
+        }
+    }
+    report.finish();
+    let failed = report.failures();
+    if a.quick && !failed.is_empty() {
+        anyhow::bail!("Mapwright requests failed:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// The peer serves one connection at a time (its listen backlog overflows under concurrency
+/// and clients wait out TCP's 1 s retransmission): it is filled fastest one request at a time.
+fn seed_concurrency(t: &Scim) -> usize {
+    if t.label == "scim2-server" { 1 } else { 64 }
+}
+
+/// The ids of the first `n` users of the endpoint, in pages of 1000.
+async fn member_ids(t: &Scim, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    let mut start = 1;
+    while ids.len() < n {
+        let q = [("startIndex", start.to_string()), ("count", "1000".into()), ("attributes", "id".into()), ("filter", "userName sw \"pop.\"".into())];
+        let page = t.call(t.get("/Users").query(&q)).await.with_context(|| format!("{}: listing users", t.label))?;
+        let items = page["Resources"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        start += items.len();
+        ids.extend(items.iter().filter_map(|u| u["id"].as_str().map(str::to_string)));
+    }
+    ids.truncate(n);
+    Ok(ids)
+}

@@ -1,0 +1,209 @@
+//! The servers under test, started as processes on 127.0.0.1, and a client for one SCIM
+//! endpoint of theirs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// A running server process; killed when dropped.
+pub struct Process {
+    child: Child,
+    pub url: String,
+    /// Lines the server printed before it listened (Mapwright's banner: tokens).
+    pub banner: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the process, from /proc.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// The token printed for `tenant/idp` on first start.
+    pub fn token(&self, tenant: &str, idp: &str) -> anyhow::Result<String> {
+        let header = format!("IdP connection {tenant}/{idp} ");
+        let at = self.banner.iter().position(|l| l.starts_with(&header)).with_context(|| format!("{tenant}/{idp} not in the banner"))?;
+        self.banner[at..]
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("Bearer token (shown once, store it now): "))
+            .map(str::to_string)
+            .with_context(|| format!("no token for {tenant}/{idp}"))
+    }
+
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        self.banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("Admin token (shown once, store it now): "))
+            .map(str::to_string)
+            .context("no admin token in the banner")
+    }
+}
+
+/// Starts `mapwright serve` with `config` (TOML) in a fresh data directory and waits for it
+/// to listen. Logs at warn, as a production server under load would be set.
+pub fn mapwright(bin: &Path, config: &str) -> anyhow::Result<Process> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("mapwright.toml");
+    std::fs::write(&cfg, config)?;
+    let log = std::fs::File::create(dir.path().join("server.log"))?;
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(u) = l.strip_prefix("Mapwright listening on ") {
+                    break u.trim().to_string();
+                }
+                banner.push(l);
+            }
+            _ => {
+                let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                bail!("mapwright exited before listening:\n{}\n{log}", banner.join("\n"));
+            }
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Process { child, url, banner, _dir: Some(dir) })
+}
+
+/// Starts the peer `scim2-server` (Python, in memory) on a free loopback port.
+pub fn peer(bin: &Path, token: &str) -> anyhow::Result<Process> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(bin)
+        .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", token])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let p = Process { child, url: format!("http://127.0.0.1:{port}"), banner: Vec::new(), _dir: None };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the peer did not listen on port {port} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(p)
+}
+
+/// Where `cargo build` put a sibling binary of this one.
+pub fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Refuses anything but loopback: the benchmark only ever loads servers on this machine.
+pub fn loopback_only(url: &str) -> anyhow::Result<()> {
+    let host = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    let ok = host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback());
+    if !ok {
+        bail!("refusing to load {url}: only loopback addresses are benchmarked");
+    }
+    Ok(())
+}
+
+/// One SCIM endpoint (a base URL and its bearer token) as the load generator sees it.
+#[derive(Clone)]
+pub struct Scim {
+    pub label: String,
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+const SCIM_JSON: &str = "application/scim+json";
+
+impl Scim {
+    pub fn new(label: &str, base: String, token: String, http: &reqwest::Client) -> anyhow::Result<Scim> {
+        loopback_only(&base)?;
+        Ok(Scim { label: label.into(), base, token, http: http.clone() })
+    }
+
+    /// The same endpoint under another name in the report.
+    pub fn labelled(mut self, label: &str) -> Scim {
+        self.label = label.into();
+        self
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    pub fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).header("content-type", SCIM_JSON).body(body.to_string())
+    }
+
+    /// Sends and reads the JSON answer: `Some(body)` on 2xx (`Null` for an empty one).
+    pub async fn call(&self, rb: reqwest::RequestBuilder) -> Option<Value> {
+        let r = rb.send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        let bytes = r.bytes().await.ok()?;
+        if bytes.is_empty() { Some(Value::Null) } else { serde_json::from_slice(&bytes).ok() }
+    }
+
+    /// Sends and only checks the status (the body is read and dropped).
+    pub async fn ok(&self, rb: reqwest::RequestBuilder) -> bool {
+        match rb.send().await {
+            Ok(r) => {
+                let good = r.status().is_success();
+                let _ = r.bytes().await;
+                good
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_a_target() {
+        for ok in ["http://127.0.0.1:8080/scim", "http://127.3.4.5/x", "http://localhost:1", "http://[::1]:9/"] {
+            assert!(loopback_only(ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://10.0.0.1:8080", "http://example.com/", "http://192.168.1.1", "http://127.0.0.1.example.com/"] {
+            assert!(loopback_only(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The load and scale benchmarks (BENCHMARKS.md): builds Mapwright and the load generator in
+# release, installs the peer SCIM server (Python scim2-server, PyPI) in .venv-bench, and runs
+# every scenario against both on 127.0.0.1. Takes 15-20 minutes on 2 cores and a few GB of
+# disk for the 1M-user database (in a temporary directory, removed after).
+#   scripts/bench.sh                      # everything
+#   scripts/bench.sh --only memory        # one group: scim, swap, noisy, memory
+#   scripts/bench.sh --max-users 100000   # skip the 1M-user population
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+cargo build --release --locked -p mapwright -p mapwright-bench
+venv="$root/.venv-bench"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
+exec "$CARGO_TARGET_DIR/release/mapwright-bench" --peer "$venv/bin/scim2-server" "$@"
