@@ -53,7 +53,7 @@ struct Args {
     /// compiled on upload: ~0.3 s of a core apiece).
     #[arg(long)]
     distinct_binaries: Option<usize>,
-    /// Only these scenario groups (comma-separated): scim, swap, noisy, memory.
+    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Time bound of any one scenario, in seconds.
@@ -163,6 +163,20 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => Some(Scim::new("scim2-server", p.url.clone(), "bench-token".into(), &http)?),
         None => None,
     };
+
+    if wants("chain") {
+        // Chain vs no chain in ABBA order: the database grows with every round and later
+        // rounds run slower, so plain-then-chained would charge that drift to the chain.
+        let (mut with, mut without) = (0.0, 0.0);
+        for (round, order) in [[&plain, &chained], [&chained, &plain]].into_iter().enumerate() {
+            for t in order {
+                let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}"), limit).await;
+                if t.label == "mapwright" { without += s.rate() } else { with += s.rate() }
+                report.row(&format!("POST /Users c8, ABBA round {}", round + 1), &t.label, s);
+            }
+        }
+        report.ratio("3-plugin chain / no chain, POST /Users c8, ABBA over 2 rounds", with / without.max(f64::MIN_POSITIVE));
+    }
 
     if wants("scim") {
         let mut targets = vec![(plain.clone(), scale.creates, scale.group_members), (chained.clone(), scale.creates, scale.group_members)];

@@ -1,9 +1,11 @@
-//! Load benchmark: drives a real Mapwright server over HTTP on 127.0.0.1 and reports
-//! throughput and latency percentiles. Not a test: nothing here asserts a timing.
+//! In-process benchmark of the rule chain: the cost of each plugin call (reused and fresh
+//! instances), POST /Users throughput with a three-plugin chain vs none (ABBA order, one
+//! run), and how long a new chain version takes to serve. Not a test: nothing here asserts
+//! a timing. The scenario benchmarks against a peer server are `scripts/bench.sh`.
 //!
 //! ```sh
-//! cargo bench -p mapwright --bench load                       # defaults below
-//! cargo bench -p mapwright --bench load -- --users 100000 --creates 3000 --lookups 20000
+//! cargo bench -p mapwright --bench load
+//! cargo bench -p mapwright --bench load -- --creates 3000
 //! ```
 //!
 //! `MW_BENCH_ONLY=username|groups|attributes` runs the "chained" scenarios with that one
@@ -31,21 +33,17 @@ use mapwright::store::{NewIdp, RateLimit, Store};
 use serde_json::json;
 
 struct Args {
-    users: usize,
     creates: usize,
-    lookups: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { users: 100_000, creates: 3_000, lookups: 20_000 };
+    let mut a = Args { creates: 3_000 };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < v.len() {
         let next = v.get(i + 1).and_then(|s| s.parse().ok());
         match (v[i].as_str(), next) {
-            ("--users", Some(n)) => a.users = n,
             ("--creates", Some(n)) => a.creates = n,
-            ("--lookups", Some(n)) => a.lookups = n,
             _ => {}
         }
         i += 1;
@@ -137,10 +135,9 @@ async fn run(a: Args) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("bench.db"), Default::default()).unwrap();
     store.create_tenant("bench").await.unwrap();
-    // Large enough for one request carrying 50k members.
-    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), body_limit: 16 << 20, ..Default::default() };
+    let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let mut tokens = Vec::new();
-    for name in ["c1", "c8", "c64", "lookup", "plain", "chained", "swapped"] {
+    for name in ["plain", "chained", "swapped"] {
         tokens.push(connection(&store, name).await);
     }
     let runtime = Arc::new(Runtime::new().unwrap().with_disk_cache(dir.path().join("plugin-cache")));
@@ -150,7 +147,6 @@ async fn run(a: Args) {
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
     let shared_store = Arc::new(store.clone());
     let rules = Arc::new(RuleManager::new(shared_store.clone(), runtime.clone(), registry.clone()));
-    // No guard cap: the membership benchmark removes thousands of members on purpose.
     let guard = Arc::new(mapwright::service::guard::Guard::unlimited());
     let server = Server::bind_with(&cfg, store, registry.clone(), guard).await.unwrap();
     let url = server.public_url().to_string();
@@ -167,152 +163,24 @@ async fn run(a: Args) {
     // with every round and later rounds run slower, so a plain-then-chained order would
     // charge that drift to the chain.
     let (mut plain_rate, mut chained_rate) = (0.0, 0.0);
-    for (round, order) in [[(4usize, "plain"), (5, "chained")], [(5, "chained"), (4, "plain")]].into_iter().enumerate() {
+    for (round, order) in [[(0usize, "plain"), (1, "chained")], [(1, "chained"), (0, "plain")]].into_iter().enumerate() {
         for (k, label) in order {
             let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/{label}/Users"), tokens[k].clone());
             let s = drive(8, a.creates, move |n| {
                 http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("{label}{round}-{n}.x@bench.example")))
             })
             .await;
-            s.row(&format!("POST /Users c8, {} (round {})", if k == 4 { "no chain" } else { "3-plugin chain" }, round + 1));
+            s.row(&format!("POST /Users c8, {} (round {})", if k == 0 { "no chain" } else { "3-plugin chain" }, round + 1));
             let rate = s.n as f64 / s.elapsed.as_secs_f64();
-            if k == 4 { plain_rate += rate } else { chained_rate += rate }
+            if k == 0 { plain_rate += rate } else { chained_rate += rate }
         }
     }
     println!("3-plugin chain throughput / no chain = {:.3} (overhead {:.1}%)", chained_rate / plain_rate, (1.0 - chained_rate / plain_rate) * 100.0);
 
     // Rule swaps: time from a new version submitted to the rules serving requests, with the
-    // plugins compiled for the first time and with them cached; then throughput while the
-    // chain is swapped every 50 ms.
+    // plugins compiled for the first time and with them cached. (Throughput during swaps, the
+    // other scenarios and the peer comparison are in the bench tool: scripts/bench.sh.)
     swaps(&rules, shared_store.clone(), &swapped).await;
-    {
-        let (client, base, token) = (http.clone(), format!("{url}/scim/v2/bench/swapped/Users"), tokens[6].clone());
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let swapper = {
-            let (rules, swapped, stop) = (rules.clone(), swapped.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let case = if n.is_multiple_of(2) { "lower" } else { "upper" };
-                    let def = rules.define(swapped.tenant_id, &username_spec(case), Default::default()).await.unwrap();
-                    rules.set_chain(&swapped, def, note("swap")).await.unwrap();
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                n
-            })
-        };
-        let s = drive(8, a.creates, move |n| {
-            client.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("swap-{n}.x@bench.example")))
-        })
-        .await;
-        stop.store(true, Ordering::Relaxed);
-        let n = swapper.await.unwrap();
-        s.row(&format!("POST /Users c8, 1-plugin chain swapped {n} times"));
-        let steady = {
-            let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/swapped/Users"), tokens[6].clone());
-            drive(8, a.creates, move |n| {
-                http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("steady-{n}.x@bench.example")))
-            })
-            .await
-        };
-        steady.row("POST /Users c8, same chain, no swaps");
-        println!("throughput during swaps / steady = {:.3}", (s.n as f64 / s.elapsed.as_secs_f64()) / (steady.n as f64 / steady.elapsed.as_secs_f64()));
-    }
-
-    let mut create_rates = Vec::new();
-    for (i, conc) in [1usize, 8, 64].into_iter().enumerate() {
-        let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/c{conc}/Users"), tokens[i].clone());
-        let s = drive(conc, a.creates, move |n| {
-            http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("c{conc}-u{n}@bench.example")))
-        })
-        .await;
-        s.row(&format!("POST /Users, concurrency {conc}"));
-        create_rates.push(s.n as f64 / s.elapsed.as_secs_f64());
-    }
-
-    let (base, token) = (format!("{url}/scim/v2/bench/lookup/Users"), tokens[3].clone());
-    {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        let s = drive(16, a.users, move |n| {
-            http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("user{n}@bench.example")))
-        })
-        .await;
-        s.row(&format!("seed {} users (POST, concurrency 16)", a.users));
-    }
-    let users = a.users;
-    for conc in [1usize, 8] {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        let s = drive(conc, a.lookups, move |n| {
-            // A spread of existing users (a deterministic scramble of n).
-            let k = (n.wrapping_mul(2_654_435_761)) % users;
-            http.get(&base).bearer_auth(&token).query(&[("filter", format!("userName eq \"user{k}@bench.example\""))])
-        })
-        .await;
-        s.row(&format!("GET userName eq at {users} users, concurrency {conc}"));
-    }
-    {
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        let s = drive(8, a.lookups, move |n| {
-            let k = (n.wrapping_mul(2_654_435_761)) % users;
-            http.get(&base).bearer_auth(&token).query(&[("filter", format!("emails[type eq \"work\" and value eq \"USER{k}@bench.example\"]"))])
-        })
-        .await;
-        s.row(&format!("GET emails[...] at {users} users, concurrency 8"));
-    }
-
-    // Membership changes cost O(change): one-member PATCHes on a small and a huge group.
-    let big_n = users.min(50_000);
-    let list: Vec<String> = {
-        let r: serde_json::Value = http.get(&base).bearer_auth(&token).query(&[("count", "1")]).send().await.unwrap().json().await.unwrap();
-        let _ = r;
-        let mut ids = Vec::with_capacity(big_n);
-        let mut start = 1;
-        while ids.len() < big_n {
-            let page: serde_json::Value = http.get(&base).bearer_auth(&token).query(&[("startIndex", start.to_string()), ("count", "1000".into()), ("attributes", "id".into())]).send().await.unwrap().json().await.unwrap();
-            let items = page["Resources"].as_array().cloned().unwrap_or_default();
-            if items.is_empty() {
-                break;
-            }
-            ids.extend(items.iter().filter_map(|u| u["id"].as_str().map(str::to_string)));
-            start += 1000;
-        }
-        ids.truncate(big_n);
-        ids
-    };
-    let groups = format!("{url}/scim/v2/bench/lookup/Groups");
-    let mk_group = |name: &str, members: &[String]| {
-        json!({"displayName": name, "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>()}).to_string()
-    };
-    let t = Instant::now();
-    let small: serde_json::Value = http.post(&groups).bearer_auth(&token).header("content-type", "application/scim+json").body(mk_group("small", &list[..1])).send().await.unwrap().json().await.unwrap();
-    let big: serde_json::Value = http.post(&groups).bearer_auth(&token).header("content-type", "application/scim+json").body(mk_group("big", &list[1..])).send().await.unwrap().json().await.unwrap();
-    println!("{:<44} {:>8.1} ms", format!("POST /Groups with {} members", list.len() - 1), t.elapsed().as_secs_f64() * 1e3);
-    let mut member_rates = Vec::new();
-    for (label, g) in [("1-member group", &small), (&*format!("{}-member group", list.len() - 1), &big)] {
-        let gid = g["id"].as_str().unwrap().to_string();
-        let (http, groups, token, list) = (http.clone(), groups.clone(), token.clone(), list.clone());
-        let n = 2_000;
-        let s = drive(1, n, move |i| {
-            // Alternate add and remove of one member that is in neither group initially... or is.
-            let m = &list[(i / 2) % list.len()];
-            let op = if i % 2 == 0 { json!({"op": "add", "path": "members", "value": [{"value": m}]}) } else { json!({"op": "remove", "path": format!("members[value eq \"{m}\"]")}) };
-            http.patch(format!("{groups}/{gid}")).bearer_auth(&token).header("content-type", "application/scim+json")
-                .body(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}).to_string())
-        })
-        .await;
-        s.row(&format!("PATCH one member, {label}"));
-        member_rates.push(s.n as f64 / s.elapsed.as_secs_f64());
-    }
-    let bid = big["id"].as_str().unwrap().to_string();
-    for (label, q) in [("GET big group", ""), ("GET big group, excludedAttributes=members", "?excludedAttributes=members")] {
-        let (http, groups, token, bid) = (http.clone(), groups.clone(), token.clone(), bid.clone());
-        let n = if q.is_empty() { 20 } else { 2_000 };
-        let s = drive(1, n, move |_| http.get(format!("{groups}/{bid}{q}")).bearer_auth(&token)).await;
-        s.row(label);
-    }
-    println!("one-member PATCH throughput ratio, huge/small group = {:.2} (1.0 = independent of group size)", member_rates[1] / member_rates[0]);
-    println!("creates/s ratio c8/c1 = {:.2}, c64/c1 = {:.2}", create_rates[1] / create_rates[0], create_rates[2] / create_rates[0]);
     let _ = stop_tx.send(());
     let _ = serving.await;
 }
