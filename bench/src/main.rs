@@ -261,38 +261,54 @@ async fn main() -> anyhow::Result<()> {
 
     if wants("noisy") {
         let good = scim("good", "noisy")?.labelled("mapwright+chain");
-        let alone = scenarios::creates(&good, 8, scale.creates, "alone", limit).await.0;
+        // Longer than the 10 s suspension, so the steady state (a suspension, one looping
+        // call after it, suspended again) is what is measured, not just the first seconds.
+        let span = if a.quick { Duration::from_secs(2) } else { Duration::from_secs(25) };
+        let alone = scenarios::creates(&good, 8, usize::MAX, "alone", span).await.0;
         report.row("tenant B: POST /Users c8, alone", &good.label, alone.clone());
         match &hostile {
             Some(_) => {
                 let evil = scim("evil", "noisy")?;
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                // Four requests at a time keep tenant A's looping plugin busy until B is done.
+                // Four requests at a time keep tenant A's looping plugin busy until B is done,
+                // honouring Retry-After on a 503 as IdPs do.
                 let noise: Vec<_> = (0..4)
                     .map(|_| {
                         let (evil, stop) = (evil.clone(), stop.clone());
                         tokio::spawn(async move {
-                            let mut stopped = 0usize;
+                            let (mut burnt, mut refused) = (0usize, 0usize);
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                // Fails by design: the sandbox stops the loop at its CPU budget.
-                                if !evil.ok(evil.send(Method::POST, "/Users", &user("evil-loop", 0))).await {
-                                    stopped += 1;
+                                let Ok(r) = evil.send(Method::POST, "/Users", &user("evil-loop", 0)).send().await else { continue };
+                                let status = r.status().as_u16();
+                                let wait = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                                let _ = r.bytes().await;
+                                match (status, wait) {
+                                    (503, Some(secs)) => {
+                                        refused += 1;
+                                        let until = std::time::Instant::now() + Duration::from_secs(secs);
+                                        while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                            tokio::time::sleep(Duration::from_millis(50)).await;
+                                        }
+                                    }
+                                    _ => burnt += 1,
                                 }
                             }
-                            stopped
+                            (burnt, refused)
                         })
                     })
                     .collect();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let beside = scenarios::creates(&good, 8, scale.creates, "beside", limit).await.0;
+                let beside = scenarios::creates(&good, 8, usize::MAX, "beside", span).await.0;
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                let mut looped = 0;
+                let (mut burnt, mut refused) = (0, 0);
                 for n in noise {
-                    looped += n.await.unwrap_or(0);
+                    let (b, r) = n.await.unwrap_or((0, 0));
+                    burnt += b;
+                    refused += r;
                 }
                 report.ratio("noisy neighbour: tenant B's throughput beside a looping plugin / alone", beside.rate() / alone.rate().max(f64::MIN_POSITIVE));
                 report.ratio("noisy neighbour: tenant B's p99 beside a looping plugin / alone", beside.p99_ms() / alone.p99_ms().max(f64::MIN_POSITIVE));
-                report.row(&format!("tenant B: POST /Users c8, while tenant A's plugin loops (4 at a time, {looped} stopped at 100 ms CPU)"), &good.label, beside);
+                report.row(&format!("tenant B: POST /Users c8, while tenant A's plugin loops (4 at a time: {burnt} stopped at 100 ms CPU, {refused} refused while suspended)"), &good.label, beside);
             }
             None => report.note("noisy neighbour skipped: the hostile test plugin was not found (build the workspace first)".into()),
         }

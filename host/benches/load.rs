@@ -42,9 +42,8 @@ fn args() -> Args {
     let mut i = 1;
     while i < v.len() {
         let next = v.get(i + 1).and_then(|s| s.parse().ok());
-        match (v[i].as_str(), next) {
-            ("--creates", Some(n)) => a.creates = n,
-            _ => {}
+        if let ("--creates", Some(n)) = (v[i].as_str(), next) {
+            a.creates = n;
         }
         i += 1;
     }

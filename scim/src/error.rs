@@ -91,6 +91,10 @@ impl ScimError {
     pub fn method_not_allowed() -> Self {
         Self::new(405, None, "method not allowed on this endpoint")
     }
+    /// 503 with `Retry-After`: try again later (IdPs retry these).
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        ScimError { retry_after: Some(retry_after), ..Self::new(503, None, detail) }
+    }
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(500, None, detail)
     }

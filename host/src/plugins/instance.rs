@@ -16,8 +16,16 @@ use super::sandbox::{Limits, SandboxState};
 /// normal return, and is discarded after a trap (which becomes a `Fault` naming the reason).
 macro_rules! call_plugin {
     ($self:ident, $hook:literal, |$inst:ident| $call:expr) => {{
-        // One lane per connection: wait for it before any plugin code runs.
-        let _lane = $self.lane.acquire().await.map_err(|_| $self.closed())?;
+        // One lane per connection: refused while suspended, else wait for a permit before
+        // any plugin code runs.
+        if let Some(retry_after) = $self.lane.suspended() {
+            return Err($self.suspended(retry_after));
+        }
+        let _lane = $self.lane.permits.acquire().await.map_err(|_| $self.closed())?;
+        // Calls that queued while the breaker opened are refused too.
+        if let Some(retry_after) = $self.lane.suspended() {
+            return Err($self.suspended(retry_after));
+        }
         let started = std::time::Instant::now();
         let mut $inst = $self.instance().await?;
         $self.arm(&mut $inst);
@@ -32,6 +40,10 @@ macro_rules! call_plugin {
         let budget = $self.limits.cpu_ms.max(1);
         let used = budget.saturating_sub($inst.store.data().ticks_left) as f64 / budget as f64;
         $self.metrics($hook).observe(outcome, seconds, used);
+        $self.lane.record(match &result {
+            Ok(_) => Some(false),
+            Err(trap) => $self.is_cpu_fault(trap).then_some(true),
+        });
         match result {
             Ok(r) => {
                 $self.put_back($inst);
@@ -106,16 +118,70 @@ struct Instance {
     rules: Rules,
 }
 
-/// The plugin calls one connection may run at the same time: every core but one. Plugin code
-/// runs on the request workers (yielding at each epoch tick), so without a bound a connection
-/// whose plugin loops could hold every core until its CPU budgets ran out, and every other
-/// tenant would wait behind it. A chain call takes microseconds, so one lane still carries
-/// tens of thousands of users a second.
-pub type Lane = Arc<tokio::sync::Semaphore>;
+/// What one connection's plugins may take of the server, shared by the entries of its chain.
+///
+/// - At most (cores − 1) of its plugin calls run at once. Plugin code runs on the request
+///   workers (yielding at each epoch tick), so without a bound a connection whose plugin loops
+///   could hold every core until its CPU budgets ran out, and every other tenant would wait
+///   behind it. A chain call takes microseconds, so one permit still carries tens of
+///   thousands of users a second.
+/// - After [`TRIP_AFTER`] calls in a row that ran out of CPU time, its calls are refused
+///   for [`SUSPEND_FOR`] without running (503 with Retry-After: IdPs retry), so a plugin that
+///   loops on some input stops burning a core per request. The next call after the pause
+///   runs; one more CPU fault suspends again at once, a success closes the breaker.
+pub struct Lane {
+    permits: tokio::sync::Semaphore,
+    breaker: std::sync::Mutex<Breaker>,
+}
 
-pub fn new_lane() -> Lane {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)))
+#[derive(Default)]
+struct Breaker {
+    /// CPU faults since the last call that finished in time.
+    faults: usize,
+    suspended_until: Option<std::time::Instant>,
+}
+
+pub const TRIP_AFTER: usize = 3;
+pub const SUSPEND_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Lane {
+    pub fn new() -> Arc<Lane> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Lane::with_permits(cores.saturating_sub(1).max(1))
+    }
+
+    pub fn with_permits(n: usize) -> Arc<Lane> {
+        Arc::new(Lane { permits: tokio::sync::Semaphore::new(n), breaker: Default::default() })
+    }
+
+    /// Seconds left of a suspension, if the connection's rules are suspended.
+    fn suspended(&self) -> Option<u64> {
+        let b = self.breaker.lock().ok()?;
+        let left = b.suspended_until?.checked_duration_since(std::time::Instant::now())?;
+        // Rounded up: "Retry-After: 0" would invite an immediate retry.
+        Some(left.as_millis().div_ceil(1000).max(1) as u64)
+    }
+
+    /// Records how a call ended: `Some(true)` ran out of CPU time, `Some(false)` finished in
+    /// time, `None` neither (another kind of fault says nothing about CPU).
+    fn record(&self, cpu_fault: Option<bool>) {
+        let Ok(mut b) = self.breaker.lock() else { return };
+        match cpu_fault {
+            Some(true) => {
+                b.faults += 1;
+                if b.faults >= TRIP_AFTER {
+                    b.suspended_until = Some(std::time::Instant::now() + SUSPEND_FOR);
+                }
+            }
+            Some(false) => *b = Breaker::default(),
+            None => {}
+        }
+    }
+}
+
+/// One chain's lane (shared by its entries).
+pub fn new_lane() -> Arc<Lane> {
+    Lane::new()
 }
 
 /// One chain entry: a plugin, its configuration, its limits and its idle instances.
@@ -127,7 +193,7 @@ pub struct Entry {
     idle: IdleList,
     /// Shared by the entries of one chain (one IdP connection): how many of its plugin
     /// calls may run at once. See [`Lane`].
-    lane: Lane,
+    lane: Arc<Lane>,
     /// Per hook (see [`HOOKS`]), resolved on first use.
     metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; HOOKS.len()],
 }
@@ -158,7 +224,7 @@ fn prov(plugin: &str, p: Option<wit::Provenance>) -> Option<Provenance> {
 
 impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
-    pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Lane) -> Result<Entry, PluginError> {
+    pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let e = Entry { plugin, config, limits, runtime, idle: IdleList::default(), lane, metrics: Default::default() };
         register_idle_list(&e.idle);
         let mut inst = e.instance().await?;
@@ -241,7 +307,7 @@ impl Entry {
     fn fault(&self, inst: &Instance, trap: &wasmtime::Error) -> PluginError {
         let text = format!("{trap:#}");
         let stderr = inst.store.data().stderr();
-        let (kind, reason) = if text.contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        let (kind, reason) = if self.is_cpu_fault(trap) {
             ("cpu", format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms))
         } else if text.contains("memory") && (text.contains("grow") || text.contains("limit")) || stderr.contains("memory allocation") {
             ("memory", format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes))
@@ -258,6 +324,15 @@ impl Entry {
         crate::metrics::get().plugin_fault(&self.plugin.name, kind);
         tracing::warn!(plugin = %self.plugin.name, hash = %self.plugin.hash, %reason, "plugin call failed");
         PluginError::Fault { plugin: self.plugin.name.clone(), reason }
+    }
+
+    fn is_cpu_fault(&self, trap: &wasmtime::Error) -> bool {
+        format!("{trap:#}").contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+    }
+
+    fn suspended(&self, retry_after: u64) -> PluginError {
+        crate::metrics::get().plugin_fault(&self.plugin.name, "suspended");
+        PluginError::Suspended { plugin: self.plugin.name.clone(), retry_after, faults: TRIP_AFTER }
     }
 
     fn closed(&self) -> PluginError {
@@ -347,7 +422,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    async fn username_entry(lane: Lane) -> Entry {
+    async fn username_entry(lane: Arc<Lane>) -> Entry {
         let runtime = Arc::new(Runtime::new().unwrap());
         let plugin = runtime.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap();
         Entry::new(runtime, plugin, r#"{"source": "email", "local_part": true}"#.into(), Limits::default(), lane).await.unwrap()
@@ -375,12 +450,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_runs_no_more_plugin_calls_at_once_than_its_lane_allows() {
-        let lane: Lane = Arc::new(tokio::sync::Semaphore::new(1));
+        let lane = Lane::with_permits(1);
         let e = username_entry(lane.clone()).await;
-        let held = lane.clone().acquire_owned().await.unwrap();
+        let held = lane.permits.acquire().await.unwrap();
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), e.username(&ctx(), USER, "x", None)).await;
         assert!(waiting.is_err(), "the call ran while the only lane was taken");
         drop(held);
         assert!(e.username(&ctx(), USER, "x", None).await.is_ok());
+    }
+
+    #[test]
+    fn the_breaker_opens_after_cpu_faults_in_a_row_and_closes_on_a_success() {
+        let lane = Lane::with_permits(1);
+        for _ in 0..TRIP_AFTER - 1 {
+            lane.record(Some(true));
+        }
+        // A fault of another kind neither counts nor resets.
+        lane.record(None);
+        assert_eq!(lane.suspended(), None);
+        lane.record(Some(true));
+        assert_eq!(lane.suspended(), Some(SUSPEND_FOR.as_secs()));
+        lane.record(Some(false));
+        assert_eq!(lane.suspended(), None);
+        // Faults separated by a success never trip it.
+        for _ in 0..10 {
+            lane.record(Some(true));
+            lane.record(Some(false));
+        }
+        assert_eq!(lane.suspended(), None);
     }
 }

@@ -23,6 +23,10 @@ pub enum PluginError {
     /// The plugin trapped, ran out of time or memory, or returned invalid output.
     #[error("{plugin}: {reason}")]
     Fault { plugin: String, reason: String },
+    /// The connection's rules are suspended for `retry_after` seconds: its plugin kept running
+    /// out of CPU time (see `instance::Lane`).
+    #[error("{plugin}: suspended for {retry_after} s after exceeding its CPU time limit {faults} times in a row")]
+    Suspended { plugin: String, retry_after: u64, faults: usize },
     /// The component cannot be used as a plugin.
     #[error("invalid plugin: {0}")]
     Invalid(String),

@@ -23,6 +23,9 @@ pub enum MappingError {
     /// A rule failed (a server error: 500).
     #[error("rule {rule} failed: {reason}")]
     Fault { rule: String, reason: String },
+    /// The rules are suspended for a while (a server error the IdP should retry: 503).
+    #[error("rule {rule} unavailable: {reason}")]
+    Unavailable { rule: String, reason: String, retry_after: u64 },
 }
 
 /// The operation a mapping runs for.

@@ -81,6 +81,7 @@ impl From<MappingError> for ScimError {
         match e {
             MappingError::Rejected { .. } => ScimError::invalid_value(e.to_string()),
             MappingError::Fault { .. } => ScimError::internal(e.to_string()),
+            MappingError::Unavailable { retry_after, .. } => ScimError::unavailable(e.to_string(), retry_after),
         }
     }
 }
