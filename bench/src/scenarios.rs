@@ -39,21 +39,23 @@ pub struct Created {
     pub i: usize,
 }
 
+/// POSTs user `i` and records it in `out`; whether it was created.
+async fn create_one(t: &Scim, user_name: String, i: usize, out: &Mutex<Vec<Created>>) -> bool {
+    let Some(body) = t.call(t.send(Method::POST, "/Users", &user(&user_name, i))).await else { return false };
+    let Some(id) = body["id"].as_str() else { return false };
+    if let Ok(mut v) = out.lock() {
+        v.push(Created { id: id.to_string(), user_name, i });
+    }
+    true
+}
+
 /// POST /Users `n` times from `concurrency` workers; the users created are returned.
 pub async fn creates(t: &Scim, concurrency: usize, n: usize, prefix: &str, limit: Duration) -> (Stats, Vec<Created>) {
     let out = Arc::new(Mutex::new(Vec::new()));
     let (t2, prefix, out2) = (t.clone(), prefix.to_string(), out.clone());
     let s = drive(concurrency, n, limit, move |i| {
         let (t, prefix, out) = (t2.clone(), prefix.clone(), out2.clone());
-        async move {
-            let user_name = name(&prefix, i);
-            let Some(body) = t.call(t.send(Method::POST, "/Users", &user(&user_name, i))).await else { return false };
-            let Some(id) = body["id"].as_str() else { return false };
-            if let Ok(mut v) = out.lock() {
-                v.push(Created { id: id.to_string(), user_name, i });
-            }
-            true
-        }
+        async move { create_one(&t, name(&prefix, i), i, &out).await }
     })
     .await;
     let created = out.lock().map(|v| v.clone()).unwrap_or_default();
@@ -71,15 +73,7 @@ pub async fn initial_sync(t: &Scim, concurrency: usize, n: usize, prefix: &str, 
             let user_name = name(&prefix, i);
             let filter = format!("userName eq \"{user_name}\"");
             let Some(found) = t.call(t.get("/Users").query(&[("filter", filter.as_str())])).await else { return false };
-            if found["totalResults"].as_u64() != Some(0) {
-                return false;
-            }
-            let Some(body) = t.call(t.send(Method::POST, "/Users", &user(&user_name, i))).await else { return false };
-            let Some(id) = body["id"].as_str() else { return false };
-            if let Ok(mut v) = out.lock() {
-                v.push(Created { id: id.to_string(), user_name, i });
-            }
-            true
+            found["totalResults"].as_u64() == Some(0) && create_one(&t, user_name, i, &out).await
         }
     })
     .await;
