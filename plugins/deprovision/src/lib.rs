@@ -1,7 +1,7 @@
 //! # deprovision: what deactivation and deletion do, per IdP connection
 //!
 //! - `on_deactivate`: when the IdP sets `active` to false: `"disable"` (default: the entry
-//!   stays, inactive), `"strip-groups"` (the entry stays, its memberships are removed),
+//!   stays, inactive), `"strip-groups"` (the entry stays active, its memberships are removed),
 //!   `"delete"` (soft delete, purged after `retention_days`) or `"keep"` (stays active).
 //! - `on_delete`: when the IdP deletes the user: same choices; default `"delete"`.
 //! - `retention_days`: how long a soft-deleted entry is kept before it is purged (default 30).

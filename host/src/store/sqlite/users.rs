@@ -466,8 +466,9 @@ pub(super) fn deprovision_entry(t: &Transaction<'_>, entry_id: i64, action: Depr
         DeprovisionAction::Disable => {
             t.prepare_cached("UPDATE entries SET active = 0, snapshot = ?2 WHERE id = ?1")?.execute(params![entry_id, snapshot])?;
         }
+        // As the contract says: the entry stays active, only its memberships go.
         DeprovisionAction::StripGroups => {
-            t.prepare_cached("UPDATE entries SET snapshot = ?2 WHERE id = ?1")?.execute(params![entry_id, snapshot])?;
+            t.prepare_cached("UPDATE entries SET active = 1, snapshot = ?2 WHERE id = ?1")?.execute(params![entry_id, snapshot])?;
             strip(t)?;
         }
         DeprovisionAction::Delete { retention_days } => {
