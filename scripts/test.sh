@@ -60,7 +60,9 @@ printf '[server]\nlisten = "127.0.0.1:0"\n' > "$work/mapwright.toml"
 mw() { "$bin" --config "$work/mapwright.toml" --data-dir "$work" "$@"; }
 mw tenant add conformance >/dev/null
 token=$(mw idp add conformance checker --kind generic --rate-per-second 0 --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-RUST_LOG=warn mw serve > "$work/stdout" 2> "$work/server.log" &
+# The binary itself in the background (not the mw function: $! would be a subshell, and
+# killing it would leave the server running).
+RUST_LOG=warn "$bin" --config "$work/mapwright.toml" --data-dir "$work" serve > "$work/stdout" 2> "$work/server.log" &
 server_pid=$!
 url=""
 for _ in $(seq 1 100); do
