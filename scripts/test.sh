@@ -77,3 +77,5 @@ if [ -z "$url" ]; then
 fi
 echo "scim2-tester against $url/scim/v2/conformance/checker"
 "$venv/bin/python" tests/conformance/scim2_tester_check.py "$url/scim/v2/conformance/checker" "$token"
+# The load tool against a server it did not start (--url), quick: it must drive it cleanly.
+"$CARGO_TARGET_DIR/debug/mapwright-bench" --quick --url "$url/scim/v2/conformance/checker" --token "$token" > "$CARGO_TARGET_DIR/bench-url.txt"

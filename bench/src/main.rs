@@ -56,6 +56,14 @@ struct Args {
     /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Drive a SCIM endpoint that is already running instead (its base URL on loopback, e.g.
+    /// `http://127.0.0.1:8080/scim/v2/acme/okta`), with `--token`: the IdP traffic and
+    /// lookups only. It leaves users named `*.N.<run>@bench.example` and two groups there.
+    #[arg(long, requires = "token")]
+    url: Option<String>,
+    /// The bearer token for `--url`.
+    #[arg(long)]
+    token: Option<String>,
     /// Time bound of any one scenario, in seconds.
     #[arg(long, default_value_t = 300)]
     limit_secs: u64,
@@ -149,6 +157,17 @@ async fn main() -> anyhow::Result<()> {
         if a.quick { " (quick)" } else { "" }
     );
 
+    if let (Some(url), Some(token)) = (&a.url, &a.token) {
+        let t = Scim::new("target", url.trim_end_matches('/').to_string(), token.clone(), &http)?;
+        idp_traffic(&t, scale.creates, scale.group_members, limit, &mut report).await?;
+        for c in [1usize, 8] {
+            let pop = scale.group_members;
+            report.row(&format!("GET userName eq at the {pop} users seeded, c{c}"), &t.label, scenarios::lookups(&t, pop, c, scale.lookups, "pop", limit).await);
+        }
+        report.finish();
+        return quick_failures(&a, &report);
+    }
+
     let server = servers::mapwright(&bin, &config(hostile.as_deref()))?;
     let scim = |idp: &str, tenant: &str| -> anyhow::Result<Scim> {
         Scim::new(idp, format!("{}/scim/v2/{tenant}/{idp}", server.url), server.token(tenant, idp)?, &http)
@@ -187,24 +206,7 @@ async fn main() -> anyhow::Result<()> {
             // The peer stalls for a second at a time under concurrency (see seed_concurrency):
             // bound its runs in time rather than wait out the count.
             let limit = if t.label == "scim2-server" { limit.min(Duration::from_secs(60)) } else { limit };
-            for c in [1usize, 8, 64] {
-                let (s, _) = scenarios::creates(t, c, *creates, &format!("c{c}"), limit).await;
-                report.row(&format!("POST /Users, concurrency {c}"), &t.label, s);
-            }
-            let (s, users) = scenarios::initial_sync(t, 8, *creates, "sync", limit).await;
-            report.note(format!("{}: {} users from the initial sync to update", t.label, users.len()));
-            report.row("initial sync (GET filter + POST), c8", &t.label, s);
-            for (how, what) in [(Update::Patch, "PATCH replace 2 attributes, c8"), (Update::Put, "PUT whole user, c8"), (Update::Deactivate, "PATCH active=false, c8")] {
-                report.row(what, &t.label, scenarios::updates(t, &users, how, 8, limit).await);
-            }
-            let s = scenarios::seed(t, seed_concurrency(t), 0, *members, "pop", limit).await;
-            report.note(format!("{}: seeded {} users in {:.1} s ({:.0}/s, {} errors)", t.label, s.done, s.elapsed.as_secs_f64(), s.rate(), s.errors));
-            let ids = member_ids(t, *members).await?;
-            let g = scenarios::group_push(t, &ids, 8, limit).await?;
-            report.row(&format!("group: add 1 member per PATCH, c8 ({} members)", ids.len()), &t.label, g.single);
-            report.single(&format!("group: one PATCH adding {} members", ids.len()), &t.label, g.one_patch, g.one_patch_ok);
-            report.row(&format!("GET group with {} members", ids.len()), &t.label, g.get_full);
-            report.row(&format!("GET group ({} members), excludedAttributes=members", ids.len()), &t.label, g.get_excluded);
+            idp_traffic(t, *creates, *members, limit, &mut report).await?;
         }
         // Lookups: Mapwright at every population, the peer at its own; both at the peer's size.
         let mut have = scale.group_members;
@@ -324,10 +326,39 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     report.finish();
+    quick_failures(&a, &report)
+}
+
+/// A quick run checks the tool: any failed request of the server under test fails it.
+fn quick_failures(a: &Args, report: &Report) -> anyhow::Result<()> {
     let failed = report.failures();
     if a.quick && !failed.is_empty() {
-        anyhow::bail!("Mapwright requests failed:\n{}", failed.join("\n"));
+        anyhow::bail!("requests failed:\n{}", failed.join("\n"));
     }
+    Ok(())
+}
+
+/// The IdP traffic against one endpoint: creates at c1/c8/c64, the initial sync, updates by
+/// PATCH and PUT, deactivations, then a group push with `members` users.
+async fn idp_traffic(t: &Scim, creates: usize, members: usize, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
+    for c in [1usize, 8, 64] {
+        let (s, _) = scenarios::creates(t, c, creates, &format!("c{c}"), limit).await;
+        report.row(&format!("POST /Users, concurrency {c}"), &t.label, s);
+    }
+    let (s, users) = scenarios::initial_sync(t, 8, creates, "sync", limit).await;
+    report.note(format!("{}: {} users from the initial sync to update", t.label, users.len()));
+    report.row("initial sync (GET filter + POST), c8", &t.label, s);
+    for (how, what) in [(Update::Patch, "PATCH replace 2 attributes, c8"), (Update::Put, "PUT whole user, c8"), (Update::Deactivate, "PATCH active=false, c8")] {
+        report.row(what, &t.label, scenarios::updates(t, &users, how, 8, limit).await);
+    }
+    let s = scenarios::seed(t, seed_concurrency(t), 0, members, "pop", limit).await;
+    report.note(format!("{}: seeded {} users in {:.1} s ({:.0}/s, {} errors)", t.label, s.done, s.elapsed.as_secs_f64(), s.rate(), s.errors));
+    let ids = member_ids(t, members).await?;
+    let g = scenarios::group_push(t, &ids, 8, limit).await?;
+    report.row(&format!("group: add 1 member per PATCH, c8 ({} members)", ids.len()), &t.label, g.single);
+    report.single(&format!("group: one PATCH adding {} members", ids.len()), &t.label, g.one_patch, g.one_patch_ok);
+    report.row(&format!("GET group with {} members", ids.len()), &t.label, g.get_full);
+    report.row(&format!("GET group ({} members), excludedAttributes=members", ids.len()), &t.label, g.get_excluded);
     Ok(())
 }
 

@@ -18,7 +18,8 @@ pub fn user(user_name: &str, i: usize) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
         "userName": user_name,
-        "externalId": format!("00u{i:08}"),
+        // Unique like the userName: externalIds are unique per connection too.
+        "externalId": format!("00u{i:08}{}", run()),
         "active": true,
         "name": {"givenName": "Bench", "familyName": format!("User{i}")},
         "displayName": format!("Bench User{i}"),
@@ -27,8 +28,19 @@ pub fn user(user_name: &str, i: usize) -> Value {
     })
 }
 
+/// A userName of this run: the run's tag keeps a second run against the same server (with
+/// `--url`) from colliding with the first.
 pub fn name(prefix: &str, i: usize) -> String {
-    format!("{prefix}.{i}@bench.example")
+    format!("{prefix}.{i}.{}@bench.example", run())
+}
+
+/// This run's tag (its start time in seconds and its process id, in hex).
+fn run() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        format!("{secs:x}{:x}", std::process::id())
+    })
 }
 
 /// A created user: its id and userName, for the updates that follow.
