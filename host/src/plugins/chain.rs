@@ -93,7 +93,7 @@ impl Chain {
     /// configuration (the plugin's `validate-config`). Any failure refuses the whole chain.
     pub async fn build(runtime: &Arc<Runtime>, entries: Vec<(Arc<LoadedPlugin>, Value, Limits)>) -> Result<Chain, PluginError> {
         let mut out = Vec::with_capacity(entries.len());
-        let lane = super::instance::new_lane();
+        let lane = super::instance::Lane::new();
         for (plugin, config, limits) in entries {
             check_limits(&limits)?;
             out.push(Entry::new(runtime.clone(), plugin, config.to_string(), limits, lane.clone()).await?);

@@ -145,6 +145,7 @@ pub const TRIP_AFTER: usize = 3;
 pub const SUSPEND_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Lane {
+    /// One chain's lane, shared by its entries.
     pub fn new() -> Arc<Lane> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Lane::with_permits(cores.saturating_sub(1).max(1))
@@ -177,11 +178,6 @@ impl Lane {
             None => {}
         }
     }
-}
-
-/// One chain's lane (shared by its entries).
-pub fn new_lane() -> Arc<Lane> {
-    Lane::new()
 }
 
 /// One chain entry: a plugin, its configuration, its limits and its idle instances.
@@ -436,7 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_instances_expire_and_fresh_ones_are_made_after() {
-        let e = username_entry(new_lane()).await;
+        let e = username_entry(Lane::new()).await;
         e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
         assert_eq!(e.idle.lock().unwrap().len(), 1, "reused after the call");
         // Younger than the time to live: kept.
