@@ -158,11 +158,9 @@ impl From<PluginError> for MappingError {
             PluginError::Rejected { plugin, rule, reason } => MappingError::Rejected { rule: format!("{plugin}/{rule}"), reason },
             PluginError::Fault { plugin, reason } | PluginError::Config { plugin, reason } => MappingError::Fault { rule: plugin, reason },
             PluginError::Invalid(reason) => MappingError::Fault { rule: "plugin".into(), reason },
-            PluginError::Suspended { plugin, retry_after, faults } => MappingError::Unavailable {
-                rule: plugin,
-                reason: format!("suspended for {retry_after} s after exceeding its CPU time limit {faults} times in a row"),
-                retry_after,
-            },
+            PluginError::Suspended { plugin, retry_after } => {
+                MappingError::Unavailable { rule: plugin, reason: super::instance::suspension(retry_after), retry_after }
+            }
         }
     }
 }

@@ -142,6 +142,11 @@ struct Breaker {
 }
 
 pub const TRIP_AFTER: usize = 3;
+
+/// Why a suspended connection's request is refused (the one wording, for every layer).
+pub fn suspension(retry_after: u64) -> String {
+    format!("suspended for {retry_after} s after exceeding its CPU time limit {TRIP_AFTER} times in a row")
+}
 pub const SUSPEND_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Lane {
@@ -328,7 +333,7 @@ impl Entry {
 
     fn suspended(&self, retry_after: u64) -> PluginError {
         crate::metrics::get().plugin_fault(&self.plugin.name, "suspended");
-        PluginError::Suspended { plugin: self.plugin.name.clone(), retry_after, faults: TRIP_AFTER }
+        PluginError::Suspended { plugin: self.plugin.name.clone(), retry_after }
     }
 
     fn closed(&self) -> PluginError {

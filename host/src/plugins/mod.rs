@@ -25,8 +25,8 @@ pub enum PluginError {
     Fault { plugin: String, reason: String },
     /// The connection's rules are suspended for `retry_after` seconds: its plugin kept running
     /// out of CPU time (see `instance::Lane`).
-    #[error("{plugin}: suspended for {retry_after} s after exceeding its CPU time limit {faults} times in a row")]
-    Suspended { plugin: String, retry_after: u64, faults: usize },
+    #[error("{plugin}: {}", instance::suspension(*retry_after))]
+    Suspended { plugin: String, retry_after: u64 },
     /// The component cannot be used as a plugin.
     #[error("invalid plugin: {0}")]
     Invalid(String),
