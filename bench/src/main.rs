@@ -53,7 +53,8 @@ struct Args {
     /// compiled on upload: ~0.3 s of a core apiece).
     #[arg(long)]
     distinct_binaries: Option<usize>,
-    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory.
+    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory; with
+    /// `--url`, `creates` runs only the creates at c1/c8/c64.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Drive a SCIM endpoint that is already running instead (its base URL on loopback, e.g.
@@ -159,6 +160,11 @@ async fn main() -> anyhow::Result<()> {
 
     if let (Some(url), Some(token)) = (&a.url, &a.token) {
         let t = Scim::new("target", url.trim_end_matches('/').to_string(), token.clone(), &http)?;
+        if a.only.iter().any(|o| o == "creates") {
+            creates(&t, scale.creates, limit, &mut report).await;
+            report.finish();
+            return quick_failures(&a, &report);
+        }
         idp_traffic(&t, scale.creates, scale.group_members, limit, &mut report).await?;
         for c in [1usize, 8] {
             let pop = scale.group_members;
@@ -341,10 +347,7 @@ fn quick_failures(a: &Args, report: &Report) -> anyhow::Result<()> {
 /// The IdP traffic against one endpoint: creates at c1/c8/c64, the initial sync, updates by
 /// PATCH and PUT, deactivations, then a group push with `members` users.
 async fn idp_traffic(t: &Scim, creates: usize, members: usize, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
-    for c in [1usize, 8, 64] {
-        let (s, _) = scenarios::creates(t, c, creates, &format!("c{c}"), limit).await;
-        report.row(&format!("POST /Users, concurrency {c}"), &t.label, s);
-    }
+    self::creates(t, creates, limit, report).await;
     let (s, users) = scenarios::initial_sync(t, 8, creates, "sync", limit).await;
     report.note(format!("{}: {} users from the initial sync to update", t.label, users.len()));
     report.row("initial sync (GET filter + POST), c8", &t.label, s);
@@ -360,6 +363,14 @@ async fn idp_traffic(t: &Scim, creates: usize, members: usize, limit: Duration, 
     report.row(&format!("GET group with {} members", ids.len()), &t.label, g.get_full);
     report.row(&format!("GET group ({} members), excludedAttributes=members", ids.len()), &t.label, g.get_excluded);
     Ok(())
+}
+
+/// Creates at concurrency 1, 8 and 64.
+async fn creates(t: &Scim, n: usize, limit: Duration, report: &mut Report) {
+    for c in [1usize, 8, 64] {
+        let (s, _) = scenarios::creates(t, c, n, &format!("c{c}"), limit).await;
+        report.row(&format!("POST /Users, concurrency {c}"), &t.label, s);
+    }
 }
 
 /// The peer serves one connection at a time (its listen backlog overflows under concurrency

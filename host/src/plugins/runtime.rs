@@ -120,6 +120,9 @@ impl Runtime {
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0)
             .max_wasm_stack(512 << 10);
+        if std::env::var_os("MAPWRIGHT_PLUGIN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("creating the plugin engine: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Invalid(format!("linking WASI: {e}")))?;
