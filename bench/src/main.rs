@@ -122,6 +122,10 @@ fn config(hostile: Option<&std::path::Path>) -> String {
     c += &idp("plain");
     c += &idp("chained");
     c += CHAIN;
+    // The same chain without its default group: what the rules cost when their decisions
+    // add no rows to the directory.
+    c += &idp("no-grant");
+    c += &CHAIN.replace(r#", defaults = { all_users = ["app-users"] }"#, "");
     c += &idp("swapped");
     c += "[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { source = \"email\", local_part = true, case = \"lower\" }\n";
     c += "\n[[tenant]]\nname = \"noisy\"\nplugin_limits = { cpu_ms = 100 }\n";
@@ -180,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let plain = scim("plain", "bench")?.labelled("mapwright");
     let chained = scim("chained", "bench")?.labelled("mapwright+chain");
+    let no_grant = scim("no-grant", "bench")?.labelled("mapwright+chain-no-grant");
     let peer_process = match &a.peer {
         Some(p) => Some(servers::peer(p, "bench-token")?),
         None => None,
@@ -190,17 +195,35 @@ async fn main() -> anyhow::Result<()> {
     };
 
     if wants("chain") {
-        // Chain vs no chain in ABBA order: the database grows with every round and later
-        // rounds run slower, so plain-then-chained would charge that drift to the chain.
-        let (mut with, mut without) = (0.0, 0.0);
-        for (round, order) in [[&plain, &chained], [&chained, &plain]].into_iter().enumerate() {
-            for t in order {
+        // Chain vs no chain in ABBA order (then reversed, twice): the database grows with
+        // every run and later runs are slower, so plain-then-chained would charge that drift
+        // to the chain. Besides throughput, the server's CPU per create: on a shared 2-core
+        // machine it moves far less between runs than throughput does.
+        let targets = [&plain, &chained, &no_grant];
+        let (mut rate, mut cpu) = ([0.0f64; 3], [0.0f64; 3]);
+        let mut order: Vec<usize> = vec![0, 1, 2];
+        for round in 0..4 {
+            for &k in &order {
+                let t = targets[k];
+                let before = server.cpu_seconds()?;
                 let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}"), limit).await;
-                if t.label == "mapwright" { without += s.rate() } else { with += s.rate() }
-                report.row(&format!("POST /Users c8, ABBA round {}", round + 1), &t.label, s);
+                cpu[k] += (server.cpu_seconds()? - before) / s.done.max(1) as f64;
+                rate[k] += s.rate();
+                report.row(&format!("POST /Users c8, ABBA run {}", round + 1), &t.label, s);
             }
+            order.reverse();
         }
-        report.ratio("3-plugin chain / no chain, POST /Users c8, ABBA over 2 rounds", with / without.max(f64::MIN_POSITIVE));
+        let per = |x: f64| x / 4.0 * 1e6;
+        report.note(format!(
+            "server CPU per create (mean of 4 runs): no chain {:.0} µs, 3-plugin chain {:.0} µs, the chain without its default group {:.0} µs",
+            per(cpu[0]),
+            per(cpu[1]),
+            per(cpu[2])
+        ));
+        report.ratio("3-plugin chain / no chain, POST /Users c8, ABBA over 4 runs", rate[1] / rate[0].max(f64::MIN_POSITIVE));
+        report.ratio("the same, by server CPU per create (no chain / chain)", cpu[0] / cpu[1].max(f64::MIN_POSITIVE));
+        report.ratio("chain without its default group grant / no chain, throughput", rate[2] / rate[0].max(f64::MIN_POSITIVE));
+        report.ratio("the same, by server CPU per create", cpu[0] / cpu[2].max(f64::MIN_POSITIVE));
     }
 
     if wants("scim") {

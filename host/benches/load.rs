@@ -9,7 +9,9 @@
 //! ```
 //!
 //! `MW_BENCH_ONLY=username|groups|attributes` runs the "chained" scenarios with that one
-//! plugin, to see what each costs.
+//! plugin, to see what each costs. `MW_BENCH_PLUGINS=<dir>` takes the plugins from `<dir>`
+//! (`mapwright_rule_<name>.wasm`, e.g. another build of them) instead of the built-in ones;
+//! `--hooks-only` measures the plugin calls and stops.
 //!
 //! The server runs in this process (same binary code as `mapwright serve`, its own SQLite
 //! file in a temporary directory); clients and server share the machine's cores, so compare
@@ -34,10 +36,11 @@ use serde_json::json;
 
 struct Args {
     creates: usize,
+    hooks_only: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { creates: 3_000 };
+    let mut a = Args { creates: 3_000, hooks_only: false };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < v.len() {
@@ -45,6 +48,7 @@ fn args() -> Args {
         if let ("--creates", Some(n)) = (v[i].as_str(), next) {
             a.creates = n;
         }
+        a.hooks_only |= v[i] == "--hooks-only";
         i += 1;
     }
     a
@@ -157,6 +161,9 @@ async fn run(a: Args) {
     println!("Mapwright load benchmark ({} cores, server and clients in one process)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     hook_costs(&runtime).await;
+    if a.hooks_only {
+        return;
+    }
 
     // Chain vs no chain in ABBA order (plain, chained, chained, plain): the database grows
     // with every round and later rounds run slower, so a plain-then-chained order would
@@ -216,8 +223,12 @@ async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, i
 
 /// The rule chain every "chained" scenario uses: username, groups, attributes.
 fn three_plugin_chain() -> Vec<EntrySpec> {
+    let source = |name: &str| match std::env::var_os("MW_BENCH_PLUGINS") {
+        Some(dir) => PluginSource::File(std::path::Path::new(&dir).join(format!("mapwright_rule_{name}.wasm"))),
+        None => PluginSource::Builtin(name.into()),
+    };
     let spec = |name: &str, config: serde_json::Value, fresh: bool| EntrySpec {
-        plugin: PluginSource::Builtin(name.into()),
+        plugin: source(name),
         config,
         limits: Limits { fresh_instance_per_call: fresh, ..Limits::default() },
     };
@@ -228,7 +239,12 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
             spec("groups", json!({"map": {"dev users": "software_dev"}, "defaults": {"all_users": ["app-users"]}}), fresh),
             spec("attributes", json!({"mappings": [{"from": "name.familyName", "to": "urn:mapwright:custom:User:surname", "transform": ["upper"]}]}), fresh),
         ];
-        match only { Some(n) => all.into_iter().filter(|s| matches!(&s.plugin, PluginSource::Builtin(b) if *b == n)).collect(), None => all }
+        let named = |s: &EntrySpec, n: &str| match &s.plugin {
+            PluginSource::Builtin(b) => b == n,
+            PluginSource::File(p) => p.ends_with(format!("mapwright_rule_{n}.wasm")),
+            _ => false,
+        };
+        match only { Some(n) => all.into_iter().filter(|s| named(s, &n)).collect(), None => all }
     };
     mk(false)
 }

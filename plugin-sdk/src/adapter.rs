@@ -141,7 +141,9 @@ impl<P: Plugin> attributes::Guest for Adapter<P> {
             serde_json::from_str(&proposed).map_err(|e| input_error::<P>("proposed attributes are not valid JSON", e))?
         };
         let d = P::attributes(&context(ctx, current.as_deref()), &c, &u, p).map_err(rejection)?;
-        Ok(attributes::Decision { attributes: d.value.to_string(), provenance: provenance(d.provenance) })
+        // Not `to_string()`: `Display` writes through `fmt::Write` a fragment at a time, which
+        // costs a plugin call measurably more. A `Value` always serialises.
+        Ok(attributes::Decision { attributes: serde_json::to_string(&d.value).unwrap_or_default(), provenance: provenance(d.provenance) })
     }
 }
 

@@ -48,6 +48,13 @@
 extern crate self as mapwright_plugin_sdk;
 
 mod adapter;
+
+// A plugin call parses JSON into many small values and drops them all on return: talc serves
+// that pattern faster than dlmalloc (see the `talc` feature). Single-threaded wasm only,
+// which is what a component runs in.
+#[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 #[cfg(feature = "regex")]
 mod pattern;
 mod scim;

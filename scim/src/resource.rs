@@ -63,6 +63,13 @@ fn canonical_complex(def: &AttrDef, v: &Value, shown: &str, keep_read_only: bool
 }
 
 /// Canonicalises one attribute value; `None` means "unassigned".
+/// `value` as JSON text. Faster than `value.to_string()`, which goes through `fmt::Display`
+/// and its per-fragment `fmt::Write` calls; serialising a `Value` cannot fail (its map keys
+/// are strings), so this returns the text directly.
+pub fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
     if def.multi {
         let items: Vec<&Value> = match v {

@@ -12,7 +12,7 @@ use crate::store::{StoredGroup, StoredUser};
 pub const SCIM_JSON: &str = "application/scim+json; charset=utf-8";
 
 pub fn scim_json(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
+    let mut r = (status, crate::scim::resource::json_text(body)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     r
 }

@@ -14,9 +14,10 @@ use super::bindings::mapwright::plugin::types as wit;
 use super::instance::{Entry, Provenance};
 use super::runtime::{LoadedPlugin, MAX_MEMORY, Runtime};
 use super::sandbox::Limits;
-use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_groups};
+use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_entry_with, identity_groups};
 use super::bindings::exports::mapwright::plugin::deprovision as dep;
 use crate::store::{DeprovisionAction, MatchPolicy};
+use crate::scim::resource::json_text;
 use crate::store::{EntryWrite, IdpConnection};
 
 /// Where a chain entry's component comes from.
@@ -174,11 +175,15 @@ fn record(out: &mut Decisions, p: Option<Provenance>) {
 impl MappingPipeline for Chain {
     fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>> {
         Box::pin(async move {
-            let mut entry = identity_entry(user)?;
+            // An attributes hook replaces the entry's attributes: no need to copy the user's.
+            let mut entry = match self.entries.iter().any(|e| e.plugin.hooks.attributes) {
+                true => identity_entry_with(user, Value::Null)?,
+                false => identity_entry(user)?,
+            };
             let mut decisions = Decisions::new();
             let wctx = wit_context(&ctx);
-            let user_json = user.to_string();
-            let current = ctx.current.map(Value::to_string);
+            let user_json = json_text(user);
+            let current = ctx.current.map(json_text);
             for e in self.entries.iter().filter(|e| e.plugin.hooks.username) {
                 let (name, p) = e.username(&wctx, &user_json, &entry.user_name, current.as_deref()).await?;
                 entry.user_name = name;
@@ -186,7 +191,7 @@ impl MappingPipeline for Chain {
             }
             let mut attrs: Option<Value> = None;
             for e in self.entries.iter().filter(|e| e.plugin.hooks.attributes) {
-                let proposed = attrs.as_ref().map(Value::to_string).unwrap_or_else(|| user_json.clone());
+                let proposed = attrs.as_ref().map(json_text).unwrap_or_else(|| user_json.clone());
                 let (a, p) = e.attributes(&wctx, &user_json, &proposed, current.as_deref()).await?;
                 attrs = Some(a);
                 record(&mut decisions, p);
@@ -225,7 +230,7 @@ impl MappingPipeline for Chain {
             let mut action = action_to_wit(default_action(trigger));
             let mut decisions = Decisions::new();
             let wctx = wit_context(&ctx);
-            let user_json = user.to_string();
+            let user_json = json_text(user);
             let t = match trigger {
                 Trigger::Deactivated => dep::Trigger::Deactivated,
                 Trigger::Deleted => dep::Trigger::Deleted,
@@ -258,7 +263,7 @@ impl MappingPipeline for Chain {
     fn memberships<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, is_new: bool, add: Vec<String>, remove: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
         Box::pin(async move {
             let mut decisions = Decisions::new();
-            let (a, r) = self.run_memberships(&wit_context(&ctx), &user.to_string(), is_new, add, remove, &mut decisions).await?;
+            let (a, r) = self.run_memberships(&wit_context(&ctx), &json_text(user), is_new, add, remove, &mut decisions).await?;
             Ok((a, r, decisions))
         })
     }
@@ -268,7 +273,7 @@ impl MappingPipeline for Chain {
             let mut restore = true;
             let mut decisions = Decisions::new();
             let wctx = wit_context(&ctx);
-            let user_json = user.to_string();
+            let user_json = json_text(user);
             for e in self.entries.iter().filter(|e| e.plugin.hooks.deprovision) {
                 let (r, p) = e.reactivate(&wctx, &user_json, restore).await?;
                 restore = r;

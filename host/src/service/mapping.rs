@@ -135,12 +135,17 @@ pub trait MappingPipeline: Send + Sync {
 pub struct IdentityMapping;
 
 pub fn identity_entry(user: &Value) -> Result<EntryWrite, MappingError> {
+    identity_entry_with(user, user.clone())
+}
+
+/// The identity mapping's entry for `user`, with `attributes` in place of the user's own.
+pub fn identity_entry_with(user: &Value, attributes: Value) -> Result<EntryWrite, MappingError> {
     let user_name = user.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
     if user_name.trim().is_empty() {
         return Err(MappingError::Rejected { rule: "identity".into(), reason: "userName is empty".into() });
     }
     let active = user.get("active").and_then(Value::as_bool).unwrap_or(true);
-    Ok(EntryWrite { user_name, active, attributes: user.clone(), ..Default::default() })
+    Ok(EntryWrite { user_name, active, attributes, ..Default::default() })
 }
 
 pub fn identity_groups(group: &Value) -> Vec<String> {

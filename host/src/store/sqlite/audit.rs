@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::now;
 use crate::scim::eval::fold;
+use crate::scim::resource::json_text;
 use crate::store::*;
 
 /// What is audited of an entry: the application's view of it.
@@ -89,7 +90,7 @@ pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, cha
         s.entry.map(|e| e.1),
         info.chain_version,
         decisions,
-        changes.to_string(),
+        json_text(&changes),
         now(),
     ])?;
     Ok(())

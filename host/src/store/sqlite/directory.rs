@@ -174,8 +174,18 @@ pub fn cursor(c: &Connection) -> StoreResult<i64> {
 
 /// Drops changes recorded before `before` and remembers how far the feed was cut, so a
 /// cursor from before the cut is told so instead of silently missing changes.
+///
+/// Positions are handed out in time order (one writer, stamped at insert), so the cut is
+/// found by walking from the oldest row to the first one recorded at or after `before`: it
+/// reads what it is about to delete, and needs no index on the time (which would cost every
+/// directory write). A clock stepped back can leave a few rows past retention until a later
+/// purge; it never drops one inside it.
 pub fn purge_changes(t: &Transaction<'_>, before: &str) -> StoreResult<usize> {
-    let through: Option<i64> = t.prepare_cached("SELECT max(seq) FROM changes WHERE at < ?1")?.query_row([before], |r| r.get(0))?;
+    let first_kept: Option<i64> = t.prepare_cached("SELECT seq FROM changes WHERE at >= ?1 ORDER BY seq LIMIT 1")?.query_row([before], |r| r.get(0)).optional()?;
+    let through: Option<i64> = match first_kept {
+        Some(seq) => t.prepare_cached("SELECT max(seq) FROM changes WHERE seq < ?1")?.query_row([seq], |r| r.get(0))?,
+        None => t.prepare_cached("SELECT max(seq) FROM changes")?.query_row([], |r| r.get(0))?,
+    };
     let Some(through) = through else { return Ok(0) };
     let n = t.prepare_cached("DELETE FROM changes WHERE seq <= ?1")?.execute([through])?;
     t.prepare_cached("INSERT INTO counters (name, value) VALUES ('changes_floor', ?1) ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)")?
@@ -238,6 +248,24 @@ mod tests {
         assert_eq!((all.len(), more), (3, true));
         assert_eq!(next, all[2].seq);
         assert_eq!(all[0].state, Some((true, serde_json::json!({"title": "Dev"}))), "a user event carries the state it left");
+    }
+
+    #[test]
+    fn a_purge_cuts_at_the_first_change_inside_retention_in_position_order() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut c).unwrap();
+        // Positions 1..4 stamped 01, 02, 05, then 03 (the clock stepped back).
+        for at in ["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-03"] {
+            c.execute("INSERT INTO changes (tenant_id, at, kind) VALUES (1, ?1, 'group.created')", [at]).unwrap();
+        }
+        let t = c.transaction().unwrap();
+        assert_eq!(purge_changes(&t, "2026-01-04").unwrap(), 2, "1 and 2 go; 3 is inside retention, and so everything after it stays");
+        let left: Vec<i64> = t.prepare("SELECT seq FROM changes ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(left, [3, 4]);
+        assert_eq!(purge_changes(&t, "2026-01-04").unwrap(), 0, "nothing before the first change inside retention is left");
+        assert_eq!(purge_changes(&t, "2026-02-01").unwrap(), 2);
+        t.commit().unwrap();
+        assert!(matches!(changes(&c, 1, 3, 10).unwrap(), Feed::Expired { oldest: 4 }));
     }
 
     #[test]

@@ -376,6 +376,11 @@ const MIGRATIONS: &[&str] = &[
         FROM entries e, app_groups g WHERE e.id = OLD.entry_id AND g.id = OLD.group_id AND e.deleted_at IS NULL;
     END;
     "#,
+    // 13: the change feed is purged in position order (rows are appended in time order), so
+    // the index on `at` only cost every directory change a b-tree insert on the writer.
+    r#"
+    DROP INDEX changes_at;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -8,7 +8,7 @@ use super::audit::{self, Subject};
 use super::now;
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
-use crate::scim::resource::Meta;
+use crate::scim::resource::{Meta, json_text};
 use crate::scim::schema::ResourceKind;
 use crate::store::*;
 
@@ -132,7 +132,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = now();
-    let attrs = w.entry.attributes.to_string();
+    let attrs = json_text(&w.entry.attributes);
     let adopted = match &w.matching {
         MatchPolicy::Adopt { verified_domains } => find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
         MatchPolicy::Conflict => None,
@@ -164,7 +164,7 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1)",
     )?
-    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
+    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
     let pk = t.last_insert_rowid();
     write_emails(t, pk, &ix.emails)?;
     // A new entry is exactly what was just written: no need to read it back (the common
@@ -275,7 +275,7 @@ fn write_entry(t: &Transaction<'_>, entry_id: i64, writer: &str, e: &EntryWrite,
 /// Every attribute of a new entry owned by its writer.
 fn owners_of(attrs: &Value, writer: &str) -> String {
     let owners: serde_json::Map<String, Value> = attrs.as_object().map(|o| o.keys().map(|k| (k.clone(), Value::String(writer.to_string()))).collect()).unwrap_or_default();
-    Value::Object(owners).to_string()
+    json_text(&Value::Object(owners))
 }
 
 /// The owner an IdP connection's writes record on the attributes they set.
@@ -303,7 +303,7 @@ fn merge_attributes(t: &Transaction<'_>, entry_id: i64, writer: &str, new: &Valu
         attrs.insert(k.clone(), v.clone());
         owners.insert(k.clone(), Value::String(writer.to_string()));
     }
-    Ok((Value::Object(attrs).to_string(), Value::Object(owners).to_string()))
+    Ok((json_text(&Value::Object(attrs)), json_text(&Value::Object(owners))))
 }
 
 fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
@@ -336,7 +336,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
     )?
-    .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, w.body.to_string(), ts])?;
+    .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
     write_emails(t, pk, &ix.emails)?;
     let after = audit::entry_state(t, entry_id)?;
     let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
