@@ -206,7 +206,9 @@ async fn main() -> anyhow::Result<()> {
             for &k in &order {
                 let t = targets[k];
                 let before = server.cpu_seconds()?;
-                let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}"), limit).await;
+                // Names unique per target too: both chains map to the same tenant's
+                // usernames, so a shared prefix would make one chain's creates conflict.
+                let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}t{k}"), limit).await;
                 cpu[k] += (server.cpu_seconds()? - before) / s.done.max(1) as f64;
                 rate[k] += s.rate();
                 report.row(&format!("POST /Users c8, ABBA run {}", round + 1), &t.label, s);
