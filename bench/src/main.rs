@@ -201,15 +201,20 @@ async fn main() -> anyhow::Result<()> {
         // machine it moves far less between runs than throughput does.
         let targets = [&plain, &chained, &no_grant];
         let (mut rate, mut cpu) = ([0.0f64; 3], [0.0f64; 3]);
+        let (mut commits, mut writes) = ([0u64; 3], [0u64; 3]);
+        let admin = server.admin_token()?;
         let mut order: Vec<usize> = vec![0, 1, 2];
         for round in 0..4 {
             for &k in &order {
                 let t = targets[k];
                 let before = server.cpu_seconds()?;
+                let (c0, w0) = store_counters(&http, &server.url, &admin).await?;
                 // Names unique per target too: both chains map to the same tenant's
                 // usernames, so a shared prefix would make one chain's creates conflict.
                 let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}t{k}"), limit).await;
                 cpu[k] += (server.cpu_seconds()? - before) / s.done.max(1) as f64;
+                let (c1, w1) = store_counters(&http, &server.url, &admin).await?;
+                (commits[k], writes[k]) = (commits[k] + c1 - c0, writes[k] + w1 - w0);
                 rate[k] += s.rate();
                 report.row(&format!("POST /Users c8, ABBA run {}", round + 1), &t.label, s);
             }
@@ -222,6 +227,8 @@ async fn main() -> anyhow::Result<()> {
             per(cpu[1]),
             per(cpu[2])
         ));
+        let batch = |k: usize| writes[k] as f64 / commits[k].max(1) as f64;
+        report.note(format!("writes per commit (group commit): no chain {:.1}, chain {:.1}, chain without grant {:.1}", batch(0), batch(1), batch(2)));
         report.ratio("3-plugin chain / no chain, POST /Users c8, ABBA over 4 runs", rate[1] / rate[0].max(f64::MIN_POSITIVE));
         report.ratio("the same, by server CPU per create (no chain / chain)", cpu[0] / cpu[1].max(f64::MIN_POSITIVE));
         report.ratio("chain without its default group grant / no chain, throughput", rate[2] / rate[0].max(f64::MIN_POSITIVE));
@@ -388,6 +395,15 @@ async fn idp_traffic(t: &Scim, creates: usize, members: usize, limit: Duration, 
     report.row(&format!("GET group with {} members", ids.len()), &t.label, g.get_full);
     report.row(&format!("GET group ({} members), excludedAttributes=members", ids.len()), &t.label, g.get_excluded);
     Ok(())
+}
+
+/// The writer's commits and committed writes so far, from the server's /metrics.
+async fn store_counters(http: &reqwest::Client, url: &str, admin_token: &str) -> anyhow::Result<(u64, u64)> {
+    let text = http.get(format!("{url}/metrics")).bearer_auth(admin_token).send().await?.error_for_status()?.text().await?;
+    let counter = |name: &str| -> anyhow::Result<u64> {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).with_context(|| format!("no {name} in /metrics"))
+    };
+    Ok((counter("mapwright_store_commits_total ")?, counter("mapwright_store_writes_total ")?))
 }
 
 /// Creates at concurrency 1, 8 and 64.

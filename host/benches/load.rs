@@ -34,6 +34,10 @@ use mapwright::store::rules::{VersionNote, VersionSource};
 use mapwright::store::{NewIdp, RateLimit, Store};
 use serde_json::json;
 
+// The server binary's allocator, so that the figures are the server's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     creates: usize,
     hooks_only: bool,

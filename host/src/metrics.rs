@@ -37,6 +37,8 @@ pub struct Metrics {
     plugin_budget: Histograms<1>,
     plugin_faults: Family<Labels<2>, Counter>,
     store_write_seconds: Histogram,
+    store_commits: Counter,
+    store_writes: Counter,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
 }
@@ -55,6 +57,8 @@ pub fn get() -> &'static Metrics {
             plugin_budget: Family::new_with_constructor(share as fn() -> Histogram),
             plugin_faults: Family::default(),
             store_write_seconds: seconds(),
+            store_commits: Counter::default(),
+            store_writes: Counter::default(),
             active_chain: Family::default(),
             registry: Registry::default(),
         };
@@ -69,6 +73,8 @@ pub fn get() -> &'static Metrics {
         );
         registry.register("mapwright_plugin_faults", "Plugin faults by plugin and kind (cpu, memory, stack, trap, invalid_output)", m.plugin_faults.clone());
         registry.register("mapwright_store_write_seconds", "Store write latency, queueing on the writer thread included", m.store_write_seconds.clone());
+        registry.register("mapwright_store_commits", "Transactions the writer thread committed", m.store_commits.clone());
+        registry.register("mapwright_store_writes", "Writes committed; writes per commit is how well group commit batches", m.store_writes.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         Metrics { registry, ..m }
     })
@@ -99,6 +105,12 @@ impl Metrics {
 
     pub fn store_write(&self, seconds: f64) {
         self.store_write_seconds.observe(seconds);
+    }
+
+    /// One commit of the writer thread, carrying `writes` writes.
+    pub fn store_commit(&self, writes: usize) {
+        self.store_commits.inc();
+        self.store_writes.inc_by(writes as u64);
     }
 
     /// The text exposition.

@@ -211,6 +211,12 @@ fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
         assert!(text.contains(needle), "{needle} not in:\n{text}");
     }
     assert!(!text.contains("evil"));
+    // Group commit: every committed write is counted, and a commit carries at least one.
+    let counter = |name: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let (commits, writes) = (counter("mapwright_store_commits_total "), counter("mapwright_store_writes_total "));
+    assert!(commits >= 1 && writes >= commits, "{writes} writes in {commits} commits");
     assert_eq!(get("").status().as_u16(), 401);
     let out = s.cli(&["admin-token", "ops", "--tenant", "acme"]);
     let scoped = String::from_utf8_lossy(&out.stdout).split(": ").last().unwrap().trim().to_string();

@@ -253,6 +253,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats, c
     stats.commits.fetch_add(1, Relaxed);
     stats.writes.fetch_add(batch.len() as u64, Relaxed);
     stats.largest_batch.fetch_max(batch.len() as u64, Relaxed);
+    crate::metrics::get().store_commit(batch.len());
     let mut done: Vec<Done> = Vec::with_capacity(batch.len());
     let result = (|| -> StoreResult<()> {
         let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
