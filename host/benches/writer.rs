@@ -12,6 +12,8 @@
 //! valgrind --tool=callgrind target/release/deps/writer-<hash> rules 1000
 //! ```
 //!
+//! (`username` writes only what a username rule changes: another name and one decision.)
+//!
 //! `MW_BENCH_DDL='…'` runs SQL on the fresh database first (try dropping an index or
 //! replacing a trigger and count again). `callgrind_annotate --inclusive=yes` splits the
 //! total by function (`users::create`, `rule_grants`, `audit::record`, commit).
@@ -28,7 +30,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // `cargo bench` passes `--bench`; the mode and count are the first other arguments.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let rules = args.first().map(String::as_str) == Some("rules");
+    let mode = args.first().map(String::as_str).unwrap_or("plain");
+    // `username`: only what a username rule changes (another name, one decision).
+    let (rules, username) = (mode == "rules", mode == "username");
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -55,11 +59,15 @@ fn main() {
                     decisions.push(DecisionRecord { plugin: plugin.into(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
                 }
             }
+            if username {
+                entry.user_name = format!("user{i}.x");
+                decisions.push(DecisionRecord { plugin: "username".into(), rule: "username.rule".into(), reason: "what the example chain records".into() });
+            }
             let w = UserWrite { body, entry, matching: MatchPolicy::Conflict };
-            let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: rules.then_some(1), decisions };
+            let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: (rules || username).then_some(1), decisions };
             store.create_user(&idp, w, audit).await.unwrap();
         }
-        println!("{} creates ({}): {:.1} µs each, one commit per create", n, if rules { "rules" } else { "plain" }, started.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!("{} creates ({}): {:.1} µs each, one commit per create", n, mode, started.elapsed().as_secs_f64() * 1e6 / n as f64);
         store.close();
     });
 }
