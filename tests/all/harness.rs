@@ -129,6 +129,10 @@ impl Server {
         Client::new(format!("{}/admin/v1", self.url), token.to_string())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read(self.dir.path().join("server.log")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }

@@ -1,4 +1,5 @@
-//! Operating the server: structured logs without secrets, request ids, graceful shutdown.
+//! Operating the server: structured logs without secrets, request ids, graceful shutdown,
+//! profiling plugin code.
 
 use serde_json::{Value, json};
 
@@ -61,4 +62,20 @@ fn configured_connections_are_created_and_their_settings_applied() {
     assert!((0..10).all(|_| c.get("/Users").status == 200));
     let list = String::from_utf8_lossy(&s.cli(&["idp", "list"]).stdout).to_string();
     assert!(list.contains("acme/okta\tokta\t0/s"), "{list}");
+}
+
+#[test]
+fn with_perfmap_set_the_server_names_plugin_code_for_perf_and_otherwise_writes_no_map() {
+    let chain = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n";
+    // perf reads /tmp/perf-<pid>.map (its convention, not ours), so that is where it lands.
+    let map_of = |s: &Server| std::path::PathBuf::from(format!("/tmp/perf-{}.map", s.pid()));
+    let s = Server::start_env(chain, &[("RUST_LOG", "warn"), ("MAPWRIGHT_PLUGIN_PERFMAP", "1")]);
+    s.declared("acme", "okta").user("perf.map@acme.com");
+    let map = map_of(&s);
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    assert!(text.lines().any(|l| l.contains("wasm")), "no plugin functions in {}:\n{text}", map.display());
+    let plain = Server::start_with(chain);
+    plain.declared("acme", "okta").user("no.map@acme.com");
+    assert!(!map_of(&plain).exists(), "a map written without being asked");
 }
