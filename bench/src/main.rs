@@ -203,8 +203,9 @@ async fn main() -> anyhow::Result<()> {
         let (mut rate, mut cpu) = ([0.0f64; 3], [0.0f64; 3]);
         let (mut commits, mut writes) = ([0u64; 3], [0u64; 3]);
         let admin = server.admin_token()?;
+        const RUNS: usize = 4;
         let mut order: Vec<usize> = vec![0, 1, 2];
-        for round in 0..4 {
+        for round in 0..RUNS {
             for &k in &order {
                 let t = targets[k];
                 let before = server.cpu_seconds()?;
@@ -220,16 +221,16 @@ async fn main() -> anyhow::Result<()> {
             }
             order.reverse();
         }
-        let per = |x: f64| x / 4.0 * 1e6;
+        let per = |x: f64| x / RUNS as f64 * 1e6;
         report.note(format!(
-            "server CPU per create (mean of 4 runs): no chain {:.0} µs, 3-plugin chain {:.0} µs, the chain without its default group {:.0} µs",
+            "server CPU per create (mean of {RUNS} runs): no chain {:.0} µs, 3-plugin chain {:.0} µs, the chain without its default group {:.0} µs",
             per(cpu[0]),
             per(cpu[1]),
             per(cpu[2])
         ));
         let batch = |k: usize| writes[k] as f64 / commits[k].max(1) as f64;
         report.note(format!("writes per commit (group commit): no chain {:.1}, chain {:.1}, chain without grant {:.1}", batch(0), batch(1), batch(2)));
-        report.ratio("3-plugin chain / no chain, POST /Users c8, ABBA over 4 runs", rate[1] / rate[0].max(f64::MIN_POSITIVE));
+        report.ratio(&format!("3-plugin chain / no chain, POST /Users c8, ABBA over {RUNS} runs"), rate[1] / rate[0].max(f64::MIN_POSITIVE));
         report.ratio("the same, by server CPU per create (no chain / chain)", cpu[0] / cpu[1].max(f64::MIN_POSITIVE));
         report.ratio("chain without its default group grant / no chain, throughput", rate[2] / rate[0].max(f64::MIN_POSITIVE));
         report.ratio("the same, by server CPU per create", cpu[0] / cpu[2].max(f64::MIN_POSITIVE));

@@ -220,8 +220,7 @@ mod tests {
         let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 9 0 1234 0 0";
         assert!((cpu_seconds(stat).unwrap() - 2.87).abs() < 1e-9);
         assert!(cpu_seconds("4242 (x) S 1").is_err());
-        let me = cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
-        assert!(me >= 0.0);
+        assert!(cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap()).is_ok(), "a real /proc/self/stat parses");
     }
 
     #[test]
@@ -234,4 +233,3 @@ mod tests {
         }
     }
 }
-

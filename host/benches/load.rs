@@ -255,7 +255,8 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
     mk(false)
 }
 
-/// In-process cost of running the chain's user mapping (one call per hook an entry has), reused vs fresh instances, without HTTP or storage.
+/// In-process cost of running the chain's user mapping (one call per hook an entry has),
+/// reused vs fresh instances, without HTTP or storage.
 async fn hook_costs(runtime: &Arc<Runtime>) {
     let idp = mapwright::store::IdpConnection {
         id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::store::IdpKind::Generic,

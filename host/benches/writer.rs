@@ -31,8 +31,14 @@ fn main() {
     // `cargo bench` passes `--bench`; the mode and count are the first other arguments.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let mode = args.first().map(String::as_str).unwrap_or("plain");
-    // `username`: only what a username rule changes (another name, one decision).
-    let (rules, username) = (mode == "rules", mode == "username");
+    // `username`: only what a username rule changes (another name, one decision); `rules`:
+    // that, and the attributes, group and decisions of the other two plugins.
+    let rules: &[&str] = match mode {
+        "plain" => &[],
+        "username" => &["username"],
+        "rules" => &["username", "attributes", "groups"],
+        other => panic!("unknown mode {other:?}: plain, username or rules"),
+    };
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -51,20 +57,18 @@ fn main() {
                 "name": {"givenName": "Bench", "familyName": email}, "emails": [{"value": email, "type": "work", "primary": true}]});
             let mut entry = EntryWrite { user_name: email.clone(), active: true, attributes: body.clone(), ..Default::default() };
             let mut decisions = Vec::new();
-            if rules {
+            if !rules.is_empty() {
                 entry.user_name = format!("user{i}.x");
+            }
+            if rules.contains(&"attributes") {
                 entry.attributes["urn:mapwright:custom:User"] = json!({"surname": email.to_uppercase()});
                 entry.grant.push("app-users".into());
-                for plugin in ["username", "attributes", "groups"] {
-                    decisions.push(DecisionRecord { plugin: plugin.into(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
-                }
             }
-            if username {
-                entry.user_name = format!("user{i}.x");
-                decisions.push(DecisionRecord { plugin: "username".into(), rule: "username.rule".into(), reason: "what the example chain records".into() });
+            for plugin in rules {
+                decisions.push(DecisionRecord { plugin: plugin.to_string(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
             }
             let w = UserWrite { body, entry, matching: MatchPolicy::Conflict };
-            let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: (rules || username).then_some(1), decisions };
+            let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: (!rules.is_empty()).then_some(1), decisions };
             store.create_user(&idp, w, audit).await.unwrap();
         }
         println!("{} creates ({}): {:.1} µs each, one commit per create", n, mode, started.elapsed().as_secs_f64() * 1e6 / n as f64);
