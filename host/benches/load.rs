@@ -11,7 +11,7 @@
 //! `MW_BENCH_ONLY=username|groups|attributes` runs the "chained" scenarios with that one
 //! plugin, to see what each costs. `MW_BENCH_PLUGINS=<dir>` takes the plugins from `<dir>`
 //! (`mapwright_rule_<name>.wasm`, e.g. another build of them) instead of the built-in ones;
-//! `--hooks-only` measures the plugin calls and stops. `MW_BENCH_EVICT=<bytes>` writes that
+//! `--hooks-only` measures the plugin calls and stops (`MW_BENCH_CALLS=<n>` users; default 20,000). `MW_BENCH_EVICT=<bytes>` writes that
 //! much memory between two users (untimed) so the calls run with cold caches, as they do in a
 //! loaded server (`MW_BENCH_EVICT=33554432`: about 4x the warm cost on the project machine).
 //!
@@ -273,7 +273,10 @@ async fn hook_costs(runtime: &Arc<Runtime>) {
         for _ in 0..200 {
             chain.map_user(ctx, &user).await.unwrap();
         }
-        let n = if fresh { 2_000 } else { 20_000 };
+        // MW_BENCH_CALLS=<n>: users mapped with reused instances (a tenth of it with fresh
+        // ones), e.g. more for a profiler to see the calls rather than the compiles.
+        let reused: usize = std::env::var("MW_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let n = if fresh { reused / 10 } else { reused };
         // MW_BENCH_EVICT=<bytes>: write that much memory between users (not timed), as the
         // rest of a request does in a loaded server; a tight loop keeps every cache warm.
         let evict: usize = std::env::var("MW_BENCH_EVICT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
