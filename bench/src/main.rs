@@ -201,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         // machine it moves far less between runs than throughput does.
         let targets = [&plain, &chained, &no_grant];
         let (mut rate, mut cpu) = ([0.0f64; 3], [0.0f64; 3]);
+        let (mut threads, mut client) = ([servers::ThreadCpu::default(); 3], [0.0f64; 3]);
         let (mut commits, mut writes) = ([0u64; 3], [0u64; 3]);
         let admin = server.admin_token()?;
         const RUNS: usize = 4;
@@ -209,11 +210,16 @@ async fn main() -> anyhow::Result<()> {
             for &k in &order {
                 let t = targets[k];
                 let before = server.cpu_seconds()?;
+                let (t0, me0) = (server.thread_cpu()?, servers::own_cpu_seconds()?);
                 let (c0, w0) = store_counters(&http, &server.url, &admin).await?;
                 // Names unique per target too: both chains map to the same tenant's
                 // usernames, so a shared prefix would make one chain's creates conflict.
                 let (s, _) = scenarios::creates(t, 8, scale.creates * 2, &format!("abba{round}t{k}"), limit).await;
-                cpu[k] += (server.cpu_seconds()? - before) / s.done.max(1) as f64;
+                let n = s.done.max(1) as f64;
+                cpu[k] += (server.cpu_seconds()? - before) / n;
+                let used = server.thread_cpu()? - t0;
+                threads[k] = servers::ThreadCpu { writer: threads[k].writer + used.writer / n, workers: threads[k].workers + used.workers / n };
+                client[k] += (servers::own_cpu_seconds()? - me0) / n;
                 let (c1, w1) = store_counters(&http, &server.url, &admin).await?;
                 (commits[k], writes[k]) = (commits[k] + c1 - c0, writes[k] + w1 - w0);
                 rate[k] += s.rate();
@@ -228,6 +234,16 @@ async fn main() -> anyhow::Result<()> {
             per(cpu[1]),
             per(cpu[2])
         ));
+        // Where it goes: the writer is one thread, the workers run requests and plugin calls,
+        // and this load generator shares the same cores (a real IdP would not).
+        for (k, what) in ["no chain", "3-plugin chain", "chain without its default group"].iter().enumerate() {
+            report.note(format!(
+                "CPU per create, {what}: writer thread {:.0} µs, request workers {:.0} µs, load generator {:.0} µs",
+                per(threads[k].writer),
+                per(threads[k].workers),
+                per(client[k])
+            ));
+        }
         let batch = |k: usize| writes[k] as f64 / commits[k].max(1) as f64;
         report.note(format!("writes per commit (group commit): no chain {:.1}, chain {:.1}, chain without grant {:.1}", batch(0), batch(1), batch(2)));
         report.ratio(&format!("3-plugin chain / no chain, POST /Users c8, ABBA over {RUNS} runs"), rate[1] / rate[0].max(f64::MIN_POSITIVE));

@@ -49,6 +49,24 @@ impl Process {
         cpu_seconds(&std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?)
     }
 
+    /// CPU time so far of the SQLite writer thread and of the request workers (the rest of
+    /// the process is left out), from /proc/PID/task: the writer is one thread, so its CPU
+    /// per create bounds throughput however many cores there are.
+    pub fn thread_cpu(&self) -> anyhow::Result<ThreadCpu> {
+        let mut cpu = ThreadCpu::default();
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            // A thread may end between the listing and the read: skip it.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else { continue };
+            match thread_name(&stat) {
+                // Thread names are cut to 15 bytes: "mapwright-writer" reads "mapwright-write".
+                Some("mapwright-write") => cpu.writer += cpu_seconds(&stat)?,
+                Some("tokio-rt-worker") => cpu.workers += cpu_seconds(&stat)?,
+                _ => {}
+            }
+        }
+        Ok(cpu)
+    }
+
     /// The token printed for `tenant/idp` on first start.
     pub fn token(&self, tenant: &str, idp: &str) -> anyhow::Result<String> {
         let header = format!("IdP connection {tenant}/{idp} ");
@@ -200,6 +218,31 @@ impl Scim {
     }
 }
 
+/// CPU seconds of a server's writer thread and of its request workers (tokio's threads, which
+/// also run plugin calls and blocking reads).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadCpu {
+    pub writer: f64,
+    pub workers: f64,
+}
+
+impl std::ops::Sub for ThreadCpu {
+    type Output = ThreadCpu;
+    fn sub(self, o: ThreadCpu) -> ThreadCpu {
+        ThreadCpu { writer: self.writer - o.writer, workers: self.workers - o.workers }
+    }
+}
+
+/// The CPU time this process (the load generator) has used so far.
+pub fn own_cpu_seconds() -> anyhow::Result<f64> {
+    cpu_seconds(&std::fs::read_to_string("/proc/self/stat")?)
+}
+
+/// The command (thread) name of a /proc/PID/stat line: between the first '(' and the last ')'.
+fn thread_name(stat: &str) -> Option<&str> {
+    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
+}
+
 /// utime + stime of a /proc/PID/stat line, in seconds. The fields after the command name
 /// (which may contain spaces and parentheses, hence the last ')') are counted from 3; they are
 /// in clock ticks of USER_HZ, which is 100 on Linux.
@@ -212,6 +255,7 @@ fn cpu_seconds(stat: &str) -> anyhow::Result<f64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -221,6 +265,9 @@ mod tests {
         assert!((cpu_seconds(stat).unwrap() - 2.87).abs() < 1e-9);
         assert!(cpu_seconds("4242 (x) S 1").is_err());
         assert!(cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap()).is_ok(), "a real /proc/self/stat parses");
+        assert_eq!(thread_name(stat), Some("a (b) c"));
+        assert_eq!(thread_name("1 (tokio-rt-worker) S 1"), Some("tokio-rt-worker"));
+        assert_eq!(thread_name("garbage"), None);
     }
 
     #[test]
