@@ -49,14 +49,12 @@ extern crate self as mapwright_plugin_sdk;
 
 mod adapter;
 
-// A plugin call parses JSON into many small values and drops them all on return: size-class
-// free lists over talc serve that pattern in a few instructions (see `alloc` and the `talc`
-// feature). Single-threaded wasm only, which is what a component runs in.
-#[cfg(any(test, all(feature = "talc", target_family = "wasm", not(target_feature = "atomics"))))]
-mod alloc;
+// A plugin call parses JSON into many small values and drops them all on return: talc serves
+// that pattern faster than dlmalloc (see the `talc` feature). Single-threaded wasm only,
+// which is what a component runs in.
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: alloc::global::PluginAlloc = alloc::global::PluginAlloc::new();
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 #[cfg(feature = "regex")]
 mod pattern;
 mod scim;
