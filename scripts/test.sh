@@ -42,8 +42,11 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt
 
 # The benchmark tool, in a quick run of every scenario (debug build, against the peer too):
-# proof that it still drives both servers; its figures mean nothing at this size.
-cargo build --locked -p mapwright-bench
+# proof that it still drives both servers; its figures mean nothing at this size. Its binary
+# comes from `cargo test --workspace` above (bench/tests/cli.rs runs it), built with the
+# workspace's features: a separate `cargo build -p mapwright-bench` would resolve tokio,
+# hyper and reqwest with fewer features and build them all again (~4 min on 2 cores).
+test -x "$CARGO_TARGET_DIR/debug/mapwright-bench"
 "$CARGO_TARGET_DIR/debug/mapwright-bench" --quick --server-bin "$CARGO_TARGET_DIR/debug/mapwright" \
     --peer "$venv/bin/scim2-server" --plugins-dir "$CARGO_TARGET_DIR/wasm-plugins/wasm32-wasip2/wasm-plugins" > "$CARGO_TARGET_DIR/bench-quick.txt"
 grep -q "^## All results" "$CARGO_TARGET_DIR/bench-quick.txt"
