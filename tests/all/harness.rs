@@ -53,6 +53,11 @@ impl Server {
         Server::start_in(tempfile::tempdir().unwrap(), extra, env)
     }
 
+    /// Starts a server whose virtual address space is limited to `kib` KiB (`ulimit -v`).
+    pub fn start_address_space_limited(extra: &str, kib: u64) -> Server {
+        Server::spawn(tempfile::tempdir().unwrap(), extra, &[("RUST_LOG", "warn")], Some(kib))
+    }
+
     /// Stops this server and starts another on the same data directory.
     pub fn restart(self, extra: &str) -> Server {
         self.restart_after(extra, |_| {})
@@ -77,9 +82,21 @@ impl Server {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Server {
+        Server::spawn(dir, extra, env, None)
+    }
+
+    fn spawn(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)], address_space_kib: Option<u64>) -> Server {
         let cfg = config_file(dir.path(), extra);
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = match address_space_kib {
+            None => Command::new(BIN),
+            Some(kib) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", "ulimit -v \"$0\" && exec \"$@\"", &kib.to_string(), BIN]);
+                sh
+            }
+        };
+        let mut child = command
             .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "serve"])
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

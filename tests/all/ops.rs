@@ -79,3 +79,22 @@ fn with_perfmap_set_the_server_names_plugin_code_for_perf_and_otherwise_writes_n
     plain.declared("acme", "okta").user("no.map@acme.com");
     assert!(!map_of(&plain).exists(), "a map written without being asked");
 }
+
+#[test]
+fn without_address_space_for_unchecked_plugin_memories_the_server_still_runs_its_rules() {
+    let chain = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n";
+    // 256 GiB: too little for the pool's 2,000 memory slots of 4 GiB, enough for slots of
+    // 64 MiB, whose compiled code checks bounds.
+    let s = Server::start_address_space_limited(chain, 256 << 20);
+    let okta = s.declared("acme", "okta");
+    okta.user("jane.doe@acme.com");
+    let entry = crate::harness::directory_entry(&s.db(), "acme", "jane.doe");
+    assert!(entry.is_some(), "the username rule did not run; log: {}", s.log());
+    assert!(s.log().contains("plugin code runs with bounds checks"), "no warning; log: {}", s.log());
+    // Without the limit: the unchecked layout, and no warning.
+    let free = Server::start_with(chain);
+    free.declared("acme", "okta").user("john.roe@acme.com");
+    assert!(crate::harness::directory_entry(&free.db(), "acme", "john.roe").is_some());
+    assert!(!free.log().contains("bounds checks"), "{}", free.log());
+}
+

@@ -103,32 +103,47 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The address space each memory slot reserves: 4 GiB and a 32 MiB guard, although a memory
+/// never grows past MAX_MEMORY. Then no 32-bit address can leave the reservation and the
+/// compiled code needs no bounds check on its loads and stores; reserving only MAX_MEMORY made
+/// the chain's calls about 30% slower (load bench, --hooks-only). The pool reserves ~8 TiB of
+/// virtual address space this way, none of it committed.
+const FAST: (u64, u64) = (4 << 30, 32 << 20);
+/// Where that much address space is not to be had (`ulimit -v`, a 39-bit address space): slots
+/// of MAX_MEMORY with a small guard, and bounds checks in the code (~130 GiB for the pool).
+const COMPACT: (u64, u64) = (MAX_MEMORY as u64, 64 << 10);
+
+fn engine_config((reservation, guard): (u64, u64)) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_INSTANCES)
+        .total_core_instances(MAX_INSTANCES * 4)
+        .total_memories(MAX_INSTANCES * 2)
+        .total_tables(MAX_INSTANCES * 2)
+        .max_memory_size(MAX_MEMORY);
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .memory_reservation(reservation)
+        .memory_guard_size(guard)
+        .memory_reservation_for_growth(0)
+        .max_wasm_stack(512 << 10);
+    if std::env::var_os("MAPWRIGHT_PLUGIN_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
 impl Runtime {
     pub fn new() -> Result<Runtime, PluginError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
-            .total_core_instances(MAX_INSTANCES * 4)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 2)
-            .max_memory_size(MAX_MEMORY);
-        let mut config = Config::new();
-        config
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            // 4 GiB of address space and a 32 MiB guard per memory slot, although a memory
-            // never grows past MAX_MEMORY: then no 32-bit address can leave the reservation and
-            // the compiled code needs no bounds check on its loads and stores. Reserving only
-            // MAX_MEMORY made the chain's calls about 30% slower (load bench, --hooks-only).
-            // The pool reserves ~8 TiB of virtual address space, none of it committed.
-            .memory_reservation(4 << 30)
-            .memory_guard_size(32 << 20)
-            .memory_reservation_for_growth(0)
-            .max_wasm_stack(512 << 10);
-        if std::env::var_os("MAPWRIGHT_PLUGIN_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("creating the plugin engine (its instance pool reserves ~8 TiB of address space: is `ulimit -v` set?): {e}")))?;
+        let engine = match Engine::new(&engine_config(FAST)) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reserve 4 GiB of address space per plugin memory (is `ulimit -v` set?): plugin code runs with bounds checks, about 30% slower");
+                Engine::new(&engine_config(COMPACT)).map_err(|e| PluginError::Invalid(format!("creating the plugin engine (its instance pool reserves ~130 GiB of address space: is `ulimit -v` set?): {e}")))?
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Invalid(format!("linking WASI: {e}")))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
