@@ -17,7 +17,7 @@
 //! `MW_BENCH_DDL='…'` runs SQL on the fresh database first (try dropping an index or
 //! replacing a trigger and count again). `callgrind_annotate --inclusive=yes` splits the
 //! total by function (`users::create`, `rule_grants`, `audit::record`, commit).
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
 
 use mapwright::store::sqlite::SqliteStore;
 use mapwright::store::*;

@@ -90,7 +90,7 @@ pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, cha
         s.entry.map(|e| e.1),
         info.chain_version,
         decisions,
-        json_text(&changes),
+        json_text(changes),
         now(),
     ])?;
     Ok(())
