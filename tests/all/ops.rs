@@ -5,6 +5,9 @@ use serde_json::{Value, json};
 
 use crate::harness::Server;
 
+/// One connection whose chain is the username plugin (the email's local part).
+const USERNAME_CHAIN: &str = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n";
+
 #[test]
 fn json_logs_carry_request_context_and_no_secrets() {
     let mut s = Server::start_env("", &[("RUST_LOG", "info"), ("MAPWRIGHT_LOG_FORMAT", "json")]);
@@ -66,33 +69,31 @@ fn configured_connections_are_created_and_their_settings_applied() {
 
 #[test]
 fn with_perfmap_set_the_server_names_plugin_code_for_perf_and_otherwise_writes_no_map() {
-    let chain = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n";
     // perf reads /tmp/perf-<pid>.map (its convention, not ours), so that is where it lands.
     let map_of = |s: &Server| std::path::PathBuf::from(format!("/tmp/perf-{}.map", s.pid()));
-    let s = Server::start_env(chain, &[("RUST_LOG", "warn"), ("MAPWRIGHT_PLUGIN_PERFMAP", "1")]);
+    let s = Server::start_env(USERNAME_CHAIN, &[("RUST_LOG", "warn"), ("MAPWRIGHT_PLUGIN_PERFMAP", "1")]);
     s.declared("acme", "okta").user("perf.map@acme.com");
     let map = map_of(&s);
     let text = std::fs::read_to_string(&map).unwrap_or_default();
     let _ = std::fs::remove_file(&map);
     assert!(text.lines().any(|l| l.contains("wasm")), "no plugin functions in {}:\n{text}", map.display());
-    let plain = Server::start_with(chain);
+    let plain = Server::start_with(USERNAME_CHAIN);
     plain.declared("acme", "okta").user("no.map@acme.com");
     assert!(!map_of(&plain).exists(), "a map written without being asked");
 }
 
 #[test]
 fn without_address_space_for_unchecked_plugin_memories_the_server_still_runs_its_rules() {
-    let chain = "[[tenant]]\nname = \"acme\"\n[[tenant.idp]]\nname = \"okta\"\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = { local_part = true }\n";
     // 256 GiB: too little for the pool's 2,000 memory slots of 4 GiB, enough for slots of
     // 64 MiB, whose compiled code checks bounds.
-    let s = Server::start_address_space_limited(chain, 256 << 20);
+    let s = Server::start_address_space_limited(USERNAME_CHAIN, 256 << 20);
     let okta = s.declared("acme", "okta");
     okta.user("jane.doe@acme.com");
     let entry = crate::harness::directory_entry(&s.db(), "acme", "jane.doe");
     assert!(entry.is_some(), "the username rule did not run; log: {}", s.log());
     assert!(s.log().contains("plugin code runs with bounds checks"), "no warning; log: {}", s.log());
     // Without the limit: the unchecked layout, and no warning.
-    let free = Server::start_with(chain);
+    let free = Server::start_with(USERNAME_CHAIN);
     free.declared("acme", "okta").user("john.roe@acme.com");
     assert!(crate::harness::directory_entry(&free.db(), "acme", "john.roe").is_some());
     assert!(!free.log().contains("bounds checks"), "{}", free.log());
