@@ -62,7 +62,6 @@ fn canonical_complex(def: &AttrDef, v: &Value, shown: &str, keep_read_only: bool
     Ok(if out.is_empty() { None } else { Some(Value::Object(out)) })
 }
 
-/// Canonicalises one attribute value; `None` means "unassigned".
 /// `value` as JSON text. Faster than `value.to_string()`, which goes through `fmt::Display`
 /// and its per-fragment `fmt::Write` calls; serialising a `Value` cannot fail (its map keys
 /// are strings), so this returns the text directly.
@@ -70,6 +69,7 @@ pub fn json_text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+/// Canonicalises one attribute value; `None` means "unassigned".
 pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
     if def.multi {
         let items: Vec<&Value> = match v {

@@ -176,10 +176,7 @@ impl MappingPipeline for Chain {
     fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>> {
         Box::pin(async move {
             // An attributes hook replaces the entry's attributes: no need to copy the user's.
-            let mut entry = match self.entries.iter().any(|e| e.plugin.hooks.attributes) {
-                true => identity_entry_with(user, Value::Null)?,
-                false => identity_entry(user)?,
-            };
+            let mut entry = if self.entries.iter().any(|e| e.plugin.hooks.attributes) { identity_entry_with(user, Value::Null)? } else { identity_entry(user)? };
             let mut decisions = Decisions::new();
             let wctx = wit_context(&ctx);
             let user_json = json_text(user);
