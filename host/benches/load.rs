@@ -300,6 +300,8 @@ async fn hook_costs(runtime: &Arc<Runtime>) {
 }
 
 fn main() {
+    // As the server does (main.rs).
+    assert!(mapwright::store::sqlite::alloc::install(), "SQLite was initialised before its allocator was set");
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run(a));

@@ -14,7 +14,8 @@
 //!
 //! (`username` writes only what a username rule changes: another name and one decision.)
 //!
-//! `MW_BENCH_DDL='…'` runs SQL on the fresh database first (try dropping an index or
+//! `MW_BENCH_SQLITE_ALLOC=system` leaves SQLite on its default allocator (the server routes it
+//! to mimalloc). `MW_BENCH_DDL='…'` runs SQL on the fresh database first (try dropping an index or
 //! replacing a trigger and count again). `callgrind_annotate --inclusive=yes` splits the
 //! total by function (`users::create`, `rule_grants`, `audit::record`, commit).
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
@@ -28,6 +29,11 @@ use serde_json::json;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // As the server does (main.rs); `MW_BENCH_SQLITE_ALLOC=system` keeps SQLite's default
+    // allocator, to compare.
+    if std::env::var("MW_BENCH_SQLITE_ALLOC").as_deref() != Ok("system") {
+        assert!(mapwright::store::sqlite::alloc::install(), "SQLite was initialised before its allocator was set");
+    }
     // `cargo bench` passes `--bench`; the mode and count are the first other arguments.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let mode = args.first().map(String::as_str).unwrap_or("plain");

@@ -1,11 +1,14 @@
 use clap::Parser;
 
 // glibc malloc's slow paths were the largest host-side cost of a chained request; mimalloc
-// took about 40% off the server's CPU per create (BENCHMARKS.md). SQLite keeps its own.
+// took about 40% off the server's CPU per create (BENCHMARKS.md). SQLite gets it too, below.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before anything opens a database: SQLite takes an allocator only before it initialises.
+    // Should it ever not take effect, SQLite keeps its default one, slower but correct.
+    let _ = mapwright::store::sqlite::alloc::install();
     let cli = mapwright::cli::Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
