@@ -9,7 +9,7 @@ use super::PluginError;
 use super::bindings::HostRules as Rules;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
-use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime, budget};
+use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime};
 use super::sandbox::{Limits, SandboxState};
 
 /// Calls a plugin export on a pooled instance: the instance goes back to the pool after a
@@ -244,9 +244,7 @@ impl Entry {
     /// own (discarded after), if the plugin has a self-test.
     async fn self_test(&self) -> Result<(), PluginError> {
         let Some(pre) = &self.plugin.self_test else { return Ok(()) };
-        let mut store = Store::new(&self.runtime.engine, SandboxState::new(&self.limits));
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(budget);
+        let mut store = self.runtime.new_store(&self.limits);
         self.arm_store(&mut store);
         let fault = |reason: String| PluginError::Fault { plugin: self.plugin.name.clone(), reason };
         let st = pre.instantiate_async(&mut store).await.map_err(|e| fault(format!("self-test instantiation failed: {e:#}")))?;
@@ -262,9 +260,7 @@ impl Entry {
             IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
             return Ok(i.inst);
         }
-        let mut store = Store::new(&self.runtime.engine, SandboxState::new(&self.limits));
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(budget);
+        let mut store = self.runtime.new_store(&self.limits);
         self.arm_store(&mut store);
         let rules = self.plugin.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Fault {
             plugin: self.plugin.name.clone(),

@@ -4,6 +4,7 @@
 //!   cache keyed by content hash, and per-call limits.
 //! - [`sandbox`]: what a plugin's store holds: WASI with nothing granted (no files, network,
 //!   environment; fixed clocks; deterministic randomness), memory limits, captured stderr.
+//! - [`ticker`]: the epoch clock of the CPU limits; it runs while any plugin store exists.
 //! - [`instance`]: calls into one chain entry, reusing its instances between calls.
 //! - [`chain`]: an IdP connection's ordered entries as a [`MappingPipeline`](crate::service::mapping::MappingPipeline).
 
@@ -13,6 +14,7 @@ pub mod chain;
 pub mod instance;
 pub mod runtime;
 pub mod sandbox;
+pub mod ticker;
 
 /// Why a plugin call or load failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

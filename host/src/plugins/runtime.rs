@@ -5,7 +5,6 @@
 //! and is discarded after any trap. Linear memory is bounded per instance, CPU per call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use super::PluginError;
 use super::bindings::HostRulesPre as RulesPre;
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
 use super::sandbox::{Limits, SandboxState};
+use super::ticker::Ticker;
 
 /// Instances the pooling allocator can hold at once (busy and idle).
 pub const MAX_INSTANCES: u32 = 1000;
@@ -78,24 +78,28 @@ pub struct Runtime {
     cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     /// Where compiled artifacts persist between runs (`<sha256>-<engine hash>.cwasm`).
     disk_cache: Option<std::path::PathBuf>,
-    stop_ticker: Arc<AtomicBool>,
-    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    ticker: Ticker,
 }
 
 impl Runtime {
     /// Stops the epoch ticker and waits for it, so no thread touches the engine while the
     /// process exits.
     pub fn shutdown(&self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-        if let Some(h) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
-            let _ = h.join();
-        }
+        self.ticker.stop();
     }
-}
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+    /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
+    /// and a token that keeps the epoch ticker running while the store lives.
+    pub(crate) fn new_store(&self, limits: &Limits) -> Store<SandboxState> {
+        let mut store = Store::new(&self.engine, SandboxState::new(limits, self.ticker.ticking()));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(budget);
+        store
+    }
+
+    /// Epochs the ticker has advanced (it parks while no plugin store exists).
+    pub fn ticks(&self) -> u64 {
+        self.ticker.ticks()
     }
 }
 
@@ -146,18 +150,10 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Invalid(format!("linking WASI: {e}")))?;
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (e, stop) = (engine.clone(), stop_ticker.clone());
-        let ticker = std::thread::Builder::new()
-            .name("mapwright-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    e.increment_epoch();
-                }
-            })
-            .map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
-        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, stop_ticker, ticker: Mutex::new(Some(ticker)) })
+        // A store is alive for as long as no idle instance has expired: park after a second
+        // without any.
+        let ticker = Ticker::start(engine.clone(), TICK, 1000).map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
+        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, ticker })
     }
 
     /// Persists compiled components under `dir`, so a restart does not compile them again.
@@ -241,10 +237,8 @@ impl Runtime {
         let pre = RulesPre::new(instance_pre).map_err(|e| {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
-        let mut store = Store::new(&self.engine, SandboxState::new(&Limits::default()));
-        store.limiter(|s| &mut s.limits);
+        let mut store = self.new_store(&Limits::default());
         store.data_mut().ticks_left = Limits::default().cpu_ms;
-        store.epoch_deadline_callback(budget);
         store.set_epoch_deadline(1);
         let rules = pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Invalid(format!("instantiating: {e:#}")))?;
         let info = rules

@@ -8,6 +8,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use crate::store::rules::Limits;
+use super::ticker::Ticking;
 
 /// How much of a plugin's stderr is kept (panic messages end up there).
 const STDERR_CAPACITY: usize = 4096;
@@ -40,10 +41,12 @@ pub struct SandboxState {
     stderr: MemoryOutputPipe,
     /// Epoch ticks this call may still run.
     pub ticks_left: u64,
+    /// Keeps the epoch ticker running while this store lives.
+    _ticking: Ticking,
 }
 
 impl SandboxState {
-    pub fn new(limits: &Limits) -> SandboxState {
+    pub fn new(limits: &Limits, ticking: Ticking) -> SandboxState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut b = WasiCtxBuilder::new();
         // Defaults already grant no files, environment, arguments or name lookups, and
@@ -63,6 +66,7 @@ impl SandboxState {
             limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
             stderr,
             ticks_left: 0,
+            _ticking: ticking,
         }
     }
 
