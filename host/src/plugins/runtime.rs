@@ -96,11 +96,6 @@ impl Runtime {
         store.epoch_deadline_callback(budget);
         store
     }
-
-    /// Epochs the ticker has advanced (it parks while no plugin store exists).
-    pub fn ticks(&self) -> u64 {
-        self.ticker.ticks()
-    }
 }
 
 pub fn content_hash(bytes: &[u8]) -> String {

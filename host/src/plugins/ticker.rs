@@ -24,7 +24,7 @@ struct Shared {
     stores: AtomicUsize,
     parked: AtomicBool,
     stop: AtomicBool,
-    /// Epochs advanced so far (for tests and diagnostics).
+    /// Epochs advanced so far (read by the tests).
     ticks: AtomicU64,
     thread: OnceLock<Thread>,
 }
@@ -73,12 +73,14 @@ impl Ticker {
     }
 
     /// Epochs advanced since the start.
-    pub fn ticks(&self) -> u64 {
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
         self.shared.ticks.load(SeqCst)
     }
 
     /// Whether the thread is parked (no store for a while).
-    pub fn is_parked(&self) -> bool {
+    #[cfg(test)]
+    fn is_parked(&self) -> bool {
         self.shared.parked.load(SeqCst)
     }
 
