@@ -272,7 +272,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats, c
             }
         } else {
             for job in batch.drain(..) {
-                // Cached: parsing them for every write cost ~4k instructions each (callgrind).
+                // Cached: parsing them for every write cost ~6k instructions each (callgrind).
                 txn.prepare_cached("SAVEPOINT job")?.execute([])?;
                 let (ok, d) = job(&txn);
                 done.push(d);
