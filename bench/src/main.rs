@@ -250,6 +250,15 @@ async fn main() -> anyhow::Result<()> {
         report.ratio("the same, by server CPU per create (no chain / chain)", cpu[0] / cpu[1].max(f64::MIN_POSITIVE));
         report.ratio("chain without its default group grant / no chain, throughput", rate[2] / rate[0].max(f64::MIN_POSITIVE));
         report.ratio("the same, by server CPU per create", cpu[0] / cpu[2].max(f64::MIN_POSITIVE));
+
+        // What each plugin call costs in CPU, on a server of its own with the plugins' CPU
+        // clock on (two system calls per call: not on the server measured above).
+        let clocked = servers::mapwright_with(&bin, &config(hostile.as_deref()), &[("MAPWRIGHT_PLUGIN_CPU_CLOCK", "1")])?;
+        let t = Scim::new("chained", format!("{}/scim/v2/bench/chained", clocked.url), clocked.token("bench", "chained")?, &http)?;
+        let (s, _) = scenarios::creates(&t, 8, scale.creates, "clocked", limit).await;
+        let calls = plugin_cpu(&http, &clocked.url, &clocked.admin_token()?).await?;
+        let calls: Vec<String> = calls.iter().map(|(hook, us)| format!("{hook} {us:.1} µs")).collect();
+        report.note(format!("CPU per plugin call in the server (its thread's CPU clock; {} creates at c8, 3-plugin chain): {}", s.done, calls.join(", ")));
     }
 
     if wants("scim") {
@@ -421,6 +430,31 @@ async fn store_counters(http: &reqwest::Client, url: &str, admin_token: &str) ->
         text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).with_context(|| format!("no {name} in /metrics"))
     };
     Ok((counter("mapwright_store_commits_total ")?, counter("mapwright_store_writes_total ")?))
+}
+
+/// Mean CPU per call of each plugin hook, in µs, from the server's /metrics (which has them
+/// only with `MAPWRIGHT_PLUGIN_CPU_CLOCK=1`).
+async fn plugin_cpu(http: &reqwest::Client, url: &str, admin_token: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let text = http.get(format!("{url}/metrics")).bearer_auth(admin_token).send().await?.error_for_status()?.text().await?;
+    let series = |suffix: &str| -> Vec<(String, f64)> {
+        let prefix = format!("mapwright_plugin_call_cpu_seconds_{suffix}{{");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split_once("} "))
+            .filter_map(|(labels, v)| Some((labels.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    };
+    let counts = series("count");
+    let calls: Vec<(String, f64)> = series("sum")
+        .into_iter()
+        .filter_map(|(labels, sum)| {
+            let n = counts.iter().find(|(l, _)| *l == labels)?.1;
+            let hook = labels.split("hook=\"").nth(1)?.trim_end_matches('"').to_string();
+            (n > 0.0).then(|| (hook, sum / n * 1e6))
+        })
+        .collect();
+    anyhow::ensure!(!calls.is_empty(), "no mapwright_plugin_call_cpu_seconds in /metrics");
+    Ok(calls)
 }
 
 /// Creates at concurrency 1, 8 and 64.

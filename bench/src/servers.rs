@@ -90,6 +90,11 @@ impl Process {
 /// Starts `mapwright serve` with `config` (TOML) in a fresh data directory and waits for it
 /// to listen. Logs at warn, as a production server under load would be set.
 pub fn mapwright(bin: &Path, config: &str) -> anyhow::Result<Process> {
+    mapwright_with(bin, config, &[])
+}
+
+/// [`mapwright`] with extra environment variables.
+pub fn mapwright_with(bin: &Path, config: &str, env: &[(&str, &str)]) -> anyhow::Result<Process> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("mapwright.toml");
     std::fs::write(&cfg, config)?;
@@ -101,6 +106,7 @@ pub fn mapwright(bin: &Path, config: &str) -> anyhow::Result<Process> {
         .arg(dir.path())
         .arg("serve")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()

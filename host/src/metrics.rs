@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`, text exposition): requests by tenant, IdP connection
 //! and status with latency, plugin calls by plugin and outcome with latency and the share of
-//! their CPU budget used, plugin faults by kind, store writes.
+//! their CPU budget used (and, switched on, their CPU time), plugin faults by kind, store writes.
 //!
 //! One process-wide set, so the layers that count (http, plugins, store) need no handle
 //! passed around. Labels come only from authenticated connections and loaded plugins, never
@@ -23,6 +23,11 @@ fn share() -> Histogram {
     Histogram::new([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 }
 
+fn cpu_seconds() -> Histogram {
+    // 1 µs .. ~65 ms: a plugin call's CPU, finer than latency.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 17))
+}
+
 fn seconds() -> Histogram {
     // 50 µs .. ~1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -35,6 +40,7 @@ pub struct Metrics {
     plugin_calls: Family<Labels<3>, Counter>,
     plugin_seconds: Histograms<2>,
     plugin_budget: Histograms<1>,
+    plugin_cpu: Histograms<2>,
     plugin_faults: Family<Labels<2>, Counter>,
     store_write_seconds: Histogram,
     store_commits: Counter,
@@ -55,6 +61,7 @@ pub fn get() -> &'static Metrics {
             plugin_calls: Family::default(),
             plugin_seconds: Family::new_with_constructor(seconds as fn() -> Histogram),
             plugin_budget: Family::new_with_constructor(share as fn() -> Histogram),
+            plugin_cpu: Family::new_with_constructor(cpu_seconds as fn() -> Histogram),
             plugin_faults: Family::default(),
             store_write_seconds: seconds(),
             store_commits: Counter::default(),
@@ -70,6 +77,11 @@ pub fn get() -> &'static Metrics {
             "mapwright_plugin_cpu_budget_used",
             "Share of its CPU budget (epoch ticks; the sandbox meters time, not fuel) each plugin call used",
             m.plugin_budget.clone(),
+        );
+        registry.register(
+            "mapwright_plugin_call_cpu_seconds",
+            "CPU time of plugin calls on their thread, by plugin and hook (only with MAPWRIGHT_PLUGIN_CPU_CLOCK=1)",
+            m.plugin_cpu.clone(),
         );
         registry.register("mapwright_plugin_faults", "Plugin faults by plugin and kind (cpu, memory, stack, trap, invalid_output)", m.plugin_faults.clone());
         registry.register("mapwright_store_write_seconds", "Store write latency, queueing on the writer thread included", m.store_write_seconds.clone());
@@ -96,6 +108,7 @@ impl Metrics {
             fault: calls("fault"),
             seconds: self.plugin_seconds.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string())]).clone(),
             budget: self.plugin_budget.get_or_create(&[("plugin", plugin.to_string())]).clone(),
+            cpu: cpu_clock().then(|| self.plugin_cpu.get_or_create(&[("plugin", plugin.to_string()), ("hook", hook.to_string())]).clone()),
         }
     }
 
@@ -130,11 +143,14 @@ pub struct PluginHookMetrics {
     fault: Counter,
     seconds: Histogram,
     budget: Histogram,
+    /// Only when the CPU clock is on (see [`CallCpu`]).
+    cpu: Option<Histogram>,
 }
 
 impl PluginHookMetrics {
-    /// One call: its outcome (`ok`, `rejected`, `fault`), latency and CPU budget share used.
-    pub fn observe(&self, outcome: &str, seconds: f64, budget_used: f64) {
+    /// One call: its outcome (`ok`, `rejected`, `fault`), latency, CPU budget share used and,
+    /// when measured, its CPU time.
+    pub fn observe(&self, outcome: &str, seconds: f64, budget_used: f64, cpu: Option<f64>) {
         match outcome {
             "ok" => self.ok.inc(),
             "rejected" => self.rejected.inc(),
@@ -142,5 +158,67 @@ impl PluginHookMetrics {
         };
         self.seconds.observe(seconds);
         self.budget.observe(budget_used);
+        if let (Some(h), Some(c)) = (&self.cpu, cpu) {
+            h.observe(c);
+        }
+    }
+}
+
+/// Whether plugin calls' CPU time is measured (`MAPWRIGHT_PLUGIN_CPU_CLOCK=1`). Off by default:
+/// reading a thread's CPU clock is a system call (no vDSO path), two per call.
+fn cpu_clock() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MAPWRIGHT_PLUGIN_CPU_CLOCK").is_ok_and(|v| v == "1"))
+}
+
+/// The CPU time of one plugin call, read from its thread's CPU clock.
+///
+/// Why CPU time: a call's latency on a busy server includes the time its thread was not
+/// running, and the server's histogram of latency says more about the machine than about the
+/// plugin. A call that yields at an epoch tick may resume on another worker thread; such a
+/// call is not measured.
+pub struct CallCpu(Option<(std::thread::ThreadId, f64)>);
+
+impl CallCpu {
+    /// Starts measuring, if the CPU clock is on.
+    pub fn start() -> CallCpu {
+        CallCpu(cpu_clock().then(|| (std::thread::current().id(), thread_cpu_seconds())))
+    }
+
+    /// The CPU seconds since `start`, if measured and still on the same thread.
+    pub fn stop(&self) -> Option<f64> {
+        let (thread, started) = self.0?;
+        (std::thread::current().id() == thread).then(|| thread_cpu_seconds() - started)
+    }
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer; the thread CPU clock
+    // exists on every Linux the server supports (it fails with EINVAL otherwise, and t stays 0).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t);
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thread_cpu_clock_counts_work_not_waiting() {
+        let t0 = thread_cpu_seconds();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let slept = thread_cpu_seconds() - t0;
+        let t1 = thread_cpu_seconds();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let worked = thread_cpu_seconds() - t1;
+        assert!(t0 > 0.0 && worked > slept, "busy {worked} s vs asleep {slept} s");
     }
 }

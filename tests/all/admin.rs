@@ -187,9 +187,14 @@ fn the_openapi_document_is_served_and_describes_what_answers() {
     }
 }
 
+/// Tenant acme alone, its okta connection with a username rule (local part of the email).
+fn acme_with_username_rule() -> String {
+    format!("{TENANTS}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ local_part = true }}\n").replace("[[tenant]]\nname = \"globex\"\n", "")
+}
+
 #[test]
 fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
-    let s = Server::start_with(&format!("{TENANTS}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ local_part = true }}\n").replace("[[tenant]]\nname = \"globex\"\n", "") );
+    let s = Server::start_with(&acme_with_username_rule());
     let okta = s.declared("acme", "okta");
     assert_eq!(okta.post("/Users", &json!({"userName": "m@acme.com"})).status, 201);
     okta.post("/Users", &json!({"userName": "m@acme.com"})).assert_error(409, Some("uniqueness"));
@@ -211,6 +216,7 @@ fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
         assert!(text.contains(needle), "{needle} not in:\n{text}");
     }
     assert!(!text.contains("evil"));
+    assert!(!text.contains("mapwright_plugin_call_cpu_seconds_count"), "CPU time is measured only when switched on");
     // Group commit: every committed write is counted, and a commit carries at least one.
     let counter = |name: &str| -> u64 {
         text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
@@ -224,8 +230,26 @@ fn metrics_count_requests_plugin_calls_and_writes_for_a_global_admin() {
 }
 
 #[test]
+fn with_the_cpu_clock_on_metrics_give_each_plugin_calls_cpu_time() {
+    let s = Server::start_env(&acme_with_username_rule(), &[("RUST_LOG", "warn"), ("MAPWRIGHT_PLUGIN_CPU_CLOCK", "1")]);
+    let okta = s.declared("acme", "okta");
+    for i in 0..3 {
+        assert_eq!(okta.post("/Users", &json!({"userName": format!("c{i}@acme.com")})).status, 201);
+    }
+    let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(s.admin_token()).send().unwrap().text().unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    // A call that yielded at an epoch tick and resumed on another thread is not measured.
+    let calls = value(r#"mapwright_plugin_call_cpu_seconds_count{plugin="username",hook="username"} "#);
+    assert!((1.0..=3.0).contains(&calls), "{calls} calls measured of 3");
+    let cpu = value(r#"mapwright_plugin_call_cpu_seconds_sum{plugin="username",hook="username"} "#);
+    assert!(cpu > 0.0 && cpu < 3.0, "{cpu} s of CPU for {calls} calls");
+}
+
+#[test]
 fn trying_the_rules_on_a_payload_writes_nothing_and_reports_each_decision() {
-    let s = Server::start_with(&format!("{TENANTS}\n[[tenant.idp.chain]]\nplugin = \"builtin:username\"\nconfig = {{ local_part = true }}\n").replace("[[tenant]]\nname = \"globex\"\n", ""));
+    let s = Server::start_with(&acme_with_username_rule());
     let admin = s.admin(&s.admin_token());
     let okta = s.declared("acme", "okta");
     let user = json!({"userName": "Jane.Doe@acme.com", "emails": [{"value": "Jane.Doe@acme.com"}], "title": "Dev"});

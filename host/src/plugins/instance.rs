@@ -27,6 +27,7 @@ macro_rules! call_plugin {
             return Err($self.suspended(retry_after));
         }
         let started = std::time::Instant::now();
+        let cpu = crate::metrics::CallCpu::start();
         let mut $inst = $self.instance().await?;
         $self.arm(&mut $inst);
         let result = $call.await;
@@ -39,7 +40,7 @@ macro_rules! call_plugin {
         // to its limit, before it reaches it.
         let budget = $self.limits.cpu_ms.max(1);
         let used = budget.saturating_sub($inst.store.data().ticks_left) as f64 / budget as f64;
-        $self.metrics($hook).observe(outcome, seconds, used);
+        $self.metrics($hook).observe(outcome, seconds, used, cpu.stop());
         $self.lane.record(match &result {
             Ok(_) => Some(false),
             Err(trap) => $self.is_cpu_fault(trap).then_some(true),
