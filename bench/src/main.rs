@@ -423,9 +423,14 @@ async fn idp_traffic(t: &Scim, creates: usize, members: usize, limit: Duration, 
     Ok(())
 }
 
+/// The server's /metrics text.
+async fn metrics(http: &reqwest::Client, url: &str, admin_token: &str) -> anyhow::Result<String> {
+    Ok(http.get(format!("{url}/metrics")).bearer_auth(admin_token).send().await?.error_for_status()?.text().await?)
+}
+
 /// The writer's commits and committed writes so far, from the server's /metrics.
 async fn store_counters(http: &reqwest::Client, url: &str, admin_token: &str) -> anyhow::Result<(u64, u64)> {
-    let text = http.get(format!("{url}/metrics")).bearer_auth(admin_token).send().await?.error_for_status()?.text().await?;
+    let text = metrics(http, url, admin_token).await?;
     let counter = |name: &str| -> anyhow::Result<u64> {
         text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).with_context(|| format!("no {name} in /metrics"))
     };
@@ -435,7 +440,7 @@ async fn store_counters(http: &reqwest::Client, url: &str, admin_token: &str) ->
 /// Mean CPU per call of each plugin hook, in µs, from the server's /metrics (which has them
 /// only with `MAPWRIGHT_PLUGIN_CPU_CLOCK=1`).
 async fn plugin_cpu(http: &reqwest::Client, url: &str, admin_token: &str) -> anyhow::Result<Vec<(String, f64)>> {
-    let text = http.get(format!("{url}/metrics")).bearer_auth(admin_token).send().await?.error_for_status()?.text().await?;
+    let text = metrics(http, url, admin_token).await?;
     let series = |suffix: &str| -> Vec<(String, f64)> {
         let prefix = format!("mapwright_plugin_call_cpu_seconds_{suffix}{{");
         text.lines()
