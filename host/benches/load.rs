@@ -11,9 +11,10 @@
 //! `MW_BENCH_ONLY=username|groups|attributes` runs the "chained" scenarios with that one
 //! plugin, to see what each costs. `MW_BENCH_PLUGINS=<dir>` takes the plugins from `<dir>`
 //! (`mapwright_rule_<name>.wasm`, e.g. another build of them) instead of the built-in ones;
-//! `--hooks-only` measures the plugin calls and stops (`MW_BENCH_CALLS=<n>` users; default 20,000). `MW_BENCH_EVICT=<bytes>` writes that
-//! much memory between two users (untimed) so the calls run with cold caches, as they do in a
-//! loaded server (`MW_BENCH_EVICT=33554432`: about 4x the warm cost on the project machine).
+//! `--hooks-only` measures the plugin calls and stops (`MW_BENCH_CALLS=<n>` users; default
+//! 20,000). `MW_BENCH_EVICT=<bytes>` writes that much memory between two users (untimed) so
+//! the calls run with cold caches, as they do in a loaded server (`MW_BENCH_EVICT=33554432`:
+//! about 4x the warm cost on the project machine).
 //!
 //! The server runs in this process (same binary code as `mapwright serve`, its own SQLite
 //! file in a temporary directory); clients and server share the machine's cores, so compare
