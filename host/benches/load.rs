@@ -26,15 +26,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mapwright::config::ServerConfig;
-use mapwright::server::Server;
-use mapwright::store::sqlite::SqliteStore;
+use mapwright::mapping::{MapContext, MappingPipeline, Operation};
+use mapwright::model::{Limits, NewIdp, RateLimit, VersionNote, VersionSource};
 use mapwright::plugins::chain::{Chain, ChainRegistry, EntrySpec, PluginSource};
 use mapwright::plugins::runtime::Runtime;
-use mapwright::plugins::sandbox::Limits;
-use mapwright::service::mapping::{MapContext, MappingPipeline, Operation};
+use mapwright::server::Server;
 use mapwright::service::rules::RuleManager;
-use mapwright::store::rules::{VersionNote, VersionSource};
-use mapwright::store::{NewIdp, RateLimit, Store};
+use mapwright::store::TenantStore;
+use mapwright::store::sqlite::SqliteStore;
 use serde_json::json;
 
 // The server binary's allocator, so that the figures are the server's.
@@ -135,7 +134,7 @@ fn user_body(name: &str) -> String {
 }
 
 async fn connection(store: &SqliteStore, name: &str) -> String {
-    let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::store::IdpKind::Generic, rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
+    let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::model::IdpKind::Generic, rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
     let t = mapwright::tokens::generate().unwrap();
     store.add_token(idp.id, &t.id, &t.secret_hash, None).await.unwrap();
     t.token
@@ -208,7 +207,7 @@ fn username_spec(case: &str) -> Vec<EntrySpec> {
 
 /// Submitted-to-serving time of a new chain version: plugins never compiled by this engine
 /// (a fresh runtime without artifacts), then the same plugins again (cached).
-async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, idp: &mapwright::store::IdpConnection) {
+async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, idp: &mapwright::model::IdpConnection) {
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh = RuleManager::new(store, Arc::new(Runtime::new().unwrap().with_disk_cache(fresh_dir.path().to_path_buf())), rules.registry().clone());
     let t = Instant::now();
@@ -259,9 +258,9 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
 /// In-process cost of running the chain's user mapping (one call per hook an entry has),
 /// reused vs fresh instances, without HTTP or storage.
 async fn hook_costs(runtime: &Arc<Runtime>) {
-    let idp = mapwright::store::IdpConnection {
-        id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::store::IdpKind::Generic,
-        rate: RateLimit::default(), disabled: false, created: String::new(),
+    let idp = mapwright::model::IdpConnection {
+        id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::model::IdpKind::Generic,
+        rate: RateLimit::default(), disabled: false, created: mapwright::model::Timestamp::now(),
     };
     let user: serde_json::Value = serde_json::from_str(&user_body("jane.doe@bench.example")).unwrap();
     for fresh in [false, true] {

@@ -20,6 +20,7 @@
 //! total by function (`users::create`, `rule_grants`, `audit::record`, commit).
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
 
+use mapwright::model::*;
 use mapwright::store::sqlite::SqliteStore;
 use mapwright::store::*;
 use serde_json::json;
@@ -71,7 +72,7 @@ fn main() {
                 entry.grant.push("app-users".into());
             }
             for plugin in rules {
-                decisions.push(DecisionRecord { plugin: plugin.to_string(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
+                decisions.push(Decision { plugin: plugin.to_string(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
             }
             let w = UserWrite { body, entry, matching: MatchPolicy::Conflict };
             let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: (!rules.is_empty()).then_some(1), decisions };

@@ -3,12 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Deserialize;
 
-use crate::plugins::sandbox::Limits;
+use crate::model::{IdpKind, Limits, RateLimit, check_name};
+use crate::service::chain_file::{ChainEntryConfig, MatchingConfig, chain_specs};
 use crate::store::sqlite::Durability;
-use crate::store::{IdpKind, RateLimit};
+pub use crate::telemetry::LogFormat;
 
 /// The example configuration compiled into the binary: `mapwright serve` with no `--config`
 /// runs it (the example tenant and IdP connection, a SQLite file under `./data`).
@@ -24,14 +25,6 @@ pub struct Config {
     /// The directory relative plugin paths are resolved from (the configuration file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,19 +77,6 @@ pub struct TenantConfig {
     pub idps: Vec<IdpConfig>,
 }
 
-/// One entry of an IdP connection's rule chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChainEntryConfig {
-    /// `builtin:<name>` or a path to a component (relative to the configuration file).
-    pub plugin: String,
-    /// The plugin's configuration (any TOML value; it reaches the plugin as JSON).
-    #[serde(default)]
-    pub config: Option<toml::Value>,
-    /// Overrides of the tenant's plugin limits.
-    pub limits: Option<Limits>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
@@ -147,71 +127,8 @@ impl GuardConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchingConfig {
-    #[serde(default)]
-    pub policy: MatchingPolicy,
-    /// With `adopt`: only entries whose address is in one of these domains are adopted.
-    #[serde(default)]
-    pub verified_domains: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MatchingPolicy {
-    #[default]
-    Conflict,
-    Adopt,
-}
-
-impl MatchingConfig {
-    pub fn policy(&self) -> crate::store::MatchPolicy {
-        match self.policy {
-            MatchingPolicy::Conflict => crate::store::MatchPolicy::Conflict,
-            MatchingPolicy::Adopt => crate::store::MatchPolicy::Adopt { verified_domains: self.verified_domains.iter().map(|d| d.to_lowercase()).collect() },
-        }
-    }
-}
-
 fn default_kind() -> IdpKind {
     IdpKind::Generic
-}
-
-/// The chain entries as the plugin runtime takes them.
-pub fn chain_specs(chain: &[ChainEntryConfig], tenant_limits: &Limits, base: &std::path::Path) -> anyhow::Result<Vec<crate::plugins::chain::EntrySpec>> {
-    chain
-        .iter()
-        .map(|e| {
-            let config = match &e.config {
-                None => serde_json::Value::Null,
-                Some(v) => serde_json::to_value(v).with_context(|| format!("converting the configuration of {}", e.plugin))?,
-            };
-            Ok(crate::plugins::chain::EntrySpec {
-                plugin: crate::plugins::chain::PluginSource::parse(&e.plugin, base),
-                config,
-                limits: e.limits.unwrap_or(*tenant_limits),
-            })
-        })
-        .collect()
-}
-
-/// A chain on its own (`mapwright chain set --file`, or a watched rules directory's
-/// `chain.toml`): the same entries as an IdP connection's `chain` in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChainFile {
-    #[serde(default, rename = "entry")]
-    pub entries: Vec<ChainEntryConfig>,
-    #[serde(default)]
-    pub matching: MatchingConfig,
-}
-
-impl ChainFile {
-    pub fn load(path: &std::path::Path) -> anyhow::Result<ChainFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("reading chain file {}", path.display()))
-    }
 }
 
 impl IdpConfig {
@@ -226,25 +143,13 @@ impl IdpConfig {
     }
 }
 
-/// Tenant and IdP names appear in URLs: lower-case letters, digits, `-` and `_`.
-pub fn validate_name(what: &str, name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !ok {
-        bail!("invalid {what} name '{name}': use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit");
-    }
-    Ok(())
-}
-
 impl Config {
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         let c: Config = toml::from_str(text).with_context(|| format!("reading configuration {origin}"))?;
         for t in &c.tenants {
-            validate_name("tenant", &t.name)?;
+            check_name("tenant", &t.name)?;
             for i in &t.idps {
-                validate_name("IdP connection", &i.name)?;
+                check_name("IdP connection", &i.name)?;
             }
         }
         Ok(c)

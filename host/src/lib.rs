@@ -1,17 +1,33 @@
 //! Mapwright: a SCIM 2.0 provisioning server whose mapping rules run as sandboxed plugins.
 //!
-//! Layers, with dependencies flowing one way: [`http`] → [`service`] → [`store`], all
-//! speaking the protocol types of [`scim`]. See `ARCHITECTURE.md` at the repository root.
+//! Layers, each using only those below it (a test, `layers.rs`, keeps it so):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | edge | [`cli`], [`server`], [`config`] |
+//! | HTTP | [`http`] |
+//! | services | [`service`] |
+//! | rules | [`plugins`] over [`mapping`] |
+//! | storage | [`store`] |
+//! | domain | [`model`], and [`scim`] (the protocol), [`tokens`], [`metrics`], [`telemetry`] |
+//!
+//! See `ARCHITECTURE.md` at the repository root for the path of one request.
 
 /// The protocol types, from the `mapwright-scim` crate (re-exported so paths read `crate::scim::…`).
 pub use mapwright_scim as scim;
-pub mod store;
-pub mod service;
-pub mod http;
-pub mod tokens;
+
 pub mod cli;
 pub mod config;
-pub mod server;
-pub mod telemetry;
-pub mod plugins;
+pub mod http;
+pub mod mapping;
 pub mod metrics;
+pub mod model;
+pub mod plugins;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+#[cfg(test)]
+mod layers;

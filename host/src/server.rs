@@ -8,18 +8,21 @@ use anyhow::Context;
 
 use crate::config::ServerConfig;
 use crate::http::{self, AppState, AppStore};
-use crate::store::Store;
+use crate::mapping::{IdentityRegistry, PipelineRegistry};
 use crate::service::Service;
+use crate::service::admin::AdminService;
+use crate::service::directory::DirectoryReader;
 use crate::service::guard::Guard;
-use crate::service::mapping::{IdentityRegistry, PipelineRegistry};
 
+/// A bound server, ready to serve.
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     addr: SocketAddr,
     purge_every: std::time::Duration,
-    change_retention: chrono::Duration,
+    change_retention_secs: u64,
     stop: tokio::sync::watch::Sender<bool>,
+    store: AppStore,
 }
 
 impl Server {
@@ -34,8 +37,11 @@ impl Server {
         let addr = listener.local_addr()?;
         let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(store.clone());
         let state = Arc::new(AppState {
-            service: Service::new(Arc::new(store), pipelines).with_guard(guard),
+            service: Service::new(shared.clone(), pipelines).with_guard(guard),
+            admin: AdminService::new(shared.clone()),
+            directory: DirectoryReader::new(shared),
             limiter: Default::default(),
             auth_cache: Default::default(),
             public_url,
@@ -48,8 +54,9 @@ impl Server {
             state,
             addr,
             purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)),
-            change_retention: chrono::Duration::seconds(i64::try_from(cfg.change_retention_secs).unwrap_or(i64::MAX / 1000)),
+            change_retention_secs: cfg.change_retention_secs,
             stop,
+            store,
         })
     }
 
@@ -61,10 +68,12 @@ impl Server {
         self
     }
 
+    /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The URL clients reach it at.
     pub fn public_url(&self) -> &str {
         &self.state.public_url
     }
@@ -72,8 +81,8 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
-        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every, self.change_retention));
-        let state = self.state.clone();
+        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every, self.change_retention_secs));
+        let store = self.store;
         let stop = self.stop;
         let shutdown = async move {
             shutdown.await;
@@ -84,7 +93,7 @@ impl Server {
         purger.abort();
         let _ = purger.await;
         // Requests are drained: close the store now rather than leave it to process exit.
-        state.service.store().close();
+        store.close();
         served?;
         tracing::info!("stopped");
         Ok(())
@@ -93,21 +102,15 @@ impl Server {
 
 /// Purges soft-deleted directory entries whose retention has ended, and changes older than
 /// the change feed keeps.
-async fn purge_loop(state: Arc<AppState>, every: std::time::Duration, change_retention: chrono::Duration) {
+async fn purge_loop(state: Arc<AppState>, every: std::time::Duration, change_retention_secs: u64) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match state.service.store().purge_expired(&crate::store::sqlite::now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(entries = n, "purged deleted directory entries past their retention"),
-            Err(e) => tracing::error!(error = %e, "purging deleted entries failed"),
-        }
-        let before = (chrono::Utc::now() - change_retention).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-        match state.service.store().purge_changes(&before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(changes = n, "dropped change-feed entries past their retention"),
-            Err(e) => tracing::error!(error = %e, "purging the change feed failed"),
+        match state.admin.purge(change_retention_secs).await {
+            Ok((0, 0)) => {}
+            Ok((entries, changes)) => tracing::info!(entries, changes, "purged deleted entries and change-feed entries past their retention"),
+            Err(e) => tracing::error!(error = %e, "purging past retention failed"),
         }
     }
 }

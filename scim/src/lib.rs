@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod filter;
 pub mod list;
+pub mod names;
 pub mod patch;
 pub mod resource;
 pub mod schema;

@@ -339,8 +339,8 @@ pub fn enc(s: &str) -> String {
 }
 
 /// The directory entry (after rules) of a userName, read through the store API.
-pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwright::store::DirectoryEntry> {
-    use mapwright::store::Store;
+pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwright::model::DirectoryEntry> {
+    use mapwright::store::{DirectoryStore, TenantStore};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let store = mapwright::store::sqlite::SqliteStore::open(db, Default::default()).unwrap();

@@ -1,29 +1,29 @@
-//! The `mapwright` command line: arguments and dispatch here; commands in `serve`, `rules`
-//! and `records`. Output meant for people goes to stdout here; logs go
-//! through `tracing` to stderr.
+//! The `mapwright` command line: arguments and dispatch here; commands in `admin`
+//! (tenants, connections, tokens), `rules`, `records` and `serve`. Every command calls the
+//! same services the admin API does; what is printed for people goes to stdout, JSON with
+//! `--json`; logs go through `tracing` to stderr (warnings only, unless `RUST_LOG` asks).
 #![allow(clippy::print_stdout)]
 
+mod admin;
 mod records;
 mod rules;
 mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
-use serde_json::json;
-
 use std::sync::Arc;
 
-use crate::config::{ChainFile, Config, LogFormat, validate_name};
-use crate::plugins::chain::{Chain, ChainRegistry, PluginSource};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::model::{IdpConnection, IdpKind, Tenant};
+use crate::plugins::chain::ChainRegistry;
 use crate::plugins::runtime::Runtime;
-use crate::service::rules::RuleManager;
-use crate::store::rules::{ChainVersion, VersionNote, VersionSource};
+use crate::service::admin::AdminService;
+use crate::service::rules::{RuleManager, RuleRecords};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AuditQuery, IdpConnection, IdpKind, NewIdp, RateLimit, Store, StoreError};
-use crate::{server, telemetry, tokens};
+use crate::telemetry;
 
 /// Mapwright: a SCIM 2.0 provisioning server with per-IdP mapping rules.
 #[derive(Debug, Parser)]
@@ -35,6 +35,10 @@ pub struct Cli {
     /// Directory holding the SQLite database (overrides the configuration).
     #[arg(long, global = true, env = "MAPWRIGHT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The URL clients reach the server at (behind a proxy, or when `serve --listen` moved it):
+    /// `serve` announces it, and commands that print SCIM base URLs build them on it.
+    #[arg(long, global = true, env = "MAPWRIGHT_PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -316,9 +320,6 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "MAPWRIGHT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// The URL clients reach the server at, when behind a proxy.
-    #[arg(long, env = "MAPWRIGHT_PUBLIC_URL")]
-    pub public_url: Option<String>,
     /// Log format.
     #[arg(long, env = "MAPWRIGHT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -378,54 +379,62 @@ const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a server looks for chain versions another process activated.
 const RULES_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-fn public_url(cfg: &Config) -> String {
-    cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.server.listen)).trim_end_matches('/').to_string()
+/// Where SCIM base URLs printed by a command point.
+struct PublicUrl {
+    url: String,
+    /// Said beside a URL that comes from the configured listen address: a server started
+    /// with `--listen` elsewhere is not there.
+    guessed: bool,
 }
 
-fn base_url(public: &str, idp: &IdpConnection) -> String {
-    format!("{public}/scim/v2/{}/{}", idp.tenant, idp.name)
-}
+impl PublicUrl {
+    fn of(cfg: &Config) -> PublicUrl {
+        match &cfg.server.public_url {
+            Some(u) => PublicUrl { url: u.trim_end_matches('/').to_string(), guessed: false },
+            None => PublicUrl { url: format!("http://{}", cfg.server.listen), guessed: true },
+        }
+    }
 
-fn store_err(e: StoreError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-async fn issue_token(store: &SqliteStore, idp: &IdpConnection, expire_others_at: Option<String>) -> anyhow::Result<String> {
-    let t = tokens::generate()?;
-    store.add_token(idp.id, &t.id, &t.secret_hash, expire_others_at).await.map_err(store_err)?;
-    Ok(t.token)
-}
-
-fn print_token(public: &str, idp: &IdpConnection, token: &str, as_json: bool) {
-    if as_json {
-        println!("{}", json!({"tenant": idp.tenant, "idp": idp.name, "kind": idp.kind.as_str(), "base_url": base_url(public, idp), "token": token}));
-    } else {
-        println!("IdP connection {}/{} ({})", idp.tenant, idp.name, idp.kind.as_str());
-        println!("  SCIM base URL: {}", base_url(public, idp));
-        println!("  Bearer token (shown once, store it now): {token}");
+    fn scim_base(&self, idp: &IdpConnection) -> String {
+        format!("{}/scim/v2/{}/{}", self.url, idp.tenant, idp.name)
     }
 }
 
-/// The rules service over the store, with compiled plugins cached under the data directory
-/// (shared by the server and the CLI, so what one compiled the other loads).
-fn rule_manager(cfg: &Config, store: &SqliteStore) -> anyhow::Result<Arc<RuleManager<SqliteStore>>> {
-    let runtime = Arc::new(Runtime::new()?.with_disk_cache(cfg.server.data_dir.join("plugin-cache")));
-    Ok(Arc::new(RuleManager::new(Arc::new(store.clone()), runtime, Arc::new(ChainRegistry::default()))))
+/// What every command runs with: the configuration, the store, and the services over it.
+struct Ctx {
+    cfg: Config,
+    store: SqliteStore,
+    admin: AdminService<SqliteStore>,
+    public: PublicUrl,
 }
 
-async fn find_idp(store: &SqliteStore, tenant: &str, idp: &str) -> anyhow::Result<IdpConnection> {
-    store.find_idp(tenant, idp).await.map_err(store_err)?.with_context(|| format!("no IdP connection {tenant}/{idp}"))
-}
+impl Ctx {
+    /// The rules service, with compiled plugins cached under the data directory (shared by
+    /// the server and the CLI, so what one compiled the other loads).
+    fn rules(&self) -> anyhow::Result<Arc<RuleManager<SqliteStore>>> {
+        let runtime = Arc::new(Runtime::new()?.with_disk_cache(self.cfg.server.data_dir.join("plugin-cache")));
+        Ok(Arc::new(RuleManager::new(Arc::new(self.store.clone()), runtime, Arc::new(ChainRegistry::default()))))
+    }
 
-async fn find_tenant(store: &SqliteStore, name: &str) -> anyhow::Result<crate::store::Tenant> {
-    store.list_tenants().await.map_err(store_err)?.into_iter().find(|t| t.name == name).with_context(|| format!("no tenant named '{name}'"))
+    /// What is stored of rules (no plugin engine needed to read it).
+    fn records(&self) -> RuleRecords<SqliteStore> {
+        RuleRecords::new(Arc::new(self.store.clone()))
+    }
+
+    async fn idp(&self, tenant: &str, idp: &str) -> anyhow::Result<IdpConnection> {
+        Ok(self.admin.connection(tenant, idp).await?)
+    }
+
+    async fn tenant(&self, name: &str) -> anyhow::Result<Tenant> {
+        Ok(self.admin.tenant(name).await?)
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Plugin commands that need no store run without configuration.
     let cli = match cli.command {
         Command::Plugin(cmd) if !matches!(cmd, PluginCommand::Add { .. } | PluginCommand::List { .. }) => {
-            telemetry::init(LogFormat::Text);
+            telemetry::init(LogFormat::Text, "warn");
             return rules::plugin_command(cmd).await;
         }
         command => Cli { command, ..cli },
@@ -434,73 +443,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(d) = cli.data_dir {
         cfg.server.data_dir = d;
     }
+    if let Some(u) = &cli.public_url {
+        cfg.server.public_url = Some(u.clone());
+    }
+    let serving = matches!(cli.command, Command::Serve(_));
     if let Command::Serve(a) = &cli.command {
         if let Some(l) = a.listen {
             cfg.server.listen = l;
-        }
-        if let Some(u) = &a.public_url {
-            cfg.server.public_url = Some(u.clone());
         }
         if let Some(f) = a.log_format {
             cfg.server.log_format = f;
         }
     }
-    telemetry::init(cfg.server.log_format);
-    let store = SqliteStore::open(&cfg.server.db_path(), cfg.server.durability).map_err(store_err).context("opening the store")?;
+    // A command's output is what a person reads: its logs stay at warnings unless asked.
+    telemetry::init(cfg.server.log_format, if serving { "info" } else { "warn" });
+    let store = SqliteStore::open(&cfg.server.db_path(), cfg.server.durability).context("opening the store")?;
+    let ctx = Ctx { public: PublicUrl::of(&cfg), admin: AdminService::new(Arc::new(store.clone())), store, cfg };
     match cli.command {
-        Command::Serve(_) => serve::serve(cfg, store).await,
-        Command::Tenant(TenantCommand::Add { name }) => {
-            validate_name("tenant", &name)?;
-            let t = store.create_tenant(&name).await.map_err(store_err)?;
-            println!("tenant {} created", t.name);
-            Ok(())
-        }
-        Command::Tenant(TenantCommand::List) => {
-            for t in store.list_tenants().await.map_err(store_err)? {
-                println!("{}\t{}", t.name, t.created);
-            }
-            Ok(())
-        }
-        Command::Idp(IdpCommand::Add { tenant, name, kind, rate_per_second, burst, json }) => {
-            validate_name("IdP connection", &name)?;
-            let d = RateLimit::default();
-            let rate = RateLimit { per_second: rate_per_second.unwrap_or(d.per_second), burst: burst.unwrap_or(d.burst) };
-            if rate.per_second < 0.0 || !rate.per_second.is_finite() {
-                bail!("--rate-per-second must be 0 (unlimited) or positive");
-            }
-            let idp = store.create_idp(&tenant, NewIdp { name, kind, rate }).await.map_err(store_err)?;
-            let token = issue_token(&store, &idp, None).await?;
-            print_token(&public_url(&cfg), &idp, &token, json);
-            Ok(())
-        }
-        Command::Idp(IdpCommand::List { tenant }) => {
-            let public = public_url(&cfg);
-            for i in store.list_idps(tenant.as_deref()).await.map_err(store_err)? {
-                println!("{}/{}\t{}\t{}/s burst {}\t{}", i.tenant, i.name, i.kind.as_str(), i.rate.per_second, i.rate.burst, base_url(&public, &i));
-            }
-            Ok(())
-        }
-        Command::Idp(IdpCommand::RotateToken { tenant, name, overlap_secs, json }) => {
-            let idp = store.find_idp(&tenant, &name).await.map_err(store_err)?.with_context(|| format!("no IdP connection {tenant}/{name}"))?;
-            let until = chrono::Utc::now() + chrono::Duration::seconds(overlap_secs.min(365 * 86_400) as i64);
-            let token = issue_token(&store, &idp, Some(until.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())).await?;
-            print_token(&public_url(&cfg), &idp, &token, json);
-            if !json {
-                println!("  Previous tokens stop working at {}", until.format("%Y-%m-%dT%H:%M:%SZ"));
-            }
-            Ok(())
-        }
-        Command::Chain(cmd) => rules::chain_command(&cfg, &store, cmd).await,
-        Command::Held(HeldCommand::List { tenant, all, json }) => records::held_list(&store, tenant, all, json).await,
-        Command::Held(cmd) => records::held_decide(&store, cmd).await,
-        Command::AdminToken { name, tenant, directory } => records::admin_token(&store, name, tenant, directory).await,
-        Command::Drift { tenant, idp, json } => records::drift(&store, tenant, idp, json).await,
-        Command::Reapply(a) => rules::reapply(&cfg, &store, a).await,
-        Command::Audit(a) => records::audit(&store, a).await,
-        Command::Explain { tenant, user, json } => records::explain(&store, tenant, user, json).await,
-        Command::Plugin(PluginCommand::Add { tenant, plugin }) => rules::plugin_add(&cfg, &store, tenant, plugin).await,
-        Command::Plugin(PluginCommand::List { tenant }) => rules::plugin_list(&store, tenant).await,
+        Command::Serve(_) => serve::serve(ctx).await,
+        Command::Tenant(cmd) => admin::tenant(&ctx, cmd).await,
+        Command::Idp(cmd) => admin::idp(&ctx, cmd).await,
+        Command::AdminToken { name, tenant, directory } => admin::access_token(&ctx, name, tenant, directory).await,
+        Command::Chain(cmd) => rules::chain_command(&ctx, cmd).await,
+        Command::Reapply(a) => rules::reapply(&ctx, a).await,
+        Command::Plugin(PluginCommand::Add { tenant, plugin }) => rules::plugin_add(&ctx, tenant, plugin).await,
+        Command::Plugin(PluginCommand::List { tenant }) => rules::plugin_list(&ctx, tenant).await,
         Command::Plugin(_) => Ok(()),
+        Command::Held(HeldCommand::List { tenant, all, json }) => records::held_list(&ctx, tenant, all, json).await,
+        Command::Held(cmd) => records::held_decide(&ctx, cmd).await,
+        Command::Drift { tenant, idp, json } => records::drift(&ctx, tenant, idp, json).await,
+        Command::Audit(a) => records::audit(&ctx, a).await,
+        Command::Explain { tenant, user, json } => records::explain(&ctx, tenant, user, json).await,
     }
 }
 

@@ -1,10 +1,12 @@
-//! Record commands: audit, explain, drift, held operations, admin tokens.
+//! Record commands: audit, explain, drift, held operations.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use super::*;
+use super::{AuditArgs, Ctx, HeldCommand};
+use crate::model::{AuditQuery, AuditRecord, OwnerKind};
+use crate::service::admin::time_bound;
 
-fn print_audit(r: &crate::store::AuditRecord) {
+fn print_audit(r: &AuditRecord) {
     let rules = r.chain_version.map(|v| format!(" rules v{v}")).unwrap_or_default();
     println!(
         "#{} {} {} {} {} {}{} by {} (request {})",
@@ -18,32 +20,23 @@ fn print_audit(r: &crate::store::AuditRecord) {
     }
 }
 
-pub(super) async fn audit(store: &SqliteStore, a: AuditArgs) -> anyhow::Result<()> {
-    let tenant = find_tenant(store, &a.tenant).await?;
+pub(super) async fn audit(ctx: &Ctx, a: AuditArgs) -> anyhow::Result<()> {
+    let tenant = ctx.tenant(&a.tenant).await?;
     let idp_id = match &a.idp {
-        Some(i) => Some(find_idp(store, &a.tenant, i).await?.id),
+        Some(i) => Some(ctx.idp(&a.tenant, i).await?.id),
         None => None,
-    };
-    let time = |what: &str, t: &Option<String>| -> anyhow::Result<Option<String>> {
-        t.as_deref()
-            .map(|t| {
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-                    .with_context(|| format!("--{what} {t:?} is not an RFC 3339 time"))
-            })
-            .transpose()
     };
     let q = AuditQuery {
         tenant_id: tenant.id,
         idp_id,
         resource_id: a.resource,
         entry: a.user,
-        since: time("since", &a.since)?,
-        until: time("until", &a.until)?,
+        since: time_bound("--since", a.since.as_deref())?,
+        until: time_bound("--until", a.until.as_deref())?,
         before_id: a.before,
-        limit: a.limit.max(1),
+        limit: a.limit,
     };
-    let records = store.audit(q).await.map_err(store_err)?;
+    let records = ctx.admin.audit(q).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
     } else {
@@ -54,9 +47,9 @@ pub(super) async fn audit(store: &SqliteStore, a: AuditArgs) -> anyhow::Result<(
     Ok(())
 }
 
-pub(super) async fn explain(store: &SqliteStore, tenant: String, user: String, json: bool) -> anyhow::Result<()> {
-    let t = find_tenant(store, &tenant).await?;
-    let e = store.explain(t.id, &user).await.map_err(store_err)?.with_context(|| format!("{tenant} has no directory entry named '{user}'"))?;
+pub(super) async fn explain(ctx: &Ctx, tenant: String, user: String, json: bool) -> anyhow::Result<()> {
+    let t = ctx.tenant(&tenant).await?;
+    let e = ctx.admin.explain(&t, &user).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(());
@@ -76,9 +69,10 @@ pub(super) async fn explain(store: &SqliteStore, tenant: String, user: String, j
     }
     println!("groups:");
     for m in &e.memberships {
-        match (&*m.kind, &m.via) {
-            ("idp-group", Some(via)) => println!("  {:<24} via {} group '{via}'", m.group, m.idp),
-            ("local", _) => println!("  {:<24} granted locally (no sync removes it)", m.group),
+        match (m.kind, &m.via) {
+            (OwnerKind::IdpGroup, Some(via)) => println!("  {:<24} via {} group '{via}'", m.group, m.idp),
+            (OwnerKind::Local, _) => println!("  {:<24} granted locally (no sync removes it)", m.group),
+            (OwnerKind::Held, _) => println!("  {:<24} removed by an IdP, held for an admin (mapwright held list)", m.group),
             _ => println!("  {:<24} granted by the rules of {}", m.group, m.idp),
         }
     }
@@ -89,9 +83,9 @@ pub(super) async fn explain(store: &SqliteStore, tenant: String, user: String, j
     Ok(())
 }
 
-pub(super) async fn drift(store: &SqliteStore, tenant: String, idp: String, as_json: bool) -> anyhow::Result<()> {
-    let idp = find_idp(store, &tenant, &idp).await?;
-    let r = store.drift(&idp).await.map_err(store_err)?;
+pub(super) async fn drift(ctx: &Ctx, tenant: String, idp: String, as_json: bool) -> anyhow::Result<()> {
+    let idp = ctx.idp(&tenant, &idp).await?;
+    let r = ctx.admin.drift(&idp).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -116,20 +110,31 @@ pub(super) async fn drift(store: &SqliteStore, tenant: String, idp: String, as_j
     Ok(())
 }
 
-pub(super) async fn held_list(store: &SqliteStore, tenant: String, all: bool, as_json: bool) -> anyhow::Result<()> {
-    let t = find_tenant(store, &tenant).await?;
-    let ops = store.held_ops(t.id, if all { None } else { Some("held") }).await.map_err(store_err)?;
+pub(super) async fn held_list(ctx: &Ctx, tenant: String, all: bool, as_json: bool) -> anyhow::Result<()> {
+    let t = ctx.tenant(&tenant).await?;
+    let ops = ctx.admin.held(&t, all).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&ops)?);
     } else {
         for o in &ops {
-            println!("#{} {} {} {} ({}) via {} at {} [{}] request {}", o.id, o.status, o.kind, o.user_name, o.resource_id, o.idp, o.at, serde_json::to_string(&o.action)?, o.request_id);
+            println!(
+                "#{} {} {} {} ({}) via {} at {} [{}] request {}",
+                o.id,
+                o.status.as_str(),
+                o.kind.as_str(),
+                o.user_name,
+                o.resource_id,
+                o.idp,
+                o.at,
+                serde_json::to_string(&o.action)?,
+                o.request_id
+            );
         }
     }
     Ok(())
 }
 
-pub(super) async fn held_decide(store: &SqliteStore, cmd: HeldCommand) -> anyhow::Result<()> {
+pub(super) async fn held_decide(ctx: &Ctx, cmd: HeldCommand) -> anyhow::Result<()> {
     if let HeldCommand::Approve { ids, .. } | HeldCommand::Reject { ids, .. } = &cmd
         && ids.is_empty()
     {
@@ -137,23 +142,10 @@ pub(super) async fn held_decide(store: &SqliteStore, cmd: HeldCommand) -> anyhow
     }
     let approve = matches!(cmd, HeldCommand::Approve { .. });
     let (HeldCommand::Approve { tenant, ids, author } | HeldCommand::Reject { tenant, ids, author }) = cmd else { return Ok(()) };
-    let t = find_tenant(store, &tenant).await?;
+    let t = ctx.tenant(&tenant).await?;
     for id in ids {
-        let o = store.decide_held(t.id, id, approve, &format!("admin:{author}")).await.map_err(store_err)?;
-        println!("#{} {}: {} {}", o.id, o.status, o.kind, o.user_name);
+        let o = ctx.admin.decide_held(&t, id, approve, &format!("admin:{author}")).await?;
+        println!("#{} {}: {} {}", o.id, o.status.as_str(), o.kind.as_str(), o.user_name);
     }
-    Ok(())
-}
-
-pub(super) async fn admin_token(store: &SqliteStore, name: String, tenant: Option<String>, directory: bool) -> anyhow::Result<()> {
-    validate_name("admin token", &name)?;
-    let tenant_id = match &tenant {
-        Some(t) => Some(find_tenant(store, t).await?.id),
-        None => None,
-    };
-    let (t, role) = if directory { (tokens::generate_directory()?, crate::store::TokenRole::Directory) } else { (tokens::generate_admin()?, crate::store::TokenRole::Admin) };
-    store.add_admin_token(&t.id, &t.secret_hash, tenant_id, &name, role).await.map_err(store_err)?;
-    let what = if directory { "directory token" } else { "admin token" };
-    println!("{what} {name} ({}): {}", tenant.as_deref().map(|t| format!("tenant {t}")).unwrap_or_else(|| "global".into()), t.token);
     Ok(())
 }

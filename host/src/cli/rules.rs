@@ -1,18 +1,23 @@
-//! Rule commands: chain versions, preview, re-apply, stored plugins.
+//! Rule commands: chain versions, preview, shadow, re-apply, stored plugins.
 
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::*;
+use super::{ChainCommand, Ctx, PluginCommand, ReapplyArgs, TestHook};
+use crate::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
+use crate::model::{ChainVersion, IdpConnection, MatchPolicy, RateLimit, ReapplyJob, Timestamp, VersionNote, VersionSource};
+use crate::plugins::chain::{Chain, EntrySpec, PluginSource};
+use crate::plugins::runtime::Runtime;
+use crate::service::reapply::{PassOptions, Report};
 
-pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainCommand) -> anyhow::Result<()> {
+pub(super) async fn chain_command(ctx: &Ctx, cmd: ChainCommand) -> anyhow::Result<()> {
     match cmd {
         ChainCommand::Set { tenant, idp, file, note, author, candidate } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let rules = rule_manager(cfg, store)?;
-            let def = define_from_file(cfg, &rules, &idp, &file).await?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let rules = ctx.rules()?;
+            let def = rules.define_from_file(&idp, &file, &tenant_limits(ctx, &idp)).await?;
             let note = VersionNote { author, note, source: VersionSource::Admin };
             if candidate {
                 let v = rules.add_candidate(&idp, def, note).await.context("the chain was refused")?;
@@ -25,18 +30,14 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::Preview { tenant, idp, file, number, json, offset, limit } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let rules = rule_manager(cfg, store)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let rules = ctx.rules()?;
             let candidate = match (file, number) {
-                (Some(f), _) => rules.build(&define_from_file(cfg, &rules, &idp, &f).await?).await?,
-                (None, Some(n)) => {
-                    let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
-                    let v = versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?;
-                    rules.build(&v.definition).await?.with_version(n)
-                }
+                (Some(f), _) => rules.build(&rules.define_from_file(&idp, &f, &tenant_limits(ctx, &idp)).await?).await?,
+                (None, Some(n)) => rules.candidate(&idp, n).await?,
                 (None, None) => bail!("give --file or --number"),
             };
-            let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone());
+            let service = crate::service::Service::new(Arc::new(ctx.store.clone()), rules.registry().clone());
             let report = service.preview(&idp, &candidate, &Default::default()).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             rules.runtime().shutdown();
             if json {
@@ -48,16 +49,12 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::Shadow { tenant, idp, number, off } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            if !off && let Some(n) = number {
-                // Check it loads before a running server tries to.
-                let rules = rule_manager(cfg, store)?;
-                let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
-                let v = versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?;
-                rules.build(&v.definition).await.context("the shadow version does not load")?;
-                rules.runtime().shutdown();
-            }
-            store.set_shadow(idp.id, if off { None } else { number }).await.map_err(store_err)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            // Checked to load here, before a running server tries to.
+            let rules = ctx.rules()?;
+            let set = rules.set_shadow(&idp, if off { None } else { number }).await;
+            rules.runtime().shutdown();
+            set.context("the shadow version was refused")?;
             match number.filter(|_| !off) {
                 Some(n) => println!("{}/{}: version {n} runs in shadow beside the active rules", idp.tenant, idp.name),
                 None => println!("{}/{}: shadow evaluation stopped", idp.tenant, idp.name),
@@ -65,12 +62,8 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::ShadowReport { tenant, idp, number, limit, json } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let number = match number {
-                Some(n) => n,
-                None => store.shadow_chains().await.map_err(store_err)?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).context("no shadow version is running; give --number")?,
-            };
-            let diffs = store.shadow_diffs(idp.id, number, limit).await.map_err(store_err)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let (number, diffs) = ctx.records().shadow_report(&idp, number, limit).await.context("give --number")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&diffs)?);
             } else {
@@ -82,18 +75,17 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::Promote { tenant, idp, author } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let n = store.shadow_chains().await.map_err(store_err)?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).context("no shadow version to promote")?;
-            let rules = rule_manager(cfg, store)?;
-            rules.activate(&idp, n, &author).await.context("the promotion was refused; the active version is unchanged")?;
-            store.set_shadow(idp.id, None).await.map_err(store_err)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let rules = ctx.rules()?;
+            let promoted = rules.promote_shadow(&idp, &author).await;
             rules.runtime().shutdown();
-            println!("{}/{}: shadow version {n} is now active", idp.tenant, idp.name);
+            let v = promoted.context("the promotion was refused; the active version is unchanged")?;
+            println!("{}/{}: shadow version {} is now active", idp.tenant, idp.name, v.number);
             Ok(())
         }
         ChainCommand::Show { tenant, idp, number, json } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let (versions, _) = ctx.records().history(&idp).await?;
             let v = match number {
                 Some(n) => versions.iter().find(|v| v.number == n).with_context(|| format!("{tenant}/{} has no chain version {n}", idp.name))?,
                 None => match versions.iter().find(|v| v.active) {
@@ -112,9 +104,8 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::History { tenant, idp, json } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
-            let activations = store.chain_activations(idp.id).await.map_err(store_err)?;
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let (versions, activations) = ctx.records().history(&idp).await?;
             if json {
                 let acts: Vec<_> = activations.iter().map(|a| json!({"version": a.number, "at": a.at, "author": a.author})).collect();
                 println!("{}", serde_json::to_string_pretty(&json!({"versions": versions.iter().map(version_json).collect::<Vec<_>>(), "activations": acts}))?);
@@ -132,38 +123,23 @@ pub(super) async fn chain_command(cfg: &Config, store: &SqliteStore, cmd: ChainC
             Ok(())
         }
         ChainCommand::Rollback { tenant, idp, to, author } => {
-            let idp = find_idp(store, &tenant, &idp).await?;
-            let versions = store.chain_versions(idp.id).await.map_err(store_err)?;
-            let current = versions.iter().find(|v| v.active).map(|v| v.number);
-            let target = match to {
-                Some(n) => n,
-                None => {
-                    // The version that was active before the current one took over.
-                    let acts = store.chain_activations(idp.id).await.map_err(store_err)?;
-                    acts.iter().map(|a| a.number).find(|n| Some(*n) != current).context("there is no earlier version to roll back to")?
-                }
-            };
-            if Some(target) == current {
-                bail!("version {target} is already active");
-            }
-            let rules = rule_manager(cfg, store)?;
-            let v = rules.activate(&idp, target, &author).await.context("the rollback was refused; the active version is unchanged")?;
-            println!("{}/{}: chain version {} is active again", idp.tenant, idp.name, v.number);
+            let idp = ctx.idp(&tenant, &idp).await?;
+            let rules = ctx.rules()?;
+            let rolled = rules.rollback(&idp, to, &author).await;
             rules.runtime().shutdown();
+            let v = rolled.context("the rollback was refused; the active version is unchanged")?;
+            println!("{}/{}: chain version {} is active again", idp.tenant, idp.name, v.number);
             Ok(())
         }
     }
 }
 
-async fn define_from_file(cfg: &Config, rules: &RuleManager<SqliteStore>, idp: &IdpConnection, file: &std::path::Path) -> anyhow::Result<crate::store::rules::ChainDefinition> {
-    let chain = ChainFile::load(file)?;
-    let limits = cfg.tenants.iter().find(|t| t.name == idp.tenant).map(|t| t.plugin_limits).unwrap_or_default();
-    let base = file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let specs = crate::config::chain_specs(&chain.entries, &limits, &base)?;
-    Ok(rules.define(idp.tenant_id, &specs, chain.matching.policy()).await?)
+/// The tenant's default plugin limits from the configuration.
+fn tenant_limits(ctx: &Ctx, idp: &IdpConnection) -> crate::model::Limits {
+    ctx.cfg.tenants.iter().find(|t| t.name == idp.tenant).map(|t| t.plugin_limits).unwrap_or_default()
 }
 
-fn print_report(r: &crate::service::reapply::Report) {
+fn print_report(r: &Report) {
     let s = &r.summary;
     println!("{} users and {} groups: {} would change, {} unchanged, {} skipped, {} refused", s.users, s.groups, s.changed, s.unchanged, s.skipped, s.failed);
     println!(
@@ -172,18 +148,18 @@ fn print_report(r: &crate::service::reapply::Report) {
     );
     for o in &r.items {
         let what = match &o.error {
-            Some(e) => format!("{}: {e}", o.status),
+            Some(e) => format!("{}: {e}", o.status.as_str()),
             None => o.changes.to_string(),
         };
         println!("  {:<5} {:<24} {}  {}", o.resource_type, o.name, o.id, what);
     }
 }
 
-fn print_job(j: &crate::store::ReapplyJob) {
+fn print_job(j: &ReapplyJob) {
     println!(
         "re-apply job {} ({}): {}/{} seen, {} changed, {} failed, rules v{}{}",
         j.id,
-        j.phase,
+        j.phase.as_str(),
         j.seen,
         j.total,
         j.changed,
@@ -216,14 +192,12 @@ fn print_version(v: &ChainVersion) {
     for (i, e) in v.definition.entries.iter().enumerate() {
         println!("  {}. {} sha256:{}  config {}", i + 1, e.name, &e.plugin[..12.min(e.plugin.len())], e.config);
     }
-    if v.definition.matching != crate::store::MatchPolicy::Conflict {
+    if v.definition.matching != MatchPolicy::Conflict {
         println!("  matching: {:?}", v.definition.matching);
     }
 }
 
 pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
-    use crate::plugins::chain::EntrySpec;
-    use crate::service::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
     let cwd = std::env::current_dir()?;
     match cmd {
         PluginCommand::Builtins => {
@@ -236,7 +210,7 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::Inspect { plugin } => {
             let runtime = Runtime::new()?;
             let p = runtime.load(&PluginSource::parse(&plugin, &cwd).bytes()?).await?;
-            let hooks = p.hook_names();
+            let hooks: Vec<&str> = p.hooks.list().iter().map(|h| h.as_str()).collect();
             println!("name:      {}", p.name);
             println!("version:   {}", p.version);
             println!("contract:  mapwright:plugin@{}", p.contract().unwrap_or("unknown"));
@@ -257,12 +231,12 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
             let raw: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
             let idp = IdpConnection {
-                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: String::new(),
+                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: Timestamp::now(),
             };
             let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
-            let show = |decisions: &[(String, String, String)]| {
-                for (plugin, rule, reason) in decisions {
-                    println!("  because {plugin}/{rule}: {reason}");
+            let show = |decisions: &[crate::model::Decision]| {
+                for d in decisions {
+                    println!("  because {}/{}: {}", d.plugin, d.rule, d.reason);
                 }
             };
             match hook {
@@ -296,27 +270,28 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
     }
 }
 
-pub(super) async fn reapply(cfg: &Config, store: &SqliteStore, a: ReapplyArgs) -> anyhow::Result<()> {
-    let idp = find_idp(store, &a.tenant, &a.idp).await?;
+pub(super) async fn reapply(ctx: &Ctx, a: ReapplyArgs) -> anyhow::Result<()> {
+    let idp = ctx.idp(&a.tenant, &a.idp).await?;
+    let rules = ctx.rules()?;
     if a.status {
-        match store.reapply_job(idp.id).await.map_err(store_err)? {
+        let service = crate::service::Service::new(Arc::new(ctx.store.clone()), rules.registry().clone());
+        match service.reapply_status(&idp).await.map_err(|e| anyhow::anyhow!("{}", e.detail))? {
             Some(j) if a.json => println!("{}", serde_json::to_string_pretty(&j)?),
             Some(j) => print_job(&j),
             None => println!("{}/{}: no re-apply has run", idp.tenant, idp.name),
         }
         return Ok(());
     }
-    let rules = rule_manager(cfg, store)?;
     rules.sync().await?;
     // This process has a guard window of its own: the configured cap applies to the
     // re-apply on its own, besides what the server counts.
-    let guard = Arc::new(super::serve::configured_guards(cfg, store).await?);
-    let service = crate::service::Service::new(Arc::new(store.clone()), rules.registry().clone()).with_guard(guard);
+    let guard = Arc::new(super::serve::configured_guards(ctx).await?);
+    let service = crate::service::Service::new(Arc::new(ctx.store.clone()), rules.registry().clone()).with_guard(guard);
     let actor = format!("admin:{}", a.author);
     let job = service.start_or_resume_reapply(&idp, &actor, a.resume).await.map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-    let opts = crate::service::reapply::PassOptions { batch: a.batch.max(1), pause: std::time::Duration::from_millis(a.pause_ms), actor, guarded: true };
+    let opts = PassOptions { batch: a.batch.max(1), pause: std::time::Duration::from_millis(a.pause_ms), actor, guarded: true };
     let json_out = a.json;
-    let mut on_batch = |j: &crate::store::ReapplyJob, _: &crate::service::reapply::Report| {
+    let mut on_batch = |j: &ReapplyJob, _: &Report| {
         if !json_out {
             print_job(j);
         }
@@ -332,20 +307,25 @@ pub(super) async fn reapply(cfg: &Config, store: &SqliteStore, a: ReapplyArgs) -
     Ok(())
 }
 
-pub(super) async fn plugin_add(cfg: &Config, store: &SqliteStore, tenant: String, plugin: String) -> anyhow::Result<()> {
-    let t = find_tenant(store, &tenant).await?;
-    let rules = rule_manager(cfg, store)?;
+fn hook_list(p: &crate::model::PluginRecord, sep: &str) -> String {
+    p.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(sep)
+}
+
+pub(super) async fn plugin_add(ctx: &Ctx, tenant: String, plugin: String) -> anyhow::Result<()> {
+    let t = ctx.tenant(&tenant).await?;
+    let rules = ctx.rules()?;
     let bytes = PluginSource::parse(&plugin, &std::env::current_dir()?).bytes()?;
-    let rec = rules.add_plugin(t.id, bytes).await?;
-    println!("stored {} {} (hooks: {}) as sha256:{}", rec.name, rec.version, rec.hooks.join(", "), rec.hash);
+    let rec = rules.add_plugin(t.id, bytes).await;
     rules.runtime().shutdown();
+    let rec = rec?;
+    println!("stored {} {} (hooks: {}) as sha256:{}", rec.name, rec.version, hook_list(&rec, ", "), rec.hash);
     Ok(())
 }
 
-pub(super) async fn plugin_list(store: &SqliteStore, tenant: String) -> anyhow::Result<()> {
-    let t = find_tenant(store, &tenant).await?;
-    for p in store.list_plugins(t.id).await.map_err(store_err)? {
-        println!("sha256:{}  {} {}  contract {}  hooks {}  {} bytes", p.hash, p.name, p.version, p.contract, p.hooks.join(","), p.size);
+pub(super) async fn plugin_list(ctx: &Ctx, tenant: String) -> anyhow::Result<()> {
+    let t = ctx.tenant(&tenant).await?;
+    for p in ctx.records().plugins(t.id).await? {
+        println!("sha256:{}  {} {}  contract {}  hooks {}  {} bytes", p.hash, p.name, p.version, p.contract, hook_list(&p, ","), p.size);
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use crate::http::response::ErrorReply;
+use crate::model::{IdpConnection, Timestamp, TokenRecord};
 use crate::scim::error::ScimError;
-use crate::store::{IdpConnection, Store, TokenRecord};
 use crate::tokens;
 
 /// How long a token record is trusted without re-reading it. Bounded so that a token
@@ -54,7 +54,7 @@ async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>,
     {
         return Ok(Some(rec.clone()));
     }
-    let rec = state.service.store().find_token(id).await.map_err(|e| {
+    let rec = state.admin.connection_token(id).await.map_err(|e| {
         tracing::error!(error = %e, "token lookup failed");
         ScimError::internal("authentication is unavailable")
     })?;
@@ -83,12 +83,12 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let Some(rec) = token_record(state, id).await? else {
             return Err(ScimError::unauthorized().into());
         };
-        let now = crate::store::sqlite::now();
+        let now = Timestamp::now();
         let valid = tokens::verify(secret, &rec.secret_hash)
             && rec.idp.tenant == *tenant
             && rec.idp.name == *idp
             && !rec.idp.disabled
-            && rec.expires.as_deref().is_none_or(|e| e > now.as_str());
+            && rec.expires.as_ref().is_none_or(|e| *e > now);
         if !valid {
             return Err(ScimError::unauthorized().into());
         }
@@ -99,7 +99,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         span.record("tenant", rec.idp.tenant.as_str());
         span.record("idp", rec.idp.name.as_str());
         state.limiter.check(rec.idp.id, rec.idp.rate).map_err(ScimError::too_many_requests)?;
-        let base = format!("{}/scim/v2/{}/{}", state.public_url, rec.idp.tenant, rec.idp.name);
+        let base = state.scim_base(&rec.idp);
         let request_id = parts.extensions.get::<super::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         Ok(Scope { idp: rec.idp, base, request_id })
     }

@@ -15,24 +15,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{MethodRouter, get};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::admin::{AdminError, AdminResult, Params, param};
+use super::admin::{ApiError, ApiResult, Params, param};
+use crate::model::{Change, ChangeKind, DirGroup, DirRef, DirUser, Tenant, Timestamp};
 use crate::scim::list::{ListParams, Projection};
 use crate::scim::schema::{GROUP_SCHEMA, ResourceKind, USER_SCHEMA};
-use crate::store::directory::{Change, ChangeKind, DirGroup, DirRef, DirUser, Feed};
-use crate::store::{Store, Tenant};
 use crate::tokens;
-
-/// The longest a `changes` request waits for news.
-const MAX_WAIT_SECS: u64 = 60;
-/// The most changes one answer carries.
-const MAX_CHANGES: usize = 1000;
 
 /// Who reads: an admin or directory token, global or scoped to a tenant.
 pub struct Reader {
@@ -40,13 +33,13 @@ pub struct Reader {
 }
 
 impl Reader {
-    async fn tenant(&self, state: &AppState, name: &str) -> AdminResult<Tenant> {
+    async fn tenant(&self, state: &AppState, name: &str) -> ApiResult<Tenant> {
         super::admin::scoped_tenant(state, self.scope.as_ref(), name).await
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for Reader {
-    type Rejection = AdminError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let rec = super::admin::authenticate(parts, state, tokens::parse_reader, "a directory or admin bearer token is required").await?;
@@ -76,14 +69,14 @@ pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppSt
 }
 
 pub fn router() -> axum::Router<Arc<AppState>> {
-    super::admin::routes(axum::Router::new(), ROUTES, handler).fallback(|| async { AdminError::not_found("no such directory endpoint") })
+    super::admin::routes(axum::Router::new(), ROUTES, handler).fallback(|| async { ApiError::not_found("no such directory endpoint") })
 }
 
 fn base(state: &AppState, tenant: &str) -> String {
     format!("{}/directory/v1/{tenant}", state.public_url)
 }
 
-fn meta(kind: ResourceKind, base: &str, id: &str, created: &str, modified: &str) -> Value {
+fn meta(kind: ResourceKind, base: &str, id: &str, created: &Timestamp, modified: &Timestamp) -> Value {
     json!({"resourceType": kind.name(), "created": created, "lastModified": modified, "location": format!("{base}/{}/{id}", kind.endpoint())})
 }
 
@@ -139,44 +132,43 @@ fn list_body(total: usize, start: usize, cursor: i64, resources: Vec<Value>) -> 
     Json(body)
 }
 
-async fn list_users(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+async fn list_users(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> ApiResult<Json<Value>> {
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
     let q = list_params(&q).resolve(ResourceKind::User)?;
-    let page = state.service.store().directory_users(tenant.id, &q).await?;
+    let page = state.directory.users(&tenant, &q).await?;
     let base = base(&state, &tenant.name);
     let items = page.items.iter().map(|u| q.projection.apply(render_user(u, &base))).collect();
     Ok(list_body(page.total, q.start_index, page.cursor, items))
 }
 
-async fn get_user(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+async fn get_user(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> ApiResult<Json<Value>> {
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
     let lp = list_params(&q);
     let proj = Projection::parse(ResourceKind::User, lp.attributes.as_deref(), lp.excluded_attributes.as_deref())?;
     let id = param(&p, "id")?;
-    let u = state.service.store().directory_user(tenant.id, id).await?.ok_or_else(|| AdminError::not_found(format!("no user '{id}' in the directory")))?;
+    let u = state.directory.user(&tenant, id).await?.ok_or_else(|| ApiError::not_found(format!("no user '{id}' in the directory")))?;
     Ok(Json(proj.apply(render_user(&u, &base(&state, &tenant.name)))))
 }
 
-async fn list_groups(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+async fn list_groups(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> ApiResult<Json<Value>> {
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
     let q = list_params(&q).resolve(ResourceKind::Group)?;
-    let page = state.service.store().directory_groups(tenant.id, &q).await?;
+    let page = state.directory.groups(&tenant, &q).await?;
     let base = base(&state, &tenant.name);
     let items = page.items.iter().map(|g| q.projection.apply(render_group(g, &base))).collect();
     Ok(list_body(page.total, q.start_index, page.cursor, items))
 }
 
-async fn get_group(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> AdminResult<Json<Value>> {
+async fn get_group(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Pairs) -> ApiResult<Json<Value>> {
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
     let lp = list_params(&q);
     let proj = Projection::parse(ResourceKind::Group, lp.attributes.as_deref(), lp.excluded_attributes.as_deref())?;
     let id = param(&p, "id")?;
     let g = state
-        .service
-        .store()
-        .directory_group(tenant.id, id, proj.wants("members"))
+        .directory
+        .group(&tenant, id, proj.wants("members"))
         .await?
-        .ok_or_else(|| AdminError::not_found(format!("no group '{id}' in the directory")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no group '{id}' in the directory")))?;
     Ok(Json(proj.apply(render_group(&g, &base(&state, &tenant.name)))))
 }
 
@@ -204,48 +196,15 @@ fn change_json(c: &Change) -> Value {
 
 /// The tenant's changes after `since`. Without `since`: no changes, and the cursor of now
 /// (to follow from here on without listing first).
-async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>) -> AdminResult<Json<Value>> {
+async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Value>> {
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
-    let Query(q) = q.map_err(|e| AdminError::bad_request(e.body_text()))?;
-    let store = state.service.store();
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let Some(since) = q.since else {
-        let cursor = store.change_cursor().await?;
+        let cursor = state.directory.cursor().await?;
         return Ok(Json(json!({"changes": [], "cursor": cursor.to_string(), "more": false})));
     };
-    let since: i64 = since.trim().parse().ok().filter(|s| *s >= 0).ok_or_else(|| AdminError::bad_request(format!("since {since:?} is not a cursor this server gave")))?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_CHANGES {
-        return Err(AdminError::bad_request(format!("limit must be 1 to {MAX_CHANGES}")));
-    }
-    let wait = q.wait.unwrap_or(0);
-    if wait > MAX_WAIT_SECS {
-        return Err(AdminError::bad_request(format!("wait is at most {MAX_WAIT_SECS} seconds")));
-    }
-    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    // Subscribed before reading: a commit between the read and the wait still wakes us.
-    let mut commits = store.subscribe_commits();
-    let mut stopping = state.stopping.clone();
-    loop {
-        let (changes, next, more) = match store.changes(tenant.id, since, limit).await? {
-            Feed::Changes { changes, next, more } => (changes, next, more),
-            Feed::Expired { oldest } => {
-                return Err(AdminError::new(
-                    StatusCode::GONE,
-                    format!("cursor {since} is older than the retained changes (they start after {oldest}); list the directory again and follow from its cursor"),
-                ));
-            }
-        };
-        if !changes.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
-            return Ok(Json(json!({"changes": changes.iter().map(change_json).collect::<Vec<_>>(), "cursor": next.to_string(), "more": more})));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {}
-            woke = commits.changed() => if woke.is_err() {
-                // The store is closing: answer now.
-                deadline = tokio::time::Instant::now();
-            },
-            // A draining server answers now rather than hold its shutdown up.
-            _ = stopping.changed() => deadline = tokio::time::Instant::now(),
-        }
-    }
+    let since: i64 = since.trim().parse().ok().filter(|s| *s >= 0).ok_or_else(|| ApiError::bad_request(format!("since {since:?} is not a cursor this server gave")))?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(0));
+    let page = state.directory.changes(&tenant, since, q.limit.unwrap_or(100), wait, state.stopping.clone()).await?;
+    Ok(Json(json!({"changes": page.changes.iter().map(change_json).collect::<Vec<_>>(), "cursor": page.next.to_string(), "more": page.more})))
 }

@@ -22,19 +22,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::Instrument;
 
+use crate::model::IdpConnection;
 use crate::scim::error::ScimError;
-use response::ErrorReply;
 use crate::scim::schema::ResourceKind;
 use crate::service::Service;
-use crate::store::Store;
+use crate::service::admin::AdminService;
+use crate::service::directory::DirectoryReader;
 use crate::store::sqlite::SqliteStore;
+use response::ErrorReply;
 
 /// The store backend the server runs on.
 pub type AppStore = SqliteStore;
 
+/// What every handler shares: the services, and the HTTP layer's own state.
 pub struct AppState {
+    /// Provisioning: one operation per SCIM request.
     pub service: Service<AppStore>,
+    /// Tenants, connections, tokens and records.
+    pub admin: AdminService<AppStore>,
+    /// The application's reads of the directory.
+    pub directory: DirectoryReader<AppStore>,
+    /// Per-connection request rates.
     pub limiter: ratelimit::RateLimiter,
+    /// Recently checked connection tokens.
     pub auth_cache: auth::AuthCache,
     /// Scheme, host and port clients reach the server at (no trailing slash).
     pub public_url: String,
@@ -43,6 +53,13 @@ pub struct AppState {
     pub rules: Option<Arc<crate::service::rules::RuleManager<AppStore>>>,
     /// Turns true when the server starts draining: long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The SCIM base URL of a connection, as clients reach this server.
+    pub fn scim_base(&self, idp: &IdpConnection) -> String {
+        format!("{}/scim/v2/{}/{}", self.public_url, idp.tenant, idp.name)
+    }
 }
 
 macro_rules! kind_routes {
@@ -65,6 +82,7 @@ macro_rules! kind_routes {
     }};
 }
 
+/// Every route of the server.
 pub fn router(state: Arc<AppState>) -> Router {
     let scim = Router::new()
         .nest("/Users", kind_routes!(ResourceKind::User))
@@ -93,11 +111,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Prometheus metrics, for a global admin token (labels name tenants and connections).
-async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Result<Response, admin::AdminError> {
+async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Result<Response, admin::ApiError> {
     admin.require_global()?;
     let m = crate::metrics::get();
     if let Some(rules) = &state.rules {
-        for idp in state.service.store().list_idps(None).await? {
+        for idp in state.admin.connections(None).await? {
             let v = rules.registry().version_of(idp.id).unwrap_or(0);
             m.active_chain.get_or_create(&[("tenant", idp.tenant.clone()), ("idp", idp.name.clone())]).set(v);
         }
@@ -110,8 +128,13 @@ async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Res
 /// whole instance would take every tenant off a load balancer for one tenant's plugin; its
 /// own writes fail with 500 naming the reason. `pending` lists activations not picked up yet.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.service.store();
-    let (idps, active) = match tokio::try_join!(store.list_idps(None), store.active_chains()) {
+    let active = async {
+        match &state.rules {
+            Some(rules) => rules.records().active_versions().await.map_err(|e| e.to_string()),
+            None => Ok(Vec::new()),
+        }
+    };
+    let (idps, active) = match tokio::try_join!(async { state.admin.connections(None).await.map_err(|e| e.to_string()) }, active) {
         Ok(both) => both,
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");

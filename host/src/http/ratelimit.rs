@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::store::RateLimit;
+use crate::model::RateLimit;
 
 #[derive(Default)]
 pub struct RateLimiter {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Meta, render};
 use crate::scim::schema::ResourceKind;
-use crate::store::{StoredGroup, StoredUser};
+use crate::model::{StoredGroup, StoredUser};
 
 pub const SCIM_JSON: &str = "application/scim+json; charset=utf-8";
 

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::PluginError;
+use super::bindings::exports::mapwright::plugin::deprovision as dep;
 use super::bindings::exports::mapwright::plugin::groups::{IdpGroup, Memberships as MembershipsWit};
 use super::bindings::mapwright::plugin::types as wit;
-use super::instance::{Entry, Provenance};
+use super::instance::Entry;
 use super::runtime::{LoadedPlugin, MAX_MEMORY, Runtime};
-use super::sandbox::Limits;
-use crate::service::mapping::{BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry, identity_entry_with, identity_groups};
-use super::bindings::exports::mapwright::plugin::deprovision as dep;
-use crate::store::{DeprovisionAction, MatchPolicy};
+use crate::mapping::{
+    BoxFuture, Decisions, GroupInput, IdentityMapping, MapContext, MappingError, MappingPipeline, Memberships, Operation, PipelineRegistry, Trigger, default_action, identity_entry,
+    identity_entry_with, identity_groups,
+};
+use crate::model::{Decision, DeprovisionAction, EntryWrite, IdpConnection, Limits, MatchPolicy};
 use crate::scim::resource::json_text;
-use crate::store::{EntryWrite, IdpConnection};
 
 /// Where a chain entry's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,7 @@ impl PluginSource {
         PluginSource::File(base.join(s))
     }
 
+    /// The component's bytes (builtin or read from its file).
     pub fn bytes(&self) -> Result<Vec<u8>, PluginError> {
         match self {
             PluginSource::Builtin(n) => super::builtin::get(n).map(<[u8]>::to_vec).ok_or_else(|| {
@@ -57,11 +59,15 @@ impl PluginSource {
 /// One entry as configured: which plugin, its JSON configuration, its limits.
 #[derive(Debug, Clone)]
 pub struct EntrySpec {
+    /// The component.
     pub plugin: PluginSource,
+    /// Its configuration.
     pub config: Value,
+    /// Its limits.
     pub limits: Limits,
 }
 
+/// An IdP connection's loaded chain: entries in order, each hook's output feeding the next.
 pub struct Chain {
     entries: Vec<Entry>,
     matching: MatchPolicy,
@@ -124,15 +130,17 @@ impl Chain {
         let mut m = MembershipsWit { add, remove, provenance: None };
         for e in self.entries.iter().filter(|e| e.plugin.hooks.groups) {
             m = e.user_memberships(wctx, user_json, is_new, m).await?;
-            record(decisions, m.provenance.take().map(|p| Provenance { plugin: e.plugin.name.clone(), rule: p.rule, reason: p.reason }));
+            record(decisions, m.provenance.take().map(|p| Decision::new(e.plugin.name.clone(), p.rule, p.reason)));
         }
         Ok((m.add, m.remove))
     }
 
+    /// How many entries the chain has.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the chain has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -166,10 +174,8 @@ impl From<PluginError> for MappingError {
     }
 }
 
-fn record(out: &mut Decisions, p: Option<Provenance>) {
-    if let Some(p) = p {
-        out.push((p.plugin, p.rule, p.reason));
-    }
+fn record(out: &mut Decisions, d: Option<Decision>) {
+    out.extend(d);
 }
 
 impl MappingPipeline for Chain {
@@ -302,7 +308,9 @@ fn action_from_wit(a: dep::Action) -> DeprovisionAction {
 /// A connection whose active rules could not be loaded when the server started: every
 /// mapping fails (500, naming the reason) rather than silently mapping without the rules.
 pub struct Unavailable {
+    /// The version that failed to load.
     pub version: i64,
+    /// Why.
     pub reason: String,
 }
 

@@ -1,21 +1,19 @@
 //! Calling one chain entry: instance reuse, limits, trap handling, output bounds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use wasmtime::Store;
 
 use super::PluginError;
-use super::bindings::HostRules as Rules;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
-use super::runtime::{CPU_EXHAUSTED, LoadedPlugin, Runtime};
-use super::sandbox::{Limits, SandboxState};
+use super::idle::IdleList;
+use super::runtime::{CPU_EXHAUSTED, Instance, LoadedPlugin, Runtime, arm};
+use crate::model::{Decision, Limits};
+use crate::scim::names::{check_group_name, check_user_name};
 
 /// Calls a plugin export on a pooled instance: the instance goes back to the pool after a
 /// normal return, and is discarded after a trap (which becomes a `Fault` naming the reason).
 macro_rules! call_plugin {
-    ($self:ident, $hook:literal, |$inst:ident| $call:expr) => {{
+    ($self:ident, $hook:expr, |$inst:ident| $call:expr) => {{
         // One lane per connection: refused while suspended, else wait for a permit before
         // any plugin code runs.
         if let Some(retry_after) = $self.lane.suspended() {
@@ -29,7 +27,7 @@ macro_rules! call_plugin {
         let started = std::time::Instant::now();
         let cpu = crate::metrics::CallCpu::start();
         let mut $inst = $self.instance().await?;
-        $self.arm(&mut $inst);
+        arm(&mut $inst.store, &$self.limits);
         let result = $call.await;
         let (outcome, seconds) = match &result {
             Ok(Ok(_)) => ("ok", started.elapsed().as_secs_f64()),
@@ -57,67 +55,6 @@ macro_rules! call_plugin {
 
 /// Idle instances kept per chain entry: enough for the concurrency of one connection.
 const IDLE_PER_ENTRY: usize = 4;
-
-/// Idle instances across the server: bounded so that busy calls always find room in the
-/// pooling allocator (`MAX_INSTANCES`), and so that memory stays bounded with many
-/// connections (an idle instance keeps the guest memory it touched, about 1 MiB for a Rust
-/// plugin: 256 of them is a quarter of a GiB at most).
-static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
-const IDLE_MAX: usize = 256;
-
-/// An idle instance unused this long is dropped (its memory returns to the system), so the
-/// connections that are busy now keep the reuse, not the ones that were busy once.
-const IDLE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-struct Idle {
-    inst: Instance,
-    since: std::time::Instant,
-}
-
-type IdleList = Arc<std::sync::Mutex<Vec<Idle>>>;
-
-/// Every entry's idle list, for the sweeper that expires old instances.
-static IDLE_LISTS: std::sync::Mutex<Vec<std::sync::Weak<std::sync::Mutex<Vec<Idle>>>>> = std::sync::Mutex::new(Vec::new());
-static SWEEPER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-
-fn register_idle_list(list: &IdleList) {
-    if let Ok(mut all) = IDLE_LISTS.lock() {
-        all.push(Arc::downgrade(list));
-    }
-    SWEEPER.get_or_init(|| {
-        let spawned = std::thread::Builder::new().name("mapwright-idle-sweeper".into()).spawn(|| {
-            loop {
-                std::thread::sleep(IDLE_TTL / 6);
-                sweep(IDLE_TTL);
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no idle-instance sweeper: idle plugin instances will not expire");
-        }
-    });
-}
-
-/// Drops idle instances older than `ttl`, and forgets the lists of dropped entries.
-fn sweep(ttl: std::time::Duration) -> usize {
-    let Ok(mut all) = IDLE_LISTS.lock() else { return 0 };
-    let mut dropped = 0;
-    all.retain(|weak| {
-        let Some(list) = weak.upgrade() else { return false };
-        if let Ok(mut idle) = list.lock() {
-            let before = idle.len();
-            idle.retain(|i| i.since.elapsed() < ttl);
-            dropped += before - idle.len();
-        }
-        true
-    });
-    IDLE_TOTAL.fetch_sub(dropped, Ordering::Relaxed);
-    dropped
-}
-
-struct Instance {
-    store: Store<SandboxState>,
-    rules: Rules,
-}
 
 /// What one connection's plugins may take of the server, shared by the entries of its chain.
 ///
@@ -188,49 +125,66 @@ impl Lane {
 
 /// One chain entry: a plugin, its configuration, its limits and its idle instances.
 pub struct Entry {
+    /// The plugin.
     pub plugin: Arc<LoadedPlugin>,
+    /// Its configuration for this entry (JSON text, as the contract passes it).
     pub config: String,
+    /// Its limits for this entry.
     pub limits: Limits,
     runtime: Arc<Runtime>,
-    idle: IdleList,
+    idle: IdleList<Instance>,
     /// Shared by the entries of one chain (one IdP connection): how many of its plugin
     /// calls may run at once. See [`Lane`].
     lane: Arc<Lane>,
-    /// Per hook (see [`HOOKS`]), resolved on first use.
-    metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; HOOKS.len()],
+    /// Per call, resolved on first use.
+    metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; Call::ALL.len()],
 }
 
-/// The hooks a chain entry calls, as named in metrics.
-const HOOKS: [&str; 6] = ["username", "map-group", "user-memberships", "attributes", "deprovision", "reactivate"];
+/// The exports a chain entry calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// `username.decide`
+    Username,
+    /// `groups.map-group`
+    MapGroup,
+    /// `groups.user-memberships`
+    UserMemberships,
+    /// `attributes.map-attributes`
+    Attributes,
+    /// `deprovision.on-deprovision`
+    Deprovision,
+    /// `deprovision.on-reactivate`
+    Reactivate,
+}
 
-impl Drop for Entry {
-    fn drop(&mut self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
-            idle.clear();
+impl Call {
+    /// Every call, in the order of [`Entry`]'s metrics.
+    pub const ALL: [Call; 6] = [Call::Username, Call::MapGroup, Call::UserMemberships, Call::Attributes, Call::Deprovision, Call::Reactivate];
+
+    /// The name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Username => "username",
+            Call::MapGroup => "map-group",
+            Call::UserMemberships => "user-memberships",
+            Call::Attributes => "attributes",
+            Call::Deprovision => "deprovision",
+            Call::Reactivate => "reactivate",
         }
     }
 }
 
-/// A provenance record returned by a plugin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provenance {
-    pub plugin: String,
-    pub rule: String,
-    pub reason: String,
-}
-
-fn prov(plugin: &str, p: Option<wit::Provenance>) -> Option<Provenance> {
-    p.map(|p| Provenance { plugin: plugin.to_string(), rule: p.rule, reason: p.reason })
+/// A plugin's reason, as the decision it records.
+fn decision(plugin: &str, p: Option<wit::Provenance>) -> Option<Decision> {
+    p.map(|p| Decision::new(plugin, p.rule, p.reason))
 }
 
 impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
-        let e = Entry { plugin, config, limits, runtime, idle: IdleList::default(), lane, metrics: Default::default() };
-        register_idle_list(&e.idle);
+        let idle = runtime.idle.list(IDLE_PER_ENTRY);
+        let e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default() };
         let mut inst = e.instance().await?;
-        e.arm(&mut inst);
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
             Ok(Ok(())) => e.put_back(inst),
@@ -246,7 +200,7 @@ impl Entry {
     async fn self_test(&self) -> Result<(), PluginError> {
         let Some(pre) = &self.plugin.self_test else { return Ok(()) };
         let mut store = self.runtime.new_store(&self.limits);
-        self.arm_store(&mut store);
+        arm(&mut store, &self.limits);
         let fault = |reason: String| PluginError::Fault { plugin: self.plugin.name.clone(), reason };
         let st = pre.instantiate_async(&mut store).await.map_err(|e| fault(format!("self-test instantiation failed: {e:#}")))?;
         match st.mapwright_plugin_self_test().call_run(&mut store, &self.config).await {
@@ -257,48 +211,20 @@ impl Entry {
     }
 
     async fn instance(&self) -> Result<Instance, PluginError> {
-        if let Some(i) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
-            return Ok(i.inst);
+        match self.idle.take() {
+            Some(inst) => Ok(inst),
+            None => self.runtime.instantiate(&self.plugin, &self.limits).await,
         }
-        let mut store = self.runtime.new_store(&self.limits);
-        self.arm_store(&mut store);
-        let rules = self.plugin.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Fault {
-            plugin: self.plugin.name.clone(),
-            reason: format!("instantiation failed: {e:#}"),
-        })?;
-        Ok(Instance { store, rules })
     }
 
-    fn arm_store(&self, store: &mut Store<SandboxState>) {
-        store.data_mut().ticks_left = self.limits.cpu_ms.max(1);
-        store.set_epoch_deadline(1);
-    }
-
-    /// Resets the CPU budget before a call.
-    fn arm(&self, inst: &mut Instance) {
-        self.arm_store(&mut inst.store);
-    }
-
-    fn metrics(&self, hook: &'static str) -> &crate::metrics::PluginHookMetrics {
-        debug_assert!(HOOKS.contains(&hook), "{hook} is not in HOOKS");
-        let i = HOOKS.iter().position(|h| *h == hook).unwrap_or(0);
-        self.metrics[i].get_or_init(|| crate::metrics::get().plugin_hook(&self.plugin.name, HOOKS[i]))
+    fn metrics(&self, call: Call) -> &crate::metrics::PluginHookMetrics {
+        self.metrics[call as usize].get_or_init(|| crate::metrics::get().plugin_hook(&self.plugin.name, call.as_str()))
     }
 
     fn put_back(&self, inst: Instance) {
-        if self.limits.fresh_instance_per_call {
-            return;
+        if !self.limits.fresh_instance_per_call {
+            self.idle.put(inst);
         }
-        let Ok(mut idle) = self.idle.lock() else { return };
-        if idle.len() >= IDLE_PER_ENTRY {
-            return;
-        }
-        if IDLE_TOTAL.fetch_add(1, Ordering::Relaxed) >= IDLE_MAX {
-            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        idle.push(Idle { inst, since: std::time::Instant::now() });
     }
 
     /// A trap: the instance is discarded (never reused) and the reason named.
@@ -307,7 +233,7 @@ impl Entry {
         let stderr = inst.store.data().stderr();
         let (kind, reason) = if self.is_cpu_fault(trap) {
             ("cpu", format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms))
-        } else if text.contains("memory") && (text.contains("grow") || text.contains("limit")) || stderr.contains("memory allocation") {
+        } else if inst.store.data().limits.memory_refused() {
             ("memory", format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes))
         } else if text.contains("stack overflow") || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::StackOverflow) {
             ("stack", "overflowed its stack".to_string())
@@ -347,30 +273,31 @@ impl Entry {
         PluginError::Fault { plugin: self.plugin.name.clone(), reason: format!("returned invalid output: {why}") }
     }
 
-    pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(String, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, "username", |inst| inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current));
-        let name = out.user_name;
-        if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-            return Err(self.invalid_output(format!("userName must be 1-256 printable characters, got {} bytes", name.len())));
-        }
-        Ok((name, prov(&self.plugin.name, out.provenance)))
+    /// The username hook.
+    pub async fn username(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(String, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Username, |inst| inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current));
+        check_user_name(&out.user_name).map_err(|why| self.invalid_output(why))?;
+        Ok((out.user_name, decision(&self.plugin.name, out.provenance)))
     }
 
-    pub async fn map_group(&self, ctx: &wit::Context, group: &groups::IdpGroup, proposed: &[String]) -> Result<(Vec<String>, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, "map-group", |inst| inst.rules.mapwright_plugin_groups().call_map_group(&mut inst.store, ctx, &self.config, group, proposed));
+    /// The group-mapping hook.
+    pub async fn map_group(&self, ctx: &wit::Context, group: &groups::IdpGroup, proposed: &[String]) -> Result<(Vec<String>, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::MapGroup, |inst| inst.rules.mapwright_plugin_groups().call_map_group(&mut inst.store, ctx, &self.config, group, proposed));
         self.check_groups(&out.groups)?;
-        Ok((out.groups, prov(&self.plugin.name, out.provenance)))
+        Ok((out.groups, decision(&self.plugin.name, out.provenance)))
     }
 
+    /// The memberships hook.
     pub async fn user_memberships(&self, ctx: &wit::Context, user: &str, is_new: bool, proposed: groups::Memberships) -> Result<groups::Memberships, PluginError> {
-        let out = call_plugin!(self, "user-memberships", |inst| inst.rules.mapwright_plugin_groups().call_user_memberships(&mut inst.store, ctx, &self.config, user, is_new, &proposed));
+        let out = call_plugin!(self, Call::UserMemberships, |inst| inst.rules.mapwright_plugin_groups().call_user_memberships(&mut inst.store, ctx, &self.config, user, is_new, &proposed));
         self.check_groups(&out.add)?;
         self.check_groups(&out.remove)?;
         Ok(out)
     }
 
-    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(serde_json::Value, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, "attributes", |inst| inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, current));
+    /// The attributes hook.
+    pub async fn attributes(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(serde_json::Value, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Attributes, |inst| inst.rules.mapwright_plugin_attributes().call_map_attributes(&mut inst.store, ctx, &self.config, user, proposed, current));
         if out.attributes.len() > self.limits.output_bytes {
             return Err(self.invalid_output(format!("{} bytes of attributes exceed the limit of {}", out.attributes.len(), self.limits.output_bytes)));
         }
@@ -379,22 +306,24 @@ impl Entry {
             return Err(self.invalid_output("attributes are not a JSON object".into()));
         }
         crate::scim::resource::check_entry_attributes(&v).map_err(|why| self.invalid_output(format!("attributes do not match the schema: {why}")))?;
-        Ok((v, prov(&self.plugin.name, out.provenance)))
+        Ok((v, decision(&self.plugin.name, out.provenance)))
     }
 
-    pub async fn deprovision(&self, ctx: &wit::Context, user: &str, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<(deprovision::Action, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, "deprovision", |inst| inst.rules.mapwright_plugin_deprovision().call_on_deprovision(&mut inst.store, ctx, &self.config, user, trigger, proposed));
+    /// The deprovisioning hook.
+    pub async fn deprovision(&self, ctx: &wit::Context, user: &str, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<(deprovision::Action, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Deprovision, |inst| inst.rules.mapwright_plugin_deprovision().call_on_deprovision(&mut inst.store, ctx, &self.config, user, trigger, proposed));
         if let deprovision::Action::Delete(days) = out.action
             && days > 36_500
         {
             return Err(self.invalid_output(format!("a retention of {days} days is more than 100 years")));
         }
-        Ok((out.action, prov(&self.plugin.name, out.provenance)))
+        Ok((out.action, decision(&self.plugin.name, out.provenance)))
     }
 
-    pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Provenance>), PluginError> {
-        let out = call_plugin!(self, "reactivate", |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
-        Ok((out.restore, prov(&self.plugin.name, out.provenance)))
+    /// The reactivation hook.
+    pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Reactivate, |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
+        Ok((out.restore, decision(&self.plugin.name, out.provenance)))
     }
 
     fn check_groups(&self, groups: &[String]) -> Result<(), PluginError> {
@@ -402,16 +331,8 @@ impl Entry {
         if groups.len() > 1000 || total > self.limits.output_bytes {
             return Err(self.invalid_output(format!("{} groups ({total} bytes) exceed the limits", groups.len())));
         }
-        if let Some(bad) = groups.iter().find(|g| g.trim().is_empty() || g.len() > 256 || g.chars().any(char::is_control)) {
-            return Err(self.invalid_output(format!("group name {bad:?} is not 1-256 printable characters")));
-        }
-        Ok(())
+        groups.iter().try_for_each(|g| check_group_name(g)).map_err(|why| self.invalid_output(why))
     }
-}
-
-/// The idle instances across the server (for metrics and tests).
-pub fn idle_instances() -> usize {
-    IDLE_TOTAL.load(Ordering::Relaxed)
 }
 
 
@@ -436,12 +357,12 @@ mod tests {
     async fn idle_instances_expire_and_fresh_ones_are_made_after() {
         let e = username_entry(Lane::new()).await;
         e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
-        assert_eq!(e.idle.lock().unwrap().len(), 1, "reused after the call");
+        assert_eq!(e.idle.len(), 1, "reused after the call");
         // Younger than the time to live: kept.
-        sweep(std::time::Duration::from_secs(3600));
-        assert_eq!(e.idle.lock().unwrap().len(), 1);
-        sweep(std::time::Duration::ZERO);
-        assert_eq!(e.idle.lock().unwrap().len(), 0, "expired");
+        e.runtime.idle.sweep(std::time::Duration::from_secs(3600));
+        assert_eq!(e.idle.len(), 1);
+        e.runtime.idle.sweep(std::time::Duration::ZERO);
+        assert_eq!(e.idle.len(), 0, "expired");
         let (name, _) = e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
         assert_eq!(name, "Jane.Doe");
     }

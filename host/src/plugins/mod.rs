@@ -6,11 +6,16 @@
 //!   environment; fixed clocks; deterministic randomness), memory limits, captured stderr.
 //! - [`ticker`]: the epoch clock of the CPU limits; it runs while any plugin store exists.
 //! - [`instance`]: calls into one chain entry, reusing its instances between calls.
-//! - [`chain`]: an IdP connection's ordered entries as a [`MappingPipeline`](crate::service::mapping::MappingPipeline).
+//! - [`idle`]: idle instances kept for reuse, bounded and expired, owned by the runtime.
+//! - [`chain`]: an IdP connection's ordered entries as a [`MappingPipeline`](crate::mapping::MappingPipeline).
+//!
+//! This layer implements the mapping contract ([`crate::mapping`]) over the domain types
+//! ([`crate::model`]); it knows nothing of the services, the store or HTTP.
 
 mod bindings;
 pub mod builtin;
 pub mod chain;
+pub mod idle;
 pub mod instance;
 pub mod runtime;
 pub mod sandbox;
@@ -21,18 +26,22 @@ pub mod ticker;
 pub enum PluginError {
     /// The plugin refused the input (a client error).
     #[error("{plugin}: rejected by rule {rule}: {reason}")]
+    #[allow(missing_docs)]
     Rejected { plugin: String, rule: String, reason: String },
     /// The plugin trapped, ran out of time or memory, or returned invalid output.
     #[error("{plugin}: {reason}")]
+    #[allow(missing_docs)]
     Fault { plugin: String, reason: String },
     /// The connection's rules are suspended for `retry_after` seconds: its plugin kept running
     /// out of CPU time (see `instance::Lane`).
     #[error("{plugin}: {}", instance::suspension(*retry_after))]
+    #[allow(missing_docs)]
     Suspended { plugin: String, retry_after: u64 },
     /// The component cannot be used as a plugin.
     #[error("invalid plugin: {0}")]
     Invalid(String),
     /// A chain entry's configuration was refused by its plugin.
     #[error("invalid configuration for {plugin}: {reason}")]
+    #[allow(missing_docs)]
     Config { plugin: String, reason: String },
 }

@@ -13,10 +13,13 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::PluginError;
+use super::bindings::HostRules as Rules;
 use super::bindings::HostRulesPre as RulesPre;
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
-use super::sandbox::{Limits, SandboxState};
+use super::idle::IdlePool;
+use super::sandbox::SandboxState;
 use super::ticker::Ticker;
+use crate::model::{Hook, Limits};
 
 /// Instances the pooling allocator can hold at once (busy and idle).
 pub const MAX_INSTANCES: u32 = 1000;
@@ -25,13 +28,46 @@ pub const MAX_MEMORY: usize = 64 << 20;
 /// The epoch tick: the unit of the CPU limit and how often a running plugin yields.
 pub const TICK: Duration = Duration::from_millis(1);
 
+/// Idle instances kept across the server: bounded so that busy calls always find room in the
+/// pooling allocator (`MAX_INSTANCES`), and so that memory stays bounded with many
+/// connections (an idle instance keeps the guest memory it touched, about 1 MiB for a Rust
+/// plugin: 256 of them is a quarter of a GiB at most).
+const IDLE_MAX: usize = 256;
+
+/// An idle instance unused this long is dropped (its memory returns to the system).
+const IDLE_TTL: Duration = Duration::from_secs(30);
+
 /// Which hooks a plugin implements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Hooks {
     pub username: bool,
     pub groups: bool,
     pub attributes: bool,
     pub deprovision: bool,
+}
+
+impl Hooks {
+    /// Whether `hook` is among them.
+    pub fn has(self, hook: Hook) -> bool {
+        match hook {
+            Hook::Username => self.username,
+            Hook::Groups => self.groups,
+            Hook::Attributes => self.attributes,
+            Hook::Deprovision => self.deprovision,
+        }
+    }
+
+    /// The hooks, in contract order.
+    pub fn list(self) -> Vec<Hook> {
+        Hook::ALL.into_iter().filter(|h| self.has(*h)).collect()
+    }
+}
+
+/// One instance of a plugin, in a store of its own.
+pub(crate) struct Instance {
+    pub(crate) store: Store<SandboxState>,
+    pub(crate) rules: Rules,
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -56,13 +92,17 @@ impl LoadedPlugin {
         self.exports.iter().find_map(|e| e.strip_prefix("mapwright:plugin/meta@"))
     }
 
-    /// The names of the hooks it implements.
-    pub fn hook_names(&self) -> Vec<&'static str> {
-        let h = self.hooks;
-        [("username", h.username), ("groups", h.groups), ("attributes", h.attributes), ("deprovision", h.deprovision)]
-            .into_iter()
-            .filter_map(|(n, on)| on.then_some(n))
-            .collect()
+    /// The record the store keeps of it.
+    pub fn record(&self) -> crate::model::PluginRecord {
+        crate::model::PluginRecord {
+            hash: self.hash.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            contract: self.contract().unwrap_or("unknown").to_string(),
+            hooks: self.hooks.list(),
+            size: self.size,
+            uploaded: crate::model::Timestamp::default(),
+        }
     }
 }
 
@@ -72,6 +112,7 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// The plugin engine of a server (or of one CLI command).
 pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<SandboxState>,
@@ -79,13 +120,24 @@ pub struct Runtime {
     /// Where compiled artifacts persist between runs (`<sha256>-<engine hash>.cwasm`).
     disk_cache: Option<std::path::PathBuf>,
     ticker: Ticker,
+    /// Every chain entry's idle instances.
+    pub(crate) idle: IdlePool<Instance>,
 }
 
 impl Runtime {
-    /// Stops the epoch ticker and waits for it, so no thread touches the engine while the
-    /// process exits.
+    /// Stops the epoch ticker and the idle-instance sweeper and waits for them, so no thread
+    /// touches the engine while the process exits.
     pub fn shutdown(&self) {
+        self.idle.shutdown();
         self.ticker.stop();
+    }
+
+    /// A new instance of `plugin` with `limits`, its CPU budget not yet armed.
+    pub(crate) async fn instantiate(&self, plugin: &LoadedPlugin, limits: &Limits) -> Result<Instance, PluginError> {
+        let mut store = self.new_store(limits);
+        arm(&mut store, limits);
+        let rules = plugin.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Fault { plugin: plugin.name.clone(), reason: format!("instantiation failed: {e:#}") })?;
+        Ok(Instance { store, rules })
     }
 
     /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
@@ -148,7 +200,7 @@ impl Runtime {
         // A store is alive for as long as no idle instance has expired: park after a second
         // without any.
         let ticker = Ticker::start(engine.clone(), TICK, 1000).map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
-        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, ticker })
+        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, ticker, idle: IdlePool::new(IDLE_MAX, IDLE_TTL) })
     }
 
     /// Persists compiled components under `dir`, so a restart does not compile them again.
@@ -233,8 +285,7 @@ impl Runtime {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
         let mut store = self.new_store(&Limits::default());
-        store.data_mut().ticks_left = Limits::default().cpu_ms;
-        store.set_epoch_deadline(1);
+        arm(&mut store, &Limits::default());
         let rules = pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Invalid(format!("instantiating: {e:#}")))?;
         let info = rules
             .mapwright_plugin_meta()
@@ -279,6 +330,13 @@ fn check_contract_version(exports: &[String]) -> Result<(), PluginError> {
         }
     }
     Ok(())
+}
+
+/// Gives a store a fresh CPU budget for one call, and forgets earlier memory refusals.
+pub(crate) fn arm(store: &mut Store<SandboxState>, limits: &Limits) {
+    store.data_mut().ticks_left = limits.cpu_ms.max(1);
+    store.data_mut().limits.reset();
+    store.set_epoch_deadline(1);
 }
 
 /// The epoch callback: yield to the executor at every tick while the call's CPU budget

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-pub use crate::store::rules::Limits;
 use super::ticker::Ticking;
+use crate::model::Limits;
 
 /// How much of a plugin's stderr is kept (panic messages end up there).
 const STDERR_CAPACITY: usize = 4096;
@@ -34,10 +34,60 @@ impl HostMonotonicClock for FixedClock {
     }
 }
 
+/// The store's resource limits, which also remember whether they refused a memory growth: a
+/// trap after that is the plugin running out of memory, whatever its message says.
+pub struct Limiter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl Limiter {
+    /// Whether a memory growth was refused since [`Limiter::reset`].
+    pub fn memory_refused(&self) -> bool {
+        self.memory_refused
+    }
+
+    /// Forgets earlier refusals (before a call).
+    pub fn reset(&mut self) {
+        self.memory_refused = false;
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// What a plugin's store holds.
 pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    /// Memory, table and instance limits.
+    pub limits: Limiter,
     stderr: MemoryOutputPipe,
     /// Epoch ticks this call may still run.
     pub ticks_left: u64,
@@ -46,6 +96,7 @@ pub struct SandboxState {
 }
 
 impl SandboxState {
+    /// The state of a store for a plugin with these limits.
     pub fn new(limits: &Limits, ticking: Ticking) -> SandboxState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut b = WasiCtxBuilder::new();
@@ -63,7 +114,10 @@ impl SandboxState {
         SandboxState {
             wasi: b.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
+            limits: Limiter {
+                limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
+                memory_refused: false,
+            },
             stderr,
             ticks_left: 0,
             _ticking: ticking,

@@ -4,9 +4,10 @@
 //! parsed (`resource::canonicalize` for bodies, `patch` for operations). This table holds
 //! only the switches that must differ by kind.
 
-use crate::store::IdpKind;
+use crate::model::IdpKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The switches of one IdP kind.
 pub struct Dialect {
     /// A group PUT whose body has no `members` attribute leaves the members as they are.
     /// RFC 7644 PUT semantics say it removes them all, and Okta (which pushes the full list)
@@ -16,6 +17,7 @@ pub struct Dialect {
 }
 
 impl Dialect {
+    /// The dialect of an IdP kind.
     pub fn for_kind(kind: IdpKind) -> Dialect {
         match kind {
             IdpKind::Okta | IdpKind::Generic | IdpKind::Keycloak | IdpKind::Idcs | IdpKind::Ping => {

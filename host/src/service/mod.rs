@@ -5,10 +5,12 @@
 //! the writer thread (mapping can be expensive), then write with a version check; a
 //! concurrent change makes the write retry from a fresh read instead of losing an update.
 
+pub mod admin;
+pub mod chain_file;
 pub mod dialect;
+pub mod directory;
 pub mod guard;
 mod locks;
-pub mod mapping;
 pub mod reapply;
 pub mod rules;
 mod shadow;
@@ -17,21 +19,21 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::service::dialect::Dialect;
+use crate::mapping::{Decisions, GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
+use crate::model::{AuditInfo, Decision, DeprovisionAction, EntryWrite, GroupUpdate, GroupWrite, IdpConnection, Lifecycle, MemberRule, MemberRules, Page, StoredGroup, StoredUser, UserWrite};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListQuery, Projection};
 use crate::scim::patch::{self, MemberOp};
 use crate::scim::resource::canonicalize;
 use crate::scim::schema::ResourceKind;
-use crate::store::{GroupUpdate, GroupWrite, IdpConnection, Page, Store, StoreError, StoredGroup, StoredUser, UserWrite};
-use mapping::{GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
-use crate::store::{AuditInfo, DecisionRecord, DeprovisionAction, Lifecycle, MemberRule, MemberRules};
+use crate::service::dialect::Dialect;
+use crate::store::{Store, StoreError};
 
 /// Logs a hook's decisions (debug) and keeps them for the change's audit record.
-fn keep_decisions(what: &str, decisions: mapping::Decisions, into: &mut Vec<DecisionRecord>) {
-    for (plugin, rule, reason) in decisions {
-        tracing::debug!(what, plugin, rule, reason, "rule decision");
-        into.push(DecisionRecord { plugin, rule, reason });
+fn keep_decisions(what: &str, decisions: Decisions, into: &mut Vec<Decision>) {
+    for d in decisions {
+        tracing::debug!(what, plugin = %d.plugin, rule = %d.rule, reason = %d.reason, "rule decision");
+        into.push(d);
     }
 }
 
@@ -55,7 +57,7 @@ impl<'a> Call<'a> {
     }
 
     /// The audit record of a change this call makes with these decisions.
-    fn audit(&self, op: Operation, decisions: Vec<DecisionRecord>) -> AuditInfo {
+    fn audit(&self, op: Operation, decisions: Vec<Decision>) -> AuditInfo {
         AuditInfo {
             actor: format!("idp:{}/{}", self.idp.tenant, self.idp.name),
             request_id: self.request_id.to_string(),
@@ -92,8 +94,8 @@ fn store_error(kind: ResourceKind, id: &str, e: StoreError) -> ScimError {
         StoreError::Conflict(m) => ScimError::uniqueness(m),
         StoreError::VersionMismatch => ScimError::precondition_failed(),
         StoreError::InvalidReference(m) => ScimError::invalid_value(m),
-        StoreError::Backend(m) => {
-            tracing::error!(error = %m, "store failure");
+        StoreError::Backend(e) => {
+            tracing::error!(error = %e, "store failure");
             ScimError::internal("the directory store failed; the request was not applied")
         }
     }
@@ -132,7 +134,7 @@ impl<S: Store> Service<S> {
 
     /// Asks the guard about deprovisioning an IdP user: `Ok(true)` to go ahead, `Ok(false)`
     /// to hold it; a protected principal turns the action into `Keep`.
-    async fn guard_deprovision(&self, idp: &IdpConnection, id: &str, body: &Value, action: &mut DeprovisionAction, why: &mut Vec<DecisionRecord>) -> ScimResult<bool> {
+    async fn guard_deprovision(&self, idp: &IdpConnection, id: &str, body: &Value, action: &mut DeprovisionAction, why: &mut Vec<Decision>) -> ScimResult<bool> {
         if *action == DeprovisionAction::Keep {
             return Ok(true);
         }
@@ -143,13 +145,13 @@ impl<S: Store> Service<S> {
             guard::Verdict::Allow => true,
             guard::Verdict::Protected(pattern) => {
                 tracing::warn!(idp = %idp.name, user = id, %pattern, "protected principal: deprovisioning refused");
-                why.push(DecisionRecord { plugin: "guard".into(), rule: "protected".into(), reason: format!("matches protected pattern {pattern}; the entry is kept") });
+                why.push(Decision::new("guard", "protected", format!("matches protected pattern {pattern}; the entry is kept")));
                 *action = DeprovisionAction::Keep;
                 true
             }
             guard::Verdict::Hold { max, window_secs } => {
                 tracing::warn!(idp = %idp.name, user = id, max, window_secs, "guard threshold reached: destructive operation held for an admin");
-                why.push(DecisionRecord { plugin: "guard".into(), rule: "threshold".into(), reason: format!("more than {max} destructive operations in {window_secs} s; held for an admin") });
+                why.push(Decision::new("guard", "threshold", format!("more than {max} destructive operations in {window_secs} s; held for an admin")));
                 false
             }
         })
@@ -169,7 +171,7 @@ impl<S: Store> Service<S> {
         p
     }
 
-    async fn user_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, body: Value, current: Option<&Value>, why: &mut Vec<DecisionRecord>) -> ScimResult<UserWrite> {
+    async fn user_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, body: Value, current: Option<&Value>, why: &mut Vec<Decision>) -> ScimResult<UserWrite> {
         let ctx = MapContext { idp: call.idp, operation: op, current };
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         keep_decisions("user", decisions, why);
@@ -177,7 +179,7 @@ impl<S: Store> Service<S> {
         Ok(UserWrite { body, entry, matching: pipeline.matching() })
     }
 
-    async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<DecisionRecord>) -> ScimResult<GroupWrite> {
+    async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<Decision>) -> ScimResult<GroupWrite> {
         let ctx = MapContext { idp: call.idp, operation: op, current: None };
         let (targets, decisions) = pipeline.map_group(ctx, GroupInput { id, body: &body }).await?;
         keep_decisions("group", decisions, why);
@@ -186,7 +188,7 @@ impl<S: Store> Service<S> {
     }
 
     /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
-    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value, why: &mut Vec<DecisionRecord>) -> ScimResult<Lifecycle> {
+    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value, why: &mut Vec<Decision>) -> ScimResult<Lifecycle> {
         let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
         let ctx = MapContext { idp, operation: op, current: None };
         Ok(match (active(before), active(after)) {
@@ -206,7 +208,7 @@ impl<S: Store> Service<S> {
 
     /// What `pipeline` (a connection's active rules, or a candidate) would make of one IdP
     /// user payload, as a new user, written nowhere: the "try a rule" of the console.
-    pub async fn dry_run_user(&self, idp: &IdpConnection, pipeline: Option<&dyn MappingPipeline>, input: &Value) -> ScimResult<(crate::store::EntryWrite, Vec<DecisionRecord>)> {
+    pub async fn dry_run_user(&self, idp: &IdpConnection, pipeline: Option<&dyn MappingPipeline>, input: &Value) -> ScimResult<(EntryWrite, Vec<Decision>)> {
         let body = canonicalize(ResourceKind::User, input)?;
         let active;
         let pipeline = match pipeline {
@@ -385,7 +387,7 @@ impl<S: Store> Service<S> {
 
     /// Asks the connection's membership rules about every user a group change adds or
     /// removes (deltas only: a full list is diffed against the current members first).
-    async fn member_rules(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp], why: &mut Vec<DecisionRecord>) -> ScimResult<MemberRules> {
+    async fn member_rules(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, group: Option<&str>, targets: &[String], ops: &[MemberOp], why: &mut Vec<Decision>) -> ScimResult<MemberRules> {
         let mut rules = MemberRules::new();
         if !pipeline.has_membership_rules() || targets.is_empty() {
             return Ok(rules);

@@ -12,13 +12,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::mapping::{MapContext, MappingPipeline, Operation, Trigger};
 use super::{Service, store_error};
+use crate::mapping::{GroupInput, MapContext, MappingPipeline, Operation, Trigger};
+use crate::model::{
+    AuditInfo, Decision, DeprovisionAction, IdpConnection, Lifecycle, OutcomeStatus, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyPhase, ReapplyUser, StoredGroup, StoredUser,
+};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::schema::ResourceKind;
-use crate::store::{
-    AuditInfo, DecisionRecord, DeprovisionAction, IdpConnection, Lifecycle, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyUser, Store,
-};
+use crate::store::Store;
 
 /// Resources per batch: one short write transaction each.
 pub const DEFAULT_BATCH: usize = 200;
@@ -48,11 +49,11 @@ impl Summary {
             "User" => self.users += 1,
             _ => self.groups += 1,
         }
-        match o.status.as_str() {
-            "changed" => self.changed += 1,
-            "unchanged" => self.unchanged += 1,
-            "skipped" => self.skipped += 1,
-            _ => {
+        match o.status {
+            OutcomeStatus::Changed => self.changed += 1,
+            OutcomeStatus::Unchanged => self.unchanged += 1,
+            OutcomeStatus::Skipped => self.skipped += 1,
+            OutcomeStatus::Failed => {
                 self.failed += 1;
                 if o.error.as_deref().is_some_and(|e| e.contains("already has a user named")) {
                     self.collisions += 1;
@@ -91,7 +92,7 @@ impl Report {
     fn absorb(&mut self, outcomes: Vec<ReapplyOutcome>) {
         for o in outcomes {
             self.summary.add(&o);
-            if o.status != "unchanged" {
+            if o.status != OutcomeStatus::Unchanged {
                 self.items.push(o);
             }
         }
@@ -118,11 +119,11 @@ impl Default for PassOptions {
 }
 
 fn refused(kind: &str, id: &str, name: &str, why: String) -> ReapplyOutcome {
-    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name: name.into(), status: "failed".into(), changes: Value::Null, error: Some(why) }
+    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name: name.into(), status: OutcomeStatus::Failed, changes: Value::Null, error: Some(why) }
 }
 
 impl<S: Store> Service<S> {
-    fn reapply_audit(pipeline: &dyn MappingPipeline, opts: &PassOptions, request_id: &str, decisions: Vec<DecisionRecord>) -> AuditInfo {
+    fn reapply_audit(pipeline: &dyn MappingPipeline, opts: &PassOptions, request_id: &str, decisions: Vec<Decision>) -> AuditInfo {
         AuditInfo { actor: opts.actor.clone(), request_id: request_id.to_string(), operation: "reapply".into(), chain_version: pipeline.version(), decisions }
     }
 
@@ -132,7 +133,7 @@ impl<S: Store> Service<S> {
         &self,
         idp: &IdpConnection,
         pipeline: &dyn MappingPipeline,
-        users: &[(i64, crate::store::StoredUser)],
+        users: &[(i64, StoredUser)],
         opts: &PassOptions,
         request_id: &str,
     ) -> ScimResult<(Vec<ReapplyUser>, Vec<ReapplyOutcome>)> {
@@ -184,7 +185,7 @@ impl<S: Store> Service<S> {
         &self,
         idp: &IdpConnection,
         pipeline: &dyn MappingPipeline,
-        groups: &[(i64, crate::store::StoredGroup)],
+        groups: &[(i64, StoredGroup)],
         opts: &PassOptions,
         request_id: &str,
     ) -> (Vec<ReapplyGroup>, Vec<ReapplyOutcome>) {
@@ -192,7 +193,7 @@ impl<S: Store> Service<S> {
         for (pk, g) in groups {
             let ctx = MapContext { idp, operation: Operation::Reapply, current: None };
             let name = g.body.get("displayName").and_then(Value::as_str).unwrap_or_default();
-            match pipeline.map_group(ctx, super::mapping::GroupInput { id: &g.meta.id, body: &g.body }).await {
+            match pipeline.map_group(ctx, GroupInput { id: &g.meta.id, body: &g.body }).await {
                 Ok((targets, decisions)) => {
                     let mut why = Vec::new();
                     super::keep_decisions("group", decisions, &mut why);
@@ -234,6 +235,11 @@ impl<S: Store> Service<S> {
         Ok(report)
     }
 
+    /// The connection's latest re-apply job, if one has run.
+    pub async fn reapply_status(&self, idp: &IdpConnection) -> ScimResult<Option<ReapplyJob>> {
+        self.store.reapply_job(idp.id).await.map_err(|e| store_error(ResourceKind::User, "", e))
+    }
+
     /// Starts a re-apply of the connection's active rules, or resumes its unfinished one.
     pub async fn start_or_resume_reapply(&self, idp: &IdpConnection, actor: &str, resume: bool) -> ScimResult<ReapplyJob> {
         let err = |e| store_error(ResourceKind::User, "", e);
@@ -260,7 +266,7 @@ impl<S: Store> Service<S> {
             return Ok(());
         }
         let why = format!("the active chain version changed from {:?} to {active:?}", job.chain_version);
-        self.store.advance_reapply(job.id, "failed", Some(why.clone())).await.map_err(err)?;
+        self.store.advance_reapply(job.id, ReapplyPhase::Failed, Some(why.clone())).await.map_err(err)?;
         Err(ScimError::new(409, None, format!("re-apply job {} stopped: {why}; start a new one", job.id)))
     }
 
@@ -277,7 +283,7 @@ impl<S: Store> Service<S> {
         let opts = PassOptions { actor: job.author.clone(), ..opts.clone() };
         let mut report = Report::default();
         let mut job = job;
-        if job.phase == "users" {
+        if job.phase == ReapplyPhase::Users {
             loop {
                 self.check_rules(idp, &job).await?;
                 let page = self.store.users_after(idp, job.cursor, opts.batch).await.map_err(err)?;
@@ -291,9 +297,9 @@ impl<S: Store> Service<S> {
                 progress(&job, &report);
                 tokio::time::sleep(opts.pause).await;
             }
-            job = self.store.advance_reapply(job.id, "groups", None).await.map_err(err)?;
+            job = self.store.advance_reapply(job.id, ReapplyPhase::Groups, None).await.map_err(err)?;
         }
-        if job.phase == "groups" {
+        if job.phase == ReapplyPhase::Groups {
             loop {
                 self.check_rules(idp, &job).await?;
                 let page = self.store.groups_after(idp, job.cursor, opts.batch).await.map_err(err)?;
@@ -310,7 +316,7 @@ impl<S: Store> Service<S> {
                 progress(&job, &report);
                 tokio::time::sleep(opts.pause).await;
             }
-            job = self.store.advance_reapply(job.id, "done", None).await.map_err(err)?;
+            job = self.store.advance_reapply(job.id, ReapplyPhase::Done, None).await.map_err(err)?;
             progress(&job, &report);
         }
         Ok(report)
@@ -327,7 +333,7 @@ impl<S: Store> Service<S> {
                 let last = self.store.reapply_job(idp.id).await.ok().flatten();
                 let (resume, wait) = match &last {
                     Some(j) if j.finished.is_none() => (true, Duration::ZERO),
-                    Some(j) => (false, every.saturating_sub(since(&j.started))),
+                    Some(j) => (false, every.saturating_sub(j.started.elapsed())),
                     None => (false, Duration::ZERO),
                 };
                 tokio::time::sleep(wait).await;
@@ -345,12 +351,4 @@ impl<S: Store> Service<S> {
             }
         })
     }
-}
-
-/// How long ago an RFC 3339 time was (zero if it cannot be read or is in the future).
-fn since(t: &str) -> Duration {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok())
-        .unwrap_or(Duration::ZERO)
 }

@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 
+use crate::model::{Activation, ChainDefinition, ChainEntryDef, ChainVersion, IdpConnection, Limits, MatchPolicy, PluginRecord, ShadowDiff, VersionNote, VersionSource};
 use crate::plugins::PluginError;
 use crate::plugins::chain::{Chain, ChainRegistry, EntrySpec, PluginSource, Unavailable};
-use crate::plugins::runtime::{LoadedPlugin, Runtime};
-use crate::store::rules::{ChainDefinition, ChainEntryDef, ChainVersion, PluginRecord, VersionNote, VersionSource};
-use crate::store::{IdpConnection, MatchPolicy, Store, StoreError};
+use crate::plugins::runtime::Runtime;
+use crate::store::{Store, StoreError};
 
 /// Why a rules change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,12 @@ pub enum RulesError {
     /// The request names something that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request makes no sense as it stands (say, activating the active version).
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
     #[error("the store failed: {0}")]
-    Store(StoreError),
+    Store(#[source] StoreError),
 }
 
 impl From<StoreError> for RulesError {
@@ -40,8 +44,63 @@ impl From<StoreError> for RulesError {
     }
 }
 
+/// What is stored of rules, read without loading any: plugins, versions, activations,
+/// shadow reports. A [`RuleManager`] has one; a command that only reads uses one alone.
+pub struct RuleRecords<S: Store> {
+    store: Arc<S>,
+}
+
+impl<S: Store> RuleRecords<S> {
+    /// The records of `store`.
+    pub fn new(store: Arc<S>) -> RuleRecords<S> {
+        RuleRecords { store }
+    }
+
+    /// The plugins a tenant has stored or uses, newest first.
+    pub async fn plugins(&self, tenant_id: i64) -> Result<Vec<PluginRecord>, RulesError> {
+        Ok(self.store.list_plugins(tenant_id).await?)
+    }
+
+    /// The active version of every connection that has one.
+    pub async fn active_versions(&self) -> Result<Vec<ChainVersion>, RulesError> {
+        Ok(self.store.active_chains().await?)
+    }
+
+    /// A connection's versions (newest first) and activations (newest first).
+    pub async fn history(&self, idp: &IdpConnection) -> Result<(Vec<ChainVersion>, Vec<Activation>), RulesError> {
+        Ok((self.store.chain_versions(idp.id).await?, self.store.chain_activations(idp.id).await?))
+    }
+
+    /// One stored version of a connection.
+    pub async fn version(&self, idp: &IdpConnection, number: i64) -> Result<ChainVersion, RulesError> {
+        self.store
+            .chain_versions(idp.id)
+            .await?
+            .into_iter()
+            .find(|v| v.number == number)
+            .ok_or_else(|| RulesError::NotFound(format!("{}/{} has no chain version {number}", idp.tenant, idp.name)))
+    }
+
+    /// The shadow version running for a connection, if any.
+    pub async fn shadow_version(&self, idp: &IdpConnection) -> Result<Option<i64>, RulesError> {
+        Ok(self.store.shadow_chains().await?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number))
+    }
+
+    /// Where a shadow version (the running one when `number` is `None`) decided differently
+    /// from the active rules, newest first.
+    pub async fn shadow_report(&self, idp: &IdpConnection, number: Option<i64>, limit: usize) -> Result<(i64, Vec<ShadowDiff>), RulesError> {
+        let number = match number {
+            Some(n) => n,
+            None => self.shadow_version(idp).await?.ok_or_else(|| RulesError::NotFound("no shadow version is running".into()))?,
+        };
+        Ok((number, self.store.shadow_diffs(idp.id, number, limit).await?))
+    }
+}
+
+/// The rule lifecycle of a server (or of one CLI command): plugins, versions, activation.
 pub struct RuleManager<S: Store> {
     store: Arc<S>,
+    records: RuleRecords<S>,
     runtime: Arc<Runtime>,
     registry: Arc<ChainRegistry>,
     /// Serialises activations and holds the rules epoch last synced, so that two swaps of
@@ -49,36 +108,77 @@ pub struct RuleManager<S: Store> {
     synced: tokio::sync::Mutex<Option<i64>>,
 }
 
-fn record_of(p: &LoadedPlugin) -> PluginRecord {
-    PluginRecord {
-        hash: p.hash.clone(),
-        name: p.name.clone(),
-        version: p.version.clone(),
-        contract: p.contract().unwrap_or("unknown").to_string(),
-        hooks: p.hook_names().into_iter().map(str::to_string).collect(),
-        size: p.size,
-        uploaded: String::new(),
-    }
-}
-
 impl<S: Store> RuleManager<S> {
+    /// The lifecycle over `store`, loading plugins with `runtime` into `registry`.
     pub fn new(store: Arc<S>, runtime: Arc<Runtime>, registry: Arc<ChainRegistry>) -> RuleManager<S> {
-        RuleManager { store, runtime, registry, synced: tokio::sync::Mutex::new(None) }
+        RuleManager { records: RuleRecords::new(store.clone()), store, runtime, registry, synced: tokio::sync::Mutex::new(None) }
     }
 
+    /// What is stored of rules.
+    pub fn records(&self) -> &RuleRecords<S> {
+        &self.records
+    }
+
+    /// The chains the connections run.
     pub fn registry(&self) -> &Arc<ChainRegistry> {
         &self.registry
     }
 
+    /// The plugin engine.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// A stored version built as a chain (to preview, try or shadow), without activating it.
+    pub async fn candidate(&self, idp: &IdpConnection, number: i64) -> Result<Chain, RulesError> {
+        let v = self.records.version(idp, number).await?;
+        Ok(self.build(&v.definition).await?.with_version(number))
+    }
+
+    /// Runs a stored version beside the active one (`None`: stops), after checking that it
+    /// loads. A server swaps it in on its next [`RuleManager::sync`].
+    pub async fn set_shadow(&self, idp: &IdpConnection, number: Option<i64>) -> Result<(), RulesError> {
+        if let Some(n) = number {
+            self.candidate(idp, n).await?;
+        }
+        Ok(self.store.set_shadow(idp.id, number).await?)
+    }
+
+    /// Makes the shadow version the active one and stops shadowing.
+    pub async fn promote_shadow(&self, idp: &IdpConnection, author: &str) -> Result<ChainVersion, RulesError> {
+        let n = self.records.shadow_version(idp).await?.ok_or_else(|| RulesError::NotFound("no shadow version to promote".into()))?;
+        let v = self.activate(idp, n, author).await?;
+        self.store.set_shadow(idp.id, None).await?;
+        Ok(v)
+    }
+
+    /// Activates an earlier version again: `to`, or the one active before the current one.
+    pub async fn rollback(&self, idp: &IdpConnection, to: Option<i64>, author: &str) -> Result<ChainVersion, RulesError> {
+        let (versions, activations) = self.records.history(idp).await?;
+        let current = versions.iter().find(|v| v.active).map(|v| v.number);
+        let target = match to {
+            Some(n) => n,
+            // The version that was active before the current one took over.
+            None => activations.iter().map(|a| a.number).find(|n| Some(*n) != current).ok_or_else(|| RulesError::NotFound("there is no earlier version to roll back to".into()))?,
+        };
+        if Some(target) == current {
+            return Err(RulesError::Refused(format!("version {target} is already active")));
+        }
+        self.activate(idp, target, author).await
     }
 
     /// Checks that `bytes` is a plugin (compiles, implements the contract, describes itself)
     /// and stores it for the tenant. Storing the same bytes again is harmless.
     pub async fn add_plugin(&self, tenant_id: i64, bytes: Vec<u8>) -> Result<PluginRecord, RulesError> {
         let p = self.runtime.load(&bytes).await?;
-        Ok(self.store.put_plugin(tenant_id, record_of(&p), bytes).await?)
+        Ok(self.store.put_plugin(tenant_id, p.record(), bytes).await?)
+    }
+
+    /// The definition of a chain read from a chain file: paths relative to the file, limits
+    /// defaulting to `tenant_limits`.
+    pub async fn define_from_file(&self, idp: &IdpConnection, file: &std::path::Path, tenant_limits: &Limits) -> anyhow::Result<ChainDefinition> {
+        let chain = super::chain_file::ChainFile::load(file)?;
+        Ok(self.define(idp.tenant_id, &chain.specs(tenant_limits, file)?, chain.matching.policy()).await?)
     }
 
     /// The definition of a chain given as plugin sources (builtin or files): each plugin is
@@ -149,11 +249,7 @@ impl<S: Store> RuleManager<S> {
 
     /// Makes an earlier (or later) version the active one again, after checking it still loads.
     pub async fn activate(&self, idp: &IdpConnection, number: i64, author: &str) -> Result<ChainVersion, RulesError> {
-        let versions = self.store.chain_versions(idp.id).await?;
-        let v = versions
-            .into_iter()
-            .find(|v| v.number == number)
-            .ok_or_else(|| RulesError::NotFound(format!("{}/{} has no chain version {number}", idp.tenant, idp.name)))?;
+        let v = self.records.version(idp, number).await?;
         let chain = self.build(&v.definition).await?;
         let _order = self.synced.lock().await;
         let v = self.store.activate_chain_version(idp.id, number, author).await?;
@@ -190,7 +286,7 @@ impl<S: Store> RuleManager<S> {
     /// a change is applied once the files have stayed the same for one poll (debounced, so a
     /// copy in progress is never loaded half way). A chain that fails to load is logged and
     /// the active one keeps serving until the files change again.
-    pub fn watch_dir(self: Arc<Self>, idp: IdpConnection, dir: std::path::PathBuf, limits: crate::store::rules::Limits, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    pub fn watch_dir(self: Arc<Self>, idp: IdpConnection, dir: std::path::PathBuf, limits: Limits, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let (mut seen, mut applied): (Option<String>, Option<String>) = (None, None);
             let mut tick = tokio::time::interval(every);
@@ -205,8 +301,7 @@ impl<S: Store> RuleManager<S> {
                 }
                 applied = seen.clone();
                 let file = dir.join("chain.toml");
-                let loaded = crate::config::ChainFile::load(&file)
-                    .and_then(|c| Ok((crate::config::chain_specs(&c.entries, &limits, &dir)?, c.matching.policy())));
+                let loaded = super::chain_file::ChainFile::load(&file).and_then(|c| Ok((c.specs(&limits, &file)?, c.matching.policy())));
                 let (specs, matching) = match loaded {
                     Ok(x) => x,
                     Err(e) => {

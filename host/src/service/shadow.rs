@@ -5,10 +5,11 @@
 
 use serde_json::{Value, json};
 
-use super::mapping::{GroupInput, MapContext, Operation};
 use super::{Call, Service};
+use crate::mapping::{GroupInput, MapContext, Operation};
+use crate::model::{EntryWrite, ShadowDiff, Timestamp};
 use crate::scim::resource::object_diff;
-use crate::store::{EntryWrite, ShadowDiff, Store};
+use crate::store::Store;
 
 /// Shadows a user mapping whose active result is `active`.
 pub(super) fn user<S: Store>(svc: &Service<S>, call: &Call<'_>, op: Operation, active_version: Option<i64>, body: &Value, current: Option<&Value>, active: &EntryWrite) {
@@ -23,7 +24,7 @@ pub(super) fn user<S: Store>(svc: &Service<S>, call: &Call<'_>, op: Operation, a
             Err(err) => json!({"outcome": ["mapped", err.to_string()]}),
         };
         let resource = body.get("userName").and_then(Value::as_str).unwrap_or_default().to_string();
-        let d = ShadowDiff { active_version, shadow_version, resource_type: "User".into(), resource, operation: op.as_str().into(), request_id, diff, at: String::new() };
+        let d = ShadowDiff { active_version, shadow_version, resource_type: "User".into(), resource, operation: op.as_str().into(), request_id, diff, at: Timestamp::default() };
         record(&*store, idp.id, d).await;
     });
 }
@@ -42,7 +43,7 @@ pub(super) fn group<S: Store>(svc: &Service<S>, call: &Call<'_>, op: Operation, 
             Err(err) => json!({"outcome": ["mapped", err.to_string()]}),
         };
         let resource = body.get("displayName").and_then(Value::as_str).unwrap_or_default().to_string();
-        let d = ShadowDiff { active_version, shadow_version, resource_type: "Group".into(), resource, operation: op.as_str().into(), request_id, diff, at: String::new() };
+        let d = ShadowDiff { active_version, shadow_version, resource_type: "Group".into(), resource, operation: op.as_str().into(), request_id, diff, at: Timestamp::default() };
         record(&*store, idp.id, d).await;
     });
 }

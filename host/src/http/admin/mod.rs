@@ -21,33 +21,38 @@ use axum::routing::{MethodRouter, get, patch, post, put};
 use serde_json::json;
 
 use super::AppState;
+use crate::model::{AdminTokenRecord, IdpConnection, Tenant, TokenRole};
+use crate::service::admin::AdminError;
+use crate::service::directory::ReadError;
 use crate::service::rules::RulesError;
-use crate::store::{IdpConnection, Store, StoreError, Tenant};
 use crate::tokens;
 
-/// An admin API error: a status and a message for people.
+/// An error of the admin or directory API: a status and a message for people.
 #[derive(Debug)]
-pub struct AdminError {
+pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
 }
 
-impl AdminError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> AdminError {
-        AdminError { status, message: message.into() }
+impl ApiError {
+    /// An error with this status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
     }
-    pub fn bad_request(message: impl Into<String>) -> AdminError {
-        AdminError::new(StatusCode::BAD_REQUEST, message)
+    /// 400
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
     }
-    pub fn not_found(message: impl Into<String>) -> AdminError {
-        AdminError::new(StatusCode::NOT_FOUND, message)
+    /// 404
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
     }
-    fn forbidden() -> AdminError {
-        AdminError::new(StatusCode::FORBIDDEN, "this admin token is scoped to another tenant, or the endpoint needs a global admin token")
+    fn forbidden() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "this admin token is scoped to another tenant, or the endpoint needs a global admin token")
     }
 }
 
-impl IntoResponse for AdminError {
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status, axum::Json(json!({"error": {"status": self.status.as_u16(), "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -57,42 +62,56 @@ impl IntoResponse for AdminError {
     }
 }
 
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
         match e {
-            StoreError::NotFound => AdminError::not_found("not found"),
-            StoreError::Conflict(m) => AdminError::new(StatusCode::CONFLICT, m),
-            StoreError::InvalidReference(m) => AdminError::bad_request(m),
-            StoreError::VersionMismatch => AdminError::new(StatusCode::CONFLICT, "changed concurrently; retry"),
-            StoreError::Backend(m) => {
-                tracing::error!(error = %m, "store failure in the admin API");
-                AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, "the store failed")
+            AdminError::NotFound(m) => ApiError::not_found(m),
+            AdminError::Invalid(m) => ApiError::bad_request(m),
+            AdminError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            AdminError::Failed(e) => {
+                tracing::error!(error = format!("{e:#}"), "admin operation failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to do it")
             }
         }
     }
 }
 
-impl From<RulesError> for AdminError {
+impl From<RulesError> for ApiError {
     fn from(e: RulesError) -> Self {
         match e {
-            RulesError::Plugin(p) => AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {p}")),
-            RulesError::NotFound(m) => AdminError::not_found(m),
-            RulesError::Store(s) => s.into(),
+            RulesError::Plugin(p) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {p}")),
+            RulesError::NotFound(m) => ApiError::not_found(m),
+            RulesError::Refused(m) => ApiError::new(StatusCode::CONFLICT, m),
+            RulesError::Store(s) => AdminError::from(s).into(),
         }
     }
 }
 
-impl From<crate::scim::error::ScimError> for AdminError {
-    fn from(e: crate::scim::error::ScimError) -> Self {
-        AdminError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.detail)
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Invalid(m) => ApiError::bad_request(m),
+            e @ ReadError::Expired { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
+            ReadError::Store(s) => AdminError::from(s).into(),
+        }
     }
 }
 
-pub type AdminResult<T> = Result<T, AdminError>;
+/// Errors of the SCIM-speaking services (re-apply, preview) keep their status.
+impl From<crate::scim::error::ScimError> for ApiError {
+    fn from(e: crate::scim::error::ScimError) -> Self {
+        ApiError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.detail)
+    }
+}
+
+/// What an API handler returns.
+pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The authenticated admin: global, or scoped to one tenant.
 pub struct Admin {
+    /// The token's name.
     pub name: String,
+    /// The tenant it is scoped to (`None`: global).
     pub scope: Option<Tenant>,
 }
 
@@ -102,30 +121,31 @@ impl Admin {
         format!("admin:{}", self.name)
     }
 
-    pub fn require_global(&self) -> AdminResult<()> {
-        if self.scope.is_some() { Err(AdminError::forbidden()) } else { Ok(()) }
+    /// Refuses a tenant-scoped token.
+    pub fn require_global(&self) -> ApiResult<()> {
+        if self.scope.is_some() { Err(ApiError::forbidden()) } else { Ok(()) }
     }
 
     /// The tenant named in the path, if this admin may reach it.
-    async fn tenant(&self, state: &AppState, name: &str) -> AdminResult<Tenant> {
+    async fn tenant(&self, state: &AppState, name: &str) -> ApiResult<Tenant> {
         scoped_tenant(state, self.scope.as_ref(), name).await
     }
 
     /// A connection of a tenant this admin may reach.
-    async fn idp(&self, state: &AppState, tenant: &str, idp: &str) -> AdminResult<IdpConnection> {
+    async fn idp(&self, state: &AppState, tenant: &str, idp: &str) -> ApiResult<IdpConnection> {
         self.tenant(state, tenant).await?;
-        state.service.store().find_idp(tenant, idp).await?.ok_or_else(|| AdminError::not_found(format!("no IdP connection '{tenant}/{idp}'")))
+        Ok(state.admin.connection(tenant, idp).await?)
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for Admin {
-    type Rejection = AdminError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let rec = authenticate(parts, state, tokens::parse_admin, "an admin bearer token is required").await?;
         // A directory token shares the table (and id space) but only ever reads the directory.
-        if rec.role != crate::store::TokenRole::Admin {
-            return Err(AdminError::new(StatusCode::UNAUTHORIZED, "an admin bearer token is required"));
+        if rec.role != TokenRole::Admin {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "an admin bearer token is required"));
         }
         Ok(Admin { name: rec.name, scope: rec.tenant })
     }
@@ -138,10 +158,10 @@ pub async fn authenticate(
     state: &AppState,
     parse: fn(&str) -> Option<(&str, &str)>,
     required: &'static str,
-) -> AdminResult<crate::store::AdminTokenRecord> {
-    let unauthorized = || AdminError::new(StatusCode::UNAUTHORIZED, required);
+) -> ApiResult<AdminTokenRecord> {
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, required);
     let (id, secret) = super::auth::bearer(&parts.headers).and_then(parse).ok_or_else(unauthorized)?;
-    let rec = state.service.store().find_admin_token(id).await?.ok_or_else(unauthorized)?;
+    let rec = state.admin.access_token(id).await?.ok_or_else(unauthorized)?;
     if !tokens::verify(secret, &rec.secret_hash) {
         return Err(unauthorized());
     }
@@ -151,18 +171,19 @@ pub async fn authenticate(
 
 /// The tenant named in a path, for a token scoped to `scope` (or global): the one check that
 /// keeps a tenant's token in its tenant, for the admin and the directory APIs alike.
-pub async fn scoped_tenant(state: &AppState, scope: Option<&Tenant>, name: &str) -> AdminResult<Tenant> {
+pub async fn scoped_tenant(state: &AppState, scope: Option<&Tenant>, name: &str) -> ApiResult<Tenant> {
     if let Some(t) = scope {
-        return if t.name == name { Ok(t.clone()) } else { Err(AdminError::forbidden()) };
+        return if t.name == name { Ok(t.clone()) } else { Err(ApiError::forbidden()) };
     }
-    state.service.store().list_tenants().await?.into_iter().find(|t| t.name == name).ok_or_else(|| AdminError::not_found(format!("no tenant '{name}'")))
+    Ok(state.admin.tenant(name).await?)
 }
 
 /// Path parameters of the admin routes.
 pub type Params = Path<HashMap<String, String>>;
 
-pub fn param<'a>(p: &'a Params, name: &str) -> AdminResult<&'a str> {
-    p.get(name).map(String::as_str).ok_or_else(|| AdminError::bad_request(format!("missing {name}")))
+/// A path parameter.
+pub fn param<'a>(p: &'a Params, name: &str) -> ApiResult<&'a str> {
+    p.get(name).map(String::as_str).ok_or_else(|| ApiError::bad_request(format!("missing {name}")))
 }
 
 /// Every admin route, `(path, methods)`: the router is built from this table, and a test
@@ -223,12 +244,13 @@ fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
     })
 }
 
+/// The admin API's router.
 pub fn router() -> Router<Arc<AppState>> {
     let r = Router::new().route(
         "/openapi.json",
         get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
     );
-    routes(r, ROUTES, handler).fallback(|| async { AdminError::not_found("no such admin endpoint") })
+    routes(r, ROUTES, handler).fallback(|| async { ApiError::not_found("no such admin endpoint") })
 }
 
 /// Adds a route table to `r`: each path with the handlers `handler` gives for its methods.

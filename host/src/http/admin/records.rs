@@ -1,4 +1,4 @@
-//! Audit, explain, held operations and drift.
+//! Audit, explain, held operations, drift and local changes.
 
 use std::sync::Arc;
 
@@ -7,9 +7,10 @@ use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, AdminError, AdminResult, Params, param};
+use super::{Admin, ApiError, ApiResult, Params, param};
 use crate::http::AppState;
-use crate::store::{AuditQuery, Store};
+use crate::model::{AuditQuery, LocalChange};
+use crate::service::admin::time_bound;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,19 +24,10 @@ pub struct AuditParams {
     limit: Option<usize>,
 }
 
-fn time(what: &str, t: Option<String>) -> AdminResult<Option<String>> {
-    t.map(|t| {
-        chrono::DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .map_err(|_| AdminError::bad_request(format!("{what} {t:?} is not an RFC 3339 time")))
-    })
-    .transpose()
-}
-
 /// Audit records, newest first; page with `before` (the last id seen).
-pub async fn audit(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>) -> AdminResult<Json<Value>> {
+pub async fn audit(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Value>> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
-    let Query(q) = q.map_err(|e| AdminError::bad_request(e.body_text()))?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let idp_id = match &q.idp {
         Some(i) => Some(admin.idp(&state, &tenant.name, i).await?.id),
         None => None,
@@ -45,21 +37,19 @@ pub async fn audit(State(state): State<Arc<AppState>>, admin: Admin, p: Params, 
         idp_id,
         resource_id: q.resource,
         entry: q.user,
-        since: time("since", q.since)?,
-        until: time("until", q.until)?,
+        since: time_bound("since", q.since.as_deref())?,
+        until: time_bound("until", q.until.as_deref())?,
         before_id: q.before,
-        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        limit: q.limit.unwrap_or(100),
     };
-    let records = state.service.store().audit(query).await?;
+    let records = state.admin.audit(query).await?;
     let next = records.last().map(|r| r.id);
     Ok(Json(json!({"records": records, "next_before": next})))
 }
 
-pub async fn explain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn explain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
-    let user = param(&p, "user")?;
-    let e = state.service.store().explain(tenant.id, user).await?.ok_or_else(|| AdminError::not_found(format!("no directory entry '{user}'")))?;
-    Ok(Json(json!(e)))
+    Ok(Json(json!(state.admin.explain(&tenant, param(&p, "user")?).await?)))
 }
 
 #[derive(Deserialize)]
@@ -68,35 +58,32 @@ pub struct HeldParams {
     all: bool,
 }
 
-pub async fn held(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Query<HeldParams>) -> AdminResult<Json<Value>> {
+pub async fn held(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Query<HeldParams>) -> ApiResult<Json<Value>> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
-    Ok(Json(json!(state.service.store().held_ops(tenant.id, if q.all { None } else { Some("held") }).await?)))
+    Ok(Json(json!(state.admin.held(&tenant, q.all).await?)))
 }
 
 /// `POST …/held/{id}/approve` or `…/reject`.
-pub async fn decide(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn decide(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
-    let id: i64 = param(&p, "id")?.parse().map_err(|_| AdminError::bad_request("the held operation id is a number"))?;
+    let id: i64 = param(&p, "id")?.parse().map_err(|_| ApiError::bad_request("the held operation id is a number"))?;
     let approve = match param(&p, "decision")? {
         "approve" => true,
         "reject" => false,
-        other => return Err(AdminError::not_found(format!("'{other}': use approve or reject"))),
+        other => return Err(ApiError::not_found(format!("'{other}': use approve or reject"))),
     };
-    Ok(Json(json!(state.service.store().decide_held(tenant.id, id, approve, &admin.actor()).await?)))
+    Ok(Json(json!(state.admin.decide_held(&tenant, id, approve, &admin.actor()).await?)))
 }
 
-pub async fn drift(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn drift(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
-    Ok(Json(json!(state.service.store().drift(&idp).await?)))
+    Ok(Json(json!(state.admin.drift(&idp).await?)))
 }
 
 /// A change made in the application to a directory entry: local attributes (`null` gives
 /// one back to the IdPs) and local group memberships, which no sync removes.
-pub async fn local_change(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Result<Json<crate::store::LocalChange>, axum::extract::rejection::JsonRejection>) -> AdminResult<Json<Value>> {
+pub async fn local_change(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Result<Json<LocalChange>, axum::extract::rejection::JsonRejection>) -> ApiResult<Json<Value>> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
-    let Json(change) = b.map_err(|e| AdminError::bad_request(e.body_text()))?;
-    let user = param(&p, "user")?;
-    state.service.store().local_change(tenant.id, user, change, &admin.actor()).await?;
-    let e = state.service.store().explain(tenant.id, user).await?.ok_or_else(|| AdminError::not_found(format!("no directory entry '{user}'")))?;
-    Ok(Json(json!(e)))
+    let Json(change) = b.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    Ok(Json(json!(state.admin.local_change(&tenant, param(&p, "user")?, change, &admin.actor()).await?)))
 }

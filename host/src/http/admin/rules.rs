@@ -9,44 +9,42 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, AdminError, AdminResult, Params, param};
+use super::{Admin, ApiError, ApiResult, Params, param};
 use crate::http::AppState;
+use crate::mapping::MappingPipeline;
+use crate::model::{ChainDefinition, Limits, MatchPolicy, VersionNote, VersionSource};
 use crate::plugins::chain::{EntrySpec, PluginSource};
 use crate::service::reapply::PassOptions;
 use crate::service::rules::RuleManager;
-use crate::store::rules::{ChainDefinition, Limits, VersionNote, VersionSource};
-use crate::store::{MatchPolicy, Store};
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-fn body<T>(b: JsonBody<T>) -> AdminResult<T> {
-    b.map(|Json(v)| v).map_err(|e| AdminError::bad_request(e.body_text()))
+fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
+    b.map(|Json(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn rules(state: &AppState) -> AdminResult<&Arc<RuleManager<crate::http::AppStore>>> {
-    state.rules.as_ref().ok_or_else(|| AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs without the rules service"))
+fn rules(state: &AppState) -> ApiResult<&Arc<RuleManager<crate::http::AppStore>>> {
+    state.rules.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs without the rules service"))
 }
 
-pub async fn list_plugins(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn list_plugins(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let t = admin.tenant(&state, param(&p, "tenant")?).await?;
-    Ok(Json(json!(state.service.store().list_plugins(t.id).await?)))
+    Ok(Json(json!(rules(&state)?.records().plugins(t.id).await?)))
 }
 
 /// Stores a component (the request body, `application/wasm`) after checking it is a plugin.
-pub async fn add_plugin(State(state): State<Arc<AppState>>, admin: Admin, p: Params, bytes: Bytes) -> AdminResult<(StatusCode, Json<Value>)> {
+pub async fn add_plugin(State(state): State<Arc<AppState>>, admin: Admin, p: Params, bytes: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
     let t = admin.tenant(&state, param(&p, "tenant")?).await?;
     if bytes.is_empty() {
-        return Err(AdminError::bad_request("send the component's bytes as the request body"));
+        return Err(ApiError::bad_request("send the component's bytes as the request body"));
     }
     let rec = rules(&state)?.add_plugin(t.id, bytes.to_vec()).await?;
     Ok((StatusCode::CREATED, Json(json!(rec))))
 }
 
-pub async fn chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
-    let store = state.service.store();
-    let versions = store.chain_versions(idp.id).await?;
-    let activations = store.chain_activations(idp.id).await?;
+    let (versions, activations) = rules(&state)?.records().history(&idp).await?;
     let active = versions.iter().find(|v| v.active).cloned();
     Ok(Json(json!({"active": active, "versions": versions, "activations": activations})))
 }
@@ -74,12 +72,12 @@ pub struct ChainBody {
     candidate: bool,
 }
 
-async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, matching: MatchPolicy) -> AdminResult<ChainDefinition> {
+async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, matching: MatchPolicy) -> ApiResult<ChainDefinition> {
     let mut specs = Vec::with_capacity(entries.len());
     for e in entries {
         let plugin = PluginSource::parse(&e.plugin, std::path::Path::new(""));
         if matches!(plugin, PluginSource::File(_)) {
-            return Err(AdminError::bad_request(format!("plugin '{}': use builtin:<name> or sha256:<hash> of a stored plugin (upload it first)", e.plugin)));
+            return Err(ApiError::bad_request(format!("plugin '{}': use builtin:<name> or sha256:<hash> of a stored plugin (upload it first)", e.plugin)));
         }
         specs.push(EntrySpec { plugin, config: e.config, limits: e.limits.unwrap_or_default() });
     }
@@ -88,7 +86,7 @@ async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, m
 
 /// A new chain version: refused (422, with the reason) if any entry fails to load; else
 /// active at once, or stored as a candidate.
-pub async fn set_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ChainBody>) -> AdminResult<(StatusCode, Json<Value>)> {
+pub async fn set_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ChainBody>) -> ApiResult<(StatusCode, Json<Value>)> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = body(b)?;
     let def = definition(&state, idp.tenant_id, b.entries, b.matching).await?;
@@ -105,7 +103,7 @@ pub struct Number {
 }
 
 /// Activates a stored version (rollback or roll forward).
-pub async fn activate(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<Number>) -> AdminResult<Json<Value>> {
+pub async fn activate(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<Number>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let n = body(b)?.number;
     Ok(Json(json!(rules(&state)?.activate(&idp, n, &admin.actor()).await?)))
@@ -131,18 +129,14 @@ pub struct Page {
 
 /// What a candidate chain would change (summary first, then a page of the changes). Writes
 /// nothing.
-pub async fn preview(State(state): State<Arc<AppState>>, admin: Admin, p: Params, page: Query<Page>, b: JsonBody<PreviewBody>) -> AdminResult<Json<Value>> {
+pub async fn preview(State(state): State<Arc<AppState>>, admin: Admin, p: Params, page: Query<Page>, b: JsonBody<PreviewBody>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = body(b)?;
     let rules = rules(&state)?;
     let candidate = match (b.number, b.entries) {
-        (Some(n), None) => {
-            let versions = state.service.store().chain_versions(idp.id).await?;
-            let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
-            rules.build(&v.definition).await?.with_version(n)
-        }
+        (Some(n), None) => rules.candidate(&idp, n).await?,
         (None, Some(entries)) => rules.build(&definition(&state, idp.tenant_id, entries, b.matching).await?).await?,
-        _ => return Err(AdminError::bad_request("give either a version `number` or the chain's `entries`")),
+        _ => return Err(ApiError::bad_request("give either a version `number` or the chain's `entries`")),
     };
     let report = state.service.preview(&idp, &candidate, &PassOptions::default()).await?;
     let limit = page.limit.unwrap_or(100).min(1000);
@@ -157,16 +151,13 @@ pub struct ShadowBody {
     number: Option<i64>,
 }
 
-pub async fn set_shadow(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ShadowBody>) -> AdminResult<Json<Value>> {
+pub async fn set_shadow(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ShadowBody>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let n = body(b)?.number;
-    if let Some(n) = n {
-        let versions = state.service.store().chain_versions(idp.id).await?;
-        let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
-        rules(&state)?.build(&v.definition).await?;
-    }
-    state.service.store().set_shadow(idp.id, n).await?;
-    rules(&state)?.sync().await?;
+    let rules = rules(&state)?;
+    rules.set_shadow(&idp, n).await?;
+    // This server runs it now; others pick it up from the store.
+    rules.sync().await?;
     Ok(Json(json!({"shadow": n})))
 }
 
@@ -176,20 +167,15 @@ pub struct ShadowQuery {
     limit: Option<usize>,
 }
 
-pub async fn shadow_report(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Query<ShadowQuery>) -> AdminResult<Json<Value>> {
+pub async fn shadow_report(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: Query<ShadowQuery>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
-    let store = state.service.store();
-    let number = match q.number {
-        Some(n) => n,
-        None => store.shadow_chains().await?.into_iter().find(|v| v.idp_id == idp.id).map(|v| v.number).ok_or_else(|| AdminError::not_found("no shadow version is running"))?,
-    };
-    let diffs = store.shadow_diffs(idp.id, number, q.limit.unwrap_or(100).min(10_000)).await?;
+    let (number, diffs) = rules(&state)?.records().shadow_report(&idp, q.number, q.limit.unwrap_or(100).min(10_000)).await?;
     Ok(Json(json!({"shadow_version": number, "differences": diffs})))
 }
 
-pub async fn reapply_status(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> AdminResult<Json<Value>> {
+pub async fn reapply_status(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
-    let job = state.service.store().reapply_job(idp.id).await?.ok_or_else(|| AdminError::not_found("no re-apply has run"))?;
+    let job = state.service.reapply_status(&idp).await?.ok_or_else(|| ApiError::not_found("no re-apply has run"))?;
     Ok(Json(json!(job)))
 }
 
@@ -203,7 +189,7 @@ pub struct ReapplyBody {
 }
 
 /// Starts (or resumes) a re-apply in the background; poll `GET …/reapply` for progress.
-pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Option<Json<ReapplyBody>>) -> AdminResult<(StatusCode, Json<Value>)> {
+pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: Option<Json<ReapplyBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = b.map(|Json(b)| b).unwrap_or_default();
     let job = state.service.start_or_resume_reapply(&idp, &admin.actor(), b.resume).await?;
@@ -229,21 +215,17 @@ pub struct TryBody {
 
 /// Runs the connection's rules (or a stored version) on a pasted SCIM user, writing nothing:
 /// the mapped userName, active, attributes and granted groups, and every plugin's decision.
-pub async fn try_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<TryBody>) -> AdminResult<Json<Value>> {
+pub async fn try_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<TryBody>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = body(b)?;
     if !b.user.is_object() {
-        return Err(AdminError::bad_request("`user` must be a SCIM User object"));
+        return Err(ApiError::bad_request("`user` must be a SCIM User object"));
     }
     let candidate = match b.number {
-        Some(n) => {
-            let versions = state.service.store().chain_versions(idp.id).await?;
-            let v = versions.into_iter().find(|v| v.number == n).ok_or_else(|| AdminError::not_found(format!("no chain version {n}")))?;
-            Some(rules(&state)?.build(&v.definition).await?.with_version(n))
-        }
+        Some(n) => Some(rules(&state)?.candidate(&idp, n).await?),
         None => None,
     };
-    let pipeline = candidate.as_ref().map(|c| c as &dyn crate::service::mapping::MappingPipeline);
+    let pipeline = candidate.as_ref().map(|c| c as &dyn MappingPipeline);
     match state.service.dry_run_user(&idp, pipeline, &b.user).await {
         Ok((entry, decisions)) => Ok(Json(json!({
             "ok": true,

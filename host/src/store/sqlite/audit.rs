@@ -1,19 +1,14 @@
-//! The audit trail: written by the user and group writes in their own transactions; read by
-//! `mapwright audit` and `mapwright explain`.
+//! The audit trail: written by every change in the change's own transaction (so there is
+//! never a change without its record), and read back by `mapwright audit`.
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value, json};
 
-use super::now;
+use super::db::json_column;
+use crate::model::{AuditInfo, AuditQuery, AuditRecord, DirectoryEntry, IdpConnection, Timestamp};
 use crate::scim::eval::fold;
 use crate::scim::resource::json_text;
-use crate::store::*;
-
-/// What is audited of an entry: the application's view of it.
-pub(super) fn entry_state(c: &Connection, entry_id: i64) -> StoreResult<Option<DirectoryEntry>> {
-    let exists: Option<i64> = c.prepare_cached("SELECT id FROM entries WHERE id = ?1")?.query_row([entry_id], |r| r.get(0)).optional()?;
-    exists.map(|id| super::users::entry_by_id(c, id)).transpose()
-}
+use crate::store::{StoreError, StoreResult};
 
 /// Before/after of the fields that differ between two states of an entry.
 pub(super) fn entry_diff(before: Option<&DirectoryEntry>, after: Option<&DirectoryEntry>) -> Value {
@@ -72,7 +67,7 @@ pub(super) struct Subject<'a> {
 }
 
 pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, changes: &Value) -> StoreResult<()> {
-    let decisions = serde_json::to_string(&info.decisions).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let decisions = serde_json::to_string(&info.decisions).map_err(|e| StoreError::Backend(Box::new(e)))?;
     t.prepare_cached(
         "INSERT INTO audit (tenant_id, idp_id, idp_name, actor, request_id, operation, resource_type, resource_id, entry_id, entry_user_name,
          chain_version, decisions, changes, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -91,7 +86,7 @@ pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, cha
         info.chain_version,
         decisions,
         json_text(changes),
-        now(),
+        Timestamp::now(),
     ])?;
     Ok(())
 }
@@ -99,9 +94,6 @@ pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, cha
 const COLUMNS: &str = "a.id, a.at, t.name, a.idp_name, a.actor, a.request_id, a.operation, a.resource_type, a.resource_id, a.entry_user_name, a.chain_version, a.decisions, a.changes";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    fn json<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
-        serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-    }
     Ok(AuditRecord {
         id: r.get(0)?,
         at: r.get(1)?,
@@ -114,18 +106,19 @@ fn row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         resource_id: r.get(8)?,
         entry: r.get(9)?,
         chain_version: r.get(10)?,
-        decisions: json(11, r.get(11)?)?,
-        changes: json(12, r.get(12)?)?,
+        decisions: json_column(11, &r.get::<_, String>(11)?)?,
+        changes: json_column(12, &r.get::<_, String>(12)?)?,
     })
 }
 
+/// Audit records matching `q`, newest first.
 pub fn query(c: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
     // (entry id, records not older than): an entry's id may be reused by SQLite after a
     // purge, so a live entry's history starts when it was created.
-    let (entry_id, entry_since): (Option<i64>, Option<String>) = match &q.entry {
+    let (entry_id, entry_since): (Option<i64>, Option<Timestamp>) = match &q.entry {
         None => (None, None),
         Some(name) => {
-            let live: Option<(i64, String)> = c
+            let live: Option<(i64, Timestamp)> = c
                 .prepare_cached("SELECT id, created FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
                 .query_row(params![q.tenant_id, fold(name)], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
@@ -150,63 +143,6 @@ pub fn query(c: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
     ))?;
     let rows = st.query_map(params![q.tenant_id, q.idp_id, q.resource_id, entry_id, q.since, q.until, q.before_id, limit, entry_since], row)?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub fn explain(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<Explanation>> {
-    let id: Option<i64> = c
-        .prepare_cached("SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
-        .query_row(params![tenant_id, fold(user_name)], |r| r.get(0))
-        .optional()?;
-    let Some(id) = id else { return Ok(None) };
-    let e = super::users::entry_by_id(c, id)?;
-    let mut st = c.prepare_cached(
-        "SELECT ag.name, m.owner, COALESCE(gi.name, ri.name), json_extract(g.body, '$.displayName')
-         FROM app_memberships m JOIN app_groups ag ON ag.id = m.group_id
-         LEFT JOIN groups g ON m.owner = 'g:' || g.pk LEFT JOIN idps gi ON gi.id = g.idp_id
-         LEFT JOIN idps ri ON m.owner = 'rule:' || ri.id
-         WHERE m.entry_id = ?1 ORDER BY ag.name, m.owner",
-    )?;
-    let memberships = st
-        .query_map([id], |r| {
-            let owner: String = r.get(1)?;
-            Ok(MembershipSource {
-                group: r.get(0)?,
-                kind: if owner.starts_with("g:") {
-                    "idp-group".into()
-                } else if owner == "local" {
-                    "local".into()
-                } else if owner.starts_with("held:") {
-                    "held".into()
-                } else {
-                    "rule".into()
-                },
-                idp: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                via: r.get(3)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut st = c.prepare_cached("SELECT i.name, u.id FROM users u JOIN idps i ON i.id = u.idp_id WHERE u.entry_id = ?1 ORDER BY i.name")?;
-    let idp_users = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    let history = query(c, &AuditQuery { tenant_id, entry: Some(e.user_name.clone()), limit: 1000, ..Default::default() })?;
-    let owners: String = c.prepare_cached("SELECT attr_owners FROM entries WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
-    let mut attribute_owners: serde_json::Map<String, Value> = serde_json::from_str(&owners).unwrap_or_default();
-    for v in attribute_owners.values_mut() {
-        // `idp:<id>` -> the connection's name.
-        if let Some(id) = v.as_str().and_then(|o| o.strip_prefix("idp:")).map(str::to_string) {
-            let name: Option<String> = c.prepare_cached("SELECT name FROM idps WHERE id = ?1")?.query_row([&id], |r| r.get(0)).optional()?;
-            *v = Value::String(name.unwrap_or(id));
-        }
-    }
-    Ok(Some(Explanation {
-        user_name: e.user_name,
-        active: e.active,
-        deleted: e.deleted,
-        attributes: e.attributes,
-        memberships,
-        idp_users,
-        attribute_owners: Value::Object(attribute_owners),
-        history,
-    }))
 }
 
 #[cfg(test)]

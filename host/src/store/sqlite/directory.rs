@@ -4,10 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
+use super::db::json_column;
 use super::filter_sql::directory_sql;
+use crate::model::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed, Timestamp};
 use crate::scim::list::ListQuery;
 use crate::scim::schema::ResourceKind;
-use crate::store::directory::*;
 use crate::store::StoreResult;
 
 /// The newest change position handed out (0 before the first change). AUTOINCREMENT keeps
@@ -21,10 +22,6 @@ fn floor(c: &Connection) -> StoreResult<i64> {
     Ok(c.prepare_cached("SELECT value FROM counters WHERE name = 'changes_floor'")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
-fn json(i: usize, text: &str) -> rusqlite::Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-}
-
 const USER_COLUMNS: &str = "r.id, r.uid, r.user_name, r.active, r.attributes, r.created, r.modified";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<(i64, DirUser)> {
@@ -35,7 +32,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<(i64, DirUser)> {
             id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
             user_name: r.get(2)?,
             active: r.get(3)?,
-            attributes: json(4, &attrs)?,
+            attributes: json_column(4, &attrs)?,
             groups: Vec::new(),
             created: r.get(5)?,
             modified: r.get(6)?,
@@ -151,7 +148,7 @@ pub fn changes(c: &Connection, tenant_id: i64, since: i64, limit: usize) -> Stor
             _ => None,
         };
         let state = match (r.get::<_, Option<bool>>(5)?, r.get::<_, Option<String>>(6)?) {
-            (Some(active), Some(attrs)) if kind != ChangeKind::UserDeleted => Some((active, json(6, &attrs)?)),
+            (Some(active), Some(attrs)) if kind != ChangeKind::UserDeleted => Some((active, json_column(6, &attrs)?)),
             _ => None,
         };
         let group = match (r.get::<_, Option<String>>(7)?, r.get::<_, Option<String>>(8)?) {
@@ -180,7 +177,7 @@ pub fn cursor(c: &Connection) -> StoreResult<i64> {
 /// reads what it is about to delete, and needs no index on the time (which would cost every
 /// directory write). A clock stepped back can leave a few rows past retention until a later
 /// purge; it never drops one inside it.
-pub fn purge_changes(t: &Transaction<'_>, before: &str) -> StoreResult<usize> {
+pub fn purge_changes(t: &Transaction<'_>, before: &Timestamp) -> StoreResult<usize> {
     let first_kept: Option<i64> = t.prepare_cached("SELECT seq FROM changes WHERE at >= ?1 ORDER BY seq LIMIT 1")?.query_row([before], |r| r.get(0)).optional()?;
     let through: Option<i64> = match first_kept {
         Some(seq) => t.prepare_cached("SELECT max(seq) FROM changes WHERE seq < ?1")?.query_row([seq], |r| r.get(0))?,
@@ -259,11 +256,11 @@ mod tests {
             c.execute("INSERT INTO changes (tenant_id, at, kind) VALUES (1, ?1, 'group.created')", [at]).unwrap();
         }
         let t = c.transaction().unwrap();
-        assert_eq!(purge_changes(&t, "2026-01-04").unwrap(), 2, "1 and 2 go; 3 is inside retention, and so everything after it stays");
+        assert_eq!(purge_changes(&t, &Timestamp::from_stored("2026-01-04".into())).unwrap(), 2, "1 and 2 go; 3 is inside retention, and so everything after it stays");
         let left: Vec<i64> = t.prepare("SELECT seq FROM changes ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(left, [3, 4]);
-        assert_eq!(purge_changes(&t, "2026-01-04").unwrap(), 0, "nothing before the first change inside retention is left");
-        assert_eq!(purge_changes(&t, "2026-02-01").unwrap(), 2);
+        assert_eq!(purge_changes(&t, &Timestamp::from_stored("2026-01-04".into())).unwrap(), 0, "nothing before the first change inside retention is left");
+        assert_eq!(purge_changes(&t, &Timestamp::from_stored("2026-02-01".into())).unwrap(), 2);
         t.commit().unwrap();
         assert!(matches!(changes(&c, 1, 3, 10).unwrap(), Feed::Expired { oldest: 4 }));
     }
@@ -277,7 +274,7 @@ mod tests {
             c.execute(&format!("INSERT INTO app_groups (tenant_id, name, name_fold, created, uid) VALUES (1, 'g{i}', 'g{i}', 'x', 'u{i}')"), []).unwrap();
         }
         let t = c.transaction().unwrap();
-        assert_eq!(purge_changes(&t, "9999").unwrap(), 3);
+        assert_eq!(purge_changes(&t, &Timestamp::from_stored("9999".into())).unwrap(), 3);
         t.commit().unwrap();
         assert!(matches!(changes(&c, 1, 0, 10).unwrap(), Feed::Expired { oldest: 3 }));
         assert!(matches!(changes(&c, 1, 3, 10).unwrap(), Feed::Changes { ref changes, next: 3, more: false } if changes.is_empty()));

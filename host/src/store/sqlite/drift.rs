@@ -3,8 +3,11 @@
 
 use rusqlite::{Connection, params};
 
-use crate::store::*;
+use super::memberships::idp_group_owner_sql;
+use crate::model::{DriftEntry, DriftMembership, DriftReport, IdpConnection, Owner};
+use crate::store::StoreResult;
 
+/// The drift report of one connection.
 pub fn report(c: &Connection, idp: &IdpConnection) -> StoreResult<DriftReport> {
     let mut r = DriftReport::default();
     let mut st = c.prepare_cached(
@@ -29,14 +32,15 @@ pub fn report(c: &Connection, idp: &IdpConnection) -> StoreResult<DriftReport> {
             Ok(DriftMembership { group: row.get(0)?, user_name: row.get(1)?, detail: format!("IdP group '{}'", via.unwrap_or_default()) })
         })?
         .collect::<Result<_, _>>()?;
-    let mut st = c.prepare_cached(
+    let group_owner = idp_group_owner_sql("g.pk");
+    let mut st = c.prepare_cached(&format!(
         "SELECT ag.name, e.user_name, group_concat(DISTINCT am.owner)
          FROM app_groups ag JOIN app_memberships am ON am.group_id = ag.id JOIN entries e ON e.id = am.entry_id
          WHERE ag.id IN (SELECT gt.app_group_id FROM group_targets gt JOIN groups g ON g.pk = gt.group_pk WHERE g.idp_id = ?1)
-         AND NOT EXISTS (SELECT 1 FROM app_memberships own JOIN groups g ON own.owner = 'g:' || g.pk
+         AND NOT EXISTS (SELECT 1 FROM app_memberships own JOIN groups g ON own.owner = {group_owner}
                          WHERE own.group_id = ag.id AND own.entry_id = e.id AND g.idp_id = ?1)
-         GROUP BY ag.id, e.id ORDER BY ag.name, e.user_name_fold",
-    )?;
+         GROUP BY ag.id, e.id ORDER BY ag.name, e.user_name_fold"
+    ))?;
     let extra: Vec<(String, String, String)> = st.query_map([idp.id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<Result<_, _>>()?;
     r.extra_memberships = extra.into_iter().map(|(group, user_name, owners)| DriftMembership { group, user_name, detail: describe_owners(c, &owners) }).collect();
     let mut st = c.prepare_cached(
@@ -52,7 +56,7 @@ pub fn report(c: &Connection, idp: &IdpConnection) -> StoreResult<DriftReport> {
 
 /// `g:12,rule:3` -> `IdP okta group 'Dev', rules of entra`.
 fn describe_owners(c: &Connection, owners: &str) -> String {
-    let group = |pk: &str| -> Option<String> {
+    let group = |pk: i64| -> Option<String> {
         c.query_row(
             "SELECT i.name, json_extract(g.body, '$.displayName') FROM groups g JOIN idps i ON i.id = g.idp_id WHERE g.pk = ?1",
             [pk],
@@ -60,12 +64,12 @@ fn describe_owners(c: &Connection, owners: &str) -> String {
         )
         .ok()
     };
-    let rules = |id: &str| -> Option<String> { c.query_row("SELECT name FROM idps WHERE id = ?1", [id], |r| r.get::<_, String>(0)).ok().map(|n| format!("rules of {n}")) };
+    let rules = |id: i64| -> Option<String> { c.query_row("SELECT name FROM idps WHERE id = ?1", [id], |r| r.get::<_, String>(0)).ok().map(|n| format!("rules of {n}")) };
     owners
         .split(',')
-        .map(|o| match o.split_once(':') {
-            Some(("g", pk)) => group(pk).unwrap_or_else(|| o.to_string()),
-            Some(("rule", id)) => rules(id).unwrap_or_else(|| o.to_string()),
+        .map(|o| match Owner::parse(o) {
+            Ok(Owner::IdpGroup(pk)) => group(pk).unwrap_or_else(|| o.to_string()),
+            Ok(Owner::Rules(id)) => rules(id).unwrap_or_else(|| o.to_string()),
             _ => o.to_string(),
         })
         .collect::<Vec<_>>()

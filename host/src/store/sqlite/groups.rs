@@ -7,21 +7,22 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
-use super::filter_sql::list_sql;
 use super::audit::{self, Subject};
-use super::now;
+use super::filter_sql::list_sql;
+use super::held::{self, Removal};
+use super::memberships;
+use crate::model::{AuditInfo, GroupUpdate, GroupWrite, IdpConnection, Member, MemberRule, MemberRules, Owner, Page, StoredGroup, Timestamp};
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
 use crate::scim::patch::MemberOp;
 use crate::scim::resource::Meta;
 use crate::scim::schema::ResourceKind;
-use crate::store::*;
+use crate::store::{StoreError, StoreResult};
 
 const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
-    let body: String = r.get(2)?;
-    let body = serde_json::from_str(&body).map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let body = super::db::json_column(2, &r.get::<_, String>(2)?)?;
     Ok((
         r.get(0)?,
         StoredGroup {
@@ -40,6 +41,7 @@ fn members_of(c: &Connection, group_pk: i64) -> StoreResult<Vec<Member>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One group of a connection.
 pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
     let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.id = ?1 AND r.idp_id = ?2"))?;
     let (pk, mut g) = st.query_row(params![id, idp_id], row)?;
@@ -49,6 +51,7 @@ pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreRe
     Ok(g)
 }
 
+/// A filtered, sorted page of a connection's groups.
 pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
     let sql = list_sql(ResourceKind::Group, idp_id, q);
     let (where_, order) = (&sql.where_, &sql.order);
@@ -70,26 +73,8 @@ pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<Stor
     Ok(Page { total: total as usize, items })
 }
 
-fn owner(group_pk: i64) -> String {
-    format!("g:{group_pk}")
-}
-
-pub(super) fn app_group(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<i64> {
-    app_group_named(t, tenant_id, name).map(|(id, _)| id)
-}
-
-/// The app group of this name (created if missing), with the name it is stored under (the
-/// first spelling seen; names compare case-insensitively).
-pub(super) fn app_group_named(t: &Transaction<'_>, tenant_id: i64, name: &str) -> StoreResult<(i64, String)> {
-    let nf = fold(name);
-    // Nearly always the group exists: one indexed read on the writer thread.
-    let mut find = t.prepare_cached("SELECT id, name FROM app_groups WHERE tenant_id = ?1 AND name_fold = ?2")?;
-    if let Some(found) = find.query_row(params![tenant_id, nf], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
-        return Ok(found);
-    }
-    t.prepare_cached("INSERT INTO app_groups (tenant_id, name, name_fold, created, uid) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![tenant_id, name, nf, now(), uuid::Uuid::now_v7().to_string()])?;
-    Ok((t.last_insert_rowid(), name.to_string()))
+fn owner(group_pk: i64) -> Owner {
+    Owner::IdpGroup(group_pk)
 }
 
 fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
@@ -98,31 +83,25 @@ fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Points the IdP group at the app groups `names`, moving the memberships it owns.
-/// Memberships a write takes away: (entry, app group), `None` for every app group of this IdP
-/// group. Collected first and revoked together (or held by the guard) at the end.
-type Revokes = Vec<(i64, Option<i64>)>;
+/// Memberships a write takes away, collected first and revoked together (or held by the
+/// guard) at the end.
+type Revokes = Vec<Removal>;
 
+/// Points the IdP group at the app groups `names`, moving the memberships it owns.
 fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String], revokes: &mut Revokes) -> StoreResult<()> {
     let mut wanted = Vec::new();
     for n in names {
-        wanted.push(app_group(t, tenant_id, n)?);
+        wanted.push(memberships::app_group_id(t, tenant_id, n)?);
     }
     let have = targets_of(t, group_pk)?;
     let own = owner(group_pk);
     for gone in have.iter().filter(|g| !wanted.contains(g)) {
         t.prepare_cached("DELETE FROM group_targets WHERE group_pk = ?1 AND app_group_id = ?2")?.execute(params![group_pk, gone])?;
-        let mut st = t.prepare_cached("SELECT entry_id FROM app_memberships WHERE group_id = ?1 AND owner = ?2")?;
-        let entries: Vec<i64> = st.query_map(params![gone, own], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        revokes.extend(entries.into_iter().map(|e| (e, Some(*gone))));
+        revokes.extend(memberships::entries_of(t, own, Some(*gone))?.into_iter().map(|e| (e, Some(*gone))));
     }
     for new in wanted.iter().filter(|g| !have.contains(g)) {
         t.prepare_cached("INSERT OR IGNORE INTO group_targets (group_pk, app_group_id) VALUES (?1, ?2)")?.execute(params![group_pk, new])?;
-        t.prepare_cached(
-            "INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner)
-             SELECT ?1, u.entry_id, ?3 FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?2",
-        )?
-        .execute(params![new, group_pk, own])?;
+        memberships::grant_to_members(t, *new, group_pk)?;
     }
     Ok(())
 }
@@ -179,7 +158,6 @@ struct Delta {
 fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let own = owner(group_pk);
     let mut ins = t.prepare_cached("INSERT OR IGNORE INTO group_members (group_pk, user_pk) VALUES (?1, ?2)")?;
-    let mut grant = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
     let none = MemberRule::default();
     for m in members {
         if ins.execute(params![group_pk, m.pk])? == 1 {
@@ -189,28 +167,27 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
             let rule = rules.get(&m.id).unwrap_or(&none);
             for (g, name) in targets {
                 if !named(&rule.skip, name) {
-                    grant.execute(params![g, m.entry, own])?;
+                    memberships::grant(t, *g, m.entry, own)?;
                 }
             }
-            super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
+            memberships::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
         }
     }
     Ok(())
 }
 
 fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
-    let rule_owner = format!("rule:{}", idp.id);
+    let rule_owner = Owner::Rules(idp.id);
     let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
-    let mut keep = t.prepare_cached("INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner) VALUES (?1, ?2, ?3)")?;
     for m in members {
         if del.execute(params![group_pk, m.pk])? == 1 {
             delta.removed.push(m.id.clone());
             if let Some(rule) = rules.get(&m.id) {
                 // Kept memberships change owner: the rules hold them from now on.
                 for (g, _) in targets.iter().filter(|(_, n)| named(&rule.keep, n)) {
-                    keep.execute(params![g, m.entry, rule_owner])?;
+                    memberships::grant(t, *g, m.entry, rule_owner)?;
                 }
-                super::users::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
+                memberships::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
             }
             delta.revokes.push((m.entry, None));
         }
@@ -243,8 +220,7 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
             (MemberOp::RemoveAll, _) => {
                 let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
                 delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
-                let mut entries = t.prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?;
-                delta.revokes.extend(entries.query_map([owner(group_pk)], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?.into_iter().map(|e| (e, None)));
+                delta.revokes.extend(memberships::entries_of(t, owner(group_pk), None)?.into_iter().map(|e| (e, None)));
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
             }
             (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules, delta)?,
@@ -286,26 +262,17 @@ fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group
         let name: String = t
             .prepare_cached("SELECT COALESCE(json_extract(body, '$.displayName'), '') FROM groups WHERE pk = ?1")?
             .query_row([group_pk], |r| r.get(0))?;
-        let held: Vec<(i64, &str, Option<i64>)> = revokes.iter().map(|(e, g)| (*e, own.as_str(), *g)).collect();
-        t.prepare_cached(
-            "INSERT INTO held_ops (tenant_id, idp_id, idp_name, kind, resource_id, entry_id, user_name, action, request_id, at, memberships)
-             VALUES (?1, ?2, ?3, 'remove-members', ?4, 0, ?5, 'null', ?6, ?7, ?8)",
-        )?
-        .execute(params![idp.tenant_id, idp.id, idp.name, group_id, format!("{} members of '{name}'", entries.len()), request_id, now(), serde_json::json!(held).to_string()])?;
-        let held_id = t.last_insert_rowid();
+        let held_id = held::hold_removals(t, idp, group_id, &name, own, revokes, request_id)?;
         // The held memberships change owner to the held operation: no later write of this IdP
         // group (nor of a new group that reuses its storage key) can take them or count them
         // as its own; the decision settles them.
-        let held_owner = format!("held:{held_id}");
         for (e, g) in revokes.iter() {
-            t.prepare_cached("UPDATE OR IGNORE app_memberships SET owner = ?3 WHERE entry_id = ?1 AND owner = ?2 AND (?4 IS NULL OR group_id = ?4)")?
-                .execute(params![e, own, held_owner, g])?;
-            super::users::revoke_membership(t, *e, &own, *g)?;
+            memberships::transfer(t, *e, own, Owner::Held(held_id), *g)?;
         }
         return Ok((0, Some(held_id)));
     }
     for (e, g) in revokes.iter() {
-        super::users::revoke_membership(t, *e, &own, *g)?;
+        memberships::revoke(t, *e, own, *g)?;
     }
     Ok((entries.len() as u32, None))
 }
@@ -323,9 +290,10 @@ fn group_changes(before: Option<(&Value, Vec<String>)>, after: Option<(&Value, V
     c
 }
 
+/// Creates an IdP group with its members and targets.
 pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
     let (dn, ext) = index(&w.body);
-    let ts = now();
+    let ts = Timestamp::now();
     // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
     // random page each, which keeps the writer's pages per commit down. Still opaque.
     let id = uuid::Uuid::now_v7().to_string();
@@ -342,9 +310,10 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     settle_revokes(t, idp, pk, &id, &mut delta.revokes, None, &info.request_id)?;
     let targets = target_names(t, idp.id, &id)?;
     audit::record(t, &Subject::group(idp, &id), info, &group_changes(None, Some((&w.body, targets)), delta))?;
-    Ok(StoredGroup { meta: Meta { id, created: ts.clone(), last_modified: ts, version: 1 }, body: w.body.clone(), members: None })
+    Ok(StoredGroup { meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 }, body: w.body.clone(), members: None })
 }
 
+/// Updates an IdP group still at the expected version: attributes, targets, member deltas.
 pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<(StoredGroup, u32)> {
     let (expected_version, w, ops, rules) = (u.expected_version, u.attributes.as_ref(), &u.members, &u.rules);
     let (pk, version): (i64, i64) = t
@@ -353,7 +322,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     if version != expected_version {
         return Err(StoreError::VersionMismatch);
     }
-    let ts = now();
+    let ts = Timestamp::now();
     let before_targets = target_names(t, idp.id, id)?;
     let before_body: Option<Value> = match w {
         Some(_) => t.prepare_cached("SELECT body FROM groups WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).ok().and_then(|b| serde_json::from_str(&b).ok()),
@@ -412,6 +381,7 @@ pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> S
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Deletes an IdP group; the memberships it gave go (or, past the budget, are held).
 pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, info: &AuditInfo) -> StoreResult<u32> {
     let (pk, version): (i64, i64) = t
         .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
@@ -421,10 +391,7 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     }
     let targets = target_names(t, idp.id, id)?;
     let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
-    let mut revokes: Revokes = t
-        .prepare_cached("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1")?
-        .query_map([owner(pk)], |r| Ok((r.get(0)?, None)))?
-        .collect::<Result<_, _>>()?;
+    let mut revokes: Revokes = memberships::entries_of(t, owner(pk), None)?.into_iter().map(|e| (e, None)).collect();
     // Held memberships outlive the group row: their owner names it until an admin decides.
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut revokes, removal_budget, &info.request_id)?;
     let mut changes = serde_json::json!({"targets": [targets, []], "members": {"removed_count": members}});

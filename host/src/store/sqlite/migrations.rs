@@ -387,7 +387,7 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::backend(format!(
             "the database is at schema version {current}, newer than this build knows ({known}); upgrade mapwright"
         )));
     }

@@ -4,19 +4,20 @@
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
-use super::{groups, now, users};
-use crate::store::*;
+use super::{groups, users};
+use crate::model::{IdpConnection, OutcomeStatus, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyPhase, ReapplyUser, Timestamp};
+use crate::store::{StoreError, StoreResult};
 
 fn outcome(kind: &str, id: &str, r: StoreResult<(String, Value)>) -> ReapplyOutcome {
     let (name, status, changes, error) = match r {
         Ok((name, changes)) => {
-            let status = if changes.as_object().is_some_and(|o| !o.is_empty()) { "changed" } else { "unchanged" };
+            let status = if changes.as_object().is_some_and(|o| !o.is_empty()) { OutcomeStatus::Changed } else { OutcomeStatus::Unchanged };
             (name, status, changes, None)
         }
-        Err(StoreError::VersionMismatch) => (String::new(), "skipped", Value::Null, Some("the IdP changed it meanwhile; its write applied the current rules".into())),
-        Err(e) => (String::new(), "failed", Value::Null, Some(e.to_string())),
+        Err(StoreError::VersionMismatch) => (String::new(), OutcomeStatus::Skipped, Value::Null, Some("the IdP changed it meanwhile; its write applied the current rules".into())),
+        Err(e) => (String::new(), OutcomeStatus::Failed, Value::Null, Some(e.to_string())),
     };
-    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name, status: status.into(), changes, error }
+    ReapplyOutcome { resource_type: kind.into(), id: id.into(), name, status, changes, error }
 }
 
 /// Runs `f` inside its own savepoint: a failing item leaves nothing behind.
@@ -29,13 +30,13 @@ fn isolated<T>(t: &Transaction<'_>, f: impl FnOnce() -> StoreResult<T>) -> Store
 
 fn progress(t: &Transaction<'_>, mode: ReapplyMode, out: &[ReapplyOutcome]) -> StoreResult<()> {
     let ReapplyMode::Job { id, cursor, refused } = mode else { return Ok(()) };
-    let count = |s: &str| out.iter().filter(|o| o.status == s).count() as i64;
+    let count = |s: OutcomeStatus| out.iter().filter(|o| o.status == s).count() as i64;
     let n = t
         .prepare_cached(
             "UPDATE reapply_jobs SET cursor = ?2, seen = seen + ?3, changed = changed + ?4, failed = failed + ?5, updated = ?6
              WHERE id = ?1 AND finished IS NULL AND cursor < ?2",
         )?
-        .execute(params![id, cursor, out.len() as i64 + refused, count("changed"), count("failed") + refused, now()])?;
+        .execute(params![id, cursor, out.len() as i64 + refused, count(OutcomeStatus::Changed), count(OutcomeStatus::Failed) + refused, Timestamp::now()])?;
     if n == 0 {
         // Another process resumed the job and went past this batch: this one must not count.
         return Err(StoreError::Conflict("the re-apply job moved on without this batch (another process is running it)".into()));
@@ -43,6 +44,7 @@ fn progress(t: &Transaction<'_>, mode: ReapplyMode, out: &[ReapplyOutcome]) -> S
     Ok(())
 }
 
+/// Re-applies a batch of users, each in its own savepoint.
 pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
@@ -53,6 +55,7 @@ pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mo
     Ok(out)
 }
 
+/// Re-applies a batch of groups, each in its own savepoint.
 pub fn groups(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyGroup], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
@@ -66,11 +69,12 @@ pub fn groups(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyGroup], 
 const COLUMNS: &str = "id, idp_id, chain_version, phase, cursor, seen, changed, failed, total, author, started, updated, finished, error";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<ReapplyJob> {
+    let phase: String = r.get(3)?;
     Ok(ReapplyJob {
         id: r.get(0)?,
         idp_id: r.get(1)?,
         chain_version: r.get(2)?,
-        phase: r.get(3)?,
+        phase: ReapplyPhase::parse(&phase).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("unknown re-apply phase {phase:?}").into()))?,
         cursor: r.get(4)?,
         seen: r.get(5)?,
         changed: r.get(6)?,
@@ -84,13 +88,14 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<ReapplyJob> {
     })
 }
 
+/// Starts a job over a connection (refused while another runs).
 pub fn start(t: &Transaction<'_>, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> StoreResult<ReapplyJob> {
     let total: i64 = t.query_row(
         "SELECT (SELECT count(*) FROM users WHERE idp_id = ?1) + (SELECT count(*) FROM groups WHERE idp_id = ?1)",
         [idp.id],
         |r| r.get(0),
     )?;
-    let ts = now();
+    let ts = Timestamp::now();
     t.execute(
         "INSERT INTO reapply_jobs (idp_id, chain_version, phase, total, author, started, updated) VALUES (?1, ?2, 'users', ?3, ?4, ?5, ?5)",
         params![idp.id, chain_version, total, author, ts],
@@ -102,15 +107,18 @@ pub fn start(t: &Transaction<'_>, idp: &IdpConnection, chain_version: Option<i64
     Ok(t.query_row(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE id = ?1"), [t.last_insert_rowid()], job_row)?)
 }
 
+/// The connection's latest job.
 pub fn latest(c: &Connection, idp_id: i64) -> StoreResult<Option<ReapplyJob>> {
     Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE idp_id = ?1 ORDER BY id DESC LIMIT 1"))?.query_row([idp_id], job_row).optional()?)
 }
 
-pub fn advance(t: &Transaction<'_>, job: i64, phase: &str, error: Option<&str>) -> StoreResult<ReapplyJob> {
-    let finished = matches!(phase, "done" | "failed").then(now);
+/// Moves a job to its next phase.
+pub fn advance(t: &Transaction<'_>, job: i64, phase: ReapplyPhase, error: Option<&str>) -> StoreResult<ReapplyJob> {
+    let now = Timestamp::now();
+    let finished = phase.is_final().then(|| now.clone());
     t.execute(
         "UPDATE reapply_jobs SET phase = ?2, cursor = 0, error = ?3, finished = ?4, updated = ?5 WHERE id = ?1 AND finished IS NULL",
-        params![job, phase, error, finished, now()],
+        params![job, phase.as_str(), error, finished, now],
     )?;
     Ok(t.query_row(&format!("SELECT {COLUMNS} FROM reapply_jobs WHERE id = ?1"), [job], job_row)?)
 }

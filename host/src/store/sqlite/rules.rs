@@ -2,8 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::now;
-use crate::store::rules::*;
+use crate::model::{Activation, ChainDefinition, ChainVersion, Hook, PluginRecord, ShadowDiff, Timestamp, VersionNote, VersionSource};
 use crate::store::{StoreError, StoreResult};
 
 /// Stores a plugin's bytes under their hash. The bytes for a hash never change, so storing
@@ -12,11 +11,11 @@ pub fn put_plugin(t: &Transaction<'_>, tenant_id: i64, rec: &PluginRecord, bytes
     t.execute(
         "INSERT INTO plugins (hash, name, version, contract, hooks, size, bytes, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (hash) DO UPDATE SET bytes = excluded.bytes WHERE plugins.bytes IS NOT excluded.bytes",
-        params![rec.hash, rec.name, rec.version, rec.contract, rec.hooks.join(","), rec.size as i64, bytes, now()],
+        params![rec.hash, rec.name, rec.version, rec.contract, rec.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(","), rec.size as i64, bytes, Timestamp::now()],
     )?;
     t.execute(
         "INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![tenant_id, rec.hash, now()],
+        params![tenant_id, rec.hash, Timestamp::now()],
     )?;
     Ok(t.query_row(&format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE hash = ?1"), [&rec.hash], plugin_row)?)
 }
@@ -30,7 +29,8 @@ fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
         name: r.get(1)?,
         version: r.get(2)?,
         contract: r.get(3)?,
-        hooks: hooks.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect(),
+        // A hook this server does not know (stored by a newer one) is left out.
+        hooks: hooks.split(',').filter_map(Hook::parse).collect(),
         size: r.get::<_, i64>(5)? as usize,
         uploaded: r.get(6)?,
     })
@@ -53,8 +53,7 @@ const VERSION_COLUMNS: &str = "v.idp_id, v.number, v.definition, v.author, v.not
 
 fn version_row(r: &Row<'_>) -> rusqlite::Result<ChainVersion> {
     let def: String = r.get(2)?;
-    let definition = serde_json::from_str(&def)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let definition = super::db::json_column(2, &def)?;
     let source: String = r.get(5)?;
     Ok(ChainVersion {
         idp_id: r.get(0)?,
@@ -78,7 +77,7 @@ fn get_version(c: &Connection, idp_id: i64, number: i64) -> StoreResult<ChainVer
 
 fn activate(t: &Transaction<'_>, idp_id: i64, number: i64, author: &str) -> StoreResult<()> {
     t.execute("UPDATE idps SET active_chain = ?2 WHERE id = ?1", params![idp_id, number])?;
-    t.execute("INSERT INTO chain_activations (idp_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", params![idp_id, number, now(), author])?;
+    t.execute("INSERT INTO chain_activations (idp_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", params![idp_id, number, Timestamp::now(), author])?;
     t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", [])?;
     Ok(())
 }
@@ -95,10 +94,10 @@ pub fn add_version(t: &Transaction<'_>, idp_id: i64, def: &ChainDefinition, note
         }
     }
     let number: i64 = t.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM chain_versions WHERE idp_id = ?1", [idp_id], |r| r.get(0))?;
-    let text = serde_json::to_string(def).map_err(|e| StoreError::Backend(format!("encoding a chain definition: {e}")))?;
+    let text = serde_json::to_string(def).map_err(|e| StoreError::Backend(Box::new(e)))?;
     t.execute(
         "INSERT INTO chain_versions (idp_id, number, definition, author, note, source, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![idp_id, number, text, note.author, note.note, note.source.as_str(), now()],
+        params![idp_id, number, text, note.author, note.note, note.source.as_str(), Timestamp::now()],
     )?;
     for e in &def.entries {
         t.execute("INSERT INTO chain_version_plugins (idp_id, number, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", params![idp_id, number, e.plugin])?;
@@ -160,23 +159,23 @@ pub fn shadows(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn add_shadow_diff(t: &Transaction<'_>, idp_id: i64, d: &crate::store::ShadowDiff) -> StoreResult<()> {
+pub fn add_shadow_diff(t: &Transaction<'_>, idp_id: i64, d: &ShadowDiff) -> StoreResult<()> {
     t.prepare_cached(
         "INSERT INTO shadow_diffs (idp_id, active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![idp_id, d.active_version, d.shadow_version, d.resource_type, d.resource, d.operation, d.request_id, d.diff.to_string(), now()])?;
+    .execute(params![idp_id, d.active_version, d.shadow_version, d.resource_type, d.resource, d.operation, d.request_id, d.diff.to_string(), Timestamp::now()])?;
     Ok(())
 }
 
-pub fn shadow_diffs(c: &Connection, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<crate::store::ShadowDiff>> {
+pub fn shadow_diffs(c: &Connection, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<ShadowDiff>> {
     let mut st = c.prepare_cached(
         "SELECT active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at FROM shadow_diffs
          WHERE idp_id = ?1 AND shadow_version = ?2 ORDER BY id DESC LIMIT ?3",
     )?;
     let rows = st.query_map(params![idp_id, version, limit as i64], |r| {
         let diff: String = r.get(6)?;
-        Ok(crate::store::ShadowDiff {
+        Ok(ShadowDiff {
             active_version: r.get(0)?,
             shadow_version: r.get(1)?,
             resource_type: r.get(2)?,

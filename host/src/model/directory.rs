@@ -3,10 +3,14 @@
 
 use serde_json::Value;
 
+use super::Timestamp;
+
 /// A reference to a user or a group: its stable public id and its current name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DirRef {
+    /// Stable id.
     pub id: String,
+    /// Current name.
     pub name: String,
 }
 
@@ -15,22 +19,29 @@ pub struct DirRef {
 pub struct DirUser {
     /// Stable: survives renames and is never reused.
     pub id: String,
+    /// Its userName.
     pub user_name: String,
+    /// Whether it is active.
     pub active: bool,
     /// The mapped attributes (core, enterprise extension, custom), as the rules produced them.
     pub attributes: Value,
     /// Effective memberships (held by any owner), sorted by group name.
     pub groups: Vec<DirRef>,
-    pub created: String,
-    pub modified: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When it last changed.
+    pub modified: Timestamp,
 }
 
 /// One application group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirGroup {
+    /// Stable id.
     pub id: String,
+    /// Its name.
     pub name: String,
-    pub created: String,
+    /// When it was created.
+    pub created: Timestamp,
     /// Visible members, sorted by username; `None` when not asked for.
     pub members: Option<Vec<DirRef>>,
 }
@@ -39,8 +50,11 @@ pub struct DirGroup {
 /// the feed from `cursor` misses nothing that happened after the page was read.
 #[derive(Debug, Clone)]
 pub struct DirPage<T> {
+    /// Matches in all.
     pub total: usize,
+    /// This page's.
     pub items: Vec<T>,
+    /// The feed position the page was read at.
     pub cursor: i64,
 }
 
@@ -48,6 +62,7 @@ pub struct DirPage<T> {
 /// is restored), change, and disappear (`UserDeleted`: soft-deleted or deleted; its
 /// memberships go with it without events of their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)]
 pub enum ChangeKind {
     #[serde(rename = "user.created")]
     UserCreated,
@@ -64,6 +79,7 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// A kind by its event name.
     pub fn parse(s: &str) -> Option<ChangeKind> {
         Some(match s {
             "user.created" => ChangeKind::UserCreated,
@@ -83,7 +99,9 @@ impl ChangeKind {
 pub struct Change {
     /// The position of this change; the next read starts after it.
     pub seq: i64,
-    pub at: String,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// What happened.
     pub kind: ChangeKind,
     /// The user concerned (user and membership events).
     pub user: Option<DirRef>,
@@ -99,8 +117,10 @@ pub enum Feed {
     /// Changes after the cursor, oldest first. `next` is the cursor to read from next (the
     /// last change returned, or the cursor given when there was none); `more` says whether
     /// more changes were already waiting beyond this page.
+    #[allow(missing_docs)]
     Changes { changes: Vec<Change>, next: i64, more: bool },
     /// The cursor is older than the retained changes (they were purged): list the directory
     /// again and follow from the cursor that listing returns.
+    #[allow(missing_docs)]
     Expired { oldest: i64 },
 }

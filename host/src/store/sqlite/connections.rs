@@ -2,11 +2,11 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::now;
-use crate::store::*;
+use crate::model::{AdminTokenRecord, IdpConnection, IdpKind, NewIdp, RateLimit, Tenant, Timestamp, TokenRecord, TokenRole};
+use crate::store::{StoreError, StoreResult};
 
 pub fn create_tenant(t: &Transaction<'_>, name: &str) -> StoreResult<Tenant> {
-    let created = now();
+    let created = Timestamp::now();
     t.execute("INSERT INTO tenants (name, created) VALUES (?1, ?2)", params![name, created]).map_err(|e| match StoreError::from(e) {
         StoreError::Conflict(_) => StoreError::Conflict(format!("tenant '{name}' already exists")),
         other => other,
@@ -43,7 +43,7 @@ pub fn create_idp(t: &Transaction<'_>, tenant: &str, idp: &NewIdp) -> StoreResul
         .ok_or_else(|| StoreError::InvalidReference(format!("no tenant named '{tenant}'")))?;
     t.execute(
         "INSERT INTO idps (tenant_id, name, kind, rate_per_sec, burst, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![tenant_id, idp.name, idp.kind.as_str(), idp.rate.per_second, idp.rate.burst, now()],
+        params![tenant_id, idp.name, idp.kind.as_str(), idp.rate.per_second, idp.rate.burst, Timestamp::now()],
     )
     .map_err(|e| match StoreError::from(e) {
         StoreError::Conflict(_) => StoreError::Conflict(format!("tenant '{tenant}' already has an IdP connection named '{}'", idp.name)),
@@ -79,7 +79,7 @@ pub fn find_idp(c: &Connection, tenant: &str, idp: &str) -> StoreResult<Option<I
     Ok(st.query_row([tenant, idp], idp_row).optional()?)
 }
 
-pub fn add_token(t: &Transaction<'_>, idp_id: i64, token_id: &str, hash: &[u8], expire_others_at: Option<&str>) -> StoreResult<()> {
+pub fn add_token(t: &Transaction<'_>, idp_id: i64, token_id: &str, hash: &[u8], expire_others_at: Option<&Timestamp>) -> StoreResult<()> {
     if let Some(at) = expire_others_at {
         t.execute(
             "UPDATE idp_tokens SET expires = ?2 WHERE idp_id = ?1 AND (expires IS NULL OR expires > ?2)",
@@ -87,10 +87,10 @@ pub fn add_token(t: &Transaction<'_>, idp_id: i64, token_id: &str, hash: &[u8], 
         )?;
     }
     // Expired tokens are of no use to anyone: drop them.
-    t.execute("DELETE FROM idp_tokens WHERE idp_id = ?1 AND expires IS NOT NULL AND expires <= ?2", params![idp_id, now()])?;
+    t.execute("DELETE FROM idp_tokens WHERE idp_id = ?1 AND expires IS NOT NULL AND expires <= ?2", params![idp_id, Timestamp::now()])?;
     t.execute(
         "INSERT INTO idp_tokens (token_id, idp_id, secret_hash, created) VALUES (?1, ?2, ?3, ?4)",
-        params![token_id, idp_id, hash, now()],
+        params![token_id, idp_id, hash, Timestamp::now()],
     )?;
     Ok(())
 }
@@ -108,7 +108,7 @@ pub fn find_token(c: &Connection, token_id: &str) -> StoreResult<Option<TokenRec
 pub fn add_admin_token(t: &Transaction<'_>, token_id: &str, hash: &[u8], tenant_id: Option<i64>, name: &str, role: TokenRole) -> StoreResult<()> {
     t.execute(
         "INSERT INTO admin_tokens (token_id, tenant_id, name, secret_hash, created, role) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![token_id, tenant_id, name, hash, now(), role.as_str()],
+        params![token_id, tenant_id, name, hash, Timestamp::now(), role.as_str()],
     )?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The stored form of rules: plugins (content-addressed) and chain versions.
+//! Rules as data: plugins (content-addressed) and chain versions.
 //!
 //! A chain version is immutable: a numbered list of (plugin hash, configuration, limits)
 //! per IdP connection. Activating a version only moves the connection's pointer, so a
@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::MatchPolicy;
+use super::{MatchPolicy, Timestamp};
 
 /// Per-call resource bounds of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,18 +30,57 @@ impl Default for Limits {
     }
 }
 
+/// A group of decisions a plugin can make (what its `describe` lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// The username.
+    Username,
+    /// Group mapping and user memberships.
+    Groups,
+    /// The entry's attributes.
+    Attributes,
+    /// Deprovisioning and reactivation.
+    Deprovision,
+}
+
+impl Hook {
+    /// Every hook, in contract order.
+    pub const ALL: [Hook; 4] = [Hook::Username, Hook::Groups, Hook::Attributes, Hook::Deprovision];
+
+    /// The name in the contract and in stored records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Username => "username",
+            Hook::Groups => "groups",
+            Hook::Attributes => "attributes",
+            Hook::Deprovision => "deprovision",
+        }
+    }
+
+    /// A hook by name.
+    pub fn parse(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
 /// A stored plugin: what its component says of itself, keyed by the SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginRecord {
+    /// SHA-256 of the component, hex.
     pub hash: String,
+    /// The name it gives itself.
     pub name: String,
+    /// The version it gives itself.
     pub version: String,
     /// The contract version it was built against (`0.1.1`).
     pub contract: String,
     /// The hooks it implements.
-    pub hooks: Vec<String>,
+    pub hooks: Vec<Hook>,
+    /// The component's size in bytes.
     pub size: usize,
-    pub uploaded: String,
+    /// When it was first stored.
+    pub uploaded: Timestamp,
 }
 
 /// One entry of a chain version.
@@ -55,6 +94,7 @@ pub struct ChainEntryDef {
     /// The plugin's configuration for this entry.
     #[serde(default)]
     pub config: Value,
+    /// Its sandbox limits.
     #[serde(default)]
     pub limits: Limits,
 }
@@ -63,7 +103,9 @@ pub struct ChainEntryDef {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainDefinition {
+    /// The entries, in order.
     pub entries: Vec<ChainEntryDef>,
+    /// What a create does when the directory already has the user.
     #[serde(default)]
     pub matching: MatchPolicy,
 }
@@ -81,6 +123,7 @@ pub enum VersionSource {
 }
 
 impl VersionSource {
+    /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
             VersionSource::Config => "config",
@@ -88,6 +131,7 @@ impl VersionSource {
             VersionSource::Watch => "watch",
         }
     }
+    /// A source by its stored name (unknown names count as `admin`).
     pub fn parse(s: &str) -> VersionSource {
         match s {
             "config" => VersionSource::Config,
@@ -100,22 +144,31 @@ impl VersionSource {
 /// Who made a version and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionNote {
+    /// Who.
     pub author: String,
+    /// Why.
     pub note: String,
+    /// Through what.
     pub source: VersionSource,
 }
 
 /// A stored chain version of one IdP connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChainVersion {
+    /// The connection.
     pub idp_id: i64,
     /// 1, 2, 3… per connection.
     pub number: i64,
+    /// What it runs.
     pub definition: ChainDefinition,
+    /// Who made it.
     pub author: String,
+    /// Why.
     pub note: String,
+    /// Through what.
     pub source: VersionSource,
-    pub created: String,
+    /// When.
+    pub created: Timestamp,
     /// Whether the connection runs this version now.
     pub active: bool,
 }
@@ -123,7 +176,10 @@ pub struct ChainVersion {
 /// One activation: which version became active, when, by whom (rollbacks included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Activation {
+    /// The version activated.
     pub number: i64,
-    pub at: String,
+    /// When.
+    pub at: Timestamp,
+    /// By whom.
     pub author: String,
 }

@@ -4,7 +4,12 @@
 //! get the directory entry (users) or the app groups (groups). Because the pipeline is a pure
 //! function of the stored IdP view, re-running it over that view rebuilds the directory,
 //! which is what rule preview and re-apply rely on. A connection without a chain uses
-//! [`IdentityMapping`]; one with a chain runs its plugins (`plugins::chain`).
+//! [`IdentityMapping`]; one with a chain runs its plugins (`plugins::chain` implements
+//! [`MappingPipeline`]).
+//!
+//! This is the contract between the services above and the rules below: it speaks only the
+//! domain types of [`crate::model`], so the plugin runtime implements it without knowing the
+//! services, and the services call it without knowing plugins.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,34 +17,56 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::store::{DeprovisionAction, EntryWrite, IdpConnection, MatchPolicy};
+use crate::model::{Decision, DeprovisionAction, EntryWrite, IdpConnection, MatchPolicy};
 
 /// Why a mapping refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
     /// A rule rejected the input (a client error: 400).
     #[error("rejected by {rule}: {reason}")]
-    Rejected { rule: String, reason: String },
+    Rejected {
+        /// The rule (`plugin/rule`) that refused.
+        rule: String,
+        /// Why.
+        reason: String,
+    },
     /// A rule failed (a server error: 500).
     #[error("rule {rule} failed: {reason}")]
-    Fault { rule: String, reason: String },
+    Fault {
+        /// The plugin (or chain version) that failed.
+        rule: String,
+        /// Why.
+        reason: String,
+    },
     /// The rules are suspended for a while (a server error the IdP should retry: 503).
     #[error("rule {rule} unavailable: {reason}")]
-    Unavailable { rule: String, reason: String, retry_after: u64 },
+    Unavailable {
+        /// The plugin whose calls are suspended.
+        rule: String,
+        /// Why.
+        reason: String,
+        /// Seconds until the rules run again.
+        retry_after: u64,
+    },
 }
 
 /// The operation a mapping runs for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// POST
     Create,
+    /// PUT
     Replace,
+    /// PATCH
     Patch,
+    /// DELETE
     Delete,
     /// Rules re-applied to a resource the IdP did not change (re-apply, preview).
     Reapply,
 }
 
 impl Operation {
+    /// The name recorded in the audit trail.
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "create",
@@ -54,7 +81,9 @@ impl Operation {
 /// What led to deprovisioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// The IdP set `active` to false.
     Deactivated,
+    /// The IdP deleted the user.
     Deleted,
 }
 
@@ -69,28 +98,34 @@ pub fn default_action(trigger: Trigger) -> DeprovisionAction {
 /// What a mapping knows of its call.
 #[derive(Debug, Clone, Copy)]
 pub struct MapContext<'a> {
+    /// The connection the resource comes through.
     pub idp: &'a IdpConnection,
+    /// The operation mapped for.
     pub operation: Operation,
     /// The directory entry the user maps to now (JSON: userName, active, attributes,
     /// groups), read-only; `None` for a user new to the directory.
     pub current: Option<&'a Value>,
 }
 
-/// Why each decision was made: (plugin, rule, reason), in chain order.
-pub type Decisions = Vec<(String, String, String)>;
+/// Why each decision was made, in chain order.
+pub type Decisions = Vec<Decision>;
 
 /// An IdP group as the mapping sees it.
 #[derive(Debug, Clone)]
 pub struct GroupInput<'a> {
+    /// Its SCIM id (empty before it is stored).
     pub id: &'a str,
+    /// The canonical resource, without members.
     pub body: &'a Value,
 }
 
 /// The app groups to add and to remove for one user, and why.
 pub type Memberships = (Vec<String>, Vec<String>, Decisions);
 
+/// What the pipeline's methods return: a future that may run plugins.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What one IdP connection's rules make of its resources.
 pub trait MappingPipeline: Send + Sync {
     /// The directory entry for an IdP user resource (canonical JSON).
     fn map_user<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value) -> BoxFuture<'a, Result<(EntryWrite, Decisions), MappingError>>;
@@ -134,6 +169,7 @@ pub trait MappingPipeline: Send + Sync {
 #[derive(Debug, Default)]
 pub struct IdentityMapping;
 
+/// The identity mapping's entry: the user's own userName, active and attributes.
 pub fn identity_entry(user: &Value) -> Result<EntryWrite, MappingError> {
     identity_entry_with(user, user.clone())
 }
@@ -148,6 +184,7 @@ pub fn identity_entry_with(user: &Value, attributes: Value) -> Result<EntryWrite
     Ok(EntryWrite { user_name, active, attributes, ..Default::default() })
 }
 
+/// The identity mapping's app groups: the IdP group's displayName.
 pub fn identity_groups(group: &Value) -> Vec<String> {
     group.get("displayName").and_then(Value::as_str).map(|s| vec![s.to_string()]).unwrap_or_default()
 }
@@ -172,6 +209,7 @@ impl MappingPipeline for IdentityMapping {
 
 /// Chooses the pipeline of each IdP connection.
 pub trait PipelineRegistry: Send + Sync {
+    /// The connection's active pipeline (taken once per request).
     fn pipeline_for(&self, idp: &IdpConnection) -> Arc<dyn MappingPipeline>;
     /// A candidate version to run beside the active one without writing (shadow evaluation).
     fn shadow_for(&self, _idp: &IdpConnection) -> Option<Arc<dyn MappingPipeline>> {

@@ -1,0 +1,103 @@
+//! The IdP view: each connection's users and groups as the IdP wrote them (canonicalised),
+//! what SCIM reads return, and the writes that change them together with the directory.
+
+use serde_json::Value;
+
+use super::{EntryWrite, MatchPolicy};
+use crate::scim::patch::MemberOp;
+use crate::scim::resource::Meta;
+
+/// A user write: the IdP view and the directory entry, stored together.
+#[derive(Debug, Clone)]
+pub struct UserWrite {
+    /// The canonical IdP resource.
+    pub body: Value,
+    /// The directory entry it maps to.
+    pub entry: EntryWrite,
+    /// What a create does when the directory already has the user.
+    pub matching: MatchPolicy,
+}
+
+/// What the connection's rules decided for one user whose IdP group membership changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberRule {
+    /// App groups of the IdP group the user is added to that are not granted.
+    pub skip: Vec<String>,
+    /// App groups of the IdP group the user is removed from that the user keeps (the
+    /// membership becomes owned by the rules).
+    pub keep: Vec<String>,
+    /// Other app groups the rules grant (rule-owned memberships).
+    pub grant: Vec<String>,
+    /// Rule-owned memberships the rules take back.
+    pub revoke: Vec<String>,
+}
+
+/// Per member (SCIM id) rules for a group update; members without an entry get the default.
+pub type MemberRules = std::collections::HashMap<String, MemberRule>;
+
+/// A group write: the IdP view (without members) and the app groups it maps to.
+#[derive(Debug, Clone)]
+pub struct GroupWrite {
+    /// The canonical IdP resource, without members.
+    pub body: Value,
+    /// The app groups it maps to.
+    pub targets: Vec<String>,
+}
+
+/// A change to a group: its attributes (if they changed) and member deltas in order, with
+/// the rules' decisions for the members concerned, applied if the group is still at
+/// `expected_version`.
+#[derive(Debug, Clone)]
+pub struct GroupUpdate {
+    /// The version the change was computed from.
+    pub expected_version: i64,
+    /// New attributes, if they changed.
+    pub attributes: Option<GroupWrite>,
+    /// Member changes, in order.
+    pub members: Vec<MemberOp>,
+    /// The rules' decisions for the members concerned.
+    pub rules: MemberRules,
+    /// The most entries the write may take memberships from now (the guard's budget); past
+    /// it they are all held for an admin. `None`: no limit.
+    pub removal_budget: Option<u32>,
+}
+
+/// A group member (a user id) or a user's group (a group id and its name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// The SCIM id.
+    pub value: String,
+    /// The group's displayName (for a user's groups).
+    pub display: Option<String>,
+}
+
+/// An IdP user as stored.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    /// Id, times and version.
+    pub meta: Meta,
+    /// The canonical resource.
+    pub body: Value,
+    /// The IdP's groups the user belongs to (`None` when not requested).
+    pub groups: Option<Vec<Member>>,
+}
+
+/// An IdP group as stored.
+#[derive(Debug, Clone)]
+pub struct StoredGroup {
+    /// Id, times and version.
+    pub meta: Meta,
+    /// The canonical resource, without members.
+    pub body: Value,
+    /// `None` when not requested: members are never loaded unless returned.
+    pub members: Option<Vec<Member>>,
+}
+
+/// A page of a list, with the total count of matches.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// Matches in all.
+    pub total: usize,
+    /// This page's.
+    pub items: Vec<T>,
+}

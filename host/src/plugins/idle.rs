@@ -1,0 +1,185 @@
+//! Idle plugin instances, kept for reuse by the chain entry that made them.
+//!
+//! Instantiating a component costs tens of microseconds; reusing an instance between calls of
+//! one chain entry saves that. Idle instances hold guest memory (about 1 MiB for a Rust
+//! plugin), so they are bounded per entry and across the server, and dropped after a while
+//! unused so that the connections busy now keep the reuse, not those that were busy once.
+//! The pool belongs to the [`Runtime`](super::runtime::Runtime): its counts and its sweeper
+//! thread live and stop with it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Idle<T> {
+    item: T,
+    since: Instant,
+}
+
+type List<T> = Mutex<Vec<Idle<T>>>;
+
+struct Shared<T> {
+    /// Idle items across every list.
+    total: AtomicUsize,
+    max_total: usize,
+    lists: Mutex<Vec<Weak<List<T>>>>,
+    stop: AtomicBool,
+}
+
+/// Every chain entry's idle instances, bounded in total, swept by a thread of its own.
+pub struct IdlePool<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+    sweeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One chain entry's idle instances (at most `per_list`).
+pub struct IdleList<T: Send + 'static> {
+    list: Arc<List<T>>,
+    shared: Arc<Shared<T>>,
+    per_list: usize,
+}
+
+impl<T: Send + 'static> IdlePool<T> {
+    /// A pool of at most `max_total` idle items; a thread drops items idle longer than `ttl`
+    /// (checked every sixth of it). Without the thread (it could not start) items are still
+    /// bounded, they just do not expire.
+    pub fn new(max_total: usize, ttl: Duration) -> IdlePool<T> {
+        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total, lists: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
+        let s = shared.clone();
+        let sweeper = std::thread::Builder::new().name("mapwright-idle-sweeper".into()).spawn(move || {
+            while !s.stop.load(Ordering::SeqCst) {
+                std::thread::park_timeout(ttl / 6);
+                sweep(&s, ttl);
+            }
+        });
+        let sweeper = match sweeper {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no idle-instance sweeper: idle plugin instances will not expire");
+                None
+            }
+        };
+        IdlePool { shared, sweeper: Mutex::new(sweeper) }
+    }
+
+    /// A list for one chain entry, of at most `per_list` items.
+    pub fn list(&self, per_list: usize) -> IdleList<T> {
+        let list = Arc::new(Mutex::new(Vec::new()));
+        if let Ok(mut all) = self.shared.lists.lock() {
+            all.push(Arc::downgrade(&list));
+        }
+        IdleList { list, shared: self.shared.clone(), per_list }
+    }
+
+    /// Idle items across the server.
+    pub fn total(&self) -> usize {
+        self.shared.total.load(Ordering::Relaxed)
+    }
+
+    /// Drops items idle longer than `ttl` now; returns how many.
+    pub fn sweep(&self, ttl: Duration) -> usize {
+        sweep(&self.shared, ttl)
+    }
+
+    /// Stops the sweeper and waits for it.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.sweeper.lock().ok().and_then(|mut s| s.take()) {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for IdlePool<T> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Drops idle items older than `ttl`, and forgets the lists of entries that are gone.
+fn sweep<T>(shared: &Shared<T>, ttl: Duration) -> usize {
+    let Ok(mut all) = shared.lists.lock() else { return 0 };
+    let mut dropped = 0;
+    all.retain(|weak| {
+        let Some(list) = weak.upgrade() else { return false };
+        if let Ok(mut idle) = list.lock() {
+            let before = idle.len();
+            idle.retain(|i| i.since.elapsed() < ttl);
+            dropped += before - idle.len();
+        }
+        true
+    });
+    shared.total.fetch_sub(dropped, Ordering::Relaxed);
+    dropped
+}
+
+impl<T: Send + 'static> IdleList<T> {
+    /// The most recently returned item, if any.
+    pub fn take(&self) -> Option<T> {
+        let item = self.list.lock().ok().and_then(|mut v| v.pop())?;
+        self.shared.total.fetch_sub(1, Ordering::Relaxed);
+        Some(item.item)
+    }
+
+    /// Keeps `item` for reuse if this list and the pool have room; drops it otherwise.
+    pub fn put(&self, item: T) {
+        let Ok(mut idle) = self.list.lock() else { return };
+        if idle.len() >= self.per_list {
+            return;
+        }
+        if self.shared.total.fetch_add(1, Ordering::Relaxed) >= self.shared.max_total {
+            self.shared.total.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        idle.push(Idle { item, since: Instant::now() });
+    }
+
+    /// Items in this list now.
+    pub fn len(&self) -> usize {
+        self.list.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Whether the list holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Send + 'static> Drop for IdleList<T> {
+    fn drop(&mut self) {
+        if let Ok(mut idle) = self.list.lock() {
+            self.shared.total.fetch_sub(idle.len(), Ordering::Relaxed);
+            idle.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bounded_per_list_and_in_total_and_expired_by_age() {
+        let pool: IdlePool<u32> = IdlePool::new(3, Duration::from_secs(3600));
+        let (a, b) = (pool.list(2), pool.list(2));
+        for i in 0..3 {
+            a.put(i);
+        }
+        assert_eq!((a.len(), pool.total()), (2, 2), "two per list");
+        b.put(10);
+        b.put(11);
+        assert_eq!((b.len(), pool.total()), (1, 3), "three in all");
+        assert_eq!(a.take(), Some(1), "the last one returned comes out first");
+        assert_eq!(pool.total(), 2);
+        assert_eq!(pool.sweep(Duration::from_secs(3600)), 0, "young items stay");
+        assert_eq!(pool.sweep(Duration::ZERO), 2);
+        assert_eq!((a.len(), b.len(), pool.total()), (0, 0, 0));
+        b.put(12);
+        drop(b);
+        assert_eq!(pool.total(), 0, "a dropped list gives its count back");
+        pool.shutdown();
+    }
+}

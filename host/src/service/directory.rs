@@ -1,0 +1,114 @@
+//! The directory as the application reads it: effective users and groups (after the rules)
+//! and the change feed that follows them, with long polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{Change, DirGroup, DirPage, DirUser, Feed, Tenant};
+use crate::scim::list::ListQuery;
+use crate::store::{Store, StoreError};
+
+/// The longest a `changes` read waits for news.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// The most changes one read returns.
+pub const MAX_CHANGES: usize = 1000;
+
+/// Why a directory read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The request is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cursor is older than the retained changes: list the directory again.
+    #[error("cursor {since} is older than the retained changes (they start after {oldest}); list the directory again and follow from its cursor")]
+    Expired {
+        /// The cursor given.
+        since: i64,
+        /// The oldest position retained.
+        oldest: i64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A read of the feed: changes after the cursor, oldest first, and where to read from next.
+#[derive(Debug, Clone)]
+pub struct FeedPage {
+    /// The changes.
+    pub changes: Vec<Change>,
+    /// The cursor of the next read.
+    pub next: i64,
+    /// Whether more changes were already waiting.
+    pub more: bool,
+}
+
+/// The application's reads of one store.
+pub struct DirectoryReader<S: Store> {
+    store: Arc<S>,
+}
+
+impl<S: Store> DirectoryReader<S> {
+    /// The reader over `store`.
+    pub fn new(store: Arc<S>) -> DirectoryReader<S> {
+        DirectoryReader { store }
+    }
+
+    /// Visible users, filtered and paged, with the feed position they were read at.
+    pub async fn users(&self, tenant: &Tenant, q: &ListQuery) -> Result<DirPage<DirUser>, ReadError> {
+        Ok(self.store.directory_users(tenant.id, q).await?)
+    }
+
+    /// One visible user by its directory id.
+    pub async fn user(&self, tenant: &Tenant, id: &str) -> Result<Option<DirUser>, ReadError> {
+        Ok(self.store.directory_user(tenant.id, id).await?)
+    }
+
+    /// App groups, filtered and paged.
+    pub async fn groups(&self, tenant: &Tenant, q: &ListQuery) -> Result<DirPage<DirGroup>, ReadError> {
+        Ok(self.store.directory_groups(tenant.id, q).await?)
+    }
+
+    /// One app group by its directory id (with its members if asked).
+    pub async fn group(&self, tenant: &Tenant, id: &str, with_members: bool) -> Result<Option<DirGroup>, ReadError> {
+        Ok(self.store.directory_group(tenant.id, id, with_members).await?)
+    }
+
+    /// The position of now: following from it gives every change from here on.
+    pub async fn cursor(&self) -> Result<i64, ReadError> {
+        Ok(self.store.change_cursor().await?)
+    }
+
+    /// The tenant's changes after `since` (at most `limit`, 1 to [`MAX_CHANGES`]). With none
+    /// yet, waits up to `wait` (at most [`MAX_WAIT_SECS`]) for a commit to bring some;
+    /// answers at once, empty, when `stopping` turns true (the server is draining).
+    pub async fn changes(&self, tenant: &Tenant, since: i64, limit: usize, wait: Duration, mut stopping: tokio::sync::watch::Receiver<bool>) -> Result<FeedPage, ReadError> {
+        if limit == 0 || limit > MAX_CHANGES {
+            return Err(ReadError::Invalid(format!("limit must be 1 to {MAX_CHANGES}")));
+        }
+        if wait > Duration::from_secs(MAX_WAIT_SECS) {
+            return Err(ReadError::Invalid(format!("wait is at most {MAX_WAIT_SECS} seconds")));
+        }
+        let mut deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before reading: a commit between the read and the wait still wakes us.
+        let mut commits = self.store.subscribe_commits();
+        loop {
+            let (changes, next, more) = match self.store.changes(tenant.id, since, limit).await? {
+                Feed::Changes { changes, next, more } => (changes, next, more),
+                Feed::Expired { oldest } => return Err(ReadError::Expired { since, oldest }),
+            };
+            if !changes.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+                return Ok(FeedPage { changes, next, more });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                woke = commits.changed() => if woke.is_err() {
+                    // The store is closing: answer now.
+                    deadline = tokio::time::Instant::now();
+                },
+                // A draining server answers now rather than hold its shutdown up.
+                _ = stopping.changed() => deadline = tokio::time::Instant::now(),
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The store's traits on [`SqliteStore`]: each operation runs one function of the module of
+//! its concern, as a read (pooled connection) or a write (the writer thread's transaction).
+
+use super::db::SqliteStore;
+use super::{approvals, connections, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, users};
+use crate::model::*;
+use crate::scim::list::ListQuery;
+use crate::store::{DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
+
+impl TenantStore for SqliteStore {
+    async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
+        let name = name.to_string();
+        self.write(move |t| connections::create_tenant(t, &name)).await
+    }
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(connections::list_tenants).await
+    }
+    async fn create_idp(&self, tenant: &str, idp: NewIdp) -> StoreResult<IdpConnection> {
+        let tenant = tenant.to_string();
+        self.write(move |t| connections::create_idp(t, &tenant, &idp)).await
+    }
+    async fn list_idps(&self, tenant: Option<&str>) -> StoreResult<Vec<IdpConnection>> {
+        let tenant = tenant.map(str::to_string);
+        self.read(move |c| connections::list_idps(c, tenant.as_deref())).await
+    }
+    async fn update_idp(&self, idp_id: i64, kind: IdpKind, rate: RateLimit) -> StoreResult<()> {
+        self.write(move |t| connections::update_idp(t, idp_id, kind, rate)).await
+    }
+    async fn find_idp(&self, tenant: &str, idp: &str) -> StoreResult<Option<IdpConnection>> {
+        let (tenant, idp) = (tenant.to_string(), idp.to_string());
+        self.read(move |c| connections::find_idp(c, &tenant, &idp)).await
+    }
+    async fn set_idp_disabled(&self, idp_id: i64, disabled: bool) -> StoreResult<()> {
+        self.write(move |t| connections::set_idp_disabled(t, idp_id, disabled)).await
+    }
+    async fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<Timestamp>) -> StoreResult<()> {
+        let (token_id, hash) = (token_id.to_string(), secret_hash.to_vec());
+        self.write(move |t| connections::add_token(t, idp_id, &token_id, &hash, expire_others_at.as_ref())).await
+    }
+    async fn find_token(&self, token_id: &str) -> StoreResult<Option<TokenRecord>> {
+        let token_id = token_id.to_string();
+        self.read(move |c| connections::find_token(c, &token_id)).await
+    }
+    async fn add_admin_token(&self, token_id: &str, secret_hash: &[u8], tenant_id: Option<i64>, name: &str, role: TokenRole) -> StoreResult<()> {
+        let (token_id, hash, name) = (token_id.to_string(), secret_hash.to_vec(), name.to_string());
+        self.write(move |t| connections::add_admin_token(t, &token_id, &hash, tenant_id, &name, role)).await
+    }
+    async fn find_admin_token(&self, token_id: &str) -> StoreResult<Option<AdminTokenRecord>> {
+        let token_id = token_id.to_string();
+        self.read(move |c| connections::find_admin_token(c, &token_id)).await
+    }
+    async fn count_admin_tokens(&self) -> StoreResult<i64> {
+        self.read(connections::count_admin_tokens).await
+    }
+}
+
+impl IdpViewStore for SqliteStore {
+    async fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| users::get(c, idp_id, &id, with_groups)).await
+    }
+    async fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
+        let (idp_id, q) = (idp.id, q.clone());
+        self.read(move |c| users::list(c, idp_id, &q)).await
+    }
+    async fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
+        let idp = idp.clone();
+        self.write(move |t| users::create(t, &idp, &w, &audit)).await
+    }
+    async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
+    }
+    async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> StoreResult<()> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| users::delete(t, &idp, &id, expected_version, action, hold, &audit)).await
+    }
+    async fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| groups::get(c, idp_id, &id, with_members)).await
+    }
+    async fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
+        let (idp_id, q) = (idp.id, q.clone());
+        self.read(move |c| groups::list(c, idp_id, &q)).await
+    }
+    async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules, audit: AuditInfo) -> StoreResult<StoredGroup> {
+        let idp = idp.clone();
+        self.write(move |t| groups::create(t, &idp, &w, &members, &rules, &audit)).await
+    }
+    async fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> StoreResult<(StoredGroup, u32)> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| groups::update(t, &idp, &id, &u, &audit)).await
+    }
+    async fn group_targets(&self, idp: &IdpConnection, id: &str) -> StoreResult<Vec<String>> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| groups::target_names(c, idp_id, &id)).await
+    }
+    async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, audit: AuditInfo) -> StoreResult<u32> {
+        let (idp, id) = (idp.clone(), id.to_string());
+        self.write(move |t| groups::delete(t, &idp, &id, expected_version, removal_budget, &audit)).await
+    }
+    async fn users_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
+        let idp_id = idp.id;
+        self.read(move |c| users::page_after(c, idp_id, after_pk, limit)).await
+    }
+    async fn groups_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredGroup)>> {
+        let idp_id = idp.id;
+        self.read(move |c| groups::page_after(c, idp_id, after_pk, limit)).await
+    }
+}
+
+impl DirectoryStore for SqliteStore {
+    async fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> StoreResult<Option<DirectoryEntry>> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| entries::of_user(c, idp_id, &id)).await
+    }
+    async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
+        let user_name = user_name.to_string();
+        self.read(move |c| entries::by_name(c, tenant_id, &user_name)).await
+    }
+    async fn local_change(&self, tenant_id: i64, user_name: &str, change: LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
+        let (user_name, by) = (user_name.to_string(), by.to_string());
+        self.write(move |t| local::change(t, tenant_id, &user_name, &change, &by)).await
+    }
+    async fn directory_users(&self, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirUser>> {
+        let q = q.clone();
+        self.read(move |c| directory::users(c, tenant_id, &q)).await
+    }
+    async fn directory_user(&self, tenant_id: i64, id: &str) -> StoreResult<Option<DirUser>> {
+        let id = id.to_string();
+        self.read(move |c| directory::user(c, tenant_id, &id)).await
+    }
+    async fn directory_groups(&self, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirGroup>> {
+        let q = q.clone();
+        self.read(move |c| directory::groups(c, tenant_id, &q)).await
+    }
+    async fn directory_group(&self, tenant_id: i64, id: &str, with_members: bool) -> StoreResult<Option<DirGroup>> {
+        let id = id.to_string();
+        self.read(move |c| directory::group(c, tenant_id, &id, with_members)).await
+    }
+    async fn purge_expired(&self, now: &Timestamp) -> StoreResult<usize> {
+        let now = now.clone();
+        self.write(move |t| lifecycle::purge_expired(t, &now)).await
+    }
+}
+
+impl RuleStore for SqliteStore {
+    async fn put_plugin(&self, tenant_id: i64, record: PluginRecord, bytes: Vec<u8>) -> StoreResult<PluginRecord> {
+        self.write(move |t| rules::put_plugin(t, tenant_id, &record, &bytes)).await
+    }
+    async fn plugin_bytes(&self, hash: &str) -> StoreResult<Vec<u8>> {
+        let hash = hash.to_string();
+        self.read(move |c| rules::plugin_bytes(c, &hash)).await
+    }
+    async fn list_plugins(&self, tenant_id: i64) -> StoreResult<Vec<PluginRecord>> {
+        self.read(move |c| rules::list_plugins(c, tenant_id)).await
+    }
+    async fn add_chain_version(&self, idp_id: i64, def: ChainDefinition, note: VersionNote, activate: bool) -> StoreResult<ChainVersion> {
+        self.write(move |t| rules::add_version(t, idp_id, &def, &note, activate)).await
+    }
+    async fn activate_chain_version(&self, idp_id: i64, number: i64, author: &str) -> StoreResult<ChainVersion> {
+        let author = author.to_string();
+        self.write(move |t| rules::activate_version(t, idp_id, number, &author)).await
+    }
+    async fn chain_versions(&self, idp_id: i64) -> StoreResult<Vec<ChainVersion>> {
+        self.read(move |c| rules::versions(c, idp_id)).await
+    }
+    async fn chain_activations(&self, idp_id: i64) -> StoreResult<Vec<Activation>> {
+        self.read(move |c| rules::activations(c, idp_id)).await
+    }
+    async fn active_chains(&self) -> StoreResult<Vec<ChainVersion>> {
+        self.read(rules::active).await
+    }
+    async fn set_shadow(&self, idp_id: i64, number: Option<i64>) -> StoreResult<()> {
+        self.write(move |t| rules::set_shadow(t, idp_id, number)).await
+    }
+    async fn shadow_chains(&self) -> StoreResult<Vec<ChainVersion>> {
+        self.read(rules::shadows).await
+    }
+    async fn add_shadow_diff(&self, idp_id: i64, d: ShadowDiff) -> StoreResult<()> {
+        self.write(move |t| rules::add_shadow_diff(t, idp_id, &d)).await
+    }
+    async fn shadow_diffs(&self, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<ShadowDiff>> {
+        self.read(move |c| rules::shadow_diffs(c, idp_id, version, limit)).await
+    }
+    async fn rules_epoch(&self) -> StoreResult<i64> {
+        self.read(rules::epoch).await
+    }
+}
+
+impl ReapplyStore for SqliteStore {
+    async fn reapply_users(&self, idp: &IdpConnection, items: Vec<ReapplyUser>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+        let idp = idp.clone();
+        self.write_or_roll_back(move |t| reapply::users(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+    }
+    async fn reapply_groups(&self, idp: &IdpConnection, items: Vec<ReapplyGroup>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+        let idp = idp.clone();
+        self.write_or_roll_back(move |t| reapply::groups(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+    }
+    async fn start_reapply(&self, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> StoreResult<ReapplyJob> {
+        let (idp, author) = (idp.clone(), author.to_string());
+        self.write(move |t| reapply::start(t, &idp, chain_version, &author)).await
+    }
+    async fn reapply_job(&self, idp_id: i64) -> StoreResult<Option<ReapplyJob>> {
+        self.read(move |c| reapply::latest(c, idp_id)).await
+    }
+    async fn advance_reapply(&self, job_id: i64, phase: ReapplyPhase, error: Option<String>) -> StoreResult<ReapplyJob> {
+        self.write(move |t| reapply::advance(t, job_id, phase, error.as_deref())).await
+    }
+}
+
+impl RecordStore for SqliteStore {
+    async fn audit(&self, q: AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        self.read(move |c| super::audit::query(c, &q)).await
+    }
+    async fn explain(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<Explanation>> {
+        let user_name = user_name.to_string();
+        self.read(move |c| explain::explain(c, tenant_id, &user_name)).await
+    }
+    async fn held_ops(&self, tenant_id: i64, status: Option<HeldStatus>) -> StoreResult<Vec<HeldOp>> {
+        self.read(move |c| held::list(c, tenant_id, status)).await
+    }
+    async fn decide_held(&self, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
+        let by = by.to_string();
+        self.write(move |t| approvals::decide(t, tenant_id, id, approve, &by)).await
+    }
+    async fn drift(&self, idp: &IdpConnection) -> StoreResult<DriftReport> {
+        let idp = idp.clone();
+        self.read(move |c| drift::report(c, &idp)).await
+    }
+}
+
+impl FeedStore for SqliteStore {
+    async fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> StoreResult<Feed> {
+        self.read(move |c| directory::changes(c, tenant_id, since, limit)).await
+    }
+    async fn change_cursor(&self) -> StoreResult<i64> {
+        self.read(directory::cursor).await
+    }
+    async fn purge_changes(&self, before: &Timestamp) -> StoreResult<usize> {
+        let before = before.clone();
+        self.write(move |t| directory::purge_changes(t, &before)).await
+    }
+    fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits()
+    }
+}
