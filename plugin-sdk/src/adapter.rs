@@ -10,8 +10,21 @@ use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, group
 use crate::bindings::mapwright::plugin::types as wit;
 use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, Trigger, User};
 
-/// Implements the generated export traits for any [`Plugin`].
-pub struct Adapter<P>(PhantomData<P>);
+/// Implements the generated export traits for any [`Plugin`]; `V` carries the version of
+/// the crate that exports it.
+pub struct Adapter<P, V>(PhantomData<(P, V)>);
+
+/// The version of the crate that calls [`export_plugin!`](crate::export_plugin), which the
+/// macro implements for a type of that crate.
+pub trait CrateVersion: 'static {
+    /// That crate's `CARGO_PKG_VERSION`.
+    const VERSION: &'static str;
+}
+
+/// The version a plugin reports: its own [`Plugin::VERSION`], or its crate's.
+pub fn version<P: Plugin, V: CrateVersion>() -> &'static str {
+    if P::VERSION.is_empty() { V::VERSION } else { P::VERSION }
+}
 
 /// A plugin type, the configuration text last seen for it, and its parsed value.
 type CachedConfig = (TypeId, String, Rc<dyn Any>);
@@ -77,7 +90,7 @@ fn cfg<P: Plugin>(text: &str) -> Result<Rc<P::Config>, wit::Rejection> {
     config::<P>(text).map_err(|e| wit::Rejection { rule: P::NAME.to_string(), reason: e })
 }
 
-impl<P: Plugin> meta::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> meta::Guest for Adapter<P, V> {
     fn describe() -> meta::Info {
         let hooks = P::HOOKS
             .iter()
@@ -88,7 +101,7 @@ impl<P: Plugin> meta::Guest for Adapter<P> {
                 Hook::Deprovision => wit::Hook::Deprovision,
             })
             .collect();
-        meta::Info { name: P::NAME.to_string(), version: P::VERSION.to_string(), hooks }
+        meta::Info { name: P::NAME.to_string(), version: version::<P, V>().to_string(), hooks }
     }
 
     fn validate_config(config: String) -> Result<(), String> {
@@ -96,14 +109,14 @@ impl<P: Plugin> meta::Guest for Adapter<P> {
     }
 }
 
-impl<P: Plugin> self_test::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> self_test::Guest for Adapter<P, V> {
     fn run(config: String) -> Result<(), String> {
         let c = self::config::<P>(&config)?;
         P::self_test(&c).map_err(|e| format!("self-test of {} failed: {e}", P::NAME))
     }
 }
 
-impl<P: Plugin> username::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> username::Guest for Adapter<P, V> {
     fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<username::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user(user_json);
@@ -112,7 +125,7 @@ impl<P: Plugin> username::Guest for Adapter<P> {
     }
 }
 
-impl<P: Plugin> groups::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> groups::Guest for Adapter<P, V> {
     fn map_group(ctx: wit::Context, config: String, group: groups::IdpGroup, proposed: Vec<String>) -> Result<groups::GroupDecision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let g = Group { id: group.id, display_name: group.display_name, external_id: group.external_id };
@@ -129,7 +142,7 @@ impl<P: Plugin> groups::Guest for Adapter<P> {
     }
 }
 
-impl<P: Plugin> attributes::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> attributes::Guest for Adapter<P, V> {
     fn map_attributes(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<attributes::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         // The first entry of a chain is proposed the user itself: parse it once.
@@ -165,7 +178,7 @@ fn action_out(a: Action) -> deprovision::Action {
     }
 }
 
-impl<P: Plugin> deprovision::Guest for Adapter<P> {
+impl<P: Plugin, V: CrateVersion> deprovision::Guest for Adapter<P, V> {
     fn on_deprovision(ctx: wit::Context, config: String, user_json: String, trigger: deprovision::Trigger, proposed: deprovision::Action) -> Result<deprovision::Decision, wit::Rejection> {
         let c = cfg::<P>(&config)?;
         let u = user(user_json);
@@ -182,5 +195,37 @@ impl<P: Plugin> deprovision::Guest for Adapter<P> {
         let u = user(user_json);
         let d = P::reactivate(&context(ctx, None), &c, &u, proposed).map_err(rejection)?;
         Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Hook;
+
+    struct Plain;
+    impl Plugin for Plain {
+        type Config = ();
+        const NAME: &'static str = "plain";
+        const HOOKS: &'static [Hook] = &[];
+    }
+
+    struct Pinned;
+    impl Plugin for Pinned {
+        type Config = ();
+        const NAME: &'static str = "pinned";
+        const VERSION: &'static str = "2.0.0";
+        const HOOKS: &'static [Hook] = &[];
+    }
+
+    struct Crate;
+    impl CrateVersion for Crate {
+        const VERSION: &'static str = "1.4.2";
+    }
+
+    #[test]
+    fn a_plugin_reports_its_crate_version_unless_it_names_one() {
+        assert_eq!(version::<Plain, Crate>(), "1.4.2");
+        assert_eq!(version::<Pinned, Crate>(), "2.0.0");
     }
 }

@@ -41,7 +41,7 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and load the `.wasm` into a
-//! chain (see the README of this crate). The sandbox grants no filesystem, network,
+//! chain (the [`guide`] walks through it). The sandbox grants no filesystem, network,
 //! environment or real clock: a plugin is a pure function of its inputs.
 #![deny(missing_docs)]
 
@@ -55,6 +55,10 @@ mod adapter;
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+// The server's own rule for names, compiled here from its source rather than pulled in as a
+// dependency: that crate would bring its serde_json features into every plugin.
+#[path = "../../scim/src/names.rs"]
+pub mod names;
 #[cfg(feature = "regex")]
 mod pattern;
 mod scim;
@@ -83,7 +87,13 @@ pub mod bindings {
 }
 
 #[doc(hidden)]
-pub use adapter::Adapter;
+pub use adapter::{Adapter, CrateVersion};
+
+/// The how-to of the README. Its example is compiled twice: here as a doc test (the plugin),
+/// and as `tests/readme_example.rs` (the plugin and its tests, run by `cargo test`).
+#[doc = include_str!("../README.md")]
+#[allow(clippy::test_attr_in_doctest)]
+pub mod guide {}
 
 /// The hooks a plugin can implement; list yours in [`Plugin::HOOKS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +253,9 @@ pub trait Plugin: 'static {
     /// The plugin's name, shown in provenance and errors.
     const NAME: &'static str;
 
-    /// The plugin's version (defaults to the crate version of the SDK user).
-    const VERSION: &'static str = "0.1.0";
+    /// The plugin's version, as `mapwright plugin inspect` and the admin API show it. Left
+    /// empty (the default), it is the `version` of the crate that calls [`export_plugin!`].
+    const VERSION: &'static str = "";
 
     /// The hooks this plugin implements.
     const HOOKS: &'static [Hook];
@@ -312,20 +323,49 @@ pub trait Plugin: 'static {
     }
 }
 
-/// Exports a [`Plugin`] implementation as the component's entry points.
+/// Exports a [`Plugin`] implementation as the component's entry points. Call it once, at
+/// the root of the plugin crate; the plugin's version is that crate's `version` unless
+/// [`Plugin::VERSION`] says otherwise.
 ///
-/// ```ignore
-/// mapwright_plugin_sdk::export_plugin!(MyPlugin);
+/// ```
+/// use mapwright_plugin_sdk::{Hook, Plugin};
+///
+/// struct Nothing;
+/// impl Plugin for Nothing {
+///     type Config = ();
+///     const NAME: &'static str = "nothing";
+///     const HOOKS: &'static [Hook] = &[];
+/// }
+///
+/// mapwright_plugin_sdk::export_plugin!(Nothing);
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        // Expanded in the plugin crate: `env!` reads that crate's version, not the SDK's.
+        #[doc(hidden)]
+        pub struct __MapwrightCrateVersion;
+        impl $crate::CrateVersion for __MapwrightCrateVersion {
+            const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+        }
         // The component exports exist only in the Wasm build: natively the crate is plain
         // Rust, tested with `cargo test`.
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
-        type __MapwrightExportedPlugin = $crate::Adapter<$plugin>;
+        type __MapwrightExportedPlugin = $crate::Adapter<$plugin, __MapwrightCrateVersion>;
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_rules!(__MapwrightExportedPlugin with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// The guide's example is a compiled file of this crate (`tests/readme_example.rs`, run
+    /// by `cargo test`): the README must show it as it is.
+    #[test]
+    fn the_readme_shows_the_compiled_example() {
+        let readme = include_str!("../README.md");
+        let example = include_str!("../tests/readme_example.rs");
+        assert!(readme.contains(&format!("```rust\n{example}```")), "README.md's example and tests/readme_example.rs differ");
+    }
 }

@@ -10,14 +10,6 @@
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// Whether `name` may be stored as a username or an app group name.
-///
-/// ```
-/// # use mapwright_scim::names::is_valid_name;
-/// assert!(is_valid_name("software_dev"));
-/// assert!(!is_valid_name("  "));
-/// assert!(!is_valid_name("a\nb"));
-/// assert!(!is_valid_name(&"x".repeat(257)));
-/// ```
 pub fn is_valid_name(name: &str) -> bool {
     !name.trim().is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
 }
@@ -30,4 +22,22 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
 /// [`is_valid_name`] for a username, with the reason when it is not.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     if is_valid_name(name) { Ok(()) } else { Err(format!("userName must be 1-{MAX_NAME_BYTES} printable characters, got {} bytes", name.len())) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn names_are_short_printable_and_not_blank() {
+        assert!(is_valid_name("software_dev") && is_valid_name("José Müller") && is_valid_name(&"x".repeat(256)));
+        for bad in ["", "  ", "a\nb", "tab\there", "\u{7f}"] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+        assert!(!is_valid_name(&"x".repeat(257)));
+        assert_eq!(check_group_name("dev"), Ok(()));
+        assert_eq!(check_group_name(" ").unwrap_err(), "group name \" \" is not 1-256 printable characters");
+        assert_eq!(check_user_name("").unwrap_err(), "userName must be 1-256 printable characters, got 0 bytes");
+    }
 }

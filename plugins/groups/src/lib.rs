@@ -94,9 +94,6 @@ impl OneOrMany {
     }
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.trim().is_empty() && n.len() <= 256 && !n.chars().any(char::is_control)
-}
 
 pub struct Groups;
 
@@ -108,7 +105,7 @@ impl Plugin for Groups {
     fn validate(c: &Config) -> Result<(), String> {
         let targets = c.map.values().flat_map(OneOrMany::names).chain(c.defaults.new_users.iter().cloned()).chain(c.defaults.all_users.iter().cloned());
         for n in targets {
-            if !valid_name(&n) {
+            if !mapwright_plugin_sdk::names::is_valid_name(&n) {
                 return Err(format!("{n:?} is not a valid group name"));
             }
         }
@@ -143,7 +140,7 @@ impl Plugin for Groups {
             if c.case == Case::Lower {
                 n = n.to_lowercase();
             }
-            if !valid_name(&n) {
+            if !mapwright_plugin_sdk::names::is_valid_name(&n) {
                 return Err(Rejection::new("groups.rename", format!("renaming '{name}' gives the invalid group name {n:?}")));
             }
             if n != name {
