@@ -17,10 +17,13 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/mapwright.toml")
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The server configuration (`--config`, or the embedded example).
 pub struct Config {
     #[serde(default)]
+    /// `[server]`
     pub server: ServerConfig,
     #[serde(default, rename = "tenant")]
+    /// `[[tenant]]` tables: tenants and connections declared here exist at start.
     pub tenants: Vec<TenantConfig>,
     /// The directory relative plugin paths are resolved from (the configuration file's).
     #[serde(skip)]
@@ -29,14 +32,19 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[server]`: where it listens, where it keeps its data, how it logs.
 pub struct ServerConfig {
+    /// The address to listen on (port 0 picks one).
     pub listen: SocketAddr,
     /// The URL clients reach the server at, if not `http://<listen>` (behind a proxy).
     pub public_url: Option<String>,
+    /// Where the SQLite database and compiled plugins live.
     pub data_dir: PathBuf,
+    /// How log lines are written.
     pub log_format: LogFormat,
     /// The largest request body accepted, in bytes (413 beyond).
     pub body_limit: usize,
+    /// How durable an acknowledged write is.
     pub durability: Durability,
     /// How often soft-deleted entries past their retention are purged, in seconds.
     pub purge_interval_secs: u64,
@@ -61,6 +69,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The SQLite database file.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("mapwright.db")
     }
@@ -68,22 +77,30 @@ impl ServerConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[[tenant]]`: one application directory.
 pub struct TenantConfig {
+    /// Its name in URLs.
     pub name: String,
     /// Default sandbox limits for this tenant's plugins (each chain entry may override).
     #[serde(default)]
     pub plugin_limits: Limits,
     #[serde(default, rename = "idp")]
+    /// `[[tenant.idp]]`: its IdP connections.
     pub idps: Vec<IdpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[[tenant.idp]]`: one IdP connection and its rules.
 pub struct IdpConfig {
+    /// Its name in URLs.
     pub name: String,
     #[serde(default = "default_kind")]
+    /// Which IdP it is.
     pub kind: IdpKind,
+    /// Sustained requests per second (0: unlimited; default 50).
     pub rate_per_second: Option<f64>,
+    /// Requests allowed in a burst (default 200).
     pub burst: Option<u32>,
     /// The rule chain, in order. Without one the connection maps identically.
     #[serde(default)]
@@ -110,7 +127,9 @@ pub struct IdpConfig {
 pub struct GuardConfig {
     /// 0 turns the cap off.
     pub max_destructive: u32,
+    /// The window the cap counts over, in seconds.
     pub window_secs: u64,
+    /// userName patterns (regex) never deprovisioned by an IdP.
     pub protected: Vec<String>,
 }
 
@@ -121,6 +140,7 @@ impl Default for GuardConfig {
 }
 
 impl GuardConfig {
+    /// The guard of the connection this configures.
     pub fn policy(&self) -> anyhow::Result<crate::service::guard::GuardPolicy> {
         let max = (self.max_destructive > 0).then_some(self.max_destructive);
         crate::service::guard::GuardPolicy::new(max, std::time::Duration::from_secs(self.window_secs.max(1)), &self.protected).map_err(|e| anyhow::anyhow!("guard: {e}"))
@@ -137,6 +157,7 @@ impl IdpConfig {
         chain_specs(&self.chain, tenant_limits, base)
     }
 
+    /// The connection's rate limit.
     pub fn rate(&self) -> RateLimit {
         let d = RateLimit::default();
         RateLimit { per_second: self.rate_per_second.unwrap_or(d.per_second), burst: self.burst.unwrap_or(d.burst) }
@@ -144,6 +165,7 @@ impl IdpConfig {
 }
 
 impl Config {
+    /// Parses a configuration (`origin` names it in errors).
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         let c: Config = toml::from_str(text).with_context(|| format!("reading configuration {origin}"))?;
         for t in &c.tenants {

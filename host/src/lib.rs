@@ -13,6 +13,8 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the path of one request.
 
+#![deny(missing_docs)]
+
 /// The protocol types, from the `mapwright-scim` crate (re-exported so paths read `crate::scim::…`).
 pub use mapwright_scim as scim;
 

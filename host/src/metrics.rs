@@ -33,6 +33,7 @@ fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// The metrics of the process (see [`get`]).
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels<4>, Counter>,
@@ -93,6 +94,7 @@ pub fn get() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// Counts a SCIM request of an authenticated connection.
     pub fn request(&self, tenant: &str, idp: &str, method: &str, status: u16, seconds: f64) {
         self.requests.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string()), ("method", method.to_string()), ("status", status.to_string())]).inc();
         self.request_seconds.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string())]).observe(seconds);
@@ -112,10 +114,12 @@ impl Metrics {
         }
     }
 
+    /// Counts a plugin fault by kind (cpu, memory, stack, trap, suspended, invalid_output).
     pub fn plugin_fault(&self, plugin: &str, kind: &'static str) {
         self.plugin_faults.get_or_create(&[("plugin", plugin.to_string()), ("kind", kind.to_string())]).inc();
     }
 
+    /// Records how long a store write took, queue included.
     pub fn store_write(&self, seconds: f64) {
         self.store_write_seconds.observe(seconds);
     }

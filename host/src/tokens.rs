@@ -9,8 +9,11 @@ use subtle::ConstantTimeEq;
 
 /// A freshly generated token; `token` is what the IdP is configured with.
 pub struct NewToken {
+    /// The public part, which selects the stored record.
     pub id: String,
+    /// SHA-256 of the secret part: all that is stored.
     pub secret_hash: Vec<u8>,
+    /// The whole token, shown once.
     pub token: String,
 }
 
@@ -41,6 +44,7 @@ fn generate_with(prefix: &str) -> anyhow::Result<NewToken> {
     Ok(NewToken { secret_hash: hash(&secret), token: format!("{prefix}_{id}_{secret}"), id })
 }
 
+/// SHA-256 of a secret.
 pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }

@@ -40,10 +40,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "MAPWRIGHT_PUBLIC_URL")]
     pub public_url: Option<String>,
     #[command(subcommand)]
+    /// What to do.
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+/// The commands.
 pub enum Command {
     /// Run the SCIM server.
     Serve(ServeArgs),
@@ -68,9 +70,12 @@ pub enum Command {
     /// Where the directory differs from what a connection's IdP says: entries it never
     /// touched, memberships changed outside its groups, deactivated users holding groups.
     Drift {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
     /// Create an admin API token (global, or scoped to one tenant), shown once.
@@ -90,43 +95,58 @@ pub enum Command {
     /// Show why a directory entry is what it is: owners of its memberships, the IdP users
     /// that map to it, and the recorded decisions (with chain versions) that shaped it.
     Explain {
+        /// The tenant.
         tenant: String,
         /// The entry's userName in the directory.
         user: String,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
+/// What `mapwright held` does.
 pub enum HeldCommand {
     /// List held operations (pending ones unless `--all`).
     List {
+        /// The tenant.
         tenant: String,
         #[arg(long)]
+        /// Decided operations too, not only pending ones.
         all: bool,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
     /// Apply held operations.
     Approve {
+        /// The tenant.
         tenant: String,
+        /// The held operations (ids from `mapwright held list`).
         ids: Vec<i64>,
         #[arg(long, env = "USER", default_value = "admin")]
+        /// Who does it (recorded with the change).
         author: String,
     },
     /// Drop held operations: the entries stay as they are.
     Reject {
+        /// The tenant.
         tenant: String,
+        /// The held operations (ids from `mapwright held list`).
         ids: Vec<i64>,
         #[arg(long, env = "USER", default_value = "admin")]
+        /// Who does it (recorded with the change).
         author: String,
     },
 }
 
 #[derive(Debug, Args)]
+/// Arguments of `mapwright reapply`.
 pub struct ReapplyArgs {
+    /// The tenant.
     pub tenant: String,
+    /// The IdP connection.
     pub idp: String,
     /// Continue the connection's unfinished job (after a crash or a kill).
     #[arg(long)]
@@ -141,13 +161,17 @@ pub struct ReapplyArgs {
     #[arg(long, default_value_t = 0)]
     pub pause_ms: u64,
     #[arg(long, env = "USER", default_value = "admin")]
+    /// Who does it (recorded with the change).
     pub author: String,
     #[arg(long)]
+    /// Print JSON instead of text.
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
+/// Arguments of `mapwright audit`.
 pub struct AuditArgs {
+    /// The tenant.
     pub tenant: String,
     /// Only changes that came through this IdP connection.
     #[arg(long)]
@@ -171,15 +195,19 @@ pub struct AuditArgs {
     #[arg(long)]
     pub before: Option<i64>,
     #[arg(long)]
+    /// Print JSON instead of text.
     pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
+/// What `mapwright chain` does.
 pub enum ChainCommand {
     /// Make a new chain version from a chain file and activate it (a running server picks it
     /// up within a second). Refused, with the reason, if any entry fails to load.
     Set {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         /// The chain (TOML: `[[entry]]` tables with `plugin`, `config`, `limits`; optional
         /// `[matching]`). Plugin paths are relative to the file; `sha256:<hash>` names a
@@ -199,7 +227,9 @@ pub enum ChainCommand {
     /// What a chain would change if applied to everything the connection has provisioned:
     /// usernames (and collisions), memberships, attributes, deprovisioning. Writes nothing.
     Preview {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         /// A chain file to preview.
         #[arg(long, conflicts_with = "number", required_unless_present = "number")]
@@ -211,68 +241,92 @@ pub enum ChainCommand {
         #[arg(long)]
         json: bool,
         #[arg(long, default_value_t = 0)]
+        /// With --json: skip this many items.
         offset: usize,
         #[arg(long, default_value_t = 1000)]
+        /// At most this many.
         limit: usize,
     },
     /// Run a stored version beside the active one on live traffic, writing nothing but where
     /// its decisions differ (`--off` stops it).
     Shadow {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        /// The stored version to run in shadow.
         number: Option<i64>,
         #[arg(long)]
+        /// Stop shadowing.
         off: bool,
     },
     /// Where the shadow version's decisions differed from the active ones, newest first.
     ShadowReport {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         /// The shadow version (default: the one running now).
         #[arg(long)]
         number: Option<i64>,
         #[arg(long, default_value_t = 100)]
+        /// At most this many.
         limit: usize,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
     /// Make the shadow version the active one (and stop shadowing).
     Promote {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         #[arg(long, env = "USER", default_value = "admin")]
+        /// Who does it (recorded with the change).
         author: String,
     },
     /// Print the active version (or another one).
     Show {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         /// The version number (default: the active one).
         #[arg(long)]
         number: Option<i64>,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
     /// List every version and every activation.
     History {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         #[arg(long)]
+        /// Print JSON instead of text.
         json: bool,
     },
     /// Activate an earlier version again: the one active before the current one, or `--to`.
     Rollback {
+        /// The tenant.
         tenant: String,
+        /// The IdP connection.
         idp: String,
         #[arg(long)]
+        /// The version to activate (default: the one active before the current one).
         to: Option<i64>,
         #[arg(long, env = "USER", default_value = "admin")]
+        /// Who does it (recorded with the change).
         author: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
+/// What `mapwright plugin` does.
 pub enum PluginCommand {
     /// Print a plugin's name, version, hooks and contract version.
     Inspect {
@@ -301,21 +355,29 @@ pub enum PluginCommand {
     Builtins,
     /// Check a component and store it for a tenant (content-addressed), printing its hash.
     Add {
+        /// The tenant.
         tenant: String,
         /// A component file, or `builtin:<name>`.
         plugin: String,
     },
     /// List the plugins stored for a tenant.
-    List { tenant: String },
+    List {
+        /// The tenant.
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// Which decisions `plugin test` runs.
 pub enum TestHook {
+    /// The user hooks: username, attributes, memberships.
     User,
+    /// The group mapping.
     Group,
 }
 
 #[derive(Debug, Args)]
+/// Arguments of `mapwright serve`.
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "MAPWRIGHT_LISTEN")]
@@ -326,6 +388,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
+/// What `mapwright tenant` does.
 pub enum TenantCommand {
     /// Create a tenant.
     Add {
@@ -337,10 +400,13 @@ pub enum TenantCommand {
 }
 
 #[derive(Debug, Subcommand)]
+/// What `mapwright idp` does.
 pub enum IdpCommand {
     /// Create an IdP connection and print its SCIM base URL and bearer token (shown once).
     Add {
+        /// The tenant.
         tenant: String,
+        /// The connection's name (used in its SCIM URL).
         name: String,
         /// Which IdP this is; selects the dialect details where IdPs conflict.
         #[arg(long, value_enum, default_value = "generic")]
@@ -362,7 +428,9 @@ pub enum IdpCommand {
     },
     /// Issue a new bearer token; older tokens keep working for the overlap window.
     RotateToken {
+        /// The tenant.
         tenant: String,
+        /// The connection's name.
         name: String,
         /// Seconds the previous tokens stay valid (0 revokes them now).
         #[arg(long, default_value_t = 86_400)]
@@ -430,6 +498,7 @@ impl Ctx {
     }
 }
 
+/// Runs a parsed command line to its end.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Plugin commands that need no store run without configuration.
     let cli = match cli.command {

@@ -68,6 +68,7 @@ pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppSt
     })
 }
 
+/// The directory API's router.
 pub fn router() -> axum::Router<Arc<AppState>> {
     super::admin::routes(axum::Router::new(), ROUTES, handler).fallback(|| async { ApiError::not_found("no such directory endpoint") })
 }

@@ -48,6 +48,7 @@ pub struct AppState {
     pub auth_cache: auth::AuthCache,
     /// Scheme, host and port clients reach the server at (no trailing slash).
     pub public_url: String,
+    /// The largest request body accepted, in bytes.
     pub body_limit: usize,
     /// The rule lifecycle (plugins, chain versions) for the admin API.
     pub rules: Option<Arc<crate::service::rules::RuleManager<AppStore>>>,

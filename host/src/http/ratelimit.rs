@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::model::RateLimit;
 
 #[derive(Default)]
+/// A token bucket per IdP connection.
 pub struct RateLimiter {
     buckets: Mutex<HashMap<i64, (f64, Instant)>>,
 }

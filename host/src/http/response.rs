@@ -9,8 +9,10 @@ use crate::scim::resource::{Meta, render};
 use crate::scim::schema::ResourceKind;
 use crate::model::{StoredGroup, StoredUser};
 
+/// The content type of every SCIM body.
 pub const SCIM_JSON: &str = "application/scim+json; charset=utf-8";
 
+/// A SCIM JSON response.
 pub fn scim_json(status: StatusCode, body: &Value) -> Response {
     let mut r = (status, crate::scim::resource::json_text(body)).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
@@ -65,6 +67,7 @@ pub fn resource(status: StatusCode, kind: ResourceKind, body: Value, meta: &Meta
     r
 }
 
+/// An IdP user as SCIM clients see it (with `meta`).
 pub fn render_user(u: &StoredUser, base: &str) -> Value {
     let mut body = u.body.clone();
     if let (Some(groups), Some(o)) = (&u.groups, body.as_object_mut())
@@ -79,6 +82,7 @@ pub fn render_user(u: &StoredUser, base: &str) -> Value {
     render(ResourceKind::User, &body, &u.meta, base)
 }
 
+/// An IdP group as SCIM clients see it (with `meta`).
 pub fn render_group(g: &StoredGroup, base: &str) -> Value {
     let mut body = g.body.clone();
     if let (Some(members), Some(o)) = (&g.members, body.as_object_mut())
@@ -93,6 +97,7 @@ pub fn render_group(g: &StoredGroup, base: &str) -> Value {
     render(ResourceKind::Group, &body, &g.meta, base)
 }
 
+/// A SCIM ListResponse.
 pub fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],

@@ -79,12 +79,14 @@ struct Breaker {
     suspended_until: Option<std::time::Instant>,
 }
 
+/// CPU faults in a row that suspend a connection's plugin calls.
 pub const TRIP_AFTER: usize = 3;
 
 /// Why a suspended connection's request is refused (the one wording, for every layer).
 pub fn suspension(retry_after: u64) -> String {
     format!("suspended for {retry_after} s after exceeding its CPU time limit {TRIP_AFTER} times in a row")
 }
+/// How long a suspension lasts.
 pub const SUSPEND_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Lane {
@@ -94,6 +96,7 @@ impl Lane {
         Lane::with_permits(cores.saturating_sub(1).max(1))
     }
 
+    /// A lane of `n` permits.
     pub fn with_permits(n: usize) -> Arc<Lane> {
         Arc::new(Lane { permits: tokio::sync::Semaphore::new(n), breaker: Default::default() })
     }

@@ -74,8 +74,11 @@ pub(crate) struct Instance {
 pub struct LoadedPlugin {
     /// SHA-256 of the component bytes.
     pub hash: String,
+    /// The name it gives itself.
     pub name: String,
+    /// The version it gives itself.
     pub version: String,
+    /// The hooks it implements.
     pub hooks: Hooks,
     /// The component's exported interfaces, e.g. `mapwright:plugin/username@0.1.0`.
     pub exports: Vec<String>,
@@ -150,6 +153,7 @@ impl Runtime {
     }
 }
 
+/// The SHA-256 of a component, hex: its identity in the store and the caches.
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -187,6 +191,7 @@ fn engine_config((reservation, guard): (u64, u64)) -> Config {
 }
 
 impl Runtime {
+    /// An engine with the sandbox linked and the epoch ticker started.
     pub fn new() -> Result<Runtime, PluginError> {
         let engine = match Engine::new(&engine_config(FAST)) {
             Ok(engine) => engine,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub struct GuardPolicy {
     /// Destructive operations allowed per window; `None`: no cap.
     pub max_destructive: Option<u32>,
+    /// The sliding window the cap counts over.
     pub window: Duration,
     /// Patterns (regex) of directory or IdP userNames never deprovisioned by an IdP.
     pub protected: Vec<regex_lite::Regex>,
@@ -31,6 +32,7 @@ impl Default for GuardPolicy {
 pub const DEFAULT_MAX: u32 = 100;
 
 impl GuardPolicy {
+    /// A policy; `protected` patterns must be valid regexes.
     pub fn new(max_destructive: Option<u32>, window: Duration, protected: &[String]) -> Result<GuardPolicy, String> {
         let protected = protected.iter().map(|p| regex_lite::Regex::new(p).map_err(|e| format!("protected pattern {p:?}: {e}"))).collect::<Result<_, _>>()?;
         Ok(GuardPolicy { max_destructive, window, protected })
@@ -40,11 +42,17 @@ impl GuardPolicy {
 /// What the guard says of one destructive operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Go ahead.
     Allow,
     /// A protected principal: the operation leaves the entry as it is.
     Protected(String),
     /// Over the cap: hold it for an admin.
-    Hold { max: u32, window_secs: u64 },
+    Hold {
+        /// The cap.
+        max: u32,
+        /// The window it counts over.
+        window_secs: u64,
+    },
 }
 
 /// The guards of every connection, with their sliding windows (in memory: a restart gives
@@ -58,6 +66,7 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guards of the connections with a policy of their own (others get the default).
     pub fn new(policies: HashMap<i64, GuardPolicy>) -> Guard {
         Guard { policies, ..Default::default() }
     }

@@ -41,12 +41,15 @@ fn keep_decisions(what: &str, decisions: Decisions, into: &mut Vec<Decision>) {
 /// (recorded with every change it makes), and, once a write has picked its rules, the chain
 /// version that decided (for the response and the audit trail).
 pub struct Call<'a> {
+    /// The connection the request comes through.
     pub idp: &'a IdpConnection,
+    /// Its request id.
     pub request_id: &'a str,
     rules: std::sync::OnceLock<i64>,
 }
 
 impl<'a> Call<'a> {
+    /// A request of `idp`.
     pub fn new(idp: &'a IdpConnection, request_id: &'a str) -> Call<'a> {
         Call { idp, request_id, rules: std::sync::OnceLock::new() }
     }
@@ -71,6 +74,7 @@ impl<'a> Call<'a> {
 /// How often a write retries after losing a race with a concurrent write to the same resource.
 const MAX_RETRIES: usize = 8;
 
+/// The provisioning service: one operation per SCIM request, over a store and the connections' rules.
 pub struct Service<S: Store> {
     store: Arc<S>,
     pipelines: Arc<dyn PipelineRegistry>,
@@ -106,6 +110,7 @@ fn store_error(kind: ResourceKind, id: &str, e: StoreError) -> ScimError {
 pub struct Precondition(Option<String>);
 
 impl Precondition {
+    /// The precondition of an `If-Match` header, if any.
     pub fn new(if_match: Option<&str>) -> Precondition {
         Precondition(if_match.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
     }
@@ -122,6 +127,7 @@ impl Precondition {
 }
 
 impl<S: Store> Service<S> {
+    /// The service over `store`, each connection mapped by its pipeline in `pipelines`.
     pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
         Service { store, pipelines, locks: Default::default(), guard: Default::default() }
     }
@@ -155,10 +161,6 @@ impl<S: Store> Service<S> {
                 false
             }
         })
-    }
-
-    pub fn store(&self) -> &Arc<S> {
-        &self.store
     }
 
     /// The rules of the call's connection, taken once per request: a chain swapped while the
@@ -227,6 +229,7 @@ impl<S: Store> Service<S> {
 
     // -- Users ----------------------------------------------------------------------------
 
+    /// POST /Users
     pub async fn create_user(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredUser> {
         let idp = call.idp;
         let body = canonicalize(ResourceKind::User, input)?;
@@ -236,10 +239,12 @@ impl<S: Store> Service<S> {
         self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
+    /// GET /Users/{id}
     pub async fn get_user(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredUser> {
         self.store.get_user(idp, id, p.wants("groups")).await.map_err(|e| store_error(ResourceKind::User, id, e))
     }
 
+    /// GET /Users with a filter, sorting and paging.
     pub async fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> ScimResult<Page<StoredUser>> {
         self.store.list_users(idp, q).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
@@ -276,17 +281,20 @@ impl<S: Store> Service<S> {
         Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
     }
 
+    /// PUT /Users/{id}
     pub async fn replace_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
         // Validate once up front so a bad body fails before any read.
         canonicalize(ResourceKind::User, input)?;
         self.modify_user(call, id, pre, Operation::Replace, |_| Ok(input.clone())).await
     }
 
+    /// PATCH /Users/{id}
     pub async fn patch_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
         let ops = patch::parse_and_resolve(ResourceKind::User, input)?;
         self.modify_user(call, id, pre, Operation::Patch, |cur| patch::apply(cur, &ops)).await
     }
 
+    /// DELETE /Users/{id}: the rules and the guard decide what happens to the entry.
     pub async fn delete_user(&self, call: &Call<'_>, id: &str, pre: &Precondition) -> ScimResult<()> {
         let idp = call.idp;
         let pipeline = self.pipeline(call);
@@ -325,6 +333,7 @@ impl<S: Store> Service<S> {
         Ok((body, members))
     }
 
+    /// POST /Groups
     pub async fn create_group(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredGroup> {
         let idp = call.idp;
         let (body, members) = Self::split_group(input)?;
@@ -338,10 +347,12 @@ impl<S: Store> Service<S> {
         self.store.create_group(idp, w, members, rules, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
 
+    /// GET /Groups/{id}
     pub async fn get_group(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredGroup> {
         self.store.get_group(idp, id, p.wants("members")).await.map_err(|e| store_error(ResourceKind::Group, id, e))
     }
 
+    /// GET /Groups with a filter, sorting and paging.
     pub async fn list_groups(&self, idp: &IdpConnection, q: &ListQuery) -> ScimResult<Page<StoredGroup>> {
         self.store.list_groups(idp, q).await.map_err(|e| store_error(ResourceKind::Group, "", e))
     }
@@ -441,6 +452,7 @@ impl<S: Store> Service<S> {
         Ok(rules)
     }
 
+    /// PUT /Groups/{id}
     pub async fn replace_group(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
         let (body, members) = Self::split_group(input)?;
         let dialect = Dialect::for_kind(call.idp.kind);
@@ -453,6 +465,7 @@ impl<S: Store> Service<S> {
         self.modify_group(call, id, pre, Operation::Replace, |_| Ok((Some(body.clone()), ops.clone()))).await
     }
 
+    /// PATCH /Groups/{id}
     pub async fn patch_group(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredGroup> {
         let ops = patch::parse_and_resolve(ResourceKind::Group, input)?;
         let (attr_ops, member_ops) = patch::split_members(ops)?;
@@ -463,6 +476,7 @@ impl<S: Store> Service<S> {
         .await
     }
 
+    /// DELETE /Groups/{id}
     pub async fn delete_group(&self, call: &Call<'_>, id: &str, pre: &Precondition) -> ScimResult<()> {
         let idp = call.idp;
         let expected = match pre.is_set() {

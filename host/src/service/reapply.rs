@@ -27,19 +27,31 @@ pub const DEFAULT_BATCH: usize = 200;
 /// Counts of a pass, by kind of change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
+    /// Users gone through.
     pub users: usize,
+    /// Groups gone through.
     pub groups: usize,
+    /// Resources changed.
     pub changed: usize,
+    /// Resources unchanged.
     pub unchanged: usize,
+    /// Resources the IdP changed meanwhile.
     pub skipped: usize,
+    /// Resources refused or failed.
     pub failed: usize,
+    /// Usernames changed.
     pub usernames_changed: usize,
     /// Username changes refused because another entry has the name.
     pub collisions: usize,
+    /// Memberships added.
     pub memberships_added: usize,
+    /// Memberships removed.
     pub memberships_removed: usize,
+    /// Entries whose attributes changed.
     pub attributes_changed: usize,
+    /// Entries deprovisioned.
     pub deprovisioned: usize,
+    /// Groups pointed at other app groups.
     pub groups_remapped: usize,
 }
 
@@ -84,7 +96,9 @@ impl Summary {
 /// or fails, in storage order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
+    /// The counts.
     pub summary: Summary,
+    /// Every resource that changes or fails.
     pub items: Vec<ReapplyOutcome>,
 }
 
@@ -102,6 +116,7 @@ impl Report {
 /// How a pass runs.
 #[derive(Debug, Clone)]
 pub struct PassOptions {
+    /// Resources per batch.
     pub batch: usize,
     /// A pause between batches, to leave the writer to provisioning traffic.
     pub pause: Duration,

@@ -30,7 +30,9 @@ use crate::tokens;
 /// An error of the admin or directory API: a status and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// What went wrong, for people.
     pub message: String,
 }
 

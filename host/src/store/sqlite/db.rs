@@ -36,6 +36,7 @@ pub enum Durability {
 }
 
 #[derive(Clone)]
+/// The SQLite store: cheap to clone (all clones share the database).
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
