@@ -50,16 +50,13 @@ pub enum MappingError {
     },
 }
 
-/// The operation a mapping runs for.
+/// The operation a mapping runs for (plugins see it as the contract's `operation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum Operation {
-    /// POST
     Create,
-    /// PUT
     Replace,
-    /// PATCH
     Patch,
-    /// DELETE
     Delete,
     /// Rules re-applied to a resource the IdP did not change (re-apply, preview).
     Reapply,

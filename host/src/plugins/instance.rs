@@ -6,7 +6,7 @@ use super::PluginError;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
 use super::idle::IdleList;
-use super::runtime::{CPU_EXHAUSTED, Instance, LoadedPlugin, Runtime, arm};
+use super::runtime::{Instance, LoadedPlugin, Runtime, arm};
 use crate::model::{Decision, Limits};
 use crate::scim::names::{check_group_name, check_user_name};
 
@@ -41,7 +41,7 @@ macro_rules! call_plugin {
         $self.metrics($hook).observe(outcome, seconds, used, cpu.stop());
         $self.lane.record(match &result {
             Ok(_) => Some(false),
-            Err(trap) => $self.is_cpu_fault(trap).then_some(true),
+            Err(trap) => $self.is_cpu_fault(&$inst, trap).then_some(true),
         });
         match result {
             Ok(r) => {
@@ -234,7 +234,7 @@ impl Entry {
     fn fault(&self, inst: &Instance, trap: &wasmtime::Error) -> PluginError {
         let text = format!("{trap:#}");
         let stderr = inst.store.data().stderr();
-        let (kind, reason) = if self.is_cpu_fault(trap) {
+        let (kind, reason) = if self.is_cpu_fault(inst, trap) {
             ("cpu", format!("exceeded its CPU time limit of {} ms", self.limits.cpu_ms))
         } else if inst.store.data().limits.memory_refused() {
             ("memory", format!("exceeded its memory limit of {} bytes", self.limits.memory_bytes))
@@ -253,8 +253,9 @@ impl Entry {
         PluginError::Fault { plugin: self.plugin.name.clone(), reason }
     }
 
-    fn is_cpu_fault(&self, trap: &wasmtime::Error) -> bool {
-        format!("{trap:#}").contains(CPU_EXHAUSTED) || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+    /// Whether the call ran out of CPU time: the budget callback says so on the store.
+    fn is_cpu_fault(&self, inst: &Instance, trap: &wasmtime::Error) -> bool {
+        inst.store.data().cpu_exhausted || trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
     }
 
     fn suspended(&self, retry_after: u64) -> PluginError {

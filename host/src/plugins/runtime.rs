@@ -340,6 +340,7 @@ fn check_contract_version(exports: &[String]) -> Result<(), PluginError> {
 /// Gives a store a fresh CPU budget for one call, and forgets earlier memory refusals.
 pub(crate) fn arm(store: &mut Store<SandboxState>, limits: &Limits) {
     store.data_mut().ticks_left = limits.cpu_ms.max(1);
+    store.data_mut().cpu_exhausted = false;
     store.data_mut().limits.reset();
     store.set_epoch_deadline(1);
 }
@@ -349,10 +350,12 @@ pub(crate) fn arm(store: &mut Store<SandboxState>, limits: &Limits) {
 pub(crate) fn budget(mut ctx: wasmtime::StoreContextMut<'_, SandboxState>) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     let s = ctx.data_mut();
     if s.ticks_left == 0 {
+        s.cpu_exhausted = true;
         return Err(wasmtime::Error::msg(CPU_EXHAUSTED));
     }
     s.ticks_left -= 1;
     Ok(wasmtime::UpdateDeadline::Yield(1))
 }
 
+/// The trap's message when a call's CPU budget runs out.
 pub(crate) const CPU_EXHAUSTED: &str = "CPU time limit exceeded";

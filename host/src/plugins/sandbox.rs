@@ -91,6 +91,8 @@ pub struct SandboxState {
     stderr: MemoryOutputPipe,
     /// Epoch ticks this call may still run.
     pub ticks_left: u64,
+    /// Set when the call's CPU budget ran out (the epoch callback trapped it).
+    pub cpu_exhausted: bool,
     /// Keeps the epoch ticker running while this store lives.
     _ticking: Ticking,
 }
@@ -120,6 +122,7 @@ impl SandboxState {
             },
             stderr,
             ticks_left: 0,
+            cpu_exhausted: false,
             _ticking: ticking,
         }
     }
