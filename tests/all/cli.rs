@@ -59,3 +59,45 @@ fn token_rotation_with_overlap_and_revocation() {
     second.get("/Users").assert_error(401, None);
     assert_eq!(third.get("/Users").status, 200);
 }
+
+/// A command's output is what a person reads: on a new data directory (every migration runs)
+/// nothing but its own line, no logs unless RUST_LOG asks for them.
+#[test]
+fn commands_print_their_output_and_no_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mapwright.toml");
+    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+    let mw = |args: &[&str], rust_log: Option<&str>| {
+        let mut c = std::process::Command::new(crate::harness::BIN);
+        c.args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()]).args(args).env_remove("RUST_LOG");
+        if let Some(level) = rust_log {
+            c.env("RUST_LOG", level);
+        }
+        c.output().unwrap()
+    };
+    let out = mw(&["tenant", "add", "acme"], None);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "tenant acme created\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "a command logs nothing by default");
+    // Asked for, the logs are there.
+    // Asked for, the logs are there (a second new data directory: its migrations log).
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--data-dir", other.path().to_str().unwrap(), "tenant", "add", "acme"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("migration"), "RUST_LOG=info shows the command's logs");
+
+    // A base URL built from the configured listen address says so; --public-url replaces it.
+    let out = mw(&["idp", "add", "acme", "okta"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SCIM base URL: http://127.0.0.1:9/scim/v2/acme/okta"), "{text}");
+    assert!(text.contains("configured listen address 127.0.0.1:9") && text.contains("--public-url"), "{text}");
+    let out = mw(&["idp", "add", "acme", "entra", "--public-url", "https://scim.acme.example/"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SCIM base URL: https://scim.acme.example/scim/v2/acme/entra"), "{text}");
+    assert!(!text.contains("--public-url"), "no hint when the URL is given: {text}");
+    let listed = String::from_utf8_lossy(&mw(&["idp", "list", "--public-url", "https://scim.acme.example"], None).stdout).to_string();
+    assert!(listed.contains("https://scim.acme.example/scim/v2/acme/okta"), "{listed}");
+}
