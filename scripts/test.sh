@@ -6,6 +6,8 @@
 #   2. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
 #   3. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
+# The Python tools (scim2-server as a delivery target and the bench's peer, the Standard
+# Webhooks verifier, scim2-tester) go into .venv first: the end-to-end suite uses them.
 # CI (.ci/run) calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,17 +31,20 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     fi
 fi
 
+# --- Python tools (pinned): used by the delivery tests, the bench and the conformance run --
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt -r tests/delivery/requirements.txt
+export MW_PYTHON="$venv/bin/python"
+
 cargo test --workspace --locked
 
 # Fuzzing: the filter parser, PATCH and resource parsing, 20 s each (longer runs: fuzz/README.md).
 bash scripts/fuzz.sh 20
 
 # --- External conformance: scim2-tester --------------------------------------------------
-venv="$root/.venv"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt
 
 # The benchmark tool, in a quick run of every scenario (debug build, against the peer too):
 # proof that it still drives both servers; its figures mean nothing at this size. Its binary

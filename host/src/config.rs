@@ -25,9 +25,28 @@ pub struct Config {
     #[serde(default, rename = "tenant")]
     /// `[[tenant]]` tables: tenants and connections declared here exist at start.
     pub tenants: Vec<TenantConfig>,
+    /// `[delivery]`: where delivery targets may be.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     /// The directory relative plugin paths are resolved from (the configuration file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[delivery]`: delivery to applications.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Targets on loopback and private addresses (RFC 1918, unique local, CGNAT) allowed: for a
+    /// target on the server's own network. Link-local and metadata addresses never are.
+    pub allow_private_targets: bool,
+}
+
+impl DeliveryConfig {
+    /// Where targets may be.
+    pub fn policy(&self) -> crate::service::delivery::egress::EgressPolicy {
+        crate::service::delivery::egress::EgressPolicy { allow_private: self.allow_private_targets }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,7 +16,7 @@ use std::path::Path;
 /// where listed, its own layer's modules before it.
 const LAYERS: &[&[&str]] = &[
     // The domain: types and small pure helpers every layer speaks.
-    &["model", "metrics", "tokens", "telemetry"],
+    &["model", "metrics", "tokens", "secrets", "telemetry"],
     &["store"],
     // The mapping contract, then the plugins that implement it.
     &["mapping"],

@@ -9,7 +9,7 @@
 //! | services | [`service`] |
 //! | rules | [`plugins`] over [`mapping`] |
 //! | storage | [`store`] |
-//! | domain | [`model`], and [`scim`] (the protocol), [`tokens`], [`metrics`], [`telemetry`] |
+//! | domain | [`model`], and [`scim`] (the protocol), [`tokens`], [`secrets`], [`metrics`], [`telemetry`] |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the path of one request.
 
@@ -25,6 +25,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod plugins;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod store;

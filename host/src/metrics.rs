@@ -48,6 +48,11 @@ pub struct Metrics {
     store_writes: Counter,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
+    delivery_events: Family<Labels<3>, Counter>,
+    /// Set at scrape time from the targets' cursors: events not yet delivered.
+    pub delivery_lag_events: Family<Labels<2>, Gauge>,
+    /// Set at scrape time: seconds since the oldest undelivered event was recorded.
+    pub delivery_lag_seconds: Family<Labels<2>, Gauge>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -68,6 +73,9 @@ pub fn get() -> &'static Metrics {
             store_commits: Counter::default(),
             store_writes: Counter::default(),
             active_chain: Family::default(),
+            delivery_events: Family::default(),
+            delivery_lag_events: Family::default(),
+            delivery_lag_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register("mapwright_scim_requests", "SCIM requests by tenant, IdP connection, method and status", m.requests.clone());
@@ -89,6 +97,9 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_commits", "Transactions the writer thread committed", m.store_commits.clone());
         registry.register("mapwright_store_writes", "Writes committed; writes per commit is how well group commit batches", m.store_writes.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
+        registry.register("mapwright_delivery_events", "Directory changes per delivery target and outcome (delivered, parked, failed attempt)", m.delivery_events.clone());
+        registry.register("mapwright_delivery_lag_events", "Directory changes a delivery target has not received yet", m.delivery_lag_events.clone());
+        registry.register("mapwright_delivery_lag_seconds", "Age of the oldest change a delivery target has not received yet", m.delivery_lag_seconds.clone());
         Metrics { registry, ..m }
     })
 }
@@ -117,6 +128,11 @@ impl Metrics {
     /// Counts a plugin fault by kind (cpu, memory, stack, trap, suspended, invalid_output).
     pub fn plugin_fault(&self, plugin: &str, kind: &'static str) {
         self.plugin_faults.get_or_create(&[("plugin", plugin.to_string()), ("kind", kind.to_string())]).inc();
+    }
+
+    /// Counts a delivery outcome of a target (`delivered`, `parked`, `failed`).
+    pub fn delivery(&self, tenant: &str, target: &str, outcome: &'static str) {
+        self.delivery_events.get_or_create(&[("tenant", tenant.to_string()), ("target", target.to_string()), ("outcome", outcome.to_string())]).inc();
     }
 
     /// Records how long a store write took, queue included.

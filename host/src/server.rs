@@ -47,6 +47,7 @@ impl Server {
             public_url,
             body_limit: cfg.body_limit,
             rules: None,
+            delivery: None,
             stopping,
         });
         Ok(Server {
@@ -68,6 +69,14 @@ impl Server {
         self
     }
 
+    /// Serves the admin API's delivery endpoints with this service, and runs its targets.
+    pub fn with_delivery(mut self, delivery: Arc<crate::service::delivery::DeliveryService<AppStore>>) -> Server {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.delivery = Some(delivery);
+        }
+        self
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -82,6 +91,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
         let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every, self.change_retention_secs));
+        // Delivery runs beside the requests, never in their path.
+        let engine = self.state.delivery.clone().map(crate::service::delivery::engine::DeliveryEngine::start);
         let store = self.store;
         let stop = self.stop;
         let shutdown = async move {
@@ -92,6 +103,9 @@ impl Server {
         let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
         purger.abort();
         let _ = purger.await;
+        if let Some(engine) = engine {
+            engine.stop().await;
+        }
         // Requests are drained: close the store now rather than leave it to process exit.
         store.close();
         served?;

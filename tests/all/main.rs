@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod concurrency;
 mod console;
+mod delivery;
 mod dialects;
 mod directory;
 mod durability;

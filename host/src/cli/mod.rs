@@ -8,6 +8,7 @@ mod admin;
 mod records;
 mod rules;
 mod serve;
+mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +68,10 @@ pub enum Command {
     /// Destructive operations a connection's guard held: list, approve, reject.
     #[command(subcommand)]
     Held(HeldCommand),
+    /// Delivery targets: the applications the directory is pushed into (SCIM) and the
+    /// endpoints its changes are sent to (webhooks).
+    #[command(subcommand)]
+    Target(TargetCommand),
     /// Where the directory differs from what a connection's IdP says: entries it never
     /// touched, memberships changed outside its groups, deactivated users holding groups.
     Drift {
@@ -139,6 +144,158 @@ pub enum HeldCommand {
         /// Who does it (recorded with the change).
         author: String,
     },
+}
+
+/// What `mapwright target` does.
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// Add a target; it starts with a reconciliation (SCIM), then follows every change.
+    Add(TargetAddArgs),
+    /// List the targets with their lag and state.
+    List {
+        /// Only this tenant's targets.
+        tenant: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A target's state: lag, last success and error, parked events.
+    Show {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a target (what it created in the application stays there).
+    Remove {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+    },
+    /// Stop delivering to a target; its changes wait in the feed.
+    Pause {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+    },
+    /// Deliver to a paused target again, from where it stopped.
+    Resume {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+    },
+    /// Reconcile a SCIM target with the directory: create what is missing, update what
+    /// differs, deactivate what is gone.
+    Sync {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try parked events again, in order per resource.
+    Retry(DeadArgs),
+    /// Give parked events up; the events held behind them then go.
+    Skip(DeadArgs),
+    /// A new credential: a webhook target gets a new secret (the old one keeps signing during
+    /// the overlap); a SCIM target takes the token given.
+    RotateSecret {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// Seconds the previous webhook secret keeps signing beside the new one.
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u64,
+        /// A SCIM target's new bearer token.
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+/// Arguments of `mapwright target add`.
+#[derive(Debug, Args)]
+pub struct TargetAddArgs {
+    /// The tenant.
+    pub tenant: String,
+    /// The target's name.
+    pub name: String,
+    /// What the target speaks.
+    #[arg(long, value_enum)]
+    pub kind: crate::model::TargetKind,
+    /// The SCIM base URL (e.g. https://app.example.com/scim/v2) or the webhook endpoint.
+    #[arg(long)]
+    pub url: String,
+    /// SCIM: the bearer token.
+    #[arg(long, env = "MAPWRIGHT_TARGET_TOKEN", conflicts_with = "oauth_token_url")]
+    pub token: Option<String>,
+    /// SCIM: OAuth 2.0 client credentials: the token endpoint.
+    #[arg(long, requires_all = ["oauth_client_id", "oauth_client_secret"])]
+    pub oauth_token_url: Option<String>,
+    /// SCIM: OAuth client id.
+    #[arg(long)]
+    pub oauth_client_id: Option<String>,
+    /// SCIM: OAuth client secret.
+    #[arg(long, env = "MAPWRIGHT_TARGET_CLIENT_SECRET")]
+    pub oauth_client_secret: Option<String>,
+    /// SCIM: OAuth scope.
+    #[arg(long)]
+    pub oauth_scope: Option<String>,
+    /// Webhook: the signing secret (`whsec_…`; default: a new one, printed once).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// SCIM: send updates as PUT of the whole user instead of PATCH.
+    #[arg(long)]
+    pub put: bool,
+    /// SCIM: delete users the directory no longer has, instead of deactivating them.
+    #[arg(long)]
+    pub delete_users: bool,
+    /// Attempts at one event before it is parked.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The first retry's delay in milliseconds (doubling after).
+    #[arg(long)]
+    pub retry_base_ms: Option<u64>,
+    /// The longest delay between retries in milliseconds.
+    #[arg(long)]
+    pub retry_max_ms: Option<u64>,
+    /// How long one request may take, in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// SCIM: reconcile this often (seconds), repairing edits made in the target by hand.
+    #[arg(long)]
+    pub sync_every_secs: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which parked events `target retry` and `target skip` take.
+#[derive(Debug, Args)]
+pub struct DeadArgs {
+    /// The tenant.
+    pub tenant: String,
+    /// The target.
+    pub name: String,
+    /// The parked events (ids from `target show`).
+    pub ids: Vec<i64>,
+    /// Every parked event of the target.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    /// Who decides (recorded).
+    #[arg(long, env = "USER", default_value = "admin")]
+    pub author: String,
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +641,12 @@ impl Ctx {
         Ok(Arc::new(RuleManager::new(Arc::new(self.store.clone()), runtime, Arc::new(ChainRegistry::default()))))
     }
 
+    /// The delivery service, with the server's secret key.
+    fn delivery(&self) -> anyhow::Result<crate::service::delivery::DeliveryService<SqliteStore>> {
+        let secrets = crate::secrets::SecretBox::load(&self.cfg.server.data_dir)?;
+        Ok(crate::service::delivery::DeliveryService::new(Arc::new(self.store.clone()), secrets, self.cfg.delivery.policy()))
+    }
+
     /// What is stored of rules (no plugin engine needed to read it).
     fn records(&self) -> RuleRecords<SqliteStore> {
         RuleRecords::new(Arc::new(self.store.clone()))
@@ -540,6 +703,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(_) => Ok(()),
         Command::Held(HeldCommand::List { tenant, all, json }) => records::held_list(&ctx, tenant, all, json).await,
         Command::Held(cmd) => records::held_decide(&ctx, cmd).await,
+        Command::Target(cmd) => targets::command(&ctx, cmd).await,
         Command::Drift { tenant, idp, json } => records::drift(&ctx, tenant, idp, json).await,
         Command::Audit(a) => records::audit(&ctx, a).await,
         Command::Explain { tenant, user, json } => records::explain(&ctx, tenant, user, json).await,

@@ -71,7 +71,8 @@ pub(super) async fn serve(ctx: Ctx) -> anyhow::Result<()> {
     load_chains(&ctx, &rules, &seeded).await?;
     let guard = Arc::new(configured_guards(&ctx).await?);
     let admin_token = ctx.admin.first_admin_token().await?;
-    let srv = server::Server::bind_with(&ctx.cfg.server, ctx.store.clone(), rules.registry().clone(), guard).await?.with_rules(rules.clone());
+    let delivery = Arc::new(ctx.delivery()?);
+    let srv = server::Server::bind_with(&ctx.cfg.server, ctx.store.clone(), rules.registry().clone(), guard).await?.with_rules(rules.clone()).with_delivery(delivery);
     let public = srv.public_url().to_string();
     println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
     println!("  database: {}", ctx.cfg.server.db_path().display());

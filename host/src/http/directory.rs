@@ -18,13 +18,14 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{MethodRouter, get};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::admin::{ApiError, ApiResult, Params, param};
-use crate::model::{Change, ChangeKind, DirGroup, DirRef, DirUser, Tenant, Timestamp};
+use crate::model::{DirGroup, DirUser, Tenant, Timestamp};
 use crate::scim::list::{ListParams, Projection};
-use crate::scim::schema::{GROUP_SCHEMA, ResourceKind, USER_SCHEMA};
+use crate::scim::schema::{GROUP_SCHEMA, ResourceKind};
+use crate::service::directory::{change_event, user_resource};
 use crate::tokens;
 
 /// Who reads: an admin or directory token, global or scoped to a tenant.
@@ -81,32 +82,8 @@ fn meta(kind: ResourceKind, base: &str, id: &str, created: &Timestamp, modified:
     json!({"resourceType": kind.name(), "created": created, "lastModified": modified, "location": format!("{base}/{}/{id}", kind.endpoint())})
 }
 
-/// A user as the application sees it: the mapped attributes, with the directory's own id,
-/// userName and active, and its effective groups when given.
-fn user_json(id: &str, user_name: &str, active: bool, attributes: &Value, groups: Option<&[DirRef]>) -> Map<String, Value> {
-    let mut out = Map::new();
-    // The core schema, then every extension the rules produced (enterprise, custom).
-    let mut schemas = vec![Value::from(USER_SCHEMA)];
-    for k in attributes.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.starts_with("urn:")) {
-        schemas.push(k.as_str().into());
-    }
-    out.insert("schemas".into(), Value::Array(schemas));
-    out.insert("id".into(), id.into());
-    for (k, v) in attributes.as_object().into_iter().flatten() {
-        if !matches!(k.as_str(), "schemas" | "id" | "meta" | "groups" | "userName" | "active") {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    out.insert("userName".into(), user_name.into());
-    out.insert("active".into(), active.into());
-    if let Some(groups) = groups {
-        out.insert("groups".into(), groups.iter().map(|g| json!({"value": g.id, "display": g.name})).collect());
-    }
-    out
-}
-
 fn render_user(u: &DirUser, base: &str) -> Value {
-    let mut out = user_json(&u.id, &u.user_name, u.active, &u.attributes, Some(&u.groups));
+    let mut out = user_resource(&u.id, &u.user_name, u.active, &u.attributes, Some(&u.groups));
     out.insert("meta".into(), meta(ResourceKind::User, base, &u.id, &u.created, &u.modified));
     Value::Object(out)
 }
@@ -181,20 +158,6 @@ struct FeedParams {
     wait: Option<u64>,
 }
 
-fn change_json(c: &Change) -> Value {
-    let mut out = json!({"cursor": c.seq.to_string(), "at": c.at, "type": c.kind});
-    if let Some(u) = &c.user {
-        out["user"] = match (&c.state, c.kind) {
-            (Some((active, attrs)), ChangeKind::UserCreated | ChangeKind::UserUpdated) => Value::Object(user_json(&u.id, &u.name, *active, attrs, None)),
-            _ => json!({"id": u.id, "userName": u.name}),
-        };
-    }
-    if let Some(g) = &c.group {
-        out["group"] = json!({"id": g.id, "displayName": g.name});
-    }
-    out
-}
-
 /// The tenant's changes after `since`. Without `since`: no changes, and the cursor of now
 /// (to follow from here on without listing first).
 async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<Value>> {
@@ -207,5 +170,5 @@ async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Re
     let since: i64 = since.trim().parse().ok().filter(|s| *s >= 0).ok_or_else(|| ApiError::bad_request(format!("since {since:?} is not a cursor this server gave")))?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0));
     let page = state.directory.changes(&tenant, since, q.limit.unwrap_or(100), wait, state.stopping.clone()).await?;
-    Ok(Json(json!({"changes": page.changes.iter().map(change_json).collect::<Vec<_>>(), "cursor": page.next.to_string(), "more": page.more})))
+    Ok(Json(json!({"changes": page.changes.iter().map(change_event).collect::<Vec<_>>(), "cursor": page.next.to_string(), "more": page.more})))
 }

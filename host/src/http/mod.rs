@@ -52,6 +52,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The rule lifecycle (plugins, chain versions) for the admin API.
     pub rules: Option<Arc<crate::service::rules::RuleManager<AppStore>>>,
+    /// Delivery targets for the admin API (and the engine that runs them).
+    pub delivery: Option<Arc<crate::service::delivery::DeliveryService<AppStore>>>,
     /// Turns true when the server starts draining: long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

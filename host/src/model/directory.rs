@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::Timestamp;
 
 /// A reference to a user or a group: its stable public id and its current name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirRef {
     /// Stable id.
     pub id: String,
@@ -61,7 +61,7 @@ pub struct DirPage<T> {
 /// What happened to the directory. Users appear (`UserCreated`, also when a soft-deleted entry
 /// is restored), change, and disappear (`UserDeleted`: soft-deleted or deleted; its
 /// memberships go with it without events of their own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub enum ChangeKind {
     #[serde(rename = "user.created")]
@@ -95,7 +95,7 @@ impl ChangeKind {
 
 /// One change, with the state it left: a user event carries the user as it was right after
 /// the change (not as it is now), so replaying the feed reproduces the directory.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     /// The position of this change; the next read starts after it.
     pub seq: i64,

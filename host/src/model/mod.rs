@@ -2,12 +2,13 @@
 //!
 //! Tenants and their IdP connections ([`tenancy`]), the IdP view of users and groups
 //! ([`idp_view`]), directory entries and what happens to them ([`entry`]), the directory as
-//! the application reads it ([`directory`]), rules as data ([`rules`]), the records kept of
+//! the application reads it ([`directory`]), the applications it is delivered to ([`delivery`]), rules as data ([`rules`]), the records kept of
 //! every change ([`records`], [`reapply`]), and the small types that replace strings
 //! ([`Owner`], [`Timestamp`], [`Decision`]). The store persists these; the mapping pipeline,
 //! the plugins and the services compute with them; nothing here knows any of those.
 
 pub mod decision;
+pub mod delivery;
 pub mod directory;
 pub mod entry;
 pub mod idp_view;
@@ -19,6 +20,7 @@ pub mod tenancy;
 pub mod time;
 
 pub use decision::Decision;
+pub use delivery::{DeadLetter, DeadState, DeletePolicy, Mapped, NewDeadLetter, NewTarget, Origin, Progress, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, UpdateMode, WebhookSecret};
 pub use directory::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed};
 pub use entry::{DeprovisionAction, DirectoryEntry, EntryWrite, Lifecycle, LocalChange, MatchPolicy};
 pub use idp_view::{GroupUpdate, GroupWrite, Member, MemberRule, MemberRules, Page, StoredGroup, StoredUser, UserWrite};

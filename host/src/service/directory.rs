@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Change, DirGroup, DirPage, DirUser, Feed, Tenant};
+use serde_json::{Map, Value, json};
+
+use crate::model::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed, Tenant};
+use crate::scim::schema::USER_SCHEMA;
 use crate::scim::list::ListQuery;
 use crate::store::{Store, StoreError};
 
@@ -112,3 +115,44 @@ impl<S: Store> DirectoryReader<S> {
         }
     }
 }
+
+/// A user as the application sees it: the mapped attributes, with the directory's own id,
+/// userName and active, and its effective groups when given.
+pub fn user_resource(id: &str, user_name: &str, active: bool, attributes: &Value, groups: Option<&[DirRef]>) -> Map<String, Value> {
+    let mut out = Map::new();
+    // The core schema, then every extension the rules produced (enterprise, custom).
+    let mut schemas = vec![Value::from(USER_SCHEMA)];
+    for k in attributes.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.starts_with("urn:")) {
+        schemas.push(k.as_str().into());
+    }
+    out.insert("schemas".into(), Value::Array(schemas));
+    out.insert("id".into(), id.into());
+    for (k, v) in attributes.as_object().into_iter().flatten() {
+        if !matches!(k.as_str(), "schemas" | "id" | "meta" | "groups" | "userName" | "active") {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("userName".into(), user_name.into());
+    out.insert("active".into(), active.into());
+    if let Some(groups) = groups {
+        out.insert("groups".into(), groups.iter().map(|g| json!({"value": g.id, "display": g.name})).collect());
+    }
+    out
+}
+
+/// One change as the application receives it (the feed API and webhooks alike): its cursor,
+/// time and type, the user as the change left it (or its id and name), the group concerned.
+pub fn change_event(c: &Change) -> Value {
+    let mut out = json!({"cursor": c.seq.to_string(), "at": c.at, "type": c.kind});
+    if let Some(u) = &c.user {
+        out["user"] = match (&c.state, c.kind) {
+            (Some((active, attrs)), ChangeKind::UserCreated | ChangeKind::UserUpdated) => Value::Object(user_resource(&u.id, &u.name, *active, attrs, None)),
+            _ => json!({"id": u.id, "userName": u.name}),
+        };
+    }
+    if let Some(g) = &c.group {
+        out["group"] = json!({"id": g.id, "displayName": g.name});
+    }
+    out
+}
+

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod chain_file;
+pub mod delivery;
 pub mod dialect;
 pub mod directory;
 pub mod guard;

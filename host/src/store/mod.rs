@@ -206,7 +206,45 @@ pub trait FeedStore: Send + Sync + 'static {
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
-/// Every concern of storage: what the services are given.
-pub trait Store: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore {}
+/// Delivery targets, their maps of what they were sent, and the events they did not take.
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// Adds a target of a tenant; it starts at the feed's head with a reconciliation due.
+    fn add_target(&self, tenant_id: i64, target: NewTarget) -> impl Future<Output = StoreResult<Target>> + Send;
+    /// The targets of one tenant, or of all.
+    fn targets(&self, tenant_id: Option<i64>) -> impl Future<Output = StoreResult<Vec<Target>>> + Send;
+    /// A target by id.
+    fn target(&self, id: i64) -> impl Future<Output = StoreResult<Option<Target>>> + Send;
+    /// A target's sealed credential.
+    fn target_credential(&self, id: i64) -> impl Future<Output = StoreResult<Vec<u8>>> + Send;
+    /// Replaces a target's sealed credential.
+    fn set_target_credential(&self, id: i64, credential: Vec<u8>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Pauses, resumes, asks for or finishes a reconciliation, changes settings.
+    fn update_target(&self, id: i64, change: TargetChange) -> impl Future<Output = StoreResult<Target>> + Send;
+    /// Removes a target with its map and dead letters.
+    fn remove_target(&self, id: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A counter every change to targets (and every decision on dead letters) moves.
+    fn delivery_epoch(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// Records a worker's progress (cursor, counts, last success or error).
+    fn record_progress(&self, id: i64, progress: Progress) -> impl Future<Output = StoreResult<()>> + Send;
+    /// What a target has of one directory resource.
+    fn mapped(&self, target_id: i64, resource: &str, uid: &str) -> impl Future<Output = StoreResult<Option<Mapped>>> + Send;
+    /// Everything of one resource type a target has from Mapwright.
+    fn all_mapped(&self, target_id: i64, resource: &str) -> impl Future<Output = StoreResult<Vec<Mapped>>> + Send;
+    /// Records what a target has of a directory resource.
+    fn map(&self, target_id: i64, m: Mapped) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Forgets what a target has of a directory resource.
+    fn unmap(&self, target_id: i64, resource: &str, uid: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Parks or holds events and moves the cursor past them, together.
+    fn park(&self, target_id: i64, letters: Vec<NewDeadLetter>, cursor: i64) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A target's dead letters, oldest first (open ones, or all).
+    fn dead_letters(&self, target_id: i64, open_only: bool) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
+    /// Retries or skips parked events (`ids`, or all of the target's).
+    fn decide_dead(&self, target_id: i64, ids: Option<Vec<i64>>, decision: DeadState, by: &str) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
+    /// A worker's outcome for a dead letter it tried again or released.
+    fn settle_dead(&self, id: i64, state: DeadState, attempts: u32, answer: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
+}
 
-impl<T: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore> Store for T {}
+/// Every concern of storage: what the services are given.
+pub trait Store: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore {}
+
+impl<T: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore> Store for T {}

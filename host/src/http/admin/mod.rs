@@ -7,6 +7,7 @@
 
 mod records;
 mod rules;
+mod targets;
 mod tenants;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, patch, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde_json::json;
 
 use super::AppState;
@@ -209,6 +210,12 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/tenants/{tenant}/directory/{user}", &["GET", "PATCH"]),
     ("/tenants/{tenant}/held", &["GET"]),
     ("/tenants/{tenant}/held/{id}/{decision}", &["POST"]),
+    ("/tenants/{tenant}/targets", &["GET", "POST"]),
+    ("/tenants/{tenant}/targets/{target}", &["GET", "PATCH", "DELETE"]),
+    ("/tenants/{tenant}/targets/{target}/sync", &["POST"]),
+    ("/tenants/{tenant}/targets/{target}/rotate-secret", &["POST"]),
+    ("/tenants/{tenant}/targets/{target}/dead-letters", &["GET"]),
+    ("/tenants/{tenant}/targets/{target}/dead-letters/{decision}", &["POST"]),
 ];
 
 /// The OpenAPI 3.1 description of the admin API (served at `/admin/v1/openapi.json`).
@@ -242,6 +249,15 @@ fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
         ("/tenants/{tenant}/directory/{user}", "PATCH") => patch(records::local_change),
         ("/tenants/{tenant}/held", "GET") => get(records::held),
         ("/tenants/{tenant}/held/{id}/{decision}", "POST") => post(records::decide),
+        ("/tenants/{tenant}/targets", "GET") => get(targets::list),
+        ("/tenants/{tenant}/targets", "POST") => post(targets::create),
+        ("/tenants/{tenant}/targets/{target}", "GET") => get(targets::get),
+        ("/tenants/{tenant}/targets/{target}", "PATCH") => patch(targets::update),
+        ("/tenants/{tenant}/targets/{target}", "DELETE") => delete(targets::remove),
+        ("/tenants/{tenant}/targets/{target}/sync", "POST") => post(targets::sync),
+        ("/tenants/{tenant}/targets/{target}/rotate-secret", "POST") => post(targets::rotate),
+        ("/tenants/{tenant}/targets/{target}/dead-letters", "GET") => get(targets::dead_letters),
+        ("/tenants/{tenant}/targets/{target}/dead-letters/{decision}", "POST") => post(targets::decide),
         _ => return None,
     })
 }

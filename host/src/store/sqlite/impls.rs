@@ -2,10 +2,10 @@
 //! its concern, as a read (pooled connection) or a write (the writer thread's transaction).
 
 use super::db::SqliteStore;
-use super::{approvals, connections, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, users};
+use super::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, users};
 use crate::model::*;
 use crate::scim::list::ListQuery;
-use crate::store::{DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
+use crate::store::{DeliveryStore, DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
 
 impl TenantStore for SqliteStore {
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
@@ -243,5 +243,63 @@ impl FeedStore for SqliteStore {
     }
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.commits()
+    }
+}
+
+impl DeliveryStore for SqliteStore {
+    async fn add_target(&self, tenant_id: i64, target: NewTarget) -> StoreResult<Target> {
+        self.write(move |t| delivery::add(t, tenant_id, &target)).await
+    }
+    async fn targets(&self, tenant_id: Option<i64>) -> StoreResult<Vec<Target>> {
+        self.read(move |c| delivery::list(c, tenant_id)).await
+    }
+    async fn target(&self, id: i64) -> StoreResult<Option<Target>> {
+        self.read(move |c| delivery::get(c, id)).await
+    }
+    async fn target_credential(&self, id: i64) -> StoreResult<Vec<u8>> {
+        self.read(move |c| delivery::credential(c, id)).await
+    }
+    async fn set_target_credential(&self, id: i64, credential: Vec<u8>) -> StoreResult<()> {
+        self.write(move |t| delivery::set_credential(t, id, &credential)).await
+    }
+    async fn update_target(&self, id: i64, change: TargetChange) -> StoreResult<Target> {
+        self.write(move |t| delivery::update(t, id, &change)).await
+    }
+    async fn remove_target(&self, id: i64) -> StoreResult<()> {
+        self.write(move |t| delivery::remove(t, id)).await
+    }
+    async fn delivery_epoch(&self) -> StoreResult<i64> {
+        self.read(delivery::epoch).await
+    }
+    async fn record_progress(&self, id: i64, progress: Progress) -> StoreResult<()> {
+        self.write(move |t| delivery::progress(t, id, &progress)).await
+    }
+    async fn mapped(&self, target_id: i64, resource: &str, uid: &str) -> StoreResult<Option<Mapped>> {
+        let (resource, uid) = (resource.to_string(), uid.to_string());
+        self.read(move |c| delivery::mapped(c, target_id, &resource, &uid)).await
+    }
+    async fn all_mapped(&self, target_id: i64, resource: &str) -> StoreResult<Vec<Mapped>> {
+        let resource = resource.to_string();
+        self.read(move |c| delivery::all_mapped(c, target_id, &resource)).await
+    }
+    async fn map(&self, target_id: i64, m: Mapped) -> StoreResult<()> {
+        self.write(move |t| delivery::map(t, target_id, &m)).await
+    }
+    async fn unmap(&self, target_id: i64, resource: &str, uid: &str) -> StoreResult<()> {
+        let (resource, uid) = (resource.to_string(), uid.to_string());
+        self.write(move |t| delivery::unmap(t, target_id, &resource, &uid)).await
+    }
+    async fn park(&self, target_id: i64, letters: Vec<NewDeadLetter>, cursor: i64) -> StoreResult<()> {
+        self.write(move |t| delivery::park(t, target_id, &letters, cursor)).await
+    }
+    async fn dead_letters(&self, target_id: i64, open_only: bool) -> StoreResult<Vec<DeadLetter>> {
+        self.read(move |c| delivery::dead_letters(c, target_id, open_only)).await
+    }
+    async fn decide_dead(&self, target_id: i64, ids: Option<Vec<i64>>, decision: DeadState, by: &str) -> StoreResult<Vec<DeadLetter>> {
+        let by = by.to_string();
+        self.write(move |t| delivery::decide(t, target_id, ids.as_deref(), decision, &by)).await
+    }
+    async fn settle_dead(&self, id: i64, state: DeadState, attempts: u32, answer: Option<String>) -> StoreResult<()> {
+        self.write(move |t| delivery::settle(t, id, state, attempts, answer.as_deref())).await
     }
 }

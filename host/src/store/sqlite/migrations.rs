@@ -381,6 +381,54 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX changes_at;
 "#,
+    // 14: delivery targets. The change feed is their outbox: each target keeps a cursor into it;
+    // what it created or adopted in the target is mapped (with what was last sent), and events it
+    // could not deliver wait in `delivery_dead` (parked, or held behind a parked one).
+    r#"
+    CREATE TABLE delivery_targets (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        url TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        credential BLOB NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        needs_sync INTEGER NOT NULL DEFAULT 1,
+        created TEXT NOT NULL,
+        last_success TEXT,
+        last_error TEXT,
+        last_error_at TEXT,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        parked INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (tenant_id, name)
+    );
+    CREATE TABLE delivery_map (
+        target_id INTEGER NOT NULL REFERENCES delivery_targets(id) ON DELETE CASCADE,
+        resource TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        PRIMARY KEY (target_id, resource, uid)
+    ) WITHOUT ROWID;
+    CREATE TABLE delivery_dead (
+        id INTEGER PRIMARY KEY,
+        target_id INTEGER NOT NULL REFERENCES delivery_targets(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        resource TEXT NOT NULL,
+        event TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        answer TEXT,
+        at TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at TEXT
+    );
+    CREATE INDEX delivery_dead_target ON delivery_dead(target_id, state, id);
+    INSERT INTO counters (name, value) VALUES ('delivery_epoch', 0) ON CONFLICT (name) DO NOTHING;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

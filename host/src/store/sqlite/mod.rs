@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod connections;
 mod db;
+mod delivery;
 mod directory;
 mod drift;
 mod entries;

@@ -1,0 +1,365 @@
+//! Delivery into applications, against real receivers started here: scim2-server (PyPI, a
+//! SCIM server nobody here wrote) as a SCIM target, and a webhook receiver that verifies every
+//! delivery with the `standardwebhooks` PyPI library. `scripts/test.sh` installs both into
+//! `.venv` (or set `MW_PYTHON` to a Python that has them).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Client, Server};
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MW_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(venv.exists(), "the delivery tests need scim2-server and standardwebhooks: run scripts/test.sh (it installs them into .venv), or set MW_PYTHON");
+    venv
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some`, for up to `secs` seconds.
+fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// scim2-server serving one in-memory SCIM service provider per tenant path (`/acme/v2`).
+struct Scim2Server {
+    child: Child,
+    port: u16,
+    token: String,
+}
+
+impl Drop for Scim2Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Scim2Server {
+    fn start() -> Scim2Server {
+        let port = free_port();
+        let token = "scim2-target-token".to_string();
+        let bin = python().with_file_name("scim2-server");
+        let child = Command::new(bin)
+            .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", &token, "--dynamic-tenants"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting scim2-server");
+        let s = Scim2Server { child, port, token };
+        let probe = format!("{}/ServiceProviderConfig", s.base("probe"));
+        let http = reqwest::blocking::Client::new();
+        eventually(30, "scim2-server to start", || http.get(&probe).bearer_auth(&s.token).send().ok().filter(|r| r.status().is_success()).map(|_| ()));
+        s
+    }
+
+    fn base(&self, tenant: &str) -> String {
+        format!("http://127.0.0.1:{}/{tenant}/v2", self.port)
+    }
+
+    fn client(&self, tenant: &str) -> Client {
+        Client::new(self.base(tenant), self.token.clone())
+    }
+
+    /// Every user of a tenant by userName.
+    fn users(&self, tenant: &str) -> HashMap<String, Value> {
+        let r = self.client(tenant).get("/Users?count=1000");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["Resources"].as_array().cloned().unwrap_or_default().into_iter().map(|u| (u["userName"].as_str().unwrap_or_default().to_string(), u)).collect()
+    }
+
+    /// Every group of a tenant: displayName -> member ids.
+    fn groups(&self, tenant: &str) -> HashMap<String, HashSet<String>> {
+        let r = self.client(tenant).get("/Groups?count=1000");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["Resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| {
+                let members = g["members"].as_array().into_iter().flatten().filter_map(|m| m["value"].as_str().map(str::to_string)).collect();
+                (g["displayName"].as_str().unwrap_or_default().to_string(), members)
+            })
+            .collect()
+    }
+}
+
+/// The webhook receiver (`tests/delivery/webhook_receiver.py`).
+struct Receiver {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(secret: &str) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events.jsonl");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/delivery/webhook_receiver.py");
+        let mut child = Command::new(python())
+            .args([script.to_str().unwrap(), "--secret", secret, "--out", out.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the webhook receiver");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").and_then(|p| p.parse().ok()).expect("the receiver's port");
+        Receiver { child, port, out, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn control(&self, body: Value) {
+        let r = reqwest::blocking::Client::new().post(format!("http://127.0.0.1:{}/control", self.port)).body(body.to_string()).send().unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    /// What it accepted, in arrival order.
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Deliveries it refused because their signature did not verify.
+    fn rejected(&self) -> usize {
+        std::fs::read_to_string(self.out.with_extension("jsonl.rejected")).unwrap_or_default().lines().count()
+    }
+}
+
+fn secret() -> String {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).unwrap();
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+const DELIVERY: &str = "[delivery]\nallow_private_targets = true\n";
+
+const TENANTS: &str = r#"
+[[tenant]]
+name = "acme"
+
+# Okta: jane.doe@acme.com becomes jdoe, "Dev users" becomes software_dev, everyone gets
+# app-users, department moves to a custom extension.
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, replace = [{ pattern = '^(.)[^.]*\.(.+)$', with = "$1$2" }], case = "lower" }
+
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { include = ['^eng-', '^Dev users$'], map = { "dev users" = "software_dev" }, rename = [{ pattern = '^eng-', with = "" }], defaults = { all_users = ["app-users"] } }
+
+[[tenant.idp.chain]]
+plugin = "builtin:attributes"
+config = { mappings = [{ from = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", to = "urn:mapwright:custom:User:department" }] }
+
+# Entra: usernames from the name.
+[[tenant.idp]]
+name = "entra"
+kind = "entra"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "template", template = "{name.givenName|lower}.{name.familyName|lower}", transliterate = true, domain = "acme.io" }
+
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { defaults = { all_users = ["app-users"] } }
+
+[[tenant]]
+name = "globex"
+
+[[tenant.idp]]
+name = "scim"
+kind = "generic"
+rate_per_second = 0
+"#;
+
+fn okta_user(okta: &Client, email: &str, department: &str) -> String {
+    let r = okta.post("/Users", &json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "userName": email, "active": true, "name": {"givenName": "G", "familyName": "F"},
+        "emails": [{"value": email, "type": "work", "primary": true}],
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": department},
+    }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.id()
+}
+
+fn cli_ok(s: &Server, args: &[&str]) -> String {
+    let out = s.cli(args);
+    assert!(out.status.success(), "{args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// IdP traffic through a three-plugin chain (Okta-style) and a two-plugin one (Entra-style)
+/// arrives in scim2-server as the directory has it: mapped usernames, mapped group names,
+/// memberships, deactivations; a second tenant's target at the same time gets only its own.
+#[test]
+fn a_scim_target_gets_the_mapped_directory() {
+    let scim = Scim2Server::start();
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    for tenant in ["acme", "globex"] {
+        cli_ok(&s, &["target", "add", tenant, "app", "--kind", "scim", "--url", &scim.base(tenant), "--token", &scim.token, "--retry-base-ms", "50"]);
+    }
+    // Each target reconciles first (nothing to do yet), then follows the feed.
+    for tenant in ["acme", "globex"] {
+        eventually(30, "the first reconciliation", || {
+            let v: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", tenant, "app", "--json"])).unwrap();
+            (v["needs_sync"] == json!(false)).then_some(())
+        });
+    }
+    let (okta, entra, globex) = (s.declared("acme", "okta"), s.declared("acme", "entra"), s.declared("globex", "scim"));
+    let jane = okta_user(&okta, "jane.doe@acme.com", "Engineering");
+    let bob = okta_user(&okta, "bob.smith@acme.com", "Sales");
+    okta.group("Dev users", &[&jane]);
+    okta.group("eng-platform", &[&jane, &bob]);
+    okta.group("Marketing", &[&bob]);
+    let r = entra.post("/Users", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "zoe@acme.onmicrosoft.com", "name": {"givenName": "Zoë", "familyName": "Ångström"}, "active": true}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    globex.user("wile@globex.com");
+    // Okta deactivates bob with a PUT.
+    let mut body = okta.get(&format!("/Users/{bob}")).body;
+    body["active"] = json!(false);
+    assert_eq!(okta.put(&format!("/Users/{bob}"), &body).status, 200);
+
+    let users = eventually(30, "the acme users in the target", || {
+        let u = scim.users("acme");
+        (u.len() == 3 && u.get("bsmith").is_some_and(|b| b["active"] == json!(false))).then_some(u)
+    });
+    assert!(users.contains_key("jdoe") && users.contains_key("zoe.angstrom@acme.io"), "{users:?}");
+    assert_eq!(users["jdoe"]["active"], json!(true));
+    let id = |name: &str| users[name]["id"].as_str().unwrap().to_string();
+    let groups = eventually(30, "the acme groups in the target", || {
+        let g = scim.groups("acme");
+        (g.get("app-users").is_some_and(|m| m.len() == 3) && g.get("platform").is_some_and(|m| m.len() == 2)).then_some(g)
+    });
+    assert_eq!(groups["software_dev"], HashSet::from([id("jdoe")]));
+    assert_eq!(groups["platform"], HashSet::from([id("jdoe"), id("bsmith")]));
+    assert!(!groups.contains_key("Marketing") && !groups.contains_key("Dev users"), "groups the rules leave out stay out: {groups:?}");
+    let globex_users = eventually(30, "the globex user in its own target", || {
+        let u = scim.users("globex");
+        (!u.is_empty()).then_some(u)
+    });
+    assert_eq!(globex_users.keys().collect::<Vec<_>>(), ["wile@globex.com"]);
+
+    // The target's state: nothing behind, nothing parked, everything recorded as delivered.
+    let status: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", "acme", "app", "--json"])).unwrap();
+    assert_eq!((status["lag_events"].as_u64(), status["dead_letters"].as_array().map(Vec::len)), (Some(0), Some(0)), "{status}");
+    assert!(status["delivered"].as_i64().unwrap() >= 10 && status["last_error"].is_null(), "{status}");
+}
+
+/// Every change reaches the webhook receiver once, signed (verified by the Standard Webhooks
+/// library), in feed order, with no gap; a rotated secret signs beside the old one.
+#[test]
+fn a_webhook_target_gets_every_change_signed_and_in_order() {
+    let secret = secret();
+    let rx = Receiver::start(&secret);
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let admin = s.admin(&s.admin_token());
+    let r = admin.post("/tenants/acme/targets", &json!({"name": "hooks", "kind": "webhook", "url": rx.url(), "secret": secret, "settings": {"retry_base_ms": 50}}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["secret"], Value::Null, "a given secret is not echoed");
+    let start = r.body["target"]["cursor"].as_i64().unwrap();
+    let okta = s.declared("acme", "okta");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(okta_user(&okta, &format!("user.{i}@acme.com"), "Engineering"));
+    }
+    okta.group("Dev users", &ids[..5].iter().map(String::as_str).collect::<Vec<_>>());
+    for id in &ids[..3] {
+        assert_eq!(okta.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "active", "value": false}])).status, 200);
+    }
+    assert_eq!(okta.delete(&format!("/Users/{}", ids[19])).status, 204);
+
+    // What the feed says happened after the target was added: the receiver must have all of it.
+    let feed_token = admin.post("/tenants/acme/tokens", &json!({"name": "feed"})).body["token"].as_str().unwrap().to_string();
+    let feed = Client::new(format!("{}/directory/v1/acme", s.url), feed_token);
+    let expected: Vec<String> = feed.get(&format!("/changes?since={start}&limit=1000")).body["changes"].as_array().unwrap().iter().map(|c| c["cursor"].as_str().unwrap().to_string()).collect();
+    assert!(expected.len() > 40, "{}", expected.len());
+    let events = eventually(30, "every change at the receiver", || {
+        let e = rx.events();
+        (e.len() >= expected.len()).then_some(e)
+    });
+    assert_eq!(rx.rejected(), 0, "every signature verified");
+    let got: Vec<String> = events.iter().map(|e| e["body"]["data"]["cursor"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, expected, "every change once, in feed order");
+    for e in &events {
+        assert_eq!(e["id"], json!(format!("msg_{}", e["body"]["data"]["cursor"].as_str().unwrap())), "the webhook id is the feed position");
+        assert_eq!(e["body"]["type"], e["body"]["data"]["type"]);
+    }
+    let kinds: HashSet<&str> = events.iter().map(|e| e["body"]["type"].as_str().unwrap()).collect();
+    for k in ["user.created", "user.updated", "user.deleted", "group.created", "membership.added"] {
+        assert!(kinds.contains(k), "{k} in {kinds:?}");
+    }
+    let jane = events.iter().find(|e| e["body"]["type"] == "user.created").unwrap();
+    assert_eq!(jane["body"]["data"]["user"]["urn:mapwright:custom:User"]["department"], "Engineering", "the state the change left, after the rules");
+
+    // Rotation: the receiver still holding the old secret verifies, then moves to the new one.
+    let r = admin.post("/tenants/acme/targets/hooks/rotate-secret", &json!({"overlap_secs": 600}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new_secret = r.body["secret"].as_str().unwrap().to_string();
+    // The server takes the new secret within its poll of the targets (a quarter second).
+    let mut n = 0;
+    eventually(30, "a delivery signed with both secrets during the overlap", || {
+        n += 1;
+        okta_user(&okta, &format!("after.rotation.{n}@acme.com"), "Ops");
+        std::thread::sleep(Duration::from_millis(300));
+        rx.events().last().is_some_and(|e| e["signatures"].as_u64() == Some(2)).then_some(())
+    });
+    rx.control(json!({"secret": new_secret}));
+    let before = rx.events().len();
+    okta_user(&okta, "new.secret@acme.com", "Ops");
+    eventually(30, "a delivery verified with the new secret", || (rx.events().len() > before).then_some(()));
+    assert_eq!(rx.rejected(), 0);
+}
+
+/// A target URL to a metadata address, or that is no URL, is refused with a clear error; a
+/// private address only with the switch.
+#[test]
+fn target_urls_are_checked() {
+    let s = Server::start_with(TENANTS);
+    for (url, why) in [("http://169.254.169.254/latest", "link-local"), ("not a url", "not a URL"), ("http://127.0.0.1:9/scim", "allow_private_targets")] {
+        let out = s.cli(&["target", "add", "acme", "t", "--kind", "scim", "--url", url, "--token", "x"]);
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{url}: {err}");
+    }
+    let admin = s.admin(&s.admin_token());
+    let r = admin.post("/tenants/acme/targets", &json!({"name": "meta", "kind": "webhook", "url": "http://[fd00:ec2::254]/"}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(admin.get("/tenants/acme/targets").body.as_array().unwrap().is_empty());
+}
