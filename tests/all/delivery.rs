@@ -53,7 +53,17 @@ impl Drop for Scim2Server {
 
 impl Scim2Server {
     fn start() -> Scim2Server {
-        let port = free_port();
+        Scim2Server::start_on(free_port())
+    }
+
+    /// Stops it (everything it held is gone: it keeps it in memory) and starts it again on
+    /// the same port.
+    fn restart_on(old: Scim2Server, port: u16) -> Scim2Server {
+        drop(old);
+        Scim2Server::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Scim2Server {
         let token = "scim2-target-token".to_string();
         let bin = python().with_file_name("scim2-server");
         let child = Command::new(bin)
@@ -362,4 +372,214 @@ fn target_urls_are_checked() {
     let r = admin.post("/tenants/acme/targets", &json!({"name": "meta", "kind": "webhook", "url": "http://[fd00:ec2::254]/"}));
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(admin.get("/tenants/acme/targets").body.as_array().unwrap().is_empty());
+}
+
+/// The events a receiver accepted, deduplicated by webhook id (deliveries are at least once),
+/// as feed positions in arrival order.
+fn positions(events: &[Value]) -> Vec<i64> {
+    let mut seen = HashSet::new();
+    events.iter().filter(|e| seen.insert(e["id"].as_str().unwrap().to_string())).map(|e| e["body"]["data"]["cursor"].as_str().unwrap().parse().unwrap()).collect()
+}
+
+/// The tenant's feed positions after `since`, as the directory API gives them.
+fn feed_positions(s: &Server, admin_token: &str, tenant: &str, since: i64) -> Vec<i64> {
+    let admin = s.admin(admin_token);
+    let token = admin.post(&format!("/tenants/{tenant}/tokens"), &json!({"name": format!("feed-{}", free_port())})).body["token"].as_str().unwrap().to_string();
+    let feed = Client::new(format!("{}/directory/v1/{tenant}", s.url), token);
+    let mut out = Vec::new();
+    let mut cursor = since;
+    loop {
+        let r = feed.get(&format!("/changes?since={cursor}&limit=1000"));
+        let changes = r.body["changes"].as_array().unwrap().clone();
+        if changes.is_empty() {
+            return out;
+        }
+        out.extend(changes.iter().map(|c| c["cursor"].as_str().unwrap().parse::<i64>().unwrap()));
+        cursor = r.body["cursor"].as_str().unwrap().parse().unwrap();
+    }
+}
+
+fn add_webhook(s: &Server, rx: &Receiver, name: &str, secret: &str, settings: Value) -> i64 {
+    let r = s.admin(&s.admin_token()).post("/tenants/acme/targets", &json!({"name": name, "kind": "webhook", "url": rx.url(), "secret": secret, "settings": settings}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["target"]["cursor"].as_i64().unwrap()
+}
+
+fn status(s: &Server, target: &str) -> Value {
+    s.admin(&s.admin_token()).get(&format!("/tenants/acme/targets/{target}")).body
+}
+
+/// A receiver down while a thousand changes happen gets every one of them once it is back, in
+/// order; a receiver answering 429 with Retry-After is waited for; nothing is parked for it.
+#[test]
+fn a_target_down_for_a_while_misses_nothing() {
+    let secret = secret();
+    let rx = Receiver::start(&secret);
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let start = add_webhook(&s, &rx, "hooks", &secret, json!({"retry_base_ms": 50, "retry_max_ms": 400}));
+    let okta = s.declared("acme", "okta");
+    rx.control(json!({"down": true}));
+    let mut ids = Vec::new();
+    for i in 0..500 {
+        ids.push(okta.user(&format!("u{i}@acme.com")));
+    }
+    let down = status(&s, "hooks");
+    assert!(down["lag_events"].as_u64().unwrap() > 900, "{down}");
+    assert!(down["last_error"][1].as_str().unwrap_or_default().contains("503"), "the status says why: {down}");
+    assert!(rx.events().is_empty());
+    rx.control(json!({"down": false, "busy": 3, "retry_after": 1}));
+    let expected = feed_positions(&s, &s.admin_token(), "acme", start);
+    assert!(expected.len() >= 1000, "{}", expected.len());
+    eventually(60, "every change after the target came back", || (positions(&rx.events()) == expected).then_some(()));
+    let after = status(&s, "hooks");
+    assert_eq!((after["lag_events"].as_u64(), after["parked"].as_i64()), (Some(0), Some(0)), "{after}");
+    assert_eq!(rx.rejected(), 0);
+}
+
+/// A target that refuses every event about one user: those park (the later ones held behind
+/// the first, in order), everything else flows; retried once the target takes them, they go
+/// in order; a skip releases what was held.
+#[test]
+fn a_change_the_target_refuses_parks_and_the_others_flow() {
+    let secret = secret();
+    let rx = Receiver::start(&secret);
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let start = add_webhook(&s, &rx, "hooks", &secret, json!({"retry_base_ms": 20, "max_attempts": 3}));
+    let okta = s.declared("acme", "okta");
+    rx.control(json!({"fail_user": "poison", "status": 500}));
+    let poison = okta.user("poison@acme.com");
+    for i in 0..10 {
+        okta.user(&format!("ok{i}@acme.com"));
+    }
+    assert_eq!(okta.patch(&format!("/Users/{poison}"), json!([{"op": "replace", "path": "active", "value": false}])).status, 200);
+    let all = feed_positions(&s, &s.admin_token(), "acme", start);
+    // Its creation and its membership of app-users park; its deactivation is held behind its
+    // creation.
+    let dead = eventually(30, "the poisoned user's events parked and held", || {
+        let d = status(&s, "hooks")["dead_letters"].as_array().cloned().unwrap_or_default();
+        (d.len() == 3).then_some(d)
+    });
+    let state = |d: &Value| d["state"].as_str().unwrap().to_string();
+    assert_eq!(dead.iter().map(state).collect::<Vec<_>>(), ["parked", "parked", "held"], "{dead:?}");
+    assert_eq!(dead[0]["attempts"], 3);
+    assert!(dead[0]["answer"].as_str().unwrap().contains("500"), "{dead:?}");
+    assert_eq!(dead[2]["resource"], dead[0]["resource"], "held behind the parked event of the same user");
+    let parked: Vec<i64> = dead.iter().map(|d| d["seq"].as_i64().unwrap()).collect();
+    let flowing: Vec<i64> = all.iter().copied().filter(|p| !parked.contains(p)).collect();
+    eventually(30, "everything else", || (positions(&rx.events()) == flowing).then_some(()));
+
+    // The target takes them again: a retry of every parked event delivers them, and what was
+    // held behind them, each resource in its order.
+    let admin = s.admin(&s.admin_token());
+    rx.control(json!({"fail_user": null}));
+    let r = admin.post("/tenants/acme/targets/hooks/dead-letters/retry", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body.as_array().unwrap().len(), 2, "the two parked ones: {}", r.body);
+    eventually(30, "the parked events and the held one delivered", || (positions(&rx.events()).len() == all.len()).then_some(()));
+    let got = positions(&rx.events());
+    let at = |seq: i64| got.iter().position(|p| *p == seq).unwrap();
+    assert!(at(parked[0]) < at(parked[2]), "the user's creation before its deactivation: {got:?}");
+    assert!(status(&s, "hooks")["dead_letters"].as_array().unwrap().is_empty());
+    let id = dead[0]["id"].as_i64().unwrap();
+    assert_eq!(admin.post("/tenants/acme/targets/hooks/dead-letters/skip", &json!({"ids": [id]})).status, 400, "nothing left to skip");
+}
+
+/// SIGKILL in the middle of delivery, then a restart: every change arrives (at least once; the
+/// webhook id deduplicates), none missing, in order.
+#[test]
+fn a_crash_in_the_middle_of_delivery_loses_nothing() {
+    let secret = secret();
+    let rx = Receiver::start(&secret);
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let start = add_webhook(&s, &rx, "hooks", &secret, json!({"retry_base_ms": 50}));
+    let okta = s.declared("acme", "okta");
+    for i in 0..300 {
+        okta.user(&format!("c{i}@acme.com"));
+    }
+    eventually(30, "delivery under way", || (!rx.events().is_empty()).then_some(()));
+    let token = s.banner.iter().find_map(|l| l.split("store it now): ").nth(1)).unwrap().trim().to_string();
+    let admin_token = s.admin_token();
+    let s = s.crash_and_restart(&format!("{DELIVERY}{TENANTS}"));
+    // The token the first start printed (a restart prints none).
+    let okta = Client::new(format!("{}/scim/v2/acme/okta", s.url), token);
+    for i in 300..320 {
+        okta.user(&format!("c{i}@acme.com"));
+    }
+    let expected = feed_positions(&s, &admin_token, "acme", start);
+    eventually(60, "every change after the restart", || (positions(&rx.events()) == expected).then_some(()));
+}
+
+/// scim2-server restarted (it keeps everything in memory: the target's data is gone) is
+/// repaired by a reconciliation: what the dry run announces is what the sync makes.
+#[test]
+fn a_wiped_scim_target_is_repaired_by_reconciliation() {
+    let mut scim = Scim2Server::start();
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    cli_ok(&s, &["target", "add", "acme", "app", "--kind", "scim", "--url", &scim.base("acme"), "--token", &scim.token, "--retry-base-ms", "50"]);
+    let okta = s.declared("acme", "okta");
+    let jane = okta_user(&okta, "jane.doe@acme.com", "Engineering");
+    let bob = okta_user(&okta, "bob.smith@acme.com", "Sales");
+    okta.group("Dev users", &[&jane, &bob]);
+    eventually(30, "the directory in the target", || (scim.groups("acme").get("software_dev").is_some_and(|m| m.len() == 2)).then_some(()));
+
+    // Wiped: scim2-server starts again empty, on the same port.
+    let port = scim.port;
+    scim = Scim2Server::restart_on(scim, port);
+    assert!(scim.users("acme").is_empty());
+    let dry: Value = serde_json::from_str(&cli_ok(&s, &["target", "sync", "acme", "app", "--dry-run", "--json"])).unwrap();
+    let actions: Vec<&str> = dry["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.iter().filter(|a| **a == "create-user").count(), 2, "{dry}");
+    assert_eq!(actions.iter().filter(|a| **a == "create-group").count(), 2, "{dry}");
+    assert!(scim.users("acme").is_empty(), "a dry run writes nothing");
+    cli_ok(&s, &["target", "sync", "acme", "app"]);
+    let groups = eventually(30, "the target repaired", || {
+        let g = scim.groups("acme");
+        (g.get("software_dev").is_some_and(|m| m.len() == 2) && g.get("app-users").is_some_and(|m| m.len() == 2)).then_some(g)
+    });
+    let users = scim.users("acme");
+    assert_eq!(users.keys().cloned().collect::<HashSet<_>>(), HashSet::from(["jdoe".to_string(), "bsmith".to_string()]));
+    assert_eq!(groups["software_dev"], users.values().map(|u| u["id"].as_str().unwrap().to_string()).collect::<HashSet<_>>());
+    let again: Value = serde_json::from_str(&cli_ok(&s, &["target", "sync", "acme", "app", "--dry-run", "--json"])).unwrap();
+    assert_eq!(again["actions"], json!([]), "nothing left to do: {again}");
+    // The feed goes on after the repair.
+    assert_eq!(okta.patch(&format!("/Users/{bob}"), json!([{"op": "replace", "path": "active", "value": false}])).status, 200);
+    eventually(30, "the deactivation", || (scim.users("acme")["bsmith"]["active"] == json!(false)).then_some(()));
+}
+
+/// A target that never answers, redirects, or answers with 100 MB costs that target only:
+/// another target of the tenant gets every change, and the IdP's requests do not wait.
+#[test]
+fn a_misbehaving_target_costs_only_itself() {
+    let secret = secret();
+    let good = Receiver::start(&secret);
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let start = add_webhook(&s, &good, "good", &secret, json!({"retry_base_ms": 50}));
+    let mut bad = Vec::new();
+    for mode in ["hang", "huge", "redirect"] {
+        let rx = Receiver::start(&secret);
+        rx.control(json!({"misbehave": mode}));
+        add_webhook(&s, &rx, mode, &secret, json!({"retry_base_ms": 50, "max_attempts": 2, "timeout_ms": 1000}));
+        bad.push(rx);
+    }
+    let okta = s.declared("acme", "okta");
+    let started = Instant::now();
+    for i in 0..30 {
+        okta.user(&format!("m{i}@acme.com"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "the IdP's requests never wait on a target");
+    let expected = feed_positions(&s, &s.admin_token(), "acme", start);
+    eventually(30, "the good target's changes", || (positions(&good.events()) == expected).then_some(()));
+    for mode in ["hang", "huge", "redirect"] {
+        let st = eventually(30, "the bad target's failure to show", || {
+            let st = status(&s, mode);
+            st["last_error"].is_array().then_some(st)
+        });
+        let why = st["last_error"][1].as_str().unwrap().to_string();
+        match mode {
+            "hang" => assert!(why.contains("timed out") || why.contains("timeout"), "{why}"),
+            "huge" => assert!(why.contains("500") && why.len() < 2000, "the answer is cut: {why}"),
+            _ => assert!(why.contains("redirect"), "{why}"),
+        }
+    }
+    assert!(bad.iter().all(|rx| rx.events().is_empty()));
 }

@@ -12,17 +12,20 @@ Faults on demand, for the fault tests: POST /control with a JSON object
   {"fail_user": "jdoe", "status": 500}   answer `status` to every event about that userName
   {"busy": n, "retry_after": 1}   answer 429 with Retry-After to the next n deliveries
   {"down": true|false}             answer 503 to every delivery while down
+  {"misbehave": "hang"|"huge"|"redirect"|null}   never answer / answer 500 with a 100 MB
+                                   body / redirect to itself, to every delivery
 """
 
 import argparse
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-state = {"secret": None, "fail_user": None, "status": 500, "busy": 0, "retry_after": 1, "down": False}
+state = {"secret": None, "fail_user": None, "status": 500, "busy": 0, "retry_after": 1, "down": False, "misbehave": None}
 lock = threading.Lock()
 
 
@@ -49,9 +52,25 @@ class Handler(BaseHTTPRequestHandler):
                 state.update(json.loads(raw))
             return self.answer(204)
         with lock:
-            secret, down, busy = state["secret"], state["down"], state["busy"]
+            secret, down, busy, misbehave = state["secret"], state["down"], state["busy"], state["misbehave"]
             if busy > 0:
                 state["busy"] -= 1
+        if misbehave == "hang":
+            time.sleep(60)
+            return self.answer(204)
+        if misbehave == "redirect":
+            return self.answer(302, {"Location": self.path})
+        if misbehave == "huge":
+            self.send_response(500)
+            self.send_header("Content-Length", str(100 << 20))
+            self.end_headers()
+            chunk = b"x" * (1 << 20)
+            try:
+                for _ in range(100):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         if down:
             return self.answer(503)
         if busy > 0:

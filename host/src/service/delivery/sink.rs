@@ -34,11 +34,13 @@ impl<S: Store> Sink<S> {
     }
 }
 
-/// The resource whose events must arrive in order: a user's own events, a group's creation
-/// and its membership changes.
+/// What a change is about, for ordering: a user's own events in order, a group's, and each
+/// membership's (one user in one group: an add and a later remove must not swap). A change
+/// parked for one of them holds back only that one's later changes.
 pub fn resource_key(change: &Change) -> String {
     match (change.kind, &change.user, &change.group) {
-        (ChangeKind::MembershipAdded | ChangeKind::MembershipRemoved | ChangeKind::GroupCreated, _, Some(g)) => format!("group:{}", g.id),
+        (ChangeKind::MembershipAdded | ChangeKind::MembershipRemoved, Some(u), Some(g)) => format!("membership:{}:{}", g.id, u.id),
+        (ChangeKind::GroupCreated, _, Some(g)) => format!("group:{}", g.id),
         (_, Some(u), _) => format!("user:{}", u.id),
         _ => format!("seq:{}", change.seq),
     }
