@@ -216,6 +216,15 @@ name = "globex"
 name = "scim"
 kind = "generic"
 rate_per_second = 0
+
+# Another Mapwright tenant as a SCIM target of acme's directory.
+[[tenant]]
+name = "mirror"
+
+[[tenant.idp]]
+name = "in"
+kind = "generic"
+rate_per_second = 0
 "#;
 
 fn okta_user(okta: &Client, email: &str, department: &str) -> String {
@@ -245,10 +254,15 @@ fn a_scim_target_gets_the_mapped_directory() {
     for tenant in ["acme", "globex"] {
         cli_ok(&s, &["target", "add", tenant, "app", "--kind", "scim", "--url", &scim.base(tenant), "--token", &scim.token, "--retry-base-ms", "50"]);
     }
+    // A second SCIM target of acme at the same time: another Mapwright tenant's connection.
+    let mirror = s.declared("mirror", "in");
+    let mirror_url = format!("{}/scim/v2/mirror/in", s.url);
+    let mirror_token = s.banner.iter().skip_while(|l| !l.starts_with("IdP connection mirror/in ")).find_map(|l| l.split("store it now): ").nth(1)).unwrap().trim().to_string();
+    cli_ok(&s, &["target", "add", "acme", "mirror", "--kind", "scim", "--url", &mirror_url, "--token", &mirror_token, "--retry-base-ms", "50"]);
     // Each target reconciles first (nothing to do yet), then follows the feed.
-    for tenant in ["acme", "globex"] {
+    for (tenant, target) in [("acme", "app"), ("globex", "app"), ("acme", "mirror")] {
         eventually(30, "the first reconciliation", || {
-            let v: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", tenant, "app", "--json"])).unwrap();
+            let v: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", tenant, target, "--json"])).unwrap();
             (v["needs_sync"] == json!(false)).then_some(())
         });
     }
@@ -285,6 +299,16 @@ fn a_scim_target_gets_the_mapped_directory() {
         (!u.is_empty()).then_some(u)
     });
     assert_eq!(globex_users.keys().collect::<Vec<_>>(), ["wile@globex.com"]);
+    // The mirror tenant got acme's directory as acme's rules made it.
+    let mirrored = eventually(30, "acme's users in the mirror tenant", || {
+        let names: HashSet<String> = mirror.names("count=100").into_iter().collect();
+        (names.len() == 3).then_some(names)
+    });
+    assert_eq!(mirrored, HashSet::from(["jdoe".to_string(), "bsmith".to_string(), "zoe.angstrom@acme.io".to_string()]));
+    eventually(30, "acme's groups in the mirror tenant", || {
+        let r = mirror.get("/Groups?filter=displayName%20eq%20%22software_dev%22");
+        r.body["Resources"][0]["members"].as_array().is_some_and(|m| m.len() == 1).then_some(())
+    });
 
     // The target's state: nothing behind, nothing parked, everything recorded as delivered.
     let status: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", "acme", "app", "--json"])).unwrap();
@@ -425,6 +449,12 @@ fn a_target_down_for_a_while_misses_nothing() {
     }
     let down = status(&s, "hooks");
     assert!(down["lag_events"].as_u64().unwrap() > 900, "{down}");
+    let metric = |name: &str| -> i64 {
+        let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(s.admin_token()).send().unwrap().text().unwrap();
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok()).map(|v| v as i64).unwrap_or(0)
+    };
+    assert!(metric(r#"mapwright_delivery_lag_events{tenant="acme",target="hooks"}"#) > 900);
+    assert!(metric(r#"mapwright_delivery_events_total{tenant="acme",target="hooks",outcome="failed"}"#) > 0);
     assert!(down["last_error"][1].as_str().unwrap_or_default().contains("503"), "the status says why: {down}");
     assert!(rx.events().is_empty());
     rx.control(json!({"down": false, "busy": 3, "retry_after": 1}));
@@ -433,6 +463,8 @@ fn a_target_down_for_a_while_misses_nothing() {
     eventually(60, "every change after the target came back", || (positions(&rx.events()) == expected).then_some(()));
     let after = status(&s, "hooks");
     assert_eq!((after["lag_events"].as_u64(), after["parked"].as_i64()), (Some(0), Some(0)), "{after}");
+    assert_eq!(metric(r#"mapwright_delivery_lag_events{tenant="acme",target="hooks"}"#), 0);
+    assert!(metric(r#"mapwright_delivery_events_total{tenant="acme",target="hooks",outcome="delivered"}"#) >= 1000);
     assert_eq!(rx.rejected(), 0);
 }
 
@@ -582,4 +614,36 @@ fn a_misbehaving_target_costs_only_itself() {
         }
     }
     assert!(bad.iter().all(|rx| rx.events().is_empty()));
+}
+
+/// A SCIM target behind OAuth 2.0 client credentials: the token is fetched with the client's
+/// credentials, renewed when it expires, and wrong credentials show in the target's state.
+#[test]
+fn a_scim_target_with_oauth_client_credentials() {
+    let scim = Scim2Server::start();
+    let oauth = Receiver::start(&secret());
+    oauth.control(json!({"oauth": {"client": "mapwright", "secret": "s3cret", "token": scim.token, "expires_in": 31}}));
+    let s = Server::start_with(&format!("{DELIVERY}{TENANTS}"));
+    let token_url = format!("http://127.0.0.1:{}/token", oauth.port);
+    let add = |name: &str, secret: &str| {
+        cli_ok(&s, &["target", "add", "acme", name, "--kind", "scim", "--url", &scim.base(name), "--oauth-token-url", &token_url, "--oauth-client-id", "mapwright", "--oauth-client-secret", secret, "--retry-base-ms", "50"]);
+    };
+    add("good", "s3cret");
+    add("wrong", "guess");
+    let okta = s.declared("acme", "okta");
+    // The token lives one second (31 s less the 30 s kept in reserve): users over three
+    // seconds need it renewed.
+    for i in 0..6 {
+        okta.user(&format!("o{i}@acme.com"));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eventually(30, "the users in the OAuth target", || (scim.users("good").len() == 6).then_some(()));
+    let calls: Vec<Value> = std::fs::read_to_string(oauth.out.with_extension("jsonl.tokens")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(calls.iter().filter(|c| c["ok"] == json!(true)).count() >= 2, "renewed: {calls:?}");
+    let wrong = eventually(30, "the wrong credentials to show", || {
+        let v: Value = serde_json::from_str(&cli_ok(&s, &["target", "show", "acme", "wrong", "--json"])).unwrap();
+        v["last_error"].is_array().then_some(v)
+    });
+    assert!(wrong["last_error"][1].as_str().unwrap().contains("token endpoint answered 401"), "{wrong}");
+    assert!(scim.users("wrong").is_empty());
 }

@@ -14,9 +14,14 @@ Faults on demand, for the fault tests: POST /control with a JSON object
   {"down": true|false}             answer 503 to every delivery while down
   {"misbehave": "hang"|"huge"|"redirect"|null}   never answer / answer 500 with a 100 MB
                                    body / redirect to itself, to every delivery
+
+It is also an OAuth 2.0 token endpoint (client credentials) for SCIM targets that need one:
+POST /token with HTTP Basic `client:secret` (set with {"oauth": {"client": ..., "secret": ...,
+"token": ..., "expires_in": n}}) answers that token; each call is a line of `<out>.tokens`.
 """
 
 import argparse
+import base64
 import json
 import sys
 import threading
@@ -25,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-state = {"secret": None, "fail_user": None, "status": 500, "busy": 0, "retry_after": 1, "down": False, "misbehave": None}
+state = {"secret": None, "fail_user": None, "status": 500, "busy": 0, "retry_after": 1, "down": False, "misbehave": None, "oauth": None}
 lock = threading.Lock()
 
 
@@ -45,12 +50,29 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def token(self, raw):
+        oauth = state["oauth"] or {}
+        expected = "Basic " + base64.b64encode(f"{oauth.get('client')}:{oauth.get('secret')}".encode()).decode()
+        ok = self.headers.get("Authorization") == expected and b"grant_type=client_credentials" in raw
+        with open(args.out + ".tokens", "a") as f:
+            f.write(json.dumps({"ok": ok}) + "\n")
+        if not ok:
+            return self.answer(401)
+        body = json.dumps({"access_token": oauth["token"], "token_type": "Bearer", "expires_in": oauth.get("expires_in", 3600)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path == "/control":
             with lock:
                 state.update(json.loads(raw))
             return self.answer(204)
+        if self.path == "/token":
+            return self.token(raw)
         with lock:
             secret, down, busy, misbehave = state["secret"], state["down"], state["busy"], state["misbehave"]
             if busy > 0:

@@ -123,6 +123,13 @@ async fn metrics(State(state): State<Arc<AppState>>, admin: admin::Admin) -> Res
             m.active_chain.get_or_create(&[("tenant", idp.tenant.clone()), ("idp", idp.name.clone())]).set(v);
         }
     }
+    if let Some(delivery) = &state.delivery {
+        for (t, events, seconds) in delivery.lags().await? {
+            let labels = [("tenant", t.tenant.clone()), ("target", t.name.clone())];
+            m.delivery_lag_events.get_or_create(&labels).set(events as i64);
+            m.delivery_lag_seconds.get_or_create(&labels).set(seconds as i64);
+        }
+    }
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response())
 }
 
