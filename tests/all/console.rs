@@ -245,3 +245,40 @@ fn the_console_is_served_with_a_strict_content_security_policy() {
     let page = http.get(format!("{}/console/", s.url)).send().unwrap().text().unwrap();
     assert!(!page.contains("<script>") && !page.contains("onclick="), "no inline script for the policy to forbid");
 }
+
+/// An operator sees a webhook target that fails on one user: the target needs attention, the
+/// event is parked with the receiver's answer; once the receiver takes it, Retry delivers it
+/// and the console shows the target delivering again.
+#[test]
+fn an_operator_sees_a_failing_target_and_retries_its_parked_event() {
+    use crate::delivery::{DELIVERY, Receiver, eventually, secret};
+    let secret = secret();
+    let rx = Receiver::start(&secret);
+    rx.control(json!({"fail_user": "poison", "status": 500}));
+    let s = Server::start_with(&format!("{DELIVERY}{TENANT}"));
+    let admin = s.admin(&s.admin_token());
+    let r = admin.post("/tenants/acme/targets", &json!({"name": "hooks", "kind": "webhook", "url": rx.url(), "secret": secret, "settings": {"retry_base_ms": 20, "max_attempts": 2}}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let okta = s.declared("acme", "okta");
+    okta.user("poison@acme.com");
+    okta.user("fine@acme.com");
+    eventually(30, "the parked event", || (admin.get("/tenants/acme/targets/hooks").body["dead_letters"].as_array().map(Vec::len) == Some(1)).then_some(()));
+
+    let b = Browser::start();
+    b.goto(&format!("{}/console#/t/acme", s.url));
+    b.type_into("#token", &s.admin_token());
+    b.click("#login-btn");
+    b.wait_text("#targets-table", "hooks");
+    assert_eq!(b.text("#targets-table tr[data-target='hooks'] .parked"), "1");
+    assert!(b.text("#targets-table tr[data-target='hooks']").contains("needs attention"), "{}", b.text("#targets-table"));
+    b.wait_text("#dead-letters", "HTTP 500");
+    assert!(b.text("#dead-letters").contains("user.created"));
+
+    rx.control(json!({"fail_user": null}));
+    b.click("#dead-letters .retry");
+    eventually(30, "the retried event at the receiver", || rx.events().iter().any(|e| e["body"]["data"]["user"]["userName"] == "poison").then_some(()));
+    // The page reloads its targets after the decision; once delivered, the list is empty.
+    b.goto(&format!("{}/console#/t/acme", s.url));
+    b.wait_text("#targets-table", "delivering");
+    assert!(b.script("return document.querySelector('#dead-letters') === null", json!([])) == json!(true));
+}

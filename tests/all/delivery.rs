@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 }
 
 /// Polls `check` until it returns `Some`, for up to `secs` seconds.
-fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(v) = check() {
@@ -112,7 +112,7 @@ impl Scim2Server {
 }
 
 /// The webhook receiver (`tests/delivery/webhook_receiver.py`).
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     port: u16,
     out: PathBuf,
@@ -127,7 +127,7 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    fn start(secret: &str) -> Receiver {
+    pub(crate) fn start(secret: &str) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("events.jsonl");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/delivery/webhook_receiver.py");
@@ -143,17 +143,17 @@ impl Receiver {
         Receiver { child, port, out, _dir: dir }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn control(&self, body: Value) {
+    pub(crate) fn control(&self, body: Value) {
         let r = reqwest::blocking::Client::new().post(format!("http://127.0.0.1:{}/control", self.port)).body(body.to_string()).send().unwrap();
         assert_eq!(r.status().as_u16(), 204);
     }
 
     /// What it accepted, in arrival order.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
@@ -163,14 +163,14 @@ impl Receiver {
     }
 }
 
-fn secret() -> String {
+pub(crate) fn secret() -> String {
     use base64::Engine;
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).unwrap();
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
 }
 
-const DELIVERY: &str = "[delivery]\nallow_private_targets = true\n";
+pub(crate) const DELIVERY: &str = "[delivery]\nallow_private_targets = true\n";
 
 const TENANTS: &str = r#"
 [[tenant]]

@@ -124,10 +124,11 @@ async function tenantsPage(view) {
 async function tenantPage(view, tenant) {
   crumbs([tenant]);
   const connections = h("section", { id: "connections" }, h("h2", {}, "IdP connections"));
+  const targets = h("section", { id: "targets" }, h("h2", {}, "Delivery targets"));
   const users = h("section", { id: "users" }, h("h2", {}, "Directory users"));
   const audit = h("section", { id: "audit" }, h("h2", {}, "Audit log"));
-  view.append(h("h1", {}, tenant), connections, users, audit);
-  await Promise.all([connectionsSection(connections, tenant), usersSection(users, tenant), auditSection(audit, tenant)]);
+  view.append(h("h1", {}, tenant), connections, targets, users, audit);
+  await Promise.all([connectionsSection(connections, tenant), targetsSection(targets, tenant), usersSection(users, tenant), auditSection(audit, tenant)]);
 }
 
 function secretBox(title, lines) {
@@ -162,6 +163,75 @@ async function connectionsSection(section, tenant) {
     } catch (e) { showError(e.message); }
   } }, h("label", {}, "Name", name), h("label", {}, "Kind", kind), h("button", { type: "submit", id: "create-idp-btn" }, "Create connection"));
   section.append(table(["Name", "Kind", "SCIM base URL", "Status", ""], rows, { id: "connections-table" }), out, h("h3", {}, "New connection"), form);
+}
+
+// -- Delivery targets: state, lag, parked events ---------------------------------------------
+
+function targetState(t) {
+  if (t.paused) return ["paused", "off"];
+  if (t.needs_sync) return ["reconciling", ""];
+  if (t.last_error) return ["failing", "off"];
+  if (t.dead_letters.some((d) => d.state === "parked")) return ["needs attention", "off"];
+  return ["delivering", "on"];
+}
+
+async function targetsSection(section, tenant) {
+  const base = "/tenants/" + seg(tenant) + "/targets";
+  const reload = async () => {
+    section.replaceChildren(h("h2", {}, "Delivery targets"));
+    await targetsSection(section, tenant);
+  };
+  const act = (fn) => async () => { try { await fn(); await reload(); } catch (e) { showError(e.message); } };
+  const targets = await admin("GET", base);
+  const out = h("div", { id: "target-out" });
+  const rows = targets.map((t) => {
+    const [state, cls] = targetState(t);
+    const tb = base + "/" + seg(t.name);
+    return h("tr", { dataset: { target: t.name } },
+      h("td", {}, t.name), h("td", {}, t.kind), h("td", {}, h("code", {}, t.url)),
+      h("td", {}, h("span", { class: "badge " + cls }, state)),
+      h("td", { class: "lag" }, t.lag_events + (t.oldest_undelivered ? " (since " + t.oldest_undelivered + ")" : "")),
+      h("td", {}, String(t.delivered)), h("td", { class: "parked" }, String(t.dead_letters.length)),
+      h("td", { class: "muted last-error" }, t.last_error ? t.last_error[1] : ""),
+      h("td", {},
+        h("button", { type: "button", class: "quiet pause", onclick: act(() => admin("PATCH", tb, { paused: !t.paused })) }, t.paused ? "Resume" : "Pause"),
+        t.kind === "scim" ? h("button", { type: "button", class: "quiet sync-preview", onclick: async () => {
+          try {
+            const plan = await admin("POST", tb + "/sync", { dry_run: true });
+            out.replaceChildren(h("h3", {}, "Reconciliation of " + t.name + ": " + plan.actions.length + " changes"),
+              h("ul", { id: "sync-plan" }, plan.actions.map((a) => h("li", {}, a.action + " " + (a.user_name || a.name || "")))),
+              h("button", { type: "button", id: "sync-run", onclick: act(() => admin("POST", tb + "/sync", {})) }, "Reconcile now"));
+          } catch (e) { showError(e.message); }
+        } }, "Synchronize") : null));
+  });
+  const dead = targets.flatMap((t) => t.dead_letters.map((d) => h("tr", { dataset: { dead: d.id } },
+    h("td", {}, t.name), h("td", {}, "#" + d.id), h("td", {}, h("span", { class: "badge " + (d.state === "parked" ? "off" : "") }, d.state)),
+    h("td", {}, d.resource), h("td", {}, d.event.kind || ""), h("td", {}, String(d.attempts)), h("td", { class: "muted" }, d.answer || ""),
+    h("td", {}, d.state === "parked" ? [
+      h("button", { type: "button", class: "quiet retry", onclick: act(() => admin("POST", base + "/" + seg(t.name) + "/dead-letters/retry", { ids: [d.id] })) }, "Retry"),
+      h("button", { type: "button", class: "quiet skip", onclick: act(() => admin("POST", base + "/" + seg(t.name) + "/dead-letters/skip", { ids: [d.id] })) }, "Skip"),
+    ] : null))));
+  const f = {
+    name: h("input", { id: "new-target-name", required: true, pattern: "[a-z0-9][a-z0-9_-]*", placeholder: "jira" }),
+    kind: h("select", { id: "new-target-kind" }, ["scim", "webhook"].map((k) => h("option", { value: k }, k))),
+    url: h("input", { id: "new-target-url", required: true, size: 36, placeholder: "https://app.example.com/scim/v2" }),
+    token: h("input", { id: "new-target-token", type: "password", autocomplete: "off", placeholder: "SCIM bearer token" }),
+  };
+  const form = h("form", { class: "inline", id: "create-target", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const body = { name: f.name.value, kind: f.kind.value, url: f.url.value };
+      if (f.kind.value === "scim" && f.token.value) body.token = f.token.value;
+      const r = await admin("POST", base, body);
+      await reload();
+      if (r.secret) $("#target-out").replaceChildren(secretBox("Webhook target " + r.target.name + " added", [["Signing secret", r.secret]]));
+    } catch (e) { showError(e.message); }
+  } }, h("label", {}, "Name", f.name), h("label", {}, "Kind", f.kind), h("label", {}, "URL", f.url), h("label", {}, "Token", f.token),
+    h("button", { type: "submit", id: "create-target-btn" }, "Add target"));
+  section.append(
+    table(["Name", "Kind", "URL", "State", "Lag", "Delivered", "Parked", "Last error", ""], rows, { id: "targets-table" }),
+    ...(dead.length ? [h("h3", {}, "Undelivered events"), table(["Target", "Id", "State", "Resource", "Change", "Attempts", "Answer", ""], dead, { id: "dead-letters" })] : []),
+    out, h("h3", {}, "New target"), form);
 }
 
 async function usersSection(section, tenant) {
