@@ -10,6 +10,7 @@
 //! ratios (Mapwright / peer, chain / no chain), not as absolute numbers.
 #![allow(clippy::print_stdout)]
 
+mod delivery;
 mod load;
 mod memory;
 mod report;
@@ -53,7 +54,7 @@ struct Args {
     /// compiled on upload: ~0.3 s of a core apiece).
     #[arg(long)]
     distinct_binaries: Option<usize>,
-    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory; with
+    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -381,6 +382,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     drop(server);
+    if wants("delivery") {
+        let (n, rate, secs) = if a.quick { (200, 100.0, 1.0) } else { (20_000, 1000.0, 10.0) };
+        delivery::run(&bin, &http, n, rate, secs, limit, &mut report).await.context("delivery")?;
+    }
     if wants("memory") {
         let username = plugins.join("mapwright_rule_username.wasm");
         for v in [memory::Variant::Identical, memory::Variant::DistinctConfigs, memory::Variant::DistinctBinaries] {

@@ -6,9 +6,9 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, self_test, username};
+use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, self_test, shape, username};
 use crate::bindings::mapwright::plugin::types as wit;
-use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, Trigger, User};
+use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, ResourceType, Target, Trigger, User};
 
 /// Implements the generated export traits for any [`Plugin`]; `V` carries the version of
 /// the crate that exports it.
@@ -45,8 +45,9 @@ pub(crate) fn config<P: Plugin>(text: &str) -> Result<Rc<P::Config>, String> {
         return Ok(c);
     }
     let text_or_null = if text.trim().is_empty() { "null" } else { text };
-    let parsed: P::Config = serde_json::from_str(text_or_null).map_err(|e| format!("invalid configuration for {}: {e}", P::NAME))?;
-    P::validate(&parsed).map_err(|e| format!("invalid configuration for {}: {e}", P::NAME))?;
+    // Unprefixed: the host says whose configuration it is ("invalid configuration for …").
+    let parsed: P::Config = serde_json::from_str(text_or_null).map_err(|e| e.to_string())?;
+    P::validate(&parsed)?;
     let rc = Rc::new(parsed);
     CONFIGS.with(|c| {
         let mut c = c.borrow_mut();
@@ -87,18 +88,21 @@ fn user(json: String) -> User {
 }
 
 fn cfg<P: Plugin>(text: &str) -> Result<Rc<P::Config>, wit::Rejection> {
-    config::<P>(text).map_err(|e| wit::Rejection { rule: P::NAME.to_string(), reason: e })
+    config::<P>(text).map_err(|e| wit::Rejection { rule: P::NAME.to_string(), reason: format!("invalid configuration: {e}") })
 }
 
 impl<P: Plugin, V: CrateVersion> meta::Guest for Adapter<P, V> {
     fn describe() -> meta::Info {
+        // Shaping is announced by its own interface (`shape.shapes`): the contract's hook
+        // enum cannot grow without breaking plugins built before it.
         let hooks = P::HOOKS
             .iter()
-            .map(|h| match h {
-                Hook::Username => wit::Hook::Username,
-                Hook::Groups => wit::Hook::Groups,
-                Hook::Attributes => wit::Hook::Attributes,
-                Hook::Deprovision => wit::Hook::Deprovision,
+            .filter_map(|h| match h {
+                Hook::Username => Some(wit::Hook::Username),
+                Hook::Groups => Some(wit::Hook::Groups),
+                Hook::Attributes => Some(wit::Hook::Attributes),
+                Hook::Deprovision => Some(wit::Hook::Deprovision),
+                Hook::Shape => None,
             })
             .collect();
         meta::Info { name: P::NAME.to_string(), version: version::<P, V>().to_string(), hooks }
@@ -195,6 +199,25 @@ impl<P: Plugin, V: CrateVersion> deprovision::Guest for Adapter<P, V> {
         let u = user(user_json);
         let d = P::reactivate(&context(ctx, None), &c, &u, proposed).map_err(rejection)?;
         Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
+    }
+}
+
+impl<P: Plugin, V: CrateVersion> shape::Guest for Adapter<P, V> {
+    fn shapes() -> bool {
+        P::HOOKS.contains(&Hook::Shape)
+    }
+
+    fn shape(target: shape::Target, config: String, kind: shape::ResourceType, resource: String) -> Result<shape::Shaped, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let r: serde_json::Value = serde_json::from_str(&resource).map_err(|e| input_error::<P>("the resource is not valid JSON", e))?;
+        let kind = match kind {
+            shape::ResourceType::User => ResourceType::User,
+            shape::ResourceType::Group => ResourceType::Group,
+        };
+        let t = Target { tenant: target.tenant, name: target.name, kind: target.kind };
+        let s = P::shape(&t, &c, kind, r).map_err(rejection)?;
+        let provenance = s.provenance.into_iter().map(|p| wit::Provenance { rule: p.rule, reason: p.reason }).collect();
+        Ok(shape::Shaped { resource: serde_json::to_string(&s.resource).unwrap_or_default(), provenance })
     }
 }
 

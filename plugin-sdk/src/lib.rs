@@ -106,6 +106,9 @@ pub enum Hook {
     Attributes,
     /// [`Plugin::deprovision`] and [`Plugin::reactivate`]
     Deprovision,
+    /// [`Plugin::shape`]: what a delivery target receives (contract 0.1.2). A plugin that
+    /// lists it can be put in a target's shape chain.
+    Shape,
 }
 
 /// The SCIM operation behind a call.
@@ -244,6 +247,65 @@ pub enum Trigger {
     Deleted,
 }
 
+/// The kind of resource a shaping rule is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceType {
+    /// A directory user (SCIM `User`).
+    User,
+    /// An application group (SCIM `Group`).
+    Group,
+}
+
+/// The delivery target a resource is shaped for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The tenant whose directory it is.
+    pub tenant: String,
+    /// The target's name.
+    pub name: String,
+    /// `scim` (an application's SCIM endpoint) or `webhook`.
+    pub kind: String,
+}
+
+impl Target {
+    /// A target for tests: tenant `test`, a SCIM target named `app`.
+    ///
+    /// ```
+    /// assert_eq!(mapwright_plugin_sdk::Target::test().kind, "scim");
+    /// ```
+    pub fn test() -> Target {
+        Target { tenant: "test".into(), name: "app".into(), kind: "scim".into() }
+    }
+}
+
+/// A resource as a delivery target receives it, and every change made to it on the way.
+///
+/// ```
+/// use mapwright_plugin_sdk::{Shaped, json};
+/// let s = Shaped::new(json!({"userName": "jdoe"})).because("shape.set", "userType = \"Employee\"");
+/// assert_eq!(s.provenance.len(), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shaped {
+    /// The SCIM resource (a JSON object).
+    pub resource: Value,
+    /// Why it differs from what came in, one entry per change (empty: passed through).
+    pub provenance: Vec<Provenance>,
+}
+
+impl Shaped {
+    /// The resource, unchanged so far.
+    pub fn new(resource: Value) -> Self {
+        Shaped { resource, provenance: Vec::new() }
+    }
+
+    /// Records one change: which rule made it and what it did.
+    pub fn because(mut self, rule: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.provenance.push(Provenance { rule: rule.into(), reason: reason.into() });
+        self
+    }
+}
+
 /// A rule plugin. Implement the hooks you list in [`Plugin::HOOKS`]; every other hook passes
 /// its input through (and the server never calls it).
 pub trait Plugin: 'static {
@@ -320,6 +382,33 @@ pub trait Plugin: 'static {
     /// Whether reactivation restores what was snapshotted at deactivation.
     fn reactivate(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: bool) -> Result<Decision<bool>, Rejection> {
         Ok(Decision::new(proposed))
+    }
+
+    /// Shapes a user or group for one delivery target (list [`Hook::Shape`]): `resource` is
+    /// the SCIM resource as the target would receive it, after the previous entries of the
+    /// target's shape chain. Return it changed, with a reason per change; a [`Rejection`]
+    /// holds this change back for this target only (parked with your reason).
+    ///
+    /// ```
+    /// use mapwright_plugin_sdk::{testing, Hook, Plugin, Rejection, ResourceType, Shaped, Target, Value};
+    /// /// Sends users to a target that has no enterprise extension without it.
+    /// struct NoEnterprise;
+    /// const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    /// impl Plugin for NoEnterprise {
+    ///     type Config = ();
+    ///     const NAME: &'static str = "no-enterprise";
+    ///     const HOOKS: &'static [Hook] = &[Hook::Shape];
+    ///     fn shape(_: &Target, _: &(), kind: ResourceType, mut resource: Value) -> Result<Shaped, Rejection> {
+    ///         let dropped = kind == ResourceType::User && resource.as_object_mut().and_then(|o| o.remove(ENTERPRISE)).is_some();
+    ///         let shaped = Shaped::new(resource);
+    ///         Ok(if dropped { shaped.because("no-enterprise", "the enterprise extension is not sent") } else { shaped })
+    ///     }
+    /// }
+    /// let out = testing::shape::<NoEnterprise>("null", ResourceType::User, &format!(r#"{{"userName": "jdoe", "{ENTERPRISE}": {{"department": "R&D"}}}}"#)).unwrap();
+    /// assert_eq!(out.resource, mapwright_plugin_sdk::json!({"userName": "jdoe"}));
+    /// ```
+    fn shape(_target: &Target, _config: &Self::Config, _kind: ResourceType, resource: Value) -> Result<Shaped, Rejection> {
+        Ok(Shaped::new(resource))
     }
 }
 

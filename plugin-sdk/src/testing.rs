@@ -21,7 +21,7 @@
 //! assert_eq!(d.value, "jdoe");
 //! ```
 
-use crate::{Action, Context, Decision, Group, Hook, Memberships, Plugin, Rejection, Trigger, User, Value};
+use crate::{Action, Context, Decision, Group, Hook, Memberships, Plugin, Rejection, ResourceType, Shaped, Target, Trigger, User, Value};
 
 /// Stops a test that calls a hook the server would never call.
 fn listed<P: Plugin>(hook: Hook) {
@@ -79,6 +79,14 @@ pub fn deprovision<P: Plugin>(config: &str, user: &str, trigger: Trigger) -> Res
     listed::<P>(Hook::Deprovision);
     let (c, u) = setup::<P>(config, user)?;
     P::deprovision(&Context::test(), &c, &u, trigger, Action::Disable)
+}
+
+/// Runs the shaping hook for [`Target::test`] on `resource` (SCIM JSON).
+pub fn shape<P: Plugin>(config: &str, kind: ResourceType, resource: &str) -> Result<Shaped, Rejection> {
+    listed::<P>(Hook::Shape);
+    let c = crate::adapter::config::<P>(config).map_err(|e| Rejection::new(P::NAME, e))?;
+    let r: Value = serde_json::from_str(resource).map_err(|e| Rejection::new(P::NAME, format!("the resource is not valid JSON: {e}")))?;
+    P::shape(&Target::test(), &c, kind, r)
 }
 
 #[cfg(test)]

@@ -281,4 +281,18 @@ fn an_operator_sees_a_failing_target_and_retries_its_parked_event() {
     b.goto(&format!("{}/console#/t/acme", s.url));
     b.wait_text("#targets-table", "delivering");
     assert!(b.script("return document.querySelector('#dead-letters') === null", json!([])) == json!(true));
+
+    // What the target receives: a candidate shape version, previewed and activated.
+    let entries = json!([{"plugin": "builtin:shape", "config": {"users": {"set": {"userType": "Employee"}}}}]);
+    let r = admin.post("/tenants/acme/targets/hooks/shape", &json!({"entries": entries, "candidate": true, "note": "typed users"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(b.text("#targets-table tr[data-target='hooks'] .shape"), "none");
+    b.click("#targets-table tr[data-target='hooks'] .shaping");
+    b.wait_text("#shape-versions", "typed users");
+    b.click("#shape-versions .shape-preview");
+    b.wait_text("#shape-rows", "userType = \"Employee\"");
+    let rows = b.text("#shape-rows");
+    assert!(rows.contains("poison") && rows.contains("fine") && b.text("#shape-preview").contains(": 2 of "), "{}", b.text("#shape-preview"));
+    b.click("#shape-versions .shape-activate");
+    b.wait_text("#targets-table tr[data-target='hooks'] .shape", "v1");
 }

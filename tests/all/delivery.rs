@@ -38,10 +38,10 @@ pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Op
 }
 
 /// scim2-server serving one in-memory SCIM service provider per tenant path (`/acme/v2`).
-struct Scim2Server {
+pub(crate) struct Scim2Server {
     child: Child,
     port: u16,
-    token: String,
+    pub(crate) token: String,
 }
 
 impl Drop for Scim2Server {
@@ -52,7 +52,7 @@ impl Drop for Scim2Server {
 }
 
 impl Scim2Server {
-    fn start() -> Scim2Server {
+    pub(crate) fn start() -> Scim2Server {
         Scim2Server::start_on(free_port())
     }
 
@@ -79,23 +79,23 @@ impl Scim2Server {
         s
     }
 
-    fn base(&self, tenant: &str) -> String {
+    pub(crate) fn base(&self, tenant: &str) -> String {
         format!("http://127.0.0.1:{}/{tenant}/v2", self.port)
     }
 
-    fn client(&self, tenant: &str) -> Client {
+    pub(crate) fn client(&self, tenant: &str) -> Client {
         Client::new(self.base(tenant), self.token.clone())
     }
 
     /// Every user of a tenant by userName.
-    fn users(&self, tenant: &str) -> HashMap<String, Value> {
+    pub(crate) fn users(&self, tenant: &str) -> HashMap<String, Value> {
         let r = self.client(tenant).get("/Users?count=1000");
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["Resources"].as_array().cloned().unwrap_or_default().into_iter().map(|u| (u["userName"].as_str().unwrap_or_default().to_string(), u)).collect()
     }
 
     /// Every group of a tenant: displayName -> member ids.
-    fn groups(&self, tenant: &str) -> HashMap<String, HashSet<String>> {
+    pub(crate) fn groups(&self, tenant: &str) -> HashMap<String, HashSet<String>> {
         let r = self.client(tenant).get("/Groups?count=1000");
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["Resources"]
@@ -172,7 +172,7 @@ pub(crate) fn secret() -> String {
 
 pub(crate) const DELIVERY: &str = "[delivery]\nallow_private_targets = true\n";
 
-const TENANTS: &str = r#"
+pub(crate) const TENANTS: &str = r#"
 [[tenant]]
 name = "acme"
 
@@ -227,7 +227,7 @@ kind = "generic"
 rate_per_second = 0
 "#;
 
-fn okta_user(okta: &Client, email: &str, department: &str) -> String {
+pub(crate) fn okta_user(okta: &Client, email: &str, department: &str) -> String {
     let r = okta.post("/Users", &json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
         "userName": email, "active": true, "name": {"givenName": "G", "familyName": "F"},
@@ -238,7 +238,7 @@ fn okta_user(okta: &Client, email: &str, department: &str) -> String {
     r.id()
 }
 
-fn cli_ok(s: &Server, args: &[&str]) -> String {
+pub(crate) fn cli_ok(s: &Server, args: &[&str]) -> String {
     let out = s.cli(args);
     assert!(out.status.success(), "{args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()

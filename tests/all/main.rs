@@ -24,4 +24,5 @@ mod ops;
 mod ownership;
 mod plugins;
 mod rules;
+mod shaping;
 mod users;

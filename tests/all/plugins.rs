@@ -178,7 +178,7 @@ fn plugin_inspect_and_test_commands() {
     let s = Server::start();
     let out = s.cli(&["plugin", "inspect", "builtin:username"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("name:      username") && text.contains("contract:  mapwright:plugin@0.1.1") && text.contains("hooks:     username"), "{text}");
+    assert!(out.status.success() && text.contains("name:      username") && text.contains("contract:  mapwright:plugin@0.1.2") && text.contains("hooks:     username"), "{text}");
     let dir = s.dir.path();
     std::fs::write(dir.join("user.json"), r#"{"userName": "Zoë.Ångström@acme.com", "emails": [{"value": "Zoë.Ångström@acme.com", "primary": true}]}"#).unwrap();
     std::fs::write(dir.join("config.json"), r#"{"source": "email", "local_part": true, "transliterate": true, "case": "lower"}"#).unwrap();
@@ -193,6 +193,15 @@ fn plugin_inspect_and_test_commands() {
     let out = run("bad.json");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: invalid configuration for username"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Shaping, as a delivery target's shape chain would run it.
+    let out = s.cli(&["plugin", "inspect", "builtin:shape"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hooks:     shape"), "{}", String::from_utf8_lossy(&out.stdout));
+    std::fs::write(dir.join("shape.json"), r#"{"users": {"set": {"userType": "Employee"}}}"#).unwrap();
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:shape", "--config", dir.join("shape.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(r#""userType": "Employee""#) && text.contains(r#"because shape/shape.set: userType = "Employee""#), "{text}");
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:username", "--config", dir.join("config.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not shape deliveries"), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(dir.join("group.json"), r#"{"displayName": "eng-Platform"}"#).unwrap();
     std::fs::write(dir.join("groups.json"), r#"{"include": ["^eng-"], "rename": [{"pattern": "^eng-", "with": ""}]}"#).unwrap();
     let out = s.cli(&["plugin", "test", "--plugin", "builtin:groups", "--config", dir.join("groups.json").to_str().unwrap(), "--input", dir.join("group.json").to_str().unwrap(), "--hook", "group"]);

@@ -8,6 +8,7 @@ mod admin;
 mod records;
 mod rules;
 mod serve;
+mod shapes;
 mod targets;
 
 use std::net::SocketAddr;
@@ -208,6 +209,9 @@ pub enum TargetCommand {
     Retry(DeadArgs),
     /// Give parked events up; the events held behind them then go.
     Skip(DeadArgs),
+    /// What a target receives: its shape rules (versions, preview, activation, explanation).
+    #[command(subcommand)]
+    Shape(ShapeCommand),
     /// A new credential: a webhook target gets a new secret (the old one keeps signing during
     /// the overlap); a SCIM target takes the token given.
     RotateSecret {
@@ -221,6 +225,90 @@ pub enum TargetCommand {
         /// A SCIM target's new bearer token.
         #[arg(long)]
         token: Option<String>,
+    },
+}
+
+/// What `mapwright target shape` does.
+#[derive(Debug, Subcommand)]
+pub enum ShapeCommand {
+    /// Store a shape version from a file (`[[entry]]`s of shaping plugins) and activate it, or
+    /// keep it as a candidate to preview.
+    Set {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// The shape file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Why (recorded with the version).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Store it without activating it.
+        #[arg(long)]
+        candidate: bool,
+        /// Who does it (recorded).
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
+    /// The target's shape versions and activations.
+    History {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a stored version the one the target runs (`none`: send resources unshaped). A SCIM
+    /// target is reconciled after, so what it has takes the new shape.
+    Activate {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// The version number, or `none`.
+        #[arg(value_name = "VERSION")]
+        number: String,
+        /// Who does it (recorded).
+        #[arg(long, env = "USER", default_value = "admin")]
+        author: String,
+    },
+    /// What a candidate (a stored version, a file, or `none`) would change, on a sample of
+    /// the directory; writes nothing.
+    Preview {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// A stored version, or `none`.
+        #[arg(value_name = "VERSION", conflicts_with = "file")]
+        number: Option<String>,
+        /// A shape file, not stored.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// How many users and groups to look at.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the target receives of one user, and which rules made it so.
+    Explain {
+        /// The tenant.
+        tenant: String,
+        /// The target.
+        name: String,
+        /// The userName.
+        user: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -501,7 +589,8 @@ pub enum PluginCommand {
         /// A SCIM User (for the user hooks) or Group (for --hook groups) as JSON.
         #[arg(long)]
         input: PathBuf,
-        /// Which decision to run: `user` (username, attributes, memberships) or `group`.
+        /// Which decision to run: `user` (username, attributes, memberships), `group`, or what
+        /// a delivery target receives: `shape-user`, `shape-group`.
         #[arg(long, value_enum, default_value = "user")]
         hook: TestHook,
         /// The IdP kind the plugin sees in its context.
@@ -531,6 +620,11 @@ pub enum TestHook {
     User,
     /// The group mapping.
     Group,
+    /// Shaping a user for a delivery target (the input is the user as the target would
+    /// receive it).
+    ShapeUser,
+    /// Shaping a group for a delivery target.
+    ShapeGroup,
 }
 
 #[derive(Debug, Args)]
@@ -641,10 +735,16 @@ impl Ctx {
         Ok(Arc::new(RuleManager::new(Arc::new(self.store.clone()), runtime, Arc::new(ChainRegistry::default()))))
     }
 
-    /// The delivery service, with the server's secret key.
+    /// The delivery service, with the server's secret key and a plugin engine of its own for
+    /// the targets' shape rules.
     fn delivery(&self) -> anyhow::Result<crate::service::delivery::DeliveryService<SqliteStore>> {
+        self.delivery_with(self.rules()?)
+    }
+
+    /// The delivery service, loading shape rules with `rules`.
+    fn delivery_with(&self, rules: Arc<RuleManager<SqliteStore>>) -> anyhow::Result<crate::service::delivery::DeliveryService<SqliteStore>> {
         let secrets = crate::secrets::SecretBox::load(&self.cfg.server.data_dir)?;
-        Ok(crate::service::delivery::DeliveryService::new(Arc::new(self.store.clone()), secrets, self.cfg.delivery.policy()))
+        Ok(crate::service::delivery::DeliveryService::new(Arc::new(self.store.clone()), secrets, self.cfg.delivery.policy()).with_rules(rules))
     }
 
     /// What is stored of rules (no plugin engine needed to read it).

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{ChainCommand, Ctx, PluginCommand, ReapplyArgs, TestHook};
 use crate::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
 use crate::model::{ChainVersion, IdpConnection, MatchPolicy, RateLimit, ReapplyJob, Timestamp, VersionNote, VersionSource};
-use crate::plugins::chain::{Chain, EntrySpec, PluginSource};
+use crate::plugins::chain::{Chain, EntrySpec, PluginSource, ShapeKind, ShapeTarget};
 use crate::plugins::runtime::Runtime;
 use crate::service::reapply::{PassOptions, Report};
 
@@ -263,6 +263,14 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
                         }
                         Err(e) => bail!("{e}"),
                     }
+                }
+                TestHook::ShapeUser | TestHook::ShapeGroup => {
+                    chain.check_shapes()?;
+                    let kind = if matches!(hook, TestHook::ShapeUser) { ShapeKind::User } else { ShapeKind::Group };
+                    let target = ShapeTarget { tenant: "test".into(), name: "test".into(), kind: "scim".into() };
+                    let (sent, decisions) = chain.shape(&target, kind, raw).await?;
+                    println!("sent: {}", serde_json::to_string_pretty(&sent)?);
+                    show(&decisions);
                 }
             }
             Ok(())

@@ -71,7 +71,7 @@ pub(super) async fn serve(ctx: Ctx) -> anyhow::Result<()> {
     load_chains(&ctx, &rules, &seeded).await?;
     let guard = Arc::new(configured_guards(&ctx).await?);
     let admin_token = ctx.admin.first_admin_token().await?;
-    let delivery = Arc::new(ctx.delivery()?);
+    let delivery = Arc::new(ctx.delivery_with(rules.clone())?);
     let srv = server::Server::bind_with(&ctx.cfg.server, ctx.store.clone(), rules.registry().clone(), guard).await?.with_rules(rules.clone()).with_delivery(delivery);
     let public = srv.public_url().to_string();
     println!("Mapwright {}", env!("CARGO_PKG_VERSION"));

@@ -5,10 +5,18 @@ use anyhow::bail;
 use super::{Ctx, DeadArgs, TargetAddArgs, TargetCommand};
 use crate::model::{DeletePolicy, Target, TargetKind, TargetSettings, UpdateMode};
 use crate::service::delivery::reconcile::{Action, Plan};
-use crate::service::delivery::{CredentialRequest, TargetRequest, TargetStatus};
+use crate::service::delivery::{CredentialRequest, DeliveryService, TargetRequest, TargetStatus};
+use crate::store::sqlite::SqliteStore;
 
 pub(super) async fn command(ctx: &Ctx, cmd: TargetCommand) -> anyhow::Result<()> {
     let delivery = ctx.delivery()?;
+    let done = run(ctx, &delivery, cmd).await;
+    // The engine of the shape rules: its ticker thread ends before the process does.
+    delivery.shutdown();
+    done
+}
+
+async fn run(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, cmd: TargetCommand) -> anyhow::Result<()> {
     match cmd {
         TargetCommand::Add(a) => {
             let tenant = ctx.tenant(&a.tenant).await?;
@@ -44,7 +52,7 @@ pub(super) async fn command(ctx: &Ctx, cmd: TargetCommand) -> anyhow::Result<()>
             }
         }
         TargetCommand::Show { tenant, name, json } => {
-            let t = target(ctx, &delivery, &tenant, &name).await?;
+            let t = target(ctx, delivery, &tenant, &name).await?;
             let s = delivery.status(t).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -64,30 +72,31 @@ pub(super) async fn command(ctx: &Ctx, cmd: TargetCommand) -> anyhow::Result<()>
             }
         }
         TargetCommand::Remove { tenant, name } => {
-            let t = target(ctx, &delivery, &tenant, &name).await?;
+            let t = target(ctx, delivery, &tenant, &name).await?;
             delivery.remove(&t).await?;
             println!("{}/{}: removed", t.tenant, t.name);
         }
         TargetCommand::Pause { tenant, name } => {
-            let t = delivery.set_paused(&target(ctx, &delivery, &tenant, &name).await?, true).await?;
+            let t = delivery.set_paused(&target(ctx, delivery, &tenant, &name).await?, true).await?;
             println!("{}/{}: paused at cursor {}", t.tenant, t.name, t.cursor);
         }
         TargetCommand::Resume { tenant, name } => {
-            let t = delivery.set_paused(&target(ctx, &delivery, &tenant, &name).await?, false).await?;
+            let t = delivery.set_paused(&target(ctx, delivery, &tenant, &name).await?, false).await?;
             println!("{}/{}: resumed from cursor {}", t.tenant, t.name, t.cursor);
         }
         TargetCommand::Sync { tenant, name, dry_run, json } => {
-            let t = target(ctx, &delivery, &tenant, &name).await?;
+            let t = target(ctx, delivery, &tenant, &name).await?;
             match delivery.sync(&t, dry_run).await? {
                 Some(plan) if json => println!("{}", serde_json::to_string_pretty(&plan)?),
                 Some(plan) => print_plan(&t, &plan),
                 None => println!("{}/{}: a reconciliation is due; the running server makes it next", t.tenant, t.name),
             }
         }
-        TargetCommand::Retry(a) => decide(ctx, &delivery, a, true).await?,
-        TargetCommand::Skip(a) => decide(ctx, &delivery, a, false).await?,
+        TargetCommand::Shape(cmd) => super::shapes::command(ctx, delivery, cmd).await?,
+        TargetCommand::Retry(a) => decide(ctx, delivery, a, true).await?,
+        TargetCommand::Skip(a) => decide(ctx, delivery, a, false).await?,
         TargetCommand::RotateSecret { tenant, name, overlap_secs, token } => {
-            let t = target(ctx, &delivery, &tenant, &name).await?;
+            let t = target(ctx, delivery, &tenant, &name).await?;
             match delivery.rotate(&t, overlap_secs, token).await? {
                 Some(secret) => {
                     println!("{}/{}: new signing secret (shown once): {secret}", t.tenant, t.name);
@@ -126,7 +135,7 @@ fn request(a: TargetAddArgs) -> anyhow::Result<TargetRequest> {
     Ok(TargetRequest { name: a.name, kind: a.kind, url: a.url, credential, settings })
 }
 
-async fn target(ctx: &Ctx, delivery: &crate::service::delivery::DeliveryService<crate::store::sqlite::SqliteStore>, tenant: &str, name: &str) -> anyhow::Result<Target> {
+pub(super) async fn target(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, tenant: &str, name: &str) -> anyhow::Result<Target> {
     let tenant = ctx.tenant(tenant).await?;
     Ok(delivery.target(&tenant, name).await?)
 }
@@ -158,12 +167,16 @@ fn print_plan(t: &Target, plan: &Plan) {
             Action::RemoveUser { user_name, how, .. } => println!("  - user {user_name} ({})", if *how == DeletePolicy::Delete { "delete" } else { "deactivate" }),
             Action::CreateGroup { name, .. } => println!("  + group {name}"),
             Action::AdoptGroup { name, .. } => println!("  ~ group {name} (adopt)"),
+            Action::UpdateGroup { name, differences, .. } => {
+                let what: Vec<&str> = differences.keys().map(String::as_str).collect();
+                println!("  ~ group {name}: {}", what.join(", "));
+            }
             Action::Members { name, add, remove, .. } => println!("  ~ members of {name}: +{} -{}", add.len(), remove.len()),
         }
     }
 }
 
-async fn decide(ctx: &Ctx, delivery: &crate::service::delivery::DeliveryService<crate::store::sqlite::SqliteStore>, a: DeadArgs, retry: bool) -> anyhow::Result<()> {
+async fn decide(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, a: DeadArgs, retry: bool) -> anyhow::Result<()> {
     if a.ids.is_empty() && !a.all {
         bail!("give the ids of the parked events (mapwright target show), or --all");
     }

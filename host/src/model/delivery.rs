@@ -175,6 +175,8 @@ pub struct Target {
     pub delivered: i64,
     /// Events parked.
     pub parked: i64,
+    /// The shape version it runs (none: resources go out as the directory has them).
+    pub shape_version: Option<i64>,
 }
 
 /// A new target, with its credential already sealed.
@@ -336,4 +338,36 @@ pub struct Progress {
     pub delivered: i64,
     /// The last failure, if the last attempt failed (cleared by a success).
     pub error: Option<String>,
+}
+
+/// A stored shape version of a target: what it receives, as an ordered chain of shaping
+/// plugins. Immutable, like an IdP connection's chain versions: activating one moves the
+/// target's pointer, so a rollback is a pointer move too.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeVersion {
+    /// The target.
+    pub target_id: i64,
+    /// 1, 2, 3… per target.
+    pub number: i64,
+    /// The shaping plugins, in order.
+    pub entries: Vec<super::ChainEntryDef>,
+    /// Who made it.
+    pub author: String,
+    /// Why.
+    pub note: String,
+    /// When.
+    pub created: Timestamp,
+    /// Whether the target runs this version now.
+    pub active: bool,
+}
+
+/// One activation of a target's shape versions (`None`: shaping turned off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShapeActivation {
+    /// The version activated.
+    pub number: Option<i64>,
+    /// When.
+    pub at: Timestamp,
+    /// By whom.
+    pub author: String,
 }

@@ -20,7 +20,7 @@ pub mod tenancy;
 pub mod time;
 
 pub use decision::Decision;
-pub use delivery::{DeadLetter, DeadState, DeletePolicy, Mapped, NewDeadLetter, NewTarget, Origin, Progress, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, UpdateMode, WebhookSecret};
+pub use delivery::{DeadLetter, DeadState, DeletePolicy, Mapped, NewDeadLetter, NewTarget, Origin, Progress, ShapeActivation, ShapeVersion, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, UpdateMode, WebhookSecret};
 pub use directory::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed};
 pub use entry::{DeprovisionAction, DirectoryEntry, EntryWrite, Lifecycle, LocalChange, MatchPolicy};
 pub use idp_view::{GroupUpdate, GroupWrite, Member, MemberRule, MemberRules, Page, StoredGroup, StoredUser, UserWrite};

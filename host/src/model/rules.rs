@@ -42,11 +42,13 @@ pub enum Hook {
     Attributes,
     /// Deprovisioning and reactivation.
     Deprovision,
+    /// What a delivery target receives (the optional `shape` export of contract 0.1.2).
+    Shape,
 }
 
 impl Hook {
     /// Every hook, in contract order.
-    pub const ALL: [Hook; 4] = [Hook::Username, Hook::Groups, Hook::Attributes, Hook::Deprovision];
+    pub const ALL: [Hook; 5] = [Hook::Username, Hook::Groups, Hook::Attributes, Hook::Deprovision, Hook::Shape];
 
     /// The name in the contract and in stored records.
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Hook {
             Hook::Groups => "groups",
             Hook::Attributes => "attributes",
             Hook::Deprovision => "deprovision",
+            Hook::Shape => "shape",
         }
     }
 

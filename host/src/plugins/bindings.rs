@@ -16,3 +16,15 @@ pub mod self_test {
         exports: { default: async },
     });
 }
+
+/// The optional `shape` export (contract 0.1.2), bound separately: it is loaded from the same
+/// instance as the rules, so a shaping call reuses the entry's pooled instances.
+pub mod shaping {
+    wasmtime::component::bindgen!({
+        world: "shaping",
+        path: "../plugin-sdk/wit",
+        exports: { default: async },
+        // One set of shared types (provenance, rejection) for every binding.
+        with: { "mapwright:plugin/types": crate::plugins::bindings::mapwright::plugin::types },
+    });
+}

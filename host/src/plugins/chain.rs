@@ -21,6 +21,9 @@ use crate::mapping::{
 use crate::model::{Decision, DeprovisionAction, EntryWrite, IdpConnection, Limits, MatchPolicy};
 use crate::scim::resource::json_text;
 
+/// Where a resource is shaped for, and what it is (the `shape` export's arguments).
+pub use super::bindings::shaping::exports::mapwright::plugin::shape::{ResourceType as ShapeKind, Target as ShapeTarget};
+
 /// Where a chain entry's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PluginSource {
@@ -133,6 +136,31 @@ impl Chain {
             record(decisions, m.provenance.take().map(|p| Decision::new(e.plugin.name.clone(), p.rule, p.reason)));
         }
         Ok((m.add, m.remove))
+    }
+
+    /// Whether every entry shapes deliveries: a target's shape chain holds only such plugins.
+    pub fn check_shapes(&self) -> Result<(), PluginError> {
+        match self.entries.iter().find(|e| !e.plugin.hooks.shape) {
+            Some(e) => Err(PluginError::Invalid(format!(
+                "plugin {} does not shape deliveries (it implements: {}); a target's shape chain takes plugins built with contract 0.1.2 or later that list Hook::Shape",
+                e.plugin.name,
+                e.plugin.hooks.list().iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the shape hook of every entry in order over `resource`: what the target receives,
+    /// and why it differs from `resource`.
+    pub async fn shape(&self, target: &ShapeTarget, kind: ShapeKind, resource: Value) -> Result<(Value, Vec<Decision>), PluginError> {
+        let mut r = resource;
+        let mut why = Vec::new();
+        for e in self.entries.iter().filter(|e| e.plugin.hooks.shape) {
+            let (next, d) = e.shape(target, kind, &json_text(&r)).await?;
+            r = next;
+            why.extend(d);
+        }
+        Ok((r, why))
     }
 
     /// How many entries the chain has.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::PluginError;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
+use super::bindings::shaping::exports::mapwright::plugin::shape;
 use super::idle::IdleList;
 use super::runtime::{Instance, LoadedPlugin, Runtime, arm};
 use crate::model::{Decision, Limits};
@@ -158,11 +159,13 @@ pub enum Call {
     Deprovision,
     /// `deprovision.on-reactivate`
     Reactivate,
+    /// `shape.shape`
+    Shape,
 }
 
 impl Call {
     /// Every call, in the order of [`Entry`]'s metrics.
-    pub const ALL: [Call; 6] = [Call::Username, Call::MapGroup, Call::UserMemberships, Call::Attributes, Call::Deprovision, Call::Reactivate];
+    pub const ALL: [Call; 7] = [Call::Username, Call::MapGroup, Call::UserMemberships, Call::Attributes, Call::Deprovision, Call::Reactivate, Call::Shape];
 
     /// The name in metrics.
     pub fn as_str(self) -> &'static str {
@@ -173,6 +176,7 @@ impl Call {
             Call::Attributes => "attributes",
             Call::Deprovision => "deprovision",
             Call::Reactivate => "reactivate",
+            Call::Shape => "shape",
         }
     }
 }
@@ -328,6 +332,30 @@ impl Entry {
     pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Decision>), PluginError> {
         let out = call_plugin!(self, Call::Reactivate, |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
         Ok((out.restore, decision(&self.plugin.name, out.provenance)))
+    }
+
+    /// The shaping hook: what a delivery target receives of a resource. The output must be a
+    /// JSON object within the entry's output limit.
+    pub async fn shape(&self, target: &shape::Target, kind: shape::ResourceType, resource: &str) -> Result<(serde_json::Value, Vec<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Shape, |inst| async {
+            match &inst.shape {
+                Some(s) => s.mapwright_plugin_shape().call_shape(&mut inst.store, target, &self.config, kind, resource).await,
+                // Only a plugin that says it shapes is put in a shape chain.
+                None => Ok(Ok(shape::Shaped { resource: resource.to_string(), provenance: Vec::new() })),
+            }
+        });
+        if out.resource.len() > self.limits.output_bytes {
+            return Err(self.invalid_output(format!("{} bytes of resource exceed the limit of {}", out.resource.len(), self.limits.output_bytes)));
+        }
+        let v: serde_json::Value = serde_json::from_str(&out.resource).map_err(|e| self.invalid_output(format!("the resource is not valid JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(self.invalid_output("the resource is not a JSON object".into()));
+        }
+        if out.provenance.len() > 1000 {
+            return Err(self.invalid_output(format!("{} reasons exceed the limit of 1000", out.provenance.len())));
+        }
+        let decisions = out.provenance.into_iter().map(|p| Decision::new(self.plugin.name.clone(), p.rule, p.reason)).collect();
+        Ok((v, decisions))
     }
 
     fn check_groups(&self, groups: &[String]) -> Result<(), PluginError> {

@@ -14,7 +14,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::PluginError;
 use super::bindings::HostRules as Rules;
-use super::bindings::HostRulesPre as RulesPre;
+use super::bindings::HostRulesIndices as RulesIndices;
+use super::bindings::shaping::{Shaping, ShapingIndices};
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
 use super::idle::IdlePool;
 use super::sandbox::SandboxState;
@@ -45,6 +46,9 @@ pub struct Hooks {
     pub groups: bool,
     pub attributes: bool,
     pub deprovision: bool,
+    /// Shapes what delivery targets receive (the optional `shape` export, when the plugin
+    /// says it does).
+    pub shape: bool,
 }
 
 impl Hooks {
@@ -55,6 +59,7 @@ impl Hooks {
             Hook::Groups => self.groups,
             Hook::Attributes => self.attributes,
             Hook::Deprovision => self.deprovision,
+            Hook::Shape => self.shape,
         }
     }
 
@@ -68,6 +73,8 @@ impl Hooks {
 pub(crate) struct Instance {
     pub(crate) store: Store<SandboxState>,
     pub(crate) rules: Rules,
+    /// The `shape` export of the same instance, if the plugin has it.
+    pub(crate) shape: Option<Shaping>,
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -84,7 +91,11 @@ pub struct LoadedPlugin {
     pub exports: Vec<String>,
     /// The component's size in bytes.
     pub size: usize,
-    pub(crate) pre: RulesPre<SandboxState>,
+    pub(crate) pre: wasmtime::component::InstancePre<SandboxState>,
+    /// Where the contract's exports are in an instance.
+    pub(crate) indices: RulesIndices,
+    /// Where the optional `shape` export is (contract 0.1.2 and later).
+    pub(crate) shaping: Option<ShapingIndices>,
     /// The optional self-test export (contract 0.1.1 and later).
     pub(crate) self_test: Option<super::bindings::self_test::SelfTestedPre<SandboxState>>,
 }
@@ -139,8 +150,11 @@ impl Runtime {
     pub(crate) async fn instantiate(&self, plugin: &LoadedPlugin, limits: &Limits) -> Result<Instance, PluginError> {
         let mut store = self.new_store(limits);
         arm(&mut store, limits);
-        let rules = plugin.pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Fault { plugin: plugin.name.clone(), reason: format!("instantiation failed: {e:#}") })?;
-        Ok(Instance { store, rules })
+        let fault = |e: wasmtime::Error| PluginError::Fault { plugin: plugin.name.clone(), reason: format!("instantiation failed: {e:#}") };
+        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(fault)?;
+        let rules = plugin.indices.load(&mut store, &instance).map_err(fault)?;
+        let shape = plugin.shaping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        Ok(Instance { store, rules, shape })
     }
 
     /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
@@ -286,18 +300,29 @@ impl Runtime {
         })?;
         // Optional exports are bound on their own: a component without them still loads.
         let self_test = super::bindings::self_test::SelfTestedPre::new(instance_pre.clone()).ok();
-        let pre = RulesPre::new(instance_pre).map_err(|e| {
+        let shaping = ShapingIndices::new(&instance_pre).ok();
+        let indices = RulesIndices::new(&instance_pre).map_err(|e| {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
         let mut store = self.new_store(&Limits::default());
         arm(&mut store, &Limits::default());
-        let rules = pre.instantiate_async(&mut store).await.map_err(|e| PluginError::Invalid(format!("instantiating: {e:#}")))?;
+        let invalid = |what: &str, e: wasmtime::Error| PluginError::Invalid(format!("{what}: {e:#}"));
+        let instance = instance_pre.instantiate_async(&mut store).await.map_err(|e| invalid("instantiating", e))?;
+        let rules = indices.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
         let info = rules
             .mapwright_plugin_meta()
             .call_describe(&mut store)
             .await
             .map_err(|e| PluginError::Invalid(format!("describe() failed: {e:#}")))?;
-        let mut hooks = Hooks::default();
+        // A component built with a 0.1.2 SDK exports `shape` whether or not it shapes: it says.
+        let shapes = match &shaping {
+            Some(i) => {
+                let s = i.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
+                s.mapwright_plugin_shape().call_shapes(&mut store).await.map_err(|e| invalid("shape.shapes() failed", e))?
+            }
+            None => false,
+        };
+        let mut hooks = Hooks { shape: shapes, ..Hooks::default() };
         for h in info.hooks {
             match h {
                 WitHook::Username => hooks.username = true,
@@ -306,7 +331,7 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre, self_test });
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, self_test });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, loaded.clone());
         }

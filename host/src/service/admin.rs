@@ -44,6 +44,18 @@ impl From<StoreError> for AdminError {
     }
 }
 
+impl From<crate::service::rules::RulesError> for AdminError {
+    fn from(e: crate::service::rules::RulesError) -> Self {
+        use crate::service::rules::RulesError;
+        match e {
+            RulesError::Plugin(p) => AdminError::Invalid(p.to_string()),
+            RulesError::NotFound(m) => AdminError::NotFound(m),
+            RulesError::Refused(m) => AdminError::Conflict(m),
+            RulesError::Store(s) => AdminError::from(s),
+        }
+    }
+}
+
 impl From<BadName> for AdminError {
     fn from(e: BadName) -> Self {
         AdminError::Invalid(e.to_string())

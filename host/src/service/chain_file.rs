@@ -107,3 +107,33 @@ impl ChainFile {
         chain_specs(&self.entries, tenant_limits, file.parent().unwrap_or(Path::new("")))
     }
 }
+
+/// A delivery target's shape chain on its own (`mapwright target shape set --file`): entries
+/// as in a chain file, each a plugin that shapes deliveries (`builtin:shape`, or one built
+/// with contract 0.1.2 that lists `Hook::Shape`).
+///
+/// ```toml
+/// [[entry]]
+/// plugin = "builtin:shape"
+/// config = { users = { allow = ["userName", "name", "emails"] }, groups = { prefix = "mw-" } }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeFile {
+    /// The entries, in order.
+    #[serde(rename = "entry")]
+    pub entries: Vec<ChainEntryConfig>,
+}
+
+impl ShapeFile {
+    /// Reads and parses a shape file.
+    pub fn load(path: &Path) -> anyhow::Result<ShapeFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("reading shape file {}", path.display()))
+    }
+
+    /// Its entries as the plugin runtime takes them (paths relative to the file's directory).
+    pub fn specs(&self, tenant_limits: &Limits, file: &Path) -> anyhow::Result<Vec<EntrySpec>> {
+        chain_specs(&self.entries, tenant_limits, file.parent().unwrap_or(Path::new("")))
+    }
+}

@@ -242,6 +242,15 @@ pub trait DeliveryStore: Send + Sync + 'static {
     fn decide_dead(&self, target_id: i64, ids: Option<Vec<i64>>, decision: DeadState, by: &str) -> impl Future<Output = StoreResult<Vec<DeadLetter>>> + Send;
     /// A worker's outcome for a dead letter it tried again or released.
     fn settle_dead(&self, id: i64, state: DeadState, attempts: u32, answer: Option<String>) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Stores a target's next shape version, and makes it the one the target runs if asked.
+    fn add_shape_version(&self, target_id: i64, entries: Vec<ChainEntryDef>, note: VersionNote, activate: bool) -> impl Future<Output = StoreResult<ShapeVersion>> + Send;
+    /// A target's shape versions, newest first.
+    fn shape_versions(&self, target_id: i64) -> impl Future<Output = StoreResult<Vec<ShapeVersion>>> + Send;
+    /// Makes a version the one a target runs (`None`: no shaping); a SCIM target is then
+    /// reconciled, so what it has takes the new shape.
+    fn activate_shape_version(&self, target_id: i64, number: Option<i64>, author: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A target's shape activations, newest first.
+    fn shape_activations(&self, target_id: i64) -> impl Future<Output = StoreResult<Vec<ShapeActivation>>> + Send;
 }
 
 /// Every concern of storage: what the services are given.

@@ -216,6 +216,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/tenants/{tenant}/targets/{target}/rotate-secret", &["POST"]),
     ("/tenants/{tenant}/targets/{target}/dead-letters", &["GET"]),
     ("/tenants/{tenant}/targets/{target}/dead-letters/{decision}", &["POST"]),
+    ("/tenants/{tenant}/targets/{target}/shape", &["GET", "POST"]),
+    ("/tenants/{tenant}/targets/{target}/shape/activate", &["POST"]),
+    ("/tenants/{tenant}/targets/{target}/shape/preview", &["POST"]),
+    ("/tenants/{tenant}/targets/{target}/shape/explain", &["GET"]),
 ];
 
 /// The OpenAPI 3.1 description of the admin API (served at `/admin/v1/openapi.json`).
@@ -258,6 +262,11 @@ fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
         ("/tenants/{tenant}/targets/{target}/rotate-secret", "POST") => post(targets::rotate),
         ("/tenants/{tenant}/targets/{target}/dead-letters", "GET") => get(targets::dead_letters),
         ("/tenants/{tenant}/targets/{target}/dead-letters/{decision}", "POST") => post(targets::decide),
+        ("/tenants/{tenant}/targets/{target}/shape", "GET") => get(targets::shape_history),
+        ("/tenants/{tenant}/targets/{target}/shape", "POST") => post(targets::set_shape),
+        ("/tenants/{tenant}/targets/{target}/shape/activate", "POST") => post(targets::activate_shape),
+        ("/tenants/{tenant}/targets/{target}/shape/preview", "POST") => post(targets::preview_shape),
+        ("/tenants/{tenant}/targets/{target}/shape/explain", "GET") => get(targets::explain_shape),
         _ => return None,
     })
 }

@@ -72,7 +72,9 @@ pub struct ChainBody {
     candidate: bool,
 }
 
-async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, matching: MatchPolicy) -> ApiResult<ChainDefinition> {
+/// Chain entries given over the API, as the plugin runtime takes them: stored or builtin
+/// plugins only (a path would name a file of the server's).
+pub(super) fn entry_specs(entries: Vec<EntryBody>) -> ApiResult<Vec<EntrySpec>> {
     let mut specs = Vec::with_capacity(entries.len());
     for e in entries {
         let plugin = PluginSource::parse(&e.plugin, std::path::Path::new(""));
@@ -81,7 +83,11 @@ async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, m
         }
         specs.push(EntrySpec { plugin, config: e.config, limits: e.limits.unwrap_or_default() });
     }
-    Ok(rules(state)?.define(tenant_id, &specs, matching).await?)
+    Ok(specs)
+}
+
+async fn definition(state: &AppState, tenant_id: i64, entries: Vec<EntryBody>, matching: MatchPolicy) -> ApiResult<ChainDefinition> {
+    Ok(rules(state)?.define(tenant_id, &entry_specs(entries)?, matching).await?)
 }
 
 /// A new chain version: refused (422, with the reason) if any entry fails to load; else

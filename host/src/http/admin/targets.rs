@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::{Admin, ApiError, ApiResult, Params, param};
 use crate::http::{AppState, AppStore};
-use crate::model::{Target, TargetKind, TargetSettings};
+use crate::model::{Target, TargetKind, TargetSettings, VersionNote, VersionSource};
+use crate::service::delivery::shape_versions::ShapeCandidate;
 use crate::service::delivery::{CredentialRequest, DeliveryService, TargetRequest};
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
@@ -170,4 +171,84 @@ pub async fn decide(State(state): State<Arc<AppState>>, admin: Admin, p: Params,
         other => return Err(ApiError::not_found(format!("'{other}': use retry or skip"))),
     };
     Ok(Json(json!(done)))
+}
+
+/// A target's shape versions and activations.
+pub async fn shape_history(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
+    let t = target(&state, &admin, &p).await?;
+    let (versions, activations) = delivery(&state)?.shape_history(&t).await?;
+    Ok(Json(json!({"active": t.shape_version, "versions": versions, "activations": activations})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeBody {
+    entries: Vec<super::rules::EntryBody>,
+    #[serde(default)]
+    note: String,
+    /// Store without activating (a candidate to preview).
+    #[serde(default)]
+    candidate: bool,
+}
+
+/// Stores a new shape version (checked to load first) and activates it unless `candidate`.
+pub async fn set_shape(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ShapeBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let t = target(&state, &admin, &p).await?;
+    let b = body(b)?;
+    let specs = super::rules::entry_specs(b.entries)?;
+    let note = VersionNote { author: admin.actor(), note: b.note, source: VersionSource::Admin };
+    let v = delivery(&state)?.set_shape(&t, &specs, note, !b.candidate).await?;
+    Ok((StatusCode::CREATED, Json(json!(v))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateShapeBody {
+    /// The version to run; `null`: none.
+    version: Option<i64>,
+}
+
+/// Makes a stored version the one the target runs (`null`: none).
+pub async fn activate_shape(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ActivateShapeBody>) -> ApiResult<Json<Value>> {
+    let t = target(&state, &admin, &p).await?;
+    let b = body(b)?;
+    let d = delivery(&state)?;
+    let t = d.activate_shape(&t, b.version, &admin.actor()).await?;
+    Ok(Json(json!(d.status(t).await?)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShapePreviewBody {
+    /// A stored version…
+    version: Option<i64>,
+    /// …or entries given inline…
+    entries: Option<Vec<super::rules::EntryBody>>,
+    /// …or no shaping at all.
+    #[serde(default)]
+    off: bool,
+    /// Only this user.
+    user: Option<String>,
+    /// How many users and groups to look at (default 20, at most 500).
+    limit: Option<usize>,
+}
+
+/// What a candidate would change for the target, on a sample of the directory.
+pub async fn preview_shape(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<ShapePreviewBody>) -> ApiResult<Json<Value>> {
+    let t = target(&state, &admin, &p).await?;
+    let b = body(b)?;
+    let candidate = match (b.version, b.entries, b.off) {
+        (Some(n), None, false) => ShapeCandidate::Version(n),
+        (None, Some(e), false) => ShapeCandidate::Entries(super::rules::entry_specs(e)?),
+        (None, None, true) => ShapeCandidate::Off,
+        _ => return Err(ApiError::bad_request("give one of version, entries, or off")),
+    };
+    Ok(Json(json!(delivery(&state)?.preview_shape(&t, candidate, b.user.as_deref(), b.limit.unwrap_or(20)).await?)))
+}
+
+/// What the target receives of one user (`?user=`), and which rules made it so.
+pub async fn explain_shape(State(state): State<Arc<AppState>>, admin: Admin, p: Params, q: axum::extract::Query<std::collections::HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let t = target(&state, &admin, &p).await?;
+    let user = q.get("user").ok_or_else(|| ApiError::bad_request("give ?user=<userName>"))?;
+    Ok(Json(json!(delivery(&state)?.explain_shape(&t, user).await?)))
 }

@@ -193,8 +193,12 @@ async function targetsSection(section, tenant) {
       h("td", { class: "lag" }, t.lag_events + (t.oldest_undelivered ? " (since " + t.oldest_undelivered + ")" : "")),
       h("td", {}, String(t.delivered)), h("td", { class: "parked" }, String(t.dead_letters.length)),
       h("td", { class: "muted last-error" }, t.last_error ? t.last_error[1] : ""),
+      h("td", { class: "shape" }, t.shape_version ? "v" + t.shape_version : "none"),
       h("td", {},
         h("button", { type: "button", class: "quiet pause", onclick: act(() => admin("PATCH", tb, { paused: !t.paused })) }, t.paused ? "Resume" : "Pause"),
+        h("button", { type: "button", class: "quiet shaping", onclick: async () => {
+          try { out.replaceChildren(...await shapePanel(tb, t, act)); } catch (e) { showError(e.message); }
+        } }, "Shaping"),
         t.kind === "scim" ? h("button", { type: "button", class: "quiet sync-preview", onclick: async () => {
           try {
             const plan = await admin("POST", tb + "/sync", { dry_run: true });
@@ -229,9 +233,34 @@ async function targetsSection(section, tenant) {
   } }, h("label", {}, "Name", f.name), h("label", {}, "Kind", f.kind), h("label", {}, "URL", f.url), h("label", {}, "Token", f.token),
     h("button", { type: "submit", id: "create-target-btn" }, "Add target"));
   section.append(
-    table(["Name", "Kind", "URL", "State", "Lag", "Delivered", "Parked", "Last error", ""], rows, { id: "targets-table" }),
+    table(["Name", "Kind", "URL", "State", "Lag", "Delivered", "Parked", "Last error", "Shape", ""], rows, { id: "targets-table" }),
     ...(dead.length ? [h("h3", {}, "Undelivered events"), table(["Target", "Id", "State", "Resource", "Change", "Attempts", "Answer", ""], dead, { id: "dead-letters" })] : []),
     out, h("h3", {}, "New target"), form);
+}
+
+/** A target's shape versions (what it receives), each previewed on the directory or activated. */
+async function shapePanel(tb, t, act) {
+  const h0 = await admin("GET", tb + "/shape");
+  const preview = h("div", { id: "shape-preview" });
+  const outcome = (o) => o.resource ? h("code", {}, JSON.stringify(o.resource)) : h("span", { class: "badge off" }, "held back: " + o.error);
+  const show = async (body, label) => {
+    const p = await admin("POST", tb + "/shape/preview", body);
+    preview.replaceChildren(h("h4", {}, label + ": " + p.changed + " of " + p.rows.length + " sent differently, " + p.held_back + " held back"),
+      table(["", "Name", "Now", "Then", "Why"], p.rows.filter((r) => r.changed).map((r) => h("tr", { dataset: { shaped: r.name } },
+        h("td", {}, r.kind), h("td", {}, r.name), h("td", {}, outcome(r.active)), h("td", {}, outcome(r.proposed)),
+        h("td", { class: "muted" }, r.proposed.decisions.map((d) => d.rule + ": " + d.reason).join("; ")))), { id: "shape-rows" }));
+  };
+  const versions = h0.versions.map((v) => h("tr", { dataset: { version: v.number } },
+    h("td", {}, "v" + v.number + (v.active ? " (active)" : "")), h("td", {}, v.entries.map((e) => e.name).join(" → ")),
+    h("td", { class: "muted" }, v.author + ", " + v.created), h("td", { class: "muted" }, v.note),
+    h("td", {},
+      h("button", { type: "button", class: "quiet shape-preview", onclick: async () => { try { await show({ version: v.number }, "v" + v.number); } catch (e) { showError(e.message); } } }, "Preview"),
+      v.active ? null : h("button", { type: "button", class: "quiet shape-activate", onclick: act(() => admin("POST", tb + "/shape/activate", { version: v.number })) }, "Activate"))));
+  return [h("h3", {}, "What " + t.name + " receives"),
+    versions.length ? table(["Version", "Plugins", "Made", "Note", ""], versions, { id: "shape-versions" })
+      : h("p", { class: "muted", id: "shape-versions" }, "No shape versions: users and groups go out as the directory has them (mapwright target shape set)."),
+    t.shape_version ? h("button", { type: "button", class: "quiet", id: "shape-off", onclick: act(() => admin("POST", tb + "/shape/activate", { version: null })) }, "Send unshaped") : null,
+    preview];
 }
 
 async function usersSection(section, tenant) {

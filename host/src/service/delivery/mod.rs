@@ -15,6 +15,8 @@ pub mod egress;
 pub mod engine;
 pub mod quirks;
 pub mod reconcile;
+pub mod shape_versions;
+pub mod shaping;
 pub mod sink;
 pub mod webhook;
 pub mod worker;
@@ -27,6 +29,7 @@ use serde::Serialize;
 use crate::model::{DeadLetter, DeadState, Feed, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, Tenant, Timestamp, WebhookSecret, check_name};
 use crate::secrets::SecretBox;
 use crate::service::admin::{AdminError, AdminResult};
+use crate::service::rules::RuleManager;
 use crate::store::Store;
 use client::TargetClient;
 use egress::EgressPolicy;
@@ -89,6 +92,8 @@ pub struct DeliveryService<S: Store> {
     store: Arc<S>,
     secrets: SecretBox,
     policy: EgressPolicy,
+    /// Loads the targets' shape rules (plugins).
+    rules: Option<Arc<RuleManager<S>>>,
 }
 
 const LAG_CAP: usize = 10_000;
@@ -97,7 +102,21 @@ impl<S: Store> DeliveryService<S> {
     /// The service over `store`, sealing credentials with `secrets`, sending where `policy`
     /// allows.
     pub fn new(store: Arc<S>, secrets: SecretBox, policy: EgressPolicy) -> DeliveryService<S> {
-        DeliveryService { store, secrets, policy }
+        DeliveryService { store, secrets, policy, rules: None }
+    }
+
+    /// Loads the targets' shape rules with `rules` (without it, a target that has shape rules
+    /// cannot be delivered to).
+    pub fn with_rules(mut self, rules: Arc<RuleManager<S>>) -> DeliveryService<S> {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// Stops the plugin engine the shape rules run on (a CLI command's, when it is done).
+    pub fn shutdown(&self) {
+        if let Some(r) = &self.rules {
+            r.runtime().shutdown();
+        }
     }
 
     /// The store the workers read.
@@ -250,14 +269,15 @@ impl<S: Store> DeliveryService<S> {
         let credential = self.open(&self.store.target_credential(target.id).await?)?;
         let url = self.policy.check_url(&target.url).map_err(|e| AdminError::Invalid(e.0))?;
         let timeout = Duration::from_millis(target.settings.timeout_ms.max(100));
+        let shaper = self.shaper(target).await?;
         Ok(match (target.kind, credential) {
             (TargetKind::Webhook, TargetCredential::Webhook { secrets }) => {
                 let client = TargetClient::new(self.policy, TargetCredential::None, timeout, "application/json").map_err(|e| AdminError::Failed(anyhow::anyhow!(e.0)))?;
-                Sink::Webhook(WebhookSink::new(client, url, secrets))
+                Sink::Webhook(WebhookSink::new(client, url, secrets, shaper))
             }
             (TargetKind::Scim, credential) => {
                 let client = TargetClient::new(self.policy, credential, timeout, "application/scim+json").map_err(|e| AdminError::Failed(anyhow::anyhow!(e.0)))?;
-                Sink::Scim(ScimSink::new(client, url, target.clone(), self.store.clone()))
+                Sink::Scim(ScimSink::new(client, url, target.clone(), self.store.clone(), shaper))
             }
             (TargetKind::Webhook, _) => return Err(AdminError::Failed(anyhow::anyhow!("the webhook target has no signing secret"))),
         })
@@ -271,6 +291,7 @@ impl<S: Store> DeliveryService<S> {
         h.update(target.url.as_bytes());
         h.update(serde_json::to_vec(&target.settings).unwrap_or_default());
         h.update([u8::from(target.paused)]);
+        h.update(target.shape_version.unwrap_or(0).to_le_bytes());
         h.update(&sealed);
         Ok(hex::encode(h.finalize()))
     }

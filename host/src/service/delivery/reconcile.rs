@@ -77,10 +77,34 @@ pub enum Action {
     AdoptGroup {
         /// The directory group.
         uid: String,
-        /// Its name.
+        /// Its name (in the target).
         name: String,
         /// The target's id.
         remote_id: String,
+        /// What the target has now (of what is sent).
+        #[serde(skip)]
+        current: Value,
+        /// What is sent.
+        #[serde(skip)]
+        body: Value,
+    },
+    /// A group whose copy in the target differs from what the directory sends (renamed by
+    /// hand, or the target's shape rules changed).
+    UpdateGroup {
+        /// The directory group.
+        uid: String,
+        /// Its name (in the target).
+        name: String,
+        /// The target's id.
+        remote_id: String,
+        /// The attributes that differ: `{name: [target, directory]}`.
+        differences: BTreeMap<String, [Value; 2]>,
+        /// What the target has now (of what is sent).
+        #[serde(skip)]
+        current: Value,
+        /// What is sent.
+        #[serde(skip)]
+        body: Value,
     },
     /// Members to add to and remove from a target group (by directory user).
     Members {
@@ -145,12 +169,31 @@ async fn directory<S: Store>(store: &S, target: &Target) -> Result<(Vec<DirUser>
     Ok((users, groups))
 }
 
+/// The attributes a comparison looks at: those of `body`, and those of what was `sent` before
+/// (as nulls: sent no more).
+fn with_keys_of(body: &Value, sent: Option<&Value>) -> Value {
+    let mut keys = body.clone();
+    if let (Some(o), Some(sent)) = (keys.as_object_mut(), sent.and_then(Value::as_object)) {
+        for k in sent.keys() {
+            o.entry(k.clone()).or_insert(Value::Null);
+        }
+    }
+    keys
+}
+
+/// What differs between the target's `current` copy and `body`: `{name: [target, sent]}`,
+/// with `null` for an attribute `body` no longer has.
 fn differences(current: &Value, body: &Value) -> BTreeMap<String, [Value; 2]> {
     let mut out = BTreeMap::new();
     for (k, v) in body.as_object().into_iter().flatten().filter(|(k, _)| *k != "schemas") {
         let have = current.get(k).cloned().unwrap_or(Value::Null);
         if have != *v {
             out.insert(k.clone(), [have, v.clone()]);
+        }
+    }
+    for (k, have) in current.as_object().into_iter().flatten().filter(|(k, _)| *k != "schemas" && body.get(k.as_str()).is_none()) {
+        if !have.is_null() {
+            out.insert(k.clone(), [have.clone(), Value::Null]);
         }
     }
     out
@@ -179,7 +222,10 @@ pub async fn plan<S: Store>(store: &S, target: &Target, sink: &ScimSink<S>) -> R
         match existing {
             Some((remote_id, remote, adopt)) => {
                 managed.insert(remote_id.clone());
-                let current = quirks.comparable(remote, &body);
+                // What Mapwright sent before counts too: an attribute the shape rules no longer
+                // send is removed from the target, not left behind.
+                let sent = mapped_users.get(&u.id).filter(|_| !adopt).map(|m| &m.sent);
+                let current = quirks.comparable(remote, &with_keys_of(&body, sent));
                 let differences = differences(&current, &body);
                 if adopt || !differences.is_empty() {
                     plan.actions.push(Action::UpdateUser { uid: u.id.clone(), user_name: u.user_name.clone(), remote_id, differences, adopt, current, body });
@@ -210,14 +256,26 @@ pub async fn plan<S: Store>(store: &S, target: &Target, sink: &ScimSink<S>) -> R
     let managed_users: BTreeSet<String> = mapped_users.values().map(|m| m.remote_id.clone()).chain(managed.iter().cloned()).collect();
     let mut managed_groups = 0;
     for g in &groups {
+        let body = sink.group_body(&g.name).await?;
+        let shown = body["displayName"].as_str().unwrap_or(&g.name).to_string();
         let remote = match mapped_groups.get(&g.id) {
             Some(m) => groups_by_id.get(m.remote_id.as_str()).copied(),
-            None => groups_by_name.get(&fold(&g.name)).copied(),
+            None => groups_by_name.get(&fold(&shown)).copied(),
         };
         match (remote, mapped_groups.contains_key(&g.id)) {
-            (Some(r), false) => plan.actions.push(Action::AdoptGroup { uid: g.id.clone(), name: g.name.clone(), remote_id: r["id"].as_str().unwrap_or_default().to_string() }),
+            (Some(r), false) => {
+                let current = quirks.comparable(r, &body);
+                plan.actions.push(Action::AdoptGroup { uid: g.id.clone(), name: shown, remote_id: r["id"].as_str().unwrap_or_default().to_string(), current, body });
+            }
             (None, _) => plan.actions.push(Action::CreateGroup { uid: g.id.clone(), name: g.name.clone() }),
-            (Some(_), true) => {}
+            (Some(r), true) => {
+                let current = quirks.comparable(r, &with_keys_of(&body, mapped_groups.get(&g.id).map(|m| &m.sent)));
+                let differences = differences(&current, &body);
+                if !differences.is_empty() {
+                    let remote_id = r["id"].as_str().unwrap_or_default().to_string();
+                    plan.actions.push(Action::UpdateGroup { uid: g.id.clone(), name: shown, remote_id, differences, current, body });
+                }
+            }
         }
         managed_groups += usize::from(remote.is_some());
         let have: BTreeSet<String> = remote.and_then(|r| r["members"].as_array()).into_iter().flatten().filter_map(|m| m["value"].as_str().map(str::to_string)).collect();
@@ -246,7 +304,8 @@ pub async fn apply<S: Store>(sink: &ScimSink<S>, plan: &Plan) -> Result<Done, Fa
             }
             Action::RemoveUser { uid, user_name, .. } => (format!("remove user {user_name}"), sink.remove_user(uid).await),
             Action::CreateGroup { uid, name } => (format!("create group {name}"), sink.create_group_anew(uid, name).await.map(|_| ())),
-            Action::AdoptGroup { uid, name, remote_id } => (format!("adopt group {name}"), sink.take_over_group(uid, remote_id, name).await),
+            Action::AdoptGroup { uid, name, remote_id, current, body } => (format!("adopt group {name}"), sink.take_over_group(uid, remote_id, current, body).await),
+            Action::UpdateGroup { uid, name, remote_id, current, body, .. } => (format!("update group {name}"), sink.update_mapped_group(uid, remote_id, current, body).await),
             Action::Members { uid, name, add, remove } => (format!("members of {name}"), members(sink, uid, name, add, remove).await),
         };
         match result {
@@ -269,4 +328,22 @@ async fn members<S: Store>(sink: &ScimSink<S>, uid: &str, name: &str, add: &[Str
         add_remote.extend(sink.provision(user).await?);
     }
     sink.patch_members(&group, &add_remote, remove).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_attribute_no_longer_sent_is_a_difference_to_remove() {
+        let body = json!({"userName": "jdoe", "active": true});
+        let sent = json!({"userName": "jdoe", "active": true, "userType": "Employee"});
+        let keys = with_keys_of(&body, Some(&sent));
+        assert_eq!(keys, json!({"userName": "jdoe", "active": true, "userType": null}));
+        let current = json!({"userName": "jdoe", "active": true, "userType": "Employee"});
+        assert_eq!(differences(&current, &body), BTreeMap::from([("userType".to_string(), [json!("Employee"), Value::Null])]));
+        // Removed by hand in the target already: nothing to do.
+        assert!(differences(&json!({"userName": "jdoe", "active": true}), &body).is_empty());
+    }
 }

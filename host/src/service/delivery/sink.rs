@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{Failure, TargetClient};
 use super::quirks::ScimQuirks;
+use super::shaping::{Kind, Shaper};
 use super::webhook;
 use crate::model::{Change, ChangeKind, DeletePolicy, Mapped, Origin, Target, Timestamp, UpdateMode, WebhookSecret};
 use crate::scim::patch::PATCH_SCHEMA as PATCH_OP;
@@ -51,6 +52,7 @@ pub struct WebhookSink {
     client: TargetClient,
     url: Url,
     secrets: Vec<WebhookSecret>,
+    shaper: Shaper,
 }
 
 /// The body of a webhook delivery: the event's type and time, and the change as the change
@@ -59,14 +61,26 @@ pub fn webhook_payload(change: &Change) -> Value {
     json!({"type": change.kind, "timestamp": change.at, "data": change_event(change)})
 }
 
+/// Shapes the user and the group of a change event as the target's shape rules say.
+pub async fn shape_event(shaper: &Shaper, data: &mut Value) -> Result<(), Failure> {
+    for (key, kind) in [("user", Kind::User), ("group", Kind::Group)] {
+        if let Some(r) = data.get_mut(key) {
+            *r = shaper.shape(kind, r.take()).await.map_err(|e| e.failure())?.resource;
+        }
+    }
+    Ok(())
+}
+
 impl WebhookSink {
     /// A sink posting to `url`, signing with `secrets`.
-    pub fn new(client: TargetClient, url: Url, secrets: Vec<WebhookSecret>) -> WebhookSink {
-        WebhookSink { client, url, secrets }
+    pub fn new(client: TargetClient, url: Url, secrets: Vec<WebhookSecret>, shaper: Shaper) -> WebhookSink {
+        WebhookSink { client, url, secrets, shaper }
     }
 
     async fn deliver(&self, change: &Change) -> Result<(), Failure> {
-        self.post(&webhook::message_id(change.seq), &webhook_payload(change)).await
+        let mut body = webhook_payload(change);
+        shape_event(&self.shaper, &mut body["data"]).await?;
+        self.post(&webhook::message_id(change.seq), &body).await
     }
 
     /// Tells the receiver that the changes after `from` up to `to` were purged before it got
@@ -94,6 +108,7 @@ pub struct ScimSink<S: Store> {
     target: Target,
     quirks: ScimQuirks,
     store: Arc<S>,
+    shaper: Shaper,
     /// The schema extensions the target's User resource type announces (`None`: it does not
     /// say, so everything is sent); read once.
     extensions: tokio::sync::OnceCell<Option<Vec<String>>>,
@@ -122,8 +137,20 @@ pub fn patch_ops(sent: &Value, now: &Value) -> Vec<Value> {
     let (old, new) = (sent.as_object().unwrap_or(&empty), now.as_object().unwrap_or(&empty));
     let mut ops = Vec::new();
     for (k, v) in new.iter().filter(|(k, _)| *k != "schemas") {
-        if old.get(k) != Some(v) {
-            ops.push(json!({"op": "replace", "path": k, "value": v}));
+        match (old.get(k), v) {
+            (Some(was), _) if was == v => {}
+            // A replace of a complex attribute leaves the sub-attributes it does not name as
+            // they were (RFC 7644 §3.5.2.3): those no longer sent are removed one by one.
+            (Some(Value::Object(was)), Value::Object(now)) => {
+                for sub in was.keys().filter(|s| !now.contains_key(*s)) {
+                    let path = if k.starts_with("urn:") { format!("{k}:{sub}") } else { format!("{k}.{sub}") };
+                    ops.push(json!({"op": "remove", "path": path}));
+                }
+                if now.iter().any(|(s, x)| was.get(s) != Some(x)) {
+                    ops.push(json!({"op": "replace", "path": k, "value": v}));
+                }
+            }
+            _ => ops.push(json!({"op": "replace", "path": k, "value": v})),
         }
     }
     for k in old.keys().filter(|k| *k != "schemas" && !new.contains_key(*k)) {
@@ -142,15 +169,16 @@ fn filter_value(s: &str) -> String {
 
 impl<S: Store> ScimSink<S> {
     /// A sink provisioning into the SCIM service at `base`.
-    pub fn new(client: TargetClient, base: Url, target: Target, store: Arc<S>) -> ScimSink<S> {
+    pub fn new(client: TargetClient, base: Url, target: Target, store: Arc<S>, shaper: Shaper) -> ScimSink<S> {
         let quirks = ScimQuirks::for_target(&target);
-        ScimSink { client, base, target, quirks, store, extensions: tokio::sync::OnceCell::new() }
+        ScimSink { client, base, target, quirks, store, shaper, extensions: tokio::sync::OnceCell::new() }
     }
 
-    /// A directory user as this target takes it: extensions the target does not announce are
-    /// left out (a service provider refuses attributes it has no schema for).
+    /// A directory user as this target takes it: shaped by the target's rules, then without
+    /// the extensions the target does not announce (a service provider refuses attributes it
+    /// has no schema for).
     pub async fn shaped_user(&self, name: &str, active: bool, attributes: &Value) -> Result<Value, Failure> {
-        let mut body = user_body(name, active, attributes);
+        let mut body = self.shaper.shape(Kind::User, user_body(name, active, attributes)).await.map_err(|e| e.failure())?.resource;
         let known = self.extensions.get_or_try_init(|| self.read_extensions()).await?;
         if let (Some(known), Some(o)) = (known, body.as_object_mut()) {
             o.retain(|k, _| !k.starts_with("urn:") || known.contains(k));
@@ -249,9 +277,33 @@ impl<S: Store> ScimSink<S> {
         self.record("User", uid, remote_id, origin, body).await
     }
 
-    /// Records a group of the target as the directory group's (it exists already).
-    pub async fn take_over_group(&self, uid: &str, remote_id: &str, name: &str) -> Result<(), Failure> {
-        self.record("Group", uid, remote_id, Origin::Adopted, &json!({"schemas": [GROUP_SCHEMA], "displayName": name})).await
+    /// A directory group as this target takes it (shaped by the target's rules).
+    pub async fn group_body(&self, name: &str) -> Result<Value, Failure> {
+        let body = json!({"schemas": [GROUP_SCHEMA], "displayName": name});
+        Ok(self.shaper.shape(Kind::Group, body).await.map_err(|e| e.failure())?.resource)
+    }
+
+    /// Records a group of the target as the directory group's (it exists already), made to
+    /// match `body`.
+    pub async fn take_over_group(&self, uid: &str, remote_id: &str, current: &Value, body: &Value) -> Result<(), Failure> {
+        self.update_group(remote_id, current, body).await?;
+        self.record("Group", uid, remote_id, Origin::Adopted, body).await
+    }
+
+    /// Makes a group Mapwright manages in the target, now `current`, match `body` (edited by
+    /// hand, or the shape rules changed): one PATCH of what differs, never of its members.
+    pub async fn update_mapped_group(&self, uid: &str, remote_id: &str, current: &Value, body: &Value) -> Result<(), Failure> {
+        let origin = self.store.mapped(self.target.id, "Group", uid).await.map_err(store_failure)?.map_or(Origin::Created, |m| m.origin);
+        self.update_group(remote_id, current, body).await?;
+        self.record("Group", uid, remote_id, origin, body).await
+    }
+
+    async fn update_group(&self, remote_id: &str, sent: &Value, body: &Value) -> Result<(), Failure> {
+        let ops: Vec<Value> = patch_ops(sent, body).into_iter().filter(|op| op["path"] != "members" && op["path"] != "id" && op["path"] != "meta").collect();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.client.send(Method::PATCH, self.url(&format!("Groups/{remote_id}"))?, Some(&patch(ops)), &[]).await.map(|_| ())
     }
 
     /// Creates the user anew (the target lost it, or never had it).
@@ -377,12 +429,14 @@ impl<S: Store> ScimSink<S> {
         if let Some(m) = self.store.mapped(self.target.id, "Group", uid).await.map_err(store_failure)? {
             return Ok(m.remote_id);
         }
-        let body = json!({"schemas": [GROUP_SCHEMA], "displayName": name});
+        let body = self.group_body(name).await?;
+        let shown = body["displayName"].as_str().unwrap_or(name).to_string();
         let (id, origin) = match self.client.send(Method::POST, self.url("Groups")?, Some(&body), &[]).await {
             Ok(a) => (a.body["id"].as_str().ok_or_else(|| refused(format!("the created group has no id (answer {})", a.status)))?.to_string(), Origin::Created),
             Err(Failure::Refused { answer }) if answer.starts_with("HTTP 409") => {
-                let (id, _) = self.find("Groups", "displayName", name).await?.ok_or_else(|| refused(format!("{answer}, and no group {name:?} is found to adopt")))?;
-                tracing::info!(target = %self.target.name, group = name, remote = %id, "adopted the target's existing group");
+                let (id, existing) = self.find("Groups", "displayName", &shown).await?.ok_or_else(|| refused(format!("{answer}, and no group {shown:?} is found to adopt")))?;
+                tracing::info!(target = %self.target.name, group = %shown, remote = %id, "adopted the target's existing group");
+                self.update_group(&id, &self.quirks.comparable(&existing, &body), &body).await?;
                 (id, Origin::Adopted)
             }
             Err(e) => return Err(e),
@@ -419,5 +473,29 @@ impl<S: Store> ScimSink<S> {
             Err(Failure::Refused { answer }) if !add && (answer.starts_with("HTTP 404") || answer.contains("noTarget")) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_ops_remove_what_is_no_longer_sent_down_to_sub_attributes() {
+        let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let sent = json!({"schemas": ["x"], "userName": "jdoe", "title": "Eng", "name": {"givenName": "G", "familyName": "F"}, ext: {"department": "R&D", "costCenter": "7"}});
+        let now = json!({"schemas": ["y"], "userName": "jdoe", "userType": "Employee", "name": {"familyName": "F"}, ext: {"department": "Sales"}});
+        let ops = patch_ops(&sent, &now);
+        assert_eq!(
+            ops,
+            [
+                json!({"op": "replace", "path": "userType", "value": "Employee"}),
+                json!({"op": "remove", "path": "name.givenName"}),
+                json!({"op": "remove", "path": format!("{ext}:costCenter")}),
+                json!({"op": "replace", "path": ext, "value": {"department": "Sales"}}),
+                json!({"op": "remove", "path": "title"}),
+            ]
+        );
+        assert!(patch_ops(&now, &now).is_empty());
     }
 }

@@ -8,7 +8,7 @@ use super::db::json_column;
 use crate::model::{DeadLetter, DeadState, Mapped, NewDeadLetter, NewTarget, Origin, Progress, Target, TargetChange, TargetKind, Timestamp};
 use crate::store::{StoreError, StoreResult};
 
-const COLUMNS: &str = "d.id, d.tenant_id, t.name, d.name, d.kind, d.url, d.settings, d.paused, d.cursor, d.needs_sync, d.created, d.last_success, d.last_error_at, d.last_error, d.delivered, d.parked";
+const COLUMNS: &str = "d.id, d.tenant_id, t.name, d.name, d.kind, d.url, d.settings, d.paused, d.cursor, d.needs_sync, d.created, d.last_success, d.last_error_at, d.last_error, d.delivered, d.parked, d.shape_version";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Target> {
     let kind: String = r.get(4)?;
@@ -32,15 +32,16 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Target> {
         last_error: error,
         delivered: r.get(14)?,
         parked: r.get(15)?,
+        shape_version: r.get(16)?,
     })
 }
 
-fn bump_epoch(t: &Transaction<'_>) -> StoreResult<()> {
+pub(super) fn bump_epoch(t: &Transaction<'_>) -> StoreResult<()> {
     t.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'delivery_epoch'")?.execute([])?;
     Ok(())
 }
 
-fn text(v: &impl serde::Serialize) -> StoreResult<String> {
+pub(super) fn text(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(Box::new(e)))
 }
 

@@ -2,7 +2,7 @@
 //! its concern, as a read (pooled connection) or a write (the writer thread's transaction).
 
 use super::db::SqliteStore;
-use super::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, users};
+use super::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, shapes, users};
 use crate::model::*;
 use crate::scim::list::ListQuery;
 use crate::store::{DeliveryStore, DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
@@ -301,5 +301,18 @@ impl DeliveryStore for SqliteStore {
     }
     async fn settle_dead(&self, id: i64, state: DeadState, attempts: u32, answer: Option<String>) -> StoreResult<()> {
         self.write(move |t| delivery::settle(t, id, state, attempts, answer.as_deref())).await
+    }
+    async fn add_shape_version(&self, target_id: i64, entries: Vec<ChainEntryDef>, note: VersionNote, activate: bool) -> StoreResult<ShapeVersion> {
+        self.write(move |t| shapes::add(t, target_id, &entries, &note, activate)).await
+    }
+    async fn shape_versions(&self, target_id: i64) -> StoreResult<Vec<ShapeVersion>> {
+        self.read(move |c| shapes::versions(c, target_id)).await
+    }
+    async fn activate_shape_version(&self, target_id: i64, number: Option<i64>, author: &str) -> StoreResult<()> {
+        let author = author.to_string();
+        self.write(move |t| shapes::activate_version(t, target_id, number, &author)).await
+    }
+    async fn shape_activations(&self, target_id: i64) -> StoreResult<Vec<ShapeActivation>> {
+        self.read(move |c| shapes::activations(c, target_id)).await
     }
 }

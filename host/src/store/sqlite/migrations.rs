@@ -429,6 +429,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX delivery_dead_target ON delivery_dead(target_id, state, id);
     INSERT INTO counters (name, value) VALUES ('delivery_epoch', 0) ON CONFLICT (name) DO NOTHING;
 "#,
+    // 15: what a target receives is itself a rule: numbered shape versions per target (a
+    // chain of shaping plugins), the one it runs, and every activation.
+    r#"
+    ALTER TABLE delivery_targets ADD COLUMN shape_version INTEGER;
+    CREATE TABLE delivery_shapes (
+        target_id INTEGER NOT NULL REFERENCES delivery_targets(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        entries TEXT NOT NULL,
+        author TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (target_id, number)
+    ) WITHOUT ROWID;
+    CREATE TABLE delivery_shape_activations (
+        id INTEGER PRIMARY KEY,
+        target_id INTEGER NOT NULL REFERENCES delivery_targets(id) ON DELETE CASCADE,
+        number INTEGER,
+        at TEXT NOT NULL,
+        author TEXT NOT NULL
+    );
+    CREATE INDEX delivery_shape_activations_target ON delivery_shape_activations(target_id, id);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

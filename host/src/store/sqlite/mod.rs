@@ -23,6 +23,7 @@ mod memberships;
 mod migrations;
 mod reapply;
 mod rules;
+mod shapes;
 mod users;
 
 pub use db::{Durability, SqliteStore, WriterStats};

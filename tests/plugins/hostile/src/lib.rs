@@ -1,7 +1,8 @@
-//! Misbehaves when the user's userName is `evil-<mode>`; passes everything else through.
+//! Misbehaves when the user's userName is `evil-<mode>` (or, shaping a delivery, `shape-<mode>`);
+//! passes everything else through.
 #![allow(clippy::panic)]
 
-use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User, Value};
+use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, ResourceType, Shaped, Target, User, Value};
 
 pub struct Hostile;
 
@@ -40,7 +41,7 @@ use std::hash::BuildHasher;
 impl Plugin for Hostile {
     type Config = Value;
     const NAME: &'static str = "hostile";
-    const HOOKS: &'static [Hook] = &[Hook::Username, Hook::Attributes];
+    const HOOKS: &'static [Hook] = &[Hook::Username, Hook::Attributes, Hook::Shape];
 
     fn username(_ctx: &Context, _c: &Value, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
         match user.user_name().strip_prefix("evil-") {
@@ -69,6 +70,17 @@ impl Plugin for Hostile {
             "evil-attributes-not-object" => Ok(Decision::new(Value::Bool(true))),
             "evil-attributes-wrong-type" => Ok(Decision::new(mapwright_plugin_sdk::json!({"active": "perhaps"}))),
             _ => Ok(Decision::new(proposed)),
+        }
+    }
+
+    fn shape(_target: &Target, _c: &Value, _kind: ResourceType, resource: Value) -> Result<Shaped, Rejection> {
+        match resource["userName"].as_str().and_then(|n| n.strip_prefix("shape-")) {
+            Some("loop") => loop {
+                std::hint::black_box(());
+            },
+            Some("reject") => Err(Rejection::new("hostile.shape", "this application must never receive shape-reject")),
+            Some("drop-name") => Ok(Shaped::new(mapwright_plugin_sdk::json!({"title": "nameless"}))),
+            _ => Ok(Shaped::new(resource)),
         }
     }
 }
