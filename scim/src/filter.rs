@@ -184,10 +184,19 @@ enum Tok {
     Word(String),
     Str(String),
     Num(serde_json::Number),
+    /// A run of characters that is neither a word, a number nor a string literal: an unquoted
+    /// value (`5fb3c…` ids, `jdoe@acme.com`), or `.sub` after a value filter.
+    Bare(String),
     LParen,
     RParen,
     LBracket,
     RBracket,
+}
+
+fn is_word(s: &str) -> bool {
+    let mut chars = s.bytes();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == b'$' || c == b'_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'$' | b':' | b'.'))
 }
 
 fn lex(input: &str) -> ScimResult<Vec<Tok>> {
@@ -224,29 +233,20 @@ fn lex(input: &str) -> ScimResult<Vec<Tok>> {
                     .map_err(|e| ScimError::invalid_filter(format!("bad string literal: {e}")))?;
                 out.push(Tok::Str(s));
             }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                i += 1;
-                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
-                    i += 1;
-                }
-                let n: serde_json::Number = input[start..i]
-                    .parse()
-                    .map_err(|_| ScimError::invalid_filter(format!("bad number '{}'", &input[start..i])))?;
-                out.push(Tok::Num(n));
-            }
-            _ if c.is_ascii_alphabetic() || c == b'$' || c == b'_' => {
-                let start = i;
-                while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'-' | b'$' | b':' | b'.'))
-                {
-                    i += 1;
-                }
-                out.push(Tok::Word(input[start..i].to_string()));
-            }
             _ => {
-                let ch = input[i..].chars().next().unwrap_or('?');
-                return Err(ScimError::invalid_filter(format!("unexpected character '{ch}' at offset {i}")));
+                // Anything else runs to the next space, parenthesis, bracket or quote; what it
+                // is depends on what it looks like (the parser decides where each may stand).
+                let start = i;
+                while i < bytes.len() && !matches!(bytes[i], b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b'[' | b']' | b'"') {
+                    i += 1;
+                }
+                let run = &input[start..i];
+                let number = matches!(c, b'-' | b'0'..=b'9').then(|| run.parse::<serde_json::Number>().ok()).flatten();
+                out.push(match number {
+                    Some(n) => Tok::Num(n),
+                    None if is_word(run) => Tok::Word(run.to_string()),
+                    None => Tok::Bare(run.to_string()),
+                });
             }
         }
     }
@@ -345,6 +345,16 @@ impl Parser {
                     self.pos += 1;
                     let inner = self.or_expr(true)?;
                     self.expect(Tok::RBracket, "']'")?;
+                    // `emails[type eq "work"].value eq "x"` (Entra matches by work email): the
+                    // same element must match both, so it is `emails[type eq "work" and value eq "x"]`.
+                    if let Some(Tok::Bare(b)) = self.peek()
+                        && let Some(sub) = b.strip_prefix('.')
+                    {
+                        let sub = AttrPath::parse(sub).ok().filter(|p| p.urn.is_none() && p.sub.is_none()).ok_or_else(|| ScimError::invalid_filter(format!("'{w}[...]{b}': expected a sub-attribute after the value filter")))?;
+                        self.pos += 1;
+                        let tail = self.attr_expr(sub)?;
+                        return Ok(Filter::ValuePath(path, Box::new(Filter::And(Box::new(inner), Box::new(tail)))));
+                    }
                     return Ok(Filter::ValuePath(path, Box::new(inner)));
                 }
                 self.attr_expr(path)
@@ -368,6 +378,12 @@ impl Parser {
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("true") => CompValue::Bool(true),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("false") => CompValue::Bool(false),
             Some(Tok::Word(w)) if w.eq_ignore_ascii_case("null") => CompValue::Null,
+            // An unquoted value, as Entra writes some (`externalId eq jyoung`): a string,
+            // unless it reads as a keyword of the grammar.
+            Some(Tok::Word(w)) if ["and", "or", "not", "pr"].iter().any(|k| w.eq_ignore_ascii_case(k)) => {
+                return Err(ScimError::invalid_filter(format!("expected a value after '{path} {}', found the keyword '{w}' (quote a value that is a keyword)", op.as_str())));
+            }
+            Some(Tok::Word(w) | Tok::Bare(w)) => CompValue::Str(w),
             Some(t) => return Err(ScimError::invalid_filter(format!("expected a value after '{path} {}', found {t:?}", op.as_str()))),
             None => return Err(ScimError::invalid_filter(format!("expected a value after '{path} {}'", op.as_str()))),
         };

@@ -297,9 +297,14 @@ pub struct Located {
 /// Resolves a top-level attribute, optionally URN-qualified (`urn:...:User:userName`).
 pub fn locate(kind: ResourceKind, urn: Option<&str>, name: &str) -> Option<Located> {
     match urn {
-        None => find(COMMON_ATTRS, name)
-            .or_else(|| find(kind.core_attrs(), name))
-            .map(|def| Located { extension: None, def }),
+        // Unqualified: the core schema's, else the one extension that has it. IdPs write
+        // `manager` for the enterprise extension's (Entra's PATCH paths do).
+        None => find(COMMON_ATTRS, name).or_else(|| find(kind.core_attrs(), name)).map(|def| Located { extension: None, def }).or_else(|| {
+            let mut found = kind.extensions().iter().filter_map(|(urn, attrs)| find(attrs, name).map(|def| Located { extension: Some(*urn), def }));
+            let first = found.next();
+            // Two extensions with that name: ambiguous, so the caller asks for the URN.
+            if found.next().is_some() { None } else { first }
+        }),
         Some(u) if u.eq_ignore_ascii_case(kind.core_schema()) => {
             find(COMMON_ATTRS, name).or_else(|| find(kind.core_attrs(), name)).map(|def| Located { extension: None, def })
         }

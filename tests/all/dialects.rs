@@ -40,6 +40,16 @@ fn entra_user_patch_dialect() {
     assert!(!directory_entry(&s.db(), "acme", "ann@acme.com").unwrap().active);
     // The email filter now finds the new address.
     assert_eq!(c.names(&format!("filter={}", enc("emails.value eq \"ANNIE@acme.com\""))), ["ann@acme.com"]);
+    // Entra's other ways to say the same: the manager by bare path, as a string or an object;
+    // lookups by unquoted id and by work email.
+    for (value, want) in [(json!("mgr-2"), "mgr-2"), (json!({"value": "mgr-3"}), "mgr-3")] {
+        let p = c.patch(&format!("/Users/{id}"), json!([{"op": "Replace", "path": "manager", "value": value}]));
+        assert_eq!(p.status, 200, "{}", p.body);
+        assert_eq!(p.body["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"]["value"], want, "{}", p.body);
+    }
+    assert_eq!(c.names(&format!("filter={}", enc(&format!("id eq {id} and manager.value eq mgr-3")))), ["ann@acme.com"]);
+    assert_eq!(c.names(&format!("filter={}", enc("externalId eq ann"))), ["ann@acme.com"]);
+    assert_eq!(c.names(&format!("filter={}", enc("emails[type eq \"work\"].value eq \"annie@acme.com\""))), ["ann@acme.com"]);
 }
 
 #[test]

@@ -60,6 +60,14 @@ fn filter_grammar() {
         (r#"meta.resourceType eq "User" and meta.created gt "2000-01-01T00:00:00Z""#, &["alice@acme.com", "bob@acme.com", "chloé@other.org"]),
         (r#"meta.lastModified lt "2000-01-01T00:00:00+01:00""#, &[]),
         (r#"nickName eq null"#, &["alice@acme.com", "bob@acme.com", "chloé@other.org"]),
+        // As Entra writes them: unquoted values, a value filter followed by a sub-attribute,
+        // an extension attribute without its URN.
+        (r#"externalId eq ext-1"#, &["alice@acme.com"]),
+        (r#"userName eq bob@acme.com and active eq false"#, &["bob@acme.com"]),
+        (r#"emails[type eq "work"].value eq "ALICE@acme.com""#, &["alice@acme.com"]),
+        (r#"emails[type eq work].value co "@acme" and not (active eq false)"#, &["alice@acme.com"]),
+        (r#"emails[type eq "home"].value eq "bob@acme.com""#, &[]),
+        (r#"department eq "sales""#, &["bob@acme.com"]),
     ];
     for (f, want) in cases {
         let got = c.names(&format!("filter={}&sortBy=userName", enc(f)));
@@ -74,7 +82,8 @@ fn invalid_filters_are_400_invalid_filter() {
     let s = Server::start();
     let c = s.idp("acme", "okta", "okta");
     for f in ["userName", "userName eq", r#"userName xx "a""#, r#"(userName eq "a""#, r#"nope eq "a""#, "active gt true",
-              r#"emails[type eq "work""#, r#"name eq "x""#, r#"meta.created gt "yesterday""#, r#"userName[value eq "x"]"#] {
+              r#"emails[type eq "work""#, r#"name eq "x""#, r#"meta.created gt "yesterday""#, r#"userName[value eq "x"]"#,
+              "userName eq and", "userName eq a b", r#"emails[type eq "work"].value"#] {
         c.get(&format!("/Users?filter={}", enc(f))).assert_error(400, Some("invalidFilter"));
     }
 }

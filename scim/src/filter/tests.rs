@@ -62,6 +62,42 @@ fn parses_rfc_examples() {
 }
 
 #[test]
+fn unquoted_values_are_strings_where_unambiguous() {
+    let s = |v: &str| CompValue::Str(v.into());
+    let value = |f: &str| match Filter::parse(f).unwrap_or_else(|e| panic!("{f}: {e}")) {
+        Filter::Compare(_, _, v) => v,
+        other => panic!("{f}: {other:?}"),
+    };
+    assert_eq!(value("externalId eq jyoung"), s("jyoung"));
+    // Ids that start with a digit, addresses, anything without spaces, brackets or quotes.
+    assert_eq!(value("id eq 5fb3c0a2-11d3-4c1b-9a55-0d3c1e2f4a6b"), s("5fb3c0a2-11d3-4c1b-9a55-0d3c1e2f4a6b"));
+    assert_eq!(value("userName eq jdoe@acme.com"), s("jdoe@acme.com"));
+    assert_eq!(value("externalId eq 1.2.3"), s("1.2.3"));
+    // What has a meaning of its own keeps it.
+    assert_eq!(value("active eq true"), CompValue::Bool(true));
+    assert_eq!(value("title eq null"), CompValue::Null);
+    assert_eq!(value("externalId eq 42"), CompValue::Num(42.into()));
+    let both = Filter::parse("id eq 0a1b and manager.value eq 9c8d").unwrap();
+    assert_eq!(both.to_string(), r#"id eq "0a1b" and manager.value eq "9c8d""#);
+    for bad in ["title eq and", "title eq or x", "userName eq jdoe extra", "title eq", "(title eq x", "@x eq y"] {
+        let e = Filter::parse(bad).unwrap_err();
+        assert_eq!(e.scim_type, Some(crate::error::ScimType::InvalidFilter), "{bad}");
+    }
+}
+
+#[test]
+fn a_value_filter_followed_by_a_sub_attribute_is_one_element_matching_both() {
+    let f = Filter::parse(r#"emails[type eq "work"].value eq "jdoe@acme.com""#).unwrap();
+    assert_eq!(f, Filter::parse(r#"emails[type eq "work" and value eq "jdoe@acme.com"]"#).unwrap());
+    let f = Filter::parse(r#"emails[type eq work].value pr and active eq true"#).unwrap();
+    assert_eq!(f.to_string(), r#"emails[type eq "work" and value pr] and active eq true"#);
+    assert!(f.resolve(ResourceKind::User).is_ok());
+    for bad in [r#"emails[type eq "work"].value"#, r#"emails[type eq "work"].a.b eq "x""#, r#"emails[type eq "work"]. eq "x""#] {
+        assert!(Filter::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn precedence_and_binds_tighter_than_or() {
     let f = Filter::parse(r#"a eq "1" or b eq "2" and c eq "3""#).unwrap();
     assert!(matches!(f, Filter::Or(_, ref r) if matches!(**r, Filter::And(_, _))), "{f}");
@@ -152,6 +188,15 @@ proptest! {
         let reparsed = Filter::parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed}: {e}")))?;
         prop_assert_eq!(&reparsed, &f);
         prop_assert_eq!(reparsed.to_string(), printed);
+    }
+
+    #[test]
+    fn a_value_filter_with_a_sub_attribute_means_the_conjunction(p in arb_path(), inner in arb_filter(true), sub in "[a-zA-Z][a-zA-Z0-9_]{0,8}", op in arb_op(), v in arb_value()) {
+        let p = AttrPath { sub: None, ..p };
+        let sugared = format!("{p}[{inner}].{sub} {} {v}", op.as_str());
+        let tail = Filter::Compare(AttrPath { urn: None, attr: sub, sub: None }, op, v);
+        let parsed = Filter::parse(&sugared).map_err(|e| TestCaseError::fail(format!("{sugared}: {e}")))?;
+        prop_assert_eq!(parsed, Filter::ValuePath(p, Box::new(Filter::And(Box::new(inner), Box::new(tail)))));
     }
 
     #[test]

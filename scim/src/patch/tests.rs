@@ -28,6 +28,22 @@ fn entra_dialect() {
 }
 
 #[test]
+fn a_bare_manager_path_sets_the_enterprise_manager() {
+    let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    for value in [json!("boss-id"), json!({"value": "boss-id"})] {
+        let out = patch(&json!({"userName": "a"}), json!([{"op": "Replace", "path": "manager", "value": value}])).unwrap();
+        assert_eq!(out, json!({"userName": "a", ext: {"manager": {"value": "boss-id"}}}), "{value}");
+    }
+    let u = json!({"userName": "a", ext: {"manager": {"value": "boss-id"}, "department": "Eng"}});
+    let out = patch(&u, json!([{"op": "remove", "path": "manager"}])).unwrap();
+    assert_eq!(out, json!({"userName": "a", ext: {"department": "Eng"}}));
+    let out = patch(&u, json!([{"op": "replace", "path": "manager.value", "value": "new-boss"}])).unwrap();
+    assert_eq!(out[ext]["manager"], json!({"value": "new-boss"}));
+    // A core attribute of that name wins; an unknown one is still an error.
+    assert_eq!(patch(&json!({"userName": "a"}), json!([{"op": "replace", "path": "nosuch", "value": 1}])).unwrap_err().scim_type, Some(crate::error::ScimType::InvalidPath));
+}
+
+#[test]
 fn okta_deactivation() {
     let out = patch(&json!({"userName": "a", "active": true}), json!([{"op": "replace", "value": {"active": false}}])).unwrap();
     assert_eq!(out["active"], json!(false));
