@@ -134,7 +134,7 @@ fn user_body(name: &str) -> String {
 }
 
 async fn connection(store: &SqliteStore, name: &str) -> String {
-    let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::model::IdpKind::Generic, rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
+    let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::model::IdpKind::Generic, settings: Default::default(), rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
     let t = mapwright::tokens::generate().unwrap();
     store.add_token(idp.id, &t.id, &t.secret_hash, None).await.unwrap();
     t.token
@@ -260,7 +260,7 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
 async fn hook_costs(runtime: &Arc<Runtime>) {
     let idp = mapwright::model::IdpConnection {
         id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::model::IdpKind::Generic,
-        rate: RateLimit::default(), disabled: false, created: mapwright::model::Timestamp::now(),
+        rate: RateLimit::default(), disabled: false, created: mapwright::model::Timestamp::now(), settings: Default::default(),
     };
     let user: serde_json::Value = serde_json::from_str(&user_body("jane.doe@bench.example")).unwrap();
     for fresh in [false, true] {

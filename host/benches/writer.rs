@@ -56,7 +56,7 @@ fn main() {
         if let Ok(ddl) = std::env::var("MW_BENCH_DDL") {
             rusqlite::Connection::open(&path).unwrap().execute_batch(&ddl).unwrap();
         }
-        let idp = store.create_idp("t", NewIdp { name: "i".into(), kind: IdpKind::Generic, rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
+        let idp = store.create_idp("t", NewIdp { name: "i".into(), kind: IdpKind::Generic, settings: Default::default(), rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
         let started = std::time::Instant::now();
         for i in 0..n {
             let email = format!("user{i}.x@bench.example");

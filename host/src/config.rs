@@ -136,6 +136,10 @@ pub struct IdpConfig {
     /// Re-apply the active rules to everything the connection provisioned this often (the
     /// scheduled sync); an unfinished run is resumed when the server starts.
     pub reapply_every_secs: Option<u64>,
+    /// What a group write does with a member this connection does not have: `skip` (the
+    /// default: the rest applies, each skipped member recorded) or `reject` (400).
+    #[serde(default)]
+    pub unknown_members: crate::model::UnknownMembers,
 }
 
 /// `[tenant.idp.guard]`: deactivations and deletions past `max_destructive` in `window_secs`
@@ -174,6 +178,11 @@ impl IdpConfig {
     /// The chain as the plugin runtime takes it.
     pub fn chain_specs(&self, tenant_limits: &Limits, base: &std::path::Path) -> anyhow::Result<Vec<crate::plugins::chain::EntrySpec>> {
         chain_specs(&self.chain, tenant_limits, base)
+    }
+
+    /// The connection's policies.
+    pub fn settings(&self) -> crate::model::ConnectionSettings {
+        crate::model::ConnectionSettings { unknown_members: self.unknown_members }
     }
 
     /// The connection's rate limit.

@@ -49,6 +49,7 @@ pub struct Metrics {
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
+    skipped_members: Family<Labels<2>, Counter>,
     /// Set at scrape time from the targets' cursors: events not yet delivered.
     pub delivery_lag_events: Family<Labels<2>, Gauge>,
     /// Set at scrape time: seconds since the oldest undelivered event was recorded.
@@ -74,6 +75,7 @@ pub fn get() -> &'static Metrics {
             store_writes: Counter::default(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
+            skipped_members: Family::default(),
             delivery_lag_events: Family::default(),
             delivery_lag_seconds: Family::default(),
             registry: Registry::default(),
@@ -98,6 +100,11 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_writes", "Writes committed; writes per commit is how well group commit batches", m.store_writes.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         registry.register("mapwright_delivery_events", "Directory changes per delivery target and outcome (delivered, parked, failed attempt)", m.delivery_events.clone());
+        registry.register(
+            "mapwright_scim_skipped_members",
+            "Group members an IdP named that its connection does not have, skipped per its unknown_members policy",
+            m.skipped_members.clone(),
+        );
         registry.register("mapwright_delivery_lag_events", "Directory changes a delivery target has not received yet", m.delivery_lag_events.clone());
         registry.register("mapwright_delivery_lag_seconds", "Age of the oldest change a delivery target has not received yet", m.delivery_lag_seconds.clone());
         Metrics { registry, ..m }
@@ -133,6 +140,11 @@ impl Metrics {
     /// Counts a delivery outcome of a target (`delivered`, `parked`, `failed`).
     pub fn delivery(&self, tenant: &str, target: &str, outcome: &'static str) {
         self.delivery_events.get_or_create(&[("tenant", tenant.to_string()), ("target", target.to_string()), ("outcome", outcome.to_string())]).inc();
+    }
+
+    /// Counts group members a connection's write named but does not have (skipped).
+    pub fn skipped_members(&self, tenant: &str, idp: &str, n: usize) {
+        self.skipped_members.get_or_create(&[("tenant", tenant.to_string()), ("idp", idp.to_string())]).inc_by(n as u64);
     }
 
     /// Records how long a store write took, queue included.

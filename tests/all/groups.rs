@@ -113,10 +113,18 @@ fn entra_membership_check_filter() {
     assert_eq!(by_name.body["totalResults"], 1);
 }
 
+fn cli_json(s: &Server, args: &[&str]) -> serde_json::Value {
+    let out = s.cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// With `unknown_members = "reject"` a group write naming a member the connection does not
+/// have fails whole, as before the policy existed.
 #[test]
-fn members_must_be_users_of_the_connection() {
+fn members_must_be_users_of_the_connection_when_the_policy_rejects() {
     let s = Server::start();
-    let c = s.idp("acme", "okta", "okta");
+    let c = s.idp_with("acme", "okta", "okta", &["--unknown-members", "reject"]);
     let other = s.idp("acme", "entra", "entra");
     let foreign = other.user("x@acme.com");
     let r = c.post("/Groups", &json!({"displayName": "G", "members": [{"value": foreign}]}));
@@ -127,6 +135,85 @@ fn members_must_be_users_of_the_connection() {
     c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].display", "value": "y"}])).assert_error(400, Some("invalidPath"));
     c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"].value", "value": "y"}])).assert_error(400, Some("invalidPath"));
     c.patch(&format!("/Groups/{g}"), json!([{"op": "replace", "path": "members[value eq \"x\"]", "value": {"value": "y"}}])).assert_error(400, Some("invalidPath"));
+}
+
+/// By default a member the connection does not have (another connection's user, a user
+/// deleted a moment ago, an id that never was) is skipped: the rest of the change applies,
+/// the IdP gets its success, and each skipped member is in the audit, the drift report and
+/// the metrics, until the IdP stops naming it. Thousands of stale ids are counted, not a
+/// failure.
+#[test]
+fn a_member_the_connection_does_not_have_is_skipped_and_recorded() {
+    let s = Server::start();
+    let c = s.idp("acme", "entra", "entra");
+    let other = s.idp("acme", "okta", "okta");
+    let foreign = other.user("x@acme.com");
+    let (a, b) = (c.user("a@acme.com"), c.user("b@acme.com"));
+    let gone = c.user("gone@acme.com");
+    assert_eq!(c.delete(&format!("/Users/{gone}")).status, 204);
+
+    // A create naming one of each: the known ones are members.
+    let r = c.post("/Groups", &json!({"displayName": "Sales", "members": [{"value": a}, {"value": foreign}, {"value": gone}, {"value": "never-was"}]}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let g = r.id();
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g}"))), sorted(&[&a]));
+    // A PATCH adding a known and an unknown member: the known one is added.
+    let p = c.patch(&format!("/Groups/{g}"), json!([{"op": "add", "path": "members", "value": [{"value": b}, {"value": "stale-id"}]}]));
+    assert!(matches!(p.status, 200 | 204), "{}: {}", p.status, p.body);
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{g}"))), sorted(&[&a, &b]));
+    assert_eq!(directory_entry(&s.db(), "acme", "b@acme.com").unwrap().groups, ["Sales"]);
+
+    // Recorded: the audit of each write names them with the reason.
+    let audit = cli_json(&s, &["audit", "acme", "--resource", &g, "--json"]);
+    let records = audit.as_array().unwrap();
+    let created = records.iter().find(|r| r["operation"] == "create").unwrap();
+    let skipped = &created["changes"]["members"]["skipped"];
+    let reason = |id: &str| skipped.as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["reason"].as_str().unwrap().to_string()).unwrap();
+    assert_eq!(reason(&foreign), "a user of another IdP connection");
+    assert!(reason(&gone).starts_with("not a user of this connection"), "{skipped}");
+    assert_eq!(created["changes"]["members"]["skipped_count"], 3);
+    // The drift report lists what the group still names.
+    let drift = cli_json(&s, &["drift", "acme", "entra", "--json"]);
+    let listed: Vec<&str> = drift["skipped_members"].as_array().unwrap().iter().map(|m| m["member"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 4, "{drift:#}");
+    assert!(listed.contains(&"stale-id") && listed.contains(&foreign.as_str()));
+    // And the metric counts them.
+    let metrics = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(s.admin_token()).send().unwrap().text().unwrap();
+    assert!(metrics.contains(r#"mapwright_scim_skipped_members_total{tenant="acme",idp="entra"} 4"#), "{}", metrics.lines().filter(|l| l.contains("skipped")).collect::<Vec<_>>().join("\n"));
+
+    // Removing a stale id, or a full member list without them, clears the record.
+    assert!(matches!(c.patch(&format!("/Groups/{g}"), json!([{"op": "remove", "path": "members", "value": [{"value": "stale-id"}]}])).status, 200 | 204));
+    let put = c.put(&format!("/Groups/{g}"), &json!({"displayName": "Sales", "members": [{"value": a}, {"value": b}, {"value": "never-was"}]}));
+    assert_eq!(put.status, 200, "{}", put.body);
+    let drift = cli_json(&s, &["drift", "acme", "entra", "--json"]);
+    let listed: Vec<&str> = drift["skipped_members"].as_array().unwrap().iter().map(|m| m["member"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["never-was"]);
+
+    // Thousands of unknown ids: the write succeeds, the audit names a bounded number and
+    // counts them all.
+    let many: Vec<serde_json::Value> = (0..2500).map(|i| json!({"value": format!("g{i}")})).chain([json!({"value": a})]).collect();
+    let r = c.post("/Groups", &json!({"displayName": "Ghosts", "members": many}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ghosts = r.id();
+    assert_eq!(member_ids(&c.get(&format!("/Groups/{ghosts}"))), sorted(&[&a]));
+    let audit = cli_json(&s, &["audit", "acme", "--resource", &ghosts, "--json"]);
+    let members = &audit[0]["changes"]["members"];
+    assert_eq!((members["skipped_count"].as_u64(), members["skipped"].as_array().map(Vec::len)), (Some(2500), Some(100)));
+
+    // The policy is the connection's: switched to reject, the same write fails whole.
+    let out = s.cli(&["idp", "set", "acme", "entra", "--unknown-members", "reject"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // (A server reads a connection with its token, cached for 2 s.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c.patch(&format!("/Groups/{g}"), json!([{"op": "add", "path": "members", "value": [{"value": "stale-again"}]}]));
+        if r.status == 400 {
+            r.assert_error(400, Some("invalidValue"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the policy did not take effect: {}", r.status);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -23,10 +23,17 @@ pub(super) async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<()> 
 
 pub(super) async fn idp(ctx: &Ctx, cmd: IdpCommand) -> anyhow::Result<()> {
     match cmd {
-        IdpCommand::Add { tenant, name, kind, rate_per_second, burst, json } => {
-            let req = ConnectionRequest { name, kind: Some(kind), rate_per_second, burst };
+        IdpCommand::Add { tenant, name, kind, rate_per_second, burst, unknown_members, json } => {
+            let settings = crate::model::ConnectionSettings { unknown_members };
+            let req = ConnectionRequest { name, kind: Some(kind), rate_per_second, burst, settings };
             let (idp, token) = ctx.admin.create_connection(&tenant, req).await?;
             print_token(ctx, &idp, &token, json);
+        }
+        IdpCommand::Set { tenant, name, kind, rate_per_second, burst, unknown_members } => {
+            let idp = ctx.idp(&tenant, &name).await?;
+            let change = crate::service::admin::ConnectionChange { kind, rate_per_second, burst, disabled: None, unknown_members };
+            let i = ctx.admin.update_connection(&idp, change).await?;
+            println!("{}/{}\t{}\t{}/s burst {}\tunknown members: {}", i.tenant, i.name, i.kind.as_str(), i.rate.per_second, i.rate.burst, serde_json::to_value(i.settings.unknown_members)?.as_str().unwrap_or_default());
         }
         IdpCommand::List { tenant } => {
             for i in ctx.admin.connections(tenant.as_deref()).await? {

@@ -668,9 +668,32 @@ pub enum IdpCommand {
         /// Requests allowed in a burst.
         #[arg(long)]
         burst: Option<u32>,
+        /// What a group write does with a member this connection does not have: skip it
+        /// (recorded) or reject the whole write.
+        #[arg(long, value_enum, default_value = "skip")]
+        unknown_members: crate::model::UnknownMembers,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Change an IdP connection's kind, rate limit or policies.
+    Set {
+        /// The tenant.
+        tenant: String,
+        /// The connection's name.
+        name: String,
+        /// Which IdP this is.
+        #[arg(long, value_enum)]
+        kind: Option<IdpKind>,
+        /// Sustained requests per second allowed (0 = unlimited).
+        #[arg(long)]
+        rate_per_second: Option<f64>,
+        /// Requests allowed in a burst.
+        #[arg(long)]
+        burst: Option<u32>,
+        /// What a group write does with a member this connection does not have.
+        #[arg(long, value_enum)]
+        unknown_members: Option<crate::model::UnknownMembers>,
     },
     /// List IdP connections.
     List {

@@ -107,6 +107,10 @@ pub(super) async fn drift(ctx: &Ctx, tenant: String, idp: String, as_json: bool)
     for e in &r.inactive_with_groups {
         println!("    {} ({})", e.user_name, e.detail);
     }
+    println!("  members its groups name that it does not have (skipped): {}", r.skipped_members.len());
+    for m in &r.skipped_members {
+        println!("    {} in {} ({}, {})", m.member, m.group, m.reason, m.at);
+    }
     Ok(())
 }
 

@@ -231,7 +231,7 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
             let raw: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
             let idp = IdpConnection {
-                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: Timestamp::now(),
+                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: Timestamp::now(), settings: Default::default(),
             };
             let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
             let show = |decisions: &[crate::model::Decision]| {

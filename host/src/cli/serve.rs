@@ -28,7 +28,7 @@ async fn seed(ctx: &Ctx) -> anyhow::Result<Vec<Seeded<'_>>> {
     for t in &ctx.cfg.tenants {
         ctx.admin.declare_tenant(&t.name).await?;
         for i in &t.idps {
-            let (idp, token) = ctx.admin.declare_connection(&t.name, &i.name, i.kind, i.rate()).await.with_context(|| format!("{}/{}", t.name, i.name))?;
+            let (idp, token) = ctx.admin.declare_connection(&t.name, &i.name, i.kind, i.rate(), i.settings()).await.with_context(|| format!("{}/{}", t.name, i.name))?;
             out.push(Seeded { tenant: t, config: i, idp, token });
         }
     }

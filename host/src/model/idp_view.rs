@@ -91,6 +91,18 @@ pub struct StoredGroup {
     pub body: Value,
     /// `None` when not requested: members are never loaded unless returned.
     pub members: Option<Vec<Member>>,
+    /// Members the write that returned it named but the connection does not have, skipped
+    /// per its `unknown_members` policy (always empty for reads).
+    pub skipped: Vec<SkippedMember>,
+}
+
+/// A member id a group write named that its connection does not have, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedMember {
+    /// The id as the IdP sent it.
+    pub id: String,
+    /// Why it is not one of the connection's users.
+    pub reason: String,
 }
 
 /// A page of a list, with the total count of matches.

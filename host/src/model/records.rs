@@ -210,6 +210,24 @@ pub struct DriftReport {
     pub extra_memberships: Vec<DriftMembership>,
     /// Users this connection's IdP deactivated whose entries still hold app groups.
     pub inactive_with_groups: Vec<DriftEntry>,
+    /// Members this connection's IdP groups name that the connection does not have (skipped
+    /// per its `unknown_members` policy), until the IdP stops naming them.
+    pub skipped_members: Vec<DriftSkipped>,
+}
+
+/// A member an IdP group names that its connection does not have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DriftSkipped {
+    /// The IdP group's id.
+    pub group_id: String,
+    /// Its displayName.
+    pub group: String,
+    /// The member id the IdP sent.
+    pub member: String,
+    /// Why it was skipped.
+    pub reason: String,
+    /// When the IdP last named it.
+    pub at: Timestamp,
 }
 
 /// An entry in a drift report.

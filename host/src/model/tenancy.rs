@@ -92,6 +92,27 @@ impl RateLimit {
     }
 }
 
+/// What a group write does with a member id this connection does not have (a user deleted a
+/// moment ago, held by the guard, another connection's, or no user at all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMembers {
+    /// Apply the rest of the change and record each skipped member (audit, drift, metric):
+    /// one stale id does not fail the whole group, which the IdP would retry forever.
+    #[default]
+    Skip,
+    /// Refuse the whole write with 400 (`invalidValue`).
+    Reject,
+}
+
+/// A connection's policies, stored as one JSON document (every field has a default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// What a group write does with a member id the connection does not have.
+    pub unknown_members: UnknownMembers,
+}
+
 /// One IdP connection: the scope every SCIM request runs in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdpConnection {
@@ -111,6 +132,8 @@ pub struct IdpConnection {
     pub disabled: bool,
     /// When it was created.
     pub created: Timestamp,
+    /// Its policies.
+    pub settings: ConnectionSettings,
 }
 
 /// What a new IdP connection is made of.
@@ -122,6 +145,8 @@ pub struct NewIdp {
     pub kind: IdpKind,
     /// Its rate limit.
     pub rate: RateLimit,
+    /// Its policies.
+    pub settings: ConnectionSettings,
 }
 
 /// A stored bearer token: only the hash of its secret part.

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use crate::model::{
-    AuditQuery, AuditRecord, BadName, BadRate, BadTime, DriftReport, Explanation, HeldOp, HeldStatus, IdpConnection, IdpKind, LocalChange, NewIdp, RateLimit, Tenant, Timestamp, TokenRole,
-    check_name,
+    AuditQuery, AuditRecord, BadName, BadRate, BadTime, ConnectionSettings, DriftReport, Explanation, HeldOp, HeldStatus, IdpConnection, IdpKind, LocalChange, NewIdp, RateLimit, Tenant, Timestamp, TokenRole,
+    UnknownMembers, check_name,
 };
 use crate::store::{Store, StoreError};
 use crate::tokens;
@@ -88,6 +88,8 @@ pub struct ConnectionRequest {
     pub rate_per_second: Option<f64>,
     /// Burst size.
     pub burst: Option<u32>,
+    /// Its policies.
+    pub settings: ConnectionSettings,
 }
 
 /// Changes to an IdP connection; unset parts stay as they are.
@@ -101,6 +103,8 @@ pub struct ConnectionChange {
     pub burst: Option<u32>,
     /// Disable (true) or enable (false).
     pub disabled: Option<bool>,
+    /// What its group writes do with members it does not have.
+    pub unknown_members: Option<UnknownMembers>,
 }
 
 /// The longest overlap a token rotation may give the previous tokens.
@@ -152,7 +156,7 @@ impl<S: Store> AdminService<S> {
     pub async fn create_connection(&self, tenant: &str, req: ConnectionRequest) -> AdminResult<(IdpConnection, String)> {
         check_name("IdP connection", &req.name)?;
         let rate = RateLimit::default().with(req.rate_per_second, req.burst)?;
-        let idp = self.store.create_idp(tenant, NewIdp { name: req.name, kind: req.kind.unwrap_or(IdpKind::Generic), rate }).await?;
+        let idp = self.store.create_idp(tenant, NewIdp { name: req.name, kind: req.kind.unwrap_or(IdpKind::Generic), rate, settings: req.settings }).await?;
         let token = self.issue_token(&idp, None).await?;
         tracing::info!(tenant = %idp.tenant, idp = %idp.name, "IdP connection created");
         Ok((idp, token))
@@ -167,17 +171,18 @@ impl<S: Store> AdminService<S> {
     }
 
     /// Makes the connection what a configuration declares: created (with its first token,
-    /// returned) if missing, its kind and rate limit set if they differ.
-    pub async fn declare_connection(&self, tenant: &str, name: &str, kind: IdpKind, rate: RateLimit) -> AdminResult<(IdpConnection, Option<String>)> {
+    /// returned) if missing, its kind, rate limit and policies set if they differ.
+    pub async fn declare_connection(&self, tenant: &str, name: &str, kind: IdpKind, rate: RateLimit, settings: ConnectionSettings) -> AdminResult<(IdpConnection, Option<String>)> {
         match self.store.find_idp(tenant, name).await? {
-            Some(idp) if idp.kind == kind && idp.rate == rate => Ok((idp, None)),
+            Some(idp) if idp.kind == kind && idp.rate == rate && idp.settings == settings => Ok((idp, None)),
             Some(idp) => {
                 self.store.update_idp(idp.id, kind, rate).await?;
-                tracing::info!(tenant = %idp.tenant, idp = %idp.name, "applied configured kind and rate limit");
-                Ok((IdpConnection { kind, rate, ..idp }, None))
+                self.store.set_idp_settings(idp.id, settings.clone()).await?;
+                tracing::info!(tenant = %idp.tenant, idp = %idp.name, "applied the configured kind, rate limit and policies");
+                Ok((IdpConnection { kind, rate, settings, ..idp }, None))
             }
             None => {
-                let req = ConnectionRequest { name: name.to_string(), kind: Some(kind), rate_per_second: Some(rate.per_second), burst: Some(rate.burst) };
+                let req = ConnectionRequest { name: name.to_string(), kind: Some(kind), rate_per_second: Some(rate.per_second), burst: Some(rate.burst), settings };
                 let (idp, token) = self.create_connection(tenant, req).await?;
                 Ok((idp, Some(token)))
             }
@@ -192,6 +197,11 @@ impl<S: Store> AdminService<S> {
         }
         if let Some(d) = change.disabled {
             self.store.set_idp_disabled(idp.id, d).await?;
+        }
+        if let Some(u) = change.unknown_members {
+            let mut settings = idp.settings.clone();
+            settings.unknown_members = u;
+            self.store.set_idp_settings(idp.id, settings).await?;
         }
         self.connection(&idp.tenant, &idp.name).await
     }

@@ -93,6 +93,16 @@ impl From<MappingError> for ScimError {
     }
 }
 
+/// Counts and logs the members a group write skipped (they are in its audit record too).
+fn note_skipped(idp: &IdpConnection, g: &StoredGroup) {
+    if g.skipped.is_empty() {
+        return;
+    }
+    crate::metrics::get().skipped_members(&idp.tenant, &idp.name, g.skipped.len());
+    let first = &g.skipped[0];
+    tracing::info!(tenant = %idp.tenant, idp = %idp.name, group = %g.meta.id, skipped = g.skipped.len(), first = %first.id, reason = %first.reason, "group write skipped members this connection does not have");
+}
+
 fn store_error(kind: ResourceKind, id: &str, e: StoreError) -> ScimError {
     match e {
         StoreError::NotFound => ScimError::not_found(format!("{} '{id}' not found", kind.name())),
@@ -345,7 +355,9 @@ impl<S: Store> Service<S> {
         let members = members.unwrap_or_default();
         let ops = [MemberOp::Add(members.clone())];
         let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops, &mut why).await?;
-        self.store.create_group(idp, w, members, rules, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::Group, "", e))
+        let g = self.store.create_group(idp, w, members, rules, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::Group, "", e))?;
+        note_skipped(idp, &g);
+        Ok(g)
     }
 
     /// GET /Groups/{id}
@@ -390,6 +402,7 @@ impl<S: Store> Service<S> {
                 r => {
                     let (g, removed) = r.map_err(|e| store_error(ResourceKind::Group, id, e))?;
                     self.guard.spend(idp.id, removed);
+                    note_skipped(idp, &g);
                     return Ok(g);
                 }
             }

@@ -67,6 +67,8 @@ pub trait TenantStore: Send + Sync + 'static {
     fn find_idp(&self, tenant: &str, idp: &str) -> impl Future<Output = StoreResult<Option<IdpConnection>>> + Send;
     /// Disables or enables an IdP connection (a disabled one's tokens are refused).
     fn set_idp_disabled(&self, idp_id: i64, disabled: bool) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Replaces a connection's policies.
+    fn set_idp_settings(&self, idp_id: i64, settings: ConnectionSettings) -> impl Future<Output = StoreResult<()>> + Send;
     /// Adds a token; existing tokens of the connection expire at `expire_others_at` if given
     /// (the rotation overlap window).
     fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<Timestamp>) -> impl Future<Output = StoreResult<()>> + Send;

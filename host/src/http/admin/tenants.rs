@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, ApiError, ApiResult, Params, param};
 use crate::http::AppState;
-use crate::model::{IdpConnection, IdpKind, TokenRole};
+use crate::model::{ConnectionSettings, IdpConnection, IdpKind, TokenRole, UnknownMembers};
 use crate::service::admin::{ConnectionChange, ConnectionRequest};
 
 fn idp_json(state: &AppState, i: &IdpConnection) -> Value {
@@ -23,6 +23,7 @@ fn idp_json(state: &AppState, i: &IdpConnection) -> Value {
         "burst": i.rate.burst,
         "disabled": i.disabled,
         "created": i.created,
+        "unknown_members": i.settings.unknown_members,
     })
 }
 
@@ -70,6 +71,8 @@ pub struct NewIdpBody {
     kind: Option<String>,
     rate_per_second: Option<f64>,
     burst: Option<u32>,
+    #[serde(default)]
+    unknown_members: UnknownMembers,
 }
 
 fn kind(k: Option<&str>) -> ApiResult<Option<IdpKind>> {
@@ -80,7 +83,8 @@ fn kind(k: Option<&str>) -> ApiResult<Option<IdpKind>> {
 pub async fn create_idp(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<NewIdpBody>) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
     let b = body(b)?;
-    let req = ConnectionRequest { name: b.name, kind: kind(b.kind.as_deref())?, rate_per_second: b.rate_per_second, burst: b.burst };
+    let settings = ConnectionSettings { unknown_members: b.unknown_members };
+    let req = ConnectionRequest { name: b.name, kind: kind(b.kind.as_deref())?, rate_per_second: b.rate_per_second, burst: b.burst, settings };
     let (idp, token) = state.admin.create_connection(&tenant.name, req).await?;
     let mut out = idp_json(&state, &idp);
     out["token"] = json!(token);
@@ -100,13 +104,14 @@ pub struct IdpUpdate {
     kind: Option<String>,
     rate_per_second: Option<f64>,
     burst: Option<u32>,
+    unknown_members: Option<UnknownMembers>,
 }
 
-/// Disables or enables a connection, changes its kind or rate limit.
+/// Disables or enables a connection, changes its kind, rate limit or policies.
 pub async fn update_idp(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<IdpUpdate>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = body(b)?;
-    let change = ConnectionChange { kind: kind(b.kind.as_deref())?, rate_per_second: b.rate_per_second, burst: b.burst, disabled: b.disabled };
+    let change = ConnectionChange { kind: kind(b.kind.as_deref())?, rate_per_second: b.rate_per_second, burst: b.burst, disabled: b.disabled, unknown_members: b.unknown_members };
     let idp = state.admin.update_connection(&idp, change).await?;
     Ok(Json(idp_json(&state, &idp)))
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use crate::model::{AdminTokenRecord, IdpConnection, IdpKind, NewIdp, RateLimit, Tenant, Timestamp, TokenRecord, TokenRole};
+use crate::model::{AdminTokenRecord, ConnectionSettings, IdpConnection, IdpKind, NewIdp, RateLimit, Tenant, Timestamp, TokenRecord, TokenRole};
 use crate::store::{StoreError, StoreResult};
 
 pub fn create_tenant(t: &Transaction<'_>, name: &str) -> StoreResult<Tenant> {
@@ -20,7 +20,9 @@ pub fn list_tenants(c: &Connection) -> StoreResult<Vec<Tenant>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-const IDP_COLUMNS: &str = "i.id, i.tenant_id, t.name, i.name, i.kind, i.rate_per_sec, i.burst, i.disabled, i.created";
+const IDP_COLUMNS: &str = "i.id, i.tenant_id, t.name, i.name, i.kind, i.rate_per_sec, i.burst, i.disabled, i.created, i.settings";
+/// How many columns [`IDP_COLUMNS`] selects: a query selecting more reads them after.
+const IDP_COLUMN_COUNT: usize = 10;
 
 fn idp_row(r: &Row<'_>) -> rusqlite::Result<IdpConnection> {
     let kind: String = r.get(4)?;
@@ -33,6 +35,7 @@ fn idp_row(r: &Row<'_>) -> rusqlite::Result<IdpConnection> {
         rate: RateLimit { per_second: r.get(5)?, burst: r.get(6)? },
         disabled: r.get(7)?,
         created: r.get(8)?,
+        settings: super::db::json_column(9, &r.get::<_, String>(9)?)?,
     })
 }
 
@@ -42,8 +45,8 @@ pub fn create_idp(t: &Transaction<'_>, tenant: &str, idp: &NewIdp) -> StoreResul
         .optional()?
         .ok_or_else(|| StoreError::InvalidReference(format!("no tenant named '{tenant}'")))?;
     t.execute(
-        "INSERT INTO idps (tenant_id, name, kind, rate_per_sec, burst, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![tenant_id, idp.name, idp.kind.as_str(), idp.rate.per_second, idp.rate.burst, Timestamp::now()],
+        "INSERT INTO idps (tenant_id, name, kind, rate_per_sec, burst, created, settings) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![tenant_id, idp.name, idp.kind.as_str(), idp.rate.per_second, idp.rate.burst, Timestamp::now(), settings_text(&idp.settings)?],
     )
     .map_err(|e| match StoreError::from(e) {
         StoreError::Conflict(_) => StoreError::Conflict(format!("tenant '{tenant}' already has an IdP connection named '{}'", idp.name)),
@@ -59,6 +62,18 @@ pub fn update_idp(t: &Transaction<'_>, idp_id: i64, kind: IdpKind, rate: RateLim
         params![idp_id, kind.as_str(), rate.per_second, rate.burst],
     )?;
     if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+fn settings_text(s: &ConnectionSettings) -> StoreResult<String> {
+    serde_json::to_string(s).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+/// Replaces a connection's policies.
+pub fn set_idp_settings(t: &Transaction<'_>, idp_id: i64, settings: &ConnectionSettings) -> StoreResult<()> {
+    if t.execute("UPDATE idps SET settings = ?2 WHERE id = ?1", params![idp_id, settings_text(settings)?])? == 0 {
         return Err(StoreError::NotFound);
     }
     Ok(())
@@ -101,7 +116,7 @@ pub fn find_token(c: &Connection, token_id: &str) -> StoreResult<Option<TokenRec
          JOIN idps i ON i.id = k.idp_id JOIN tenants t ON t.id = i.tenant_id WHERE k.token_id = ?1"
     ))?;
     Ok(st
-        .query_row([token_id], |r| Ok(TokenRecord { idp: idp_row(r)?, secret_hash: r.get(9)?, expires: r.get(10)? }))
+        .query_row([token_id], |r| Ok(TokenRecord { idp: idp_row(r)?, secret_hash: r.get(IDP_COLUMN_COUNT)?, expires: r.get(IDP_COLUMN_COUNT + 1)? }))
         .optional()?)
 }
 

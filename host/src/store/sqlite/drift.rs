@@ -4,7 +4,7 @@
 use rusqlite::{Connection, params};
 
 use super::memberships::idp_group_owner_sql;
-use crate::model::{DriftEntry, DriftMembership, DriftReport, IdpConnection, Owner};
+use crate::model::{DriftEntry, DriftMembership, DriftReport, DriftSkipped, IdpConnection, Owner};
 use crate::store::StoreResult;
 
 /// The drift report of one connection.
@@ -50,6 +50,13 @@ pub fn report(c: &Connection, idp: &IdpConnection) -> StoreResult<DriftReport> {
     )?;
     r.inactive_with_groups = st
         .query_map([idp.id], |row| Ok(DriftEntry { user_name: row.get(0)?, detail: row.get(1)? }))?
+        .collect::<Result<_, _>>()?;
+    let mut st = c.prepare_cached(
+        "SELECT g.id, COALESCE(json_extract(g.body, '$.displayName'), ''), s.member_id, s.reason, s.at
+         FROM skipped_members s JOIN groups g ON g.pk = s.group_pk WHERE g.idp_id = ?1 ORDER BY g.display_name_fold, s.member_id",
+    )?;
+    r.skipped_members = st
+        .query_map([idp.id], |row| Ok(DriftSkipped { group_id: row.get(0)?, group: row.get(1)?, member: row.get(2)?, reason: row.get(3)?, at: row.get(4)? }))?
         .collect::<Result<_, _>>()?;
     Ok(r)
 }

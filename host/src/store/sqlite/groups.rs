@@ -11,7 +11,7 @@ use super::audit::{self, Subject};
 use super::filter_sql::list_sql;
 use super::held::{self, Removal};
 use super::memberships;
-use crate::model::{AuditInfo, GroupUpdate, GroupWrite, IdpConnection, Member, MemberRule, MemberRules, Owner, Page, StoredGroup, Timestamp};
+use crate::model::{AuditInfo, GroupUpdate, GroupWrite, IdpConnection, Member, MemberRule, MemberRules, Owner, Page, SkippedMember, StoredGroup, Timestamp, UnknownMembers};
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
 use crate::scim::patch::MemberOp;
@@ -29,6 +29,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
             meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
             body,
             members: None,
+            skipped: Vec::new(),
         },
     ))
 }
@@ -113,20 +114,69 @@ struct M {
     entry: i64,
 }
 
-/// Resolves member ids within the IdP connection.
-fn resolve_members(t: &Transaction<'_>, idp_id: i64, ids: &[String], strict: bool) -> StoreResult<Vec<M>> {
+/// What resolving member ids does with one the connection does not have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unknown {
+    /// Nothing: removing a member that is not there is done.
+    Ignore,
+    /// Per the connection's policy: refuse the write, or skip the member and record why.
+    Policy,
+}
+
+/// Resolves member ids within the IdP connection; members it does not have are refused or
+/// recorded in `skipped`, per `unknown` and the connection's policy.
+fn resolve_members(t: &Transaction<'_>, idp: &IdpConnection, ids: &[String], unknown: Unknown, skipped: &mut Vec<SkippedMember>) -> StoreResult<Vec<M>> {
     let mut st = t.prepare_cached("SELECT pk, entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        match st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+        match st.query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
             Some((pk, entry)) => out.push(M { id: id.clone(), pk, entry }),
-            None if strict => {
+            None if unknown == Unknown::Ignore => {}
+            None if idp.settings.unknown_members == UnknownMembers::Reject => {
                 return Err(StoreError::InvalidReference(format!("member '{id}' is not a user provisioned by this IdP connection")));
             }
-            None => {}
+            None => skipped.push(SkippedMember { id: id.clone(), reason: why_unknown(t, idp, id)? }),
         }
     }
     Ok(out)
+}
+
+/// Why a member id is not one of the connection's users, as far as the store can tell.
+fn why_unknown(t: &Transaction<'_>, idp: &IdpConnection, id: &str) -> StoreResult<String> {
+    let other: Option<i64> = t.prepare_cached("SELECT idp_id FROM users WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
+    if other.is_some() {
+        return Ok("a user of another IdP connection".into());
+    }
+    let held: bool = t
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM held_ops WHERE idp_id = ?1 AND resource_id = ?2 AND kind = 'delete' AND status = 'held')")?
+        .query_row(params![idp.id, id], |r| r.get(0))?;
+    Ok(if held { "its deletion is held by the guard".into() } else { "not a user of this connection (deleted, or never provisioned)".into() })
+}
+
+/// Remembers the members a write skipped (replacing what was recorded for them), for the
+/// drift report; forgets those the group no longer names.
+fn record_skipped(t: &Transaction<'_>, group_pk: i64, skipped: &[SkippedMember]) -> StoreResult<()> {
+    let at = Timestamp::now();
+    let mut ins = t.prepare_cached("INSERT OR REPLACE INTO skipped_members (group_pk, member_id, reason, at) VALUES (?1, ?2, ?3, ?4)")?;
+    for m in skipped {
+        ins.execute(params![group_pk, m.id, m.reason, at])?;
+    }
+    Ok(())
+}
+
+fn forget_skipped(t: &Transaction<'_>, group_pk: i64, ids: Option<&[String]>) -> StoreResult<()> {
+    match ids {
+        None => {
+            t.prepare_cached("DELETE FROM skipped_members WHERE group_pk = ?1")?.execute([group_pk])?;
+        }
+        Some(ids) => {
+            let mut del = t.prepare_cached("DELETE FROM skipped_members WHERE group_pk = ?1 AND member_id = ?2")?;
+            for id in ids {
+                del.execute(params![group_pk, id])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn current_members(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<M>> {
@@ -151,6 +201,8 @@ fn named(list: &[String], fold_name: &str) -> bool {
 struct Delta {
     added: Vec<String>,
     removed: Vec<String>,
+    /// Members it named that the connection does not have, skipped per its policy.
+    skipped: Vec<SkippedMember>,
     /// Memberships this group's write takes away, revoked together at the end (or held).
     revokes: Revokes,
 }
@@ -202,7 +254,8 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
         match (&ops[i], ops.get(i + 1)) {
             // "Replace the member list" becomes the delta against the current list.
             (MemberOp::RemoveAll, Some(MemberOp::Add(ids))) => {
-                let wanted = resolve_members(t, idp.id, ids, true)?;
+                forget_skipped(t, group_pk, None)?;
+                let wanted = resolve_members(t, idp, ids, Unknown::Policy, &mut delta.skipped)?;
                 let wanted_pks: HashSet<i64> = wanted.iter().map(|m| m.pk).collect();
                 let have = current_members(t, group_pk)?;
                 let have_pks: HashSet<i64> = have.iter().map(|m| m.pk).collect();
@@ -214,21 +267,30 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
                 continue;
             }
             (MemberOp::RemoveAll, _) if !rules.is_empty() => {
+                forget_skipped(t, group_pk, None)?;
                 let all = current_members(t, group_pk)?;
                 remove_members(t, idp, group_pk, &targets, &all, rules, delta)?;
             }
             (MemberOp::RemoveAll, _) => {
+                forget_skipped(t, group_pk, None)?;
                 let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
                 delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
                 delta.revokes.extend(memberships::entries_of(t, owner(group_pk), None)?.into_iter().map(|e| (e, None)));
                 t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
             }
-            (MemberOp::Add(ids), _) => add_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, true)?, rules, delta)?,
-            (MemberOp::Remove(ids), _) => remove_members(t, idp, group_pk, &targets, &resolve_members(t, idp.id, ids, false)?, rules, delta)?,
+            (MemberOp::Add(ids), _) => {
+                let members = resolve_members(t, idp, ids, Unknown::Policy, &mut delta.skipped)?;
+                add_members(t, idp, group_pk, &targets, &members, rules, delta)?;
+            }
+            (MemberOp::Remove(ids), _) => {
+                forget_skipped(t, group_pk, Some(ids))?;
+                let members = resolve_members(t, idp, ids, Unknown::Ignore, &mut delta.skipped)?;
+                remove_members(t, idp, group_pk, &targets, &members, rules, delta)?;
+            }
         }
         i += 1;
     }
-    Ok(())
+    record_skipped(t, group_pk, &delta.skipped)
 }
 
 /// The app groups an IdP group maps to now (names).
@@ -284,11 +346,20 @@ fn group_changes(before: Option<(&Value, Vec<String>)>, after: Option<(&Value, V
     if bt != at {
         c["targets"] = serde_json::json!([bt, at]);
     }
-    if !delta.added.is_empty() || !delta.removed.is_empty() {
+    if !delta.added.is_empty() || !delta.removed.is_empty() || !delta.skipped.is_empty() {
         c["members"] = serde_json::json!({"added": delta.added, "removed": delta.removed});
+    }
+    if !delta.skipped.is_empty() {
+        // Named one by one up to a bound: a list of thousands of stale ids is counted.
+        let shown: Vec<Value> = delta.skipped.iter().take(SKIPPED_SHOWN).map(|m| serde_json::json!({"id": m.id, "reason": m.reason})).collect();
+        c["members"]["skipped"] = Value::Array(shown);
+        c["members"]["skipped_count"] = delta.skipped.len().into();
     }
     c
 }
+
+/// Skipped members an audit record names one by one.
+const SKIPPED_SHOWN: usize = 100;
 
 /// Creates an IdP group with its members and targets.
 pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
@@ -309,8 +380,9 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     }
     settle_revokes(t, idp, pk, &id, &mut delta.revokes, None, &info.request_id)?;
     let targets = target_names(t, idp.id, &id)?;
+    let skipped = delta.skipped.clone();
     audit::record(t, &Subject::group(idp, &id), info, &group_changes(None, Some((&w.body, targets)), delta))?;
-    Ok(StoredGroup { meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 }, body: w.body.clone(), members: None })
+    Ok(StoredGroup { meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 }, body: w.body.clone(), members: None, skipped })
 }
 
 /// Updates an IdP group still at the expected version: attributes, targets, member deltas.
@@ -339,6 +411,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut delta.revokes, u.removal_budget, &info.request_id)?;
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
     let after_targets = target_names(t, idp.id, id)?;
+    let skipped = delta.skipped.clone();
     let mut changes = match (w, &before_body) {
         (Some(w), Some(b)) => group_changes(Some((b, before_targets)), Some((&w.body, after_targets)), delta),
         _ => group_changes(Some((&Value::Null, before_targets)), Some((&Value::Null, after_targets)), delta),
@@ -347,7 +420,8 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
         changes["held"] = serde_json::json!(h);
     }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
-    let (_, g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    let (_, mut g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    g.skipped = skipped;
     Ok((g, revoked))
 }
 

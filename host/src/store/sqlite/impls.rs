@@ -33,6 +33,9 @@ impl TenantStore for SqliteStore {
     async fn set_idp_disabled(&self, idp_id: i64, disabled: bool) -> StoreResult<()> {
         self.write(move |t| connections::set_idp_disabled(t, idp_id, disabled)).await
     }
+    async fn set_idp_settings(&self, idp_id: i64, settings: ConnectionSettings) -> StoreResult<()> {
+        self.write(move |t| connections::set_idp_settings(t, idp_id, &settings)).await
+    }
     async fn add_token(&self, idp_id: i64, token_id: &str, secret_hash: &[u8], expire_others_at: Option<Timestamp>) -> StoreResult<()> {
         let (token_id, hash) = (token_id.to_string(), secret_hash.to_vec());
         self.write(move |t| connections::add_token(t, idp_id, &token_id, &hash, expire_others_at.as_ref())).await

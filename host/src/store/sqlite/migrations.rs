@@ -451,6 +451,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX delivery_shape_activations_target ON delivery_shape_activations(target_id, id);
 "#,
+    // 16: a connection's policies (one JSON document), and the members its group writes named
+    // that it does not have (skipped by its `unknown_members` policy), for the drift report.
+    r#"
+    ALTER TABLE idps ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE skipped_members (
+        group_pk INTEGER NOT NULL REFERENCES groups(pk) ON DELETE CASCADE,
+        member_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (group_pk, member_id)
+    ) WITHOUT ROWID;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
