@@ -22,6 +22,7 @@ mod lifecycle;
 mod matching;
 mod ops;
 mod ownership;
+mod recreate;
 mod plugins;
 mod rules;
 mod shaping;

@@ -16,6 +16,9 @@ pub struct UserWrite {
     pub entry: EntryWrite,
     /// What a create does when the directory already has the user.
     pub matching: MatchPolicy,
+    /// For a create that takes back a deprovisioned entry (see `StoreError::NeedsReactivation`):
+    /// whether the rules restore what deprovisioning snapshotted. `None` until asked.
+    pub reactivate: Option<bool>,
 }
 
 /// What the connection's rules decided for one user whose IdP group membership changes.

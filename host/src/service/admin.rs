@@ -39,7 +39,7 @@ impl From<StoreError> for AdminError {
             StoreError::Conflict(m) => AdminError::Conflict(m),
             StoreError::VersionMismatch => AdminError::Conflict("changed concurrently; retry".into()),
             StoreError::InvalidReference(m) => AdminError::Invalid(m),
-            e @ StoreError::Backend(_) => AdminError::Failed(e.into()),
+            e @ (StoreError::Backend(_) | StoreError::NeedsReactivation) => AdminError::Failed(e.into()),
         }
     }
 }

@@ -109,7 +109,7 @@ fn store_error(kind: ResourceKind, id: &str, e: StoreError) -> ScimError {
         StoreError::Conflict(m) => ScimError::uniqueness(m),
         StoreError::VersionMismatch => ScimError::precondition_failed(),
         StoreError::InvalidReference(m) => ScimError::invalid_value(m),
-        StoreError::Backend(e) => {
+        e @ (StoreError::Backend(_) | StoreError::NeedsReactivation) => {
             tracing::error!(error = %e, "store failure");
             ScimError::internal("the directory store failed; the request was not applied")
         }
@@ -189,7 +189,7 @@ impl<S: Store> Service<S> {
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         keep_decisions("user", decisions, why);
         shadow::user(self, call, op, pipeline.version(), &body, current, &entry);
-        Ok(UserWrite { body, entry, matching: pipeline.matching() })
+        Ok(UserWrite { body, entry, matching: pipeline.matching(), reactivate: None })
     }
 
     async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<Decision>) -> ScimResult<GroupWrite> {
@@ -246,8 +246,19 @@ impl<S: Store> Service<S> {
         let body = canonicalize(ResourceKind::User, input)?;
         let pipeline = self.pipeline(call);
         let mut why = Vec::new();
-        let w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
-        self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
+        let mut w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
+        match self.store.create_user(idp, w.clone(), call.audit(Operation::Create, why.clone())).await {
+            // The create takes back an entry a deletion deprovisioned: the rules decide what
+            // its reactivation restores (asked only then), and it is written again.
+            Err(StoreError::NeedsReactivation) => {
+                let ctx = MapContext { idp, operation: Operation::Create, current: None };
+                let (restore, decisions) = pipeline.reactivate(ctx, &w.body).await?;
+                keep_decisions("reactivate", decisions, &mut why);
+                w.reactivate = Some(restore);
+                self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
+            }
+            r => r.map_err(|e| store_error(ResourceKind::User, "", e)),
+        }
     }
 
     /// GET /Users/{id}

@@ -35,6 +35,11 @@ pub enum StoreError {
     /// The write names something that does not exist, or a value the store refuses.
     #[error("{0}")]
     InvalidReference(String),
+    /// A create takes back a deprovisioned entry (its connection deleted the user and now
+    /// creates it again), and the write does not carry the rules' reactivation decision: the
+    /// caller asks the rules (`UserWrite::reactivate`) and writes again.
+    #[error("the write needs the rules' reactivation decision")]
+    NeedsReactivation,
     /// The backend itself failed (I/O, corruption, a closed database); the driver's error is
     /// the source.
     #[error("storage failure: {0}")]

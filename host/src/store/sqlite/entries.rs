@@ -136,6 +136,12 @@ fn verified(domain: Option<String>, verified_domains: &[String]) -> bool {
     verified_domains.is_empty() || domain.is_some_and(|d| verified_domains.contains(&d))
 }
 
+/// Whether the matching policy's verified domains allow matching a user by this name and
+/// these addresses (the username's domain, else the first address's).
+pub(super) fn domain_verified(user_name: &str, emails: &[String], verified_domains: &[String]) -> bool {
+    verified(domain_of(user_name).or_else(|| emails.first().and_then(|e| domain_of(e))), verified_domains)
+}
+
 /// The live entry an adopting create joins: the tenant's entry with the mapped username, else
 /// the entry of another IdP user of the tenant with one of the user's emails, each only if
 /// the matched address's domain is verified.

@@ -1,7 +1,7 @@
 //! What happens to an entry when its IdP user goes or comes back: deprovisioning (with a
 //! snapshot of its memberships), reactivation, and the purge of soft-deleted entries.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::audit::{self, Subject};
 use super::{held, memberships};
@@ -29,6 +29,63 @@ pub(super) fn apply(t: &Transaction<'_>, user_pk: i64, entry_id: i64, lifecycle:
         }
     }
     Ok(())
+}
+
+/// An entry no IdP user maps to any more, which a create of the same name may take back.
+pub(super) struct Vacant {
+    /// The entry.
+    pub id: i64,
+    /// The connection whose user deletion left it, if known.
+    pub left_by: Option<i64>,
+    /// Deprovisioned (soft-deleted, disabled or stripped): taking it back is a reactivation.
+    pub deprovisioned: bool,
+    /// What left it there, for the audit record.
+    pub how: &'static str,
+}
+
+/// The tenant's entry named `user_name` that no IdP user maps to, if there is one.
+pub(super) fn vacant(t: &Transaction<'_>, tenant_id: i64, user_name_fold: &str) -> StoreResult<Option<Vacant>> {
+    let row: Option<(i64, Option<i64>, bool, bool, bool)> = t
+        .prepare_cached(
+            "SELECT e.id, e.left_by, e.deleted_at IS NOT NULL, e.active = 0 OR e.snapshot IS NOT NULL,
+             EXISTS (SELECT 1 FROM held_ops h WHERE h.entry_id = e.id AND h.kind = 'delete' AND h.status = 'held')
+             FROM entries e WHERE e.tenant_id = ?1 AND e.user_name_fold = ?2 AND NOT EXISTS (SELECT 1 FROM users u WHERE u.entry_id = e.id)",
+        )?
+        .query_row(params![tenant_id, user_name_fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    Ok(row.map(|(id, left_by, deleted, deactivated, held)| Vacant {
+        id,
+        left_by,
+        deprovisioned: deleted || deactivated,
+        how: match (held, deleted, deactivated) {
+            (true, _, _) => "a held deletion",
+            (_, true, _) => "a soft deletion",
+            (_, _, true) => "a deletion that deprovisioned it",
+            _ => "a deletion that kept it",
+        },
+    }))
+}
+
+/// Records which connection's user deletion left an entry without IdP users.
+pub(super) fn left_by(t: &Transaction<'_>, entry_id: i64, idp_id: i64) -> StoreResult<()> {
+    t.prepare_cached("UPDATE entries SET left_by = ?2 WHERE id = ?1")?.execute(params![entry_id, idp_id])?;
+    Ok(())
+}
+
+/// Takes a vacant entry back for a new IdP user (`user_pk`): what was held for it is
+/// superseded, a deprovisioned entry is reactivated (`restore` per the rules), and it is no
+/// longer vacant. Returns the held operations superseded.
+pub(super) fn take_back(t: &Transaction<'_>, v: &Vacant, user_pk: i64, restore: bool, ts: &Timestamp) -> StoreResult<Vec<i64>> {
+    let superseded: Vec<i64> = t
+        .prepare_cached("SELECT id FROM held_ops WHERE entry_id = ?1 AND status = 'held' ORDER BY id")?
+        .query_map([v.id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    held::supersede(t, v.id, ts)?;
+    if v.deprovisioned {
+        reactivate(t, v.id, user_pk, restore)?;
+    }
+    t.prepare_cached("UPDATE entries SET left_by = NULL WHERE id = ?1")?.execute([v.id])?;
+    Ok(superseded)
 }
 
 /// Applies a deprovisioning action to an entry, snapshotting its memberships first.

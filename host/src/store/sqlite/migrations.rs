@@ -463,6 +463,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (group_pk, member_id)
     ) WITHOUT ROWID;
 "#,
+    // 17: the connection whose user deletion left an entry without IdP users (held,
+    // deactivated or soft-deleted): that connection creating the user again takes it back.
+    r#"
+    ALTER TABLE entries ADD COLUMN left_by INTEGER;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -132,14 +132,26 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
-    let adopted = match &w.matching {
-        MatchPolicy::Adopt { verified_domains } => entries::find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
-        MatchPolicy::Conflict => None,
+    // An entry with this name that no IdP user maps to any more: the connection whose user
+    // deletion left it takes it back (re-creating a user it deleted, the deletion held or
+    // soft); another connection only by its matching policy.
+    let vacant = lifecycle::vacant(t, idp.tenant_id, &fold(&w.entry.user_name))?.filter(|v| {
+        v.left_by == Some(idp.id)
+            || matches!(&w.matching, MatchPolicy::Adopt { verified_domains } if entries::domain_verified(&w.entry.user_name, &ix.emails, verified_domains))
+    });
+    if vacant.as_ref().is_some_and(|v| v.deprovisioned) && w.reactivate.is_none() {
+        return Err(StoreError::NeedsReactivation);
+    }
+    let adopted = match (&vacant, &w.matching) {
+        (Some(v), _) => Some(v.id),
+        (None, MatchPolicy::Adopt { verified_domains }) => entries::find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
+        (None, MatchPolicy::Conflict) => None,
     };
     let before = adopted.map(|id| entries::state(t, id)).transpose()?.flatten();
     let entry_id = match adopted {
         // The IdP user joins an entry that exists already (created by another IdP, by hand or
-        // by SSO); the entry keeps its username and takes this write's state.
+        // by SSO, or left by a deletion); the entry keeps its username and takes this write's
+        // state.
         Some(id) => {
             entries::adopt(t, id, writer(idp), &w.entry, &ts)?;
             tracing::info!(entry = id, "adopted an existing directory entry");
@@ -158,6 +170,15 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
     .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
     let pk = t.last_insert_rowid();
     write_emails(t, pk, &ix.emails)?;
+    let taken_back = match &vacant {
+        Some(v) => {
+            let superseded = lifecycle::take_back(t, v, pk, w.reactivate.unwrap_or(true), &ts)?;
+            let by = if v.left_by == Some(idp.id) { "the connection that deleted its user" } else { "the matching policy" };
+            tracing::info!(entry = v.id, from = v.how, "a create took back an entry left by a deletion");
+            Some(serde_json::json!({"from": v.how, "by": by, "superseded": superseded, "restored": v.deprovisioned.then_some(w.reactivate.unwrap_or(true))}))
+        }
+        None => None,
+    };
     // A new entry is exactly what was just written: no need to read it back (the common
     // create costs the writer no extra reads); an adopted one is read.
     let after = match adopted {
@@ -178,8 +199,10 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         }),
     };
     let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
-    if adopted.is_some() {
-        changes["adopted"] = Value::Bool(true);
+    match taken_back {
+        Some(tb) => changes["taken_back"] = tb,
+        None if adopted.is_some() => changes["adopted"] = Value::Bool(true),
+        None => {}
     }
     let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
     audit::record(t, &Subject::user(idp, &id, Some((entry_id, name))), info, &changes)?;
@@ -271,7 +294,7 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     let before = entries::state(t, entry_id)?;
     let hold_id = if held { Some(held::hold(t, idp, HeldKind::Delete, id, entry_id, action, &info.request_id)?) } else { None };
     // A held deletion removes the IdP's user and leaves the entry as it is for now.
-    delete_user_row(t, pk, entry_id, if held { DeprovisionAction::Keep } else { action })?;
+    delete_user_row(t, idp.id, pk, entry_id, if held { DeprovisionAction::Keep } else { action })?;
     let after = entries::state(t, entry_id)?;
     let name = before.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
     let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
@@ -281,7 +304,7 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)
 }
 
-fn delete_user_row(t: &Transaction<'_>, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
+fn delete_user_row(t: &Transaction<'_>, idp_id: i64, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
     let ts = Timestamp::now();
     // The user's groups lose a member: their versions change.
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
@@ -297,7 +320,10 @@ fn delete_user_row(t: &Transaction<'_>, pk: i64, entry_id: i64, action: Deprovis
         DeprovisionAction::Delete { retention_days: 0 } => {
             t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
         }
-        a => lifecycle::deprovision(t, entry_id, a, &ts)?,
+        a => {
+            lifecycle::deprovision(t, entry_id, a, &ts)?;
+            lifecycle::left_by(t, entry_id, idp_id)?;
+        }
     }
     Ok(())
 }
