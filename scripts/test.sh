@@ -40,6 +40,9 @@ fi
 export MW_PYTHON="$venv/bin/python"
 
 cargo test --workspace --locked
+# The criterion-free benches (host/benches) are not built by `cargo test`; compile them (dev
+# profile, against the same build) so a change cannot leave them broken.
+cargo test --workspace --locked --benches --no-run
 
 # Fuzzing: the filter parser, PATCH and resource parsing, 20 s each (longer runs: fuzz/README.md).
 bash scripts/fuzz.sh 20
