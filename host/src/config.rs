@@ -140,6 +140,10 @@ pub struct IdpConfig {
     /// default: the rest applies, each skipped member recorded) or `reject` (400).
     #[serde(default)]
     pub unknown_members: crate::model::UnknownMembers,
+    /// A `signin` connection: which claims give which attributes (OpenID Connect's standard
+    /// claims by default).
+    #[serde(default)]
+    pub claims: crate::model::ClaimMapping,
 }
 
 /// `[tenant.idp.guard]`: deactivations and deletions past `max_destructive` in `window_secs`
@@ -182,7 +186,7 @@ impl IdpConfig {
 
     /// The connection's policies.
     pub fn settings(&self) -> crate::model::ConnectionSettings {
-        crate::model::ConnectionSettings { unknown_members: self.unknown_members }
+        crate::model::ConnectionSettings { unknown_members: self.unknown_members, claims: self.claims.clone() }
     }
 
     /// The connection's rate limit.

@@ -26,4 +26,5 @@ mod recreate;
 mod plugins;
 mod rules;
 mod shaping;
+mod signin;
 mod users;

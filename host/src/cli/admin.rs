@@ -24,7 +24,7 @@ pub(super) async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<()> 
 pub(super) async fn idp(ctx: &Ctx, cmd: IdpCommand) -> anyhow::Result<()> {
     match cmd {
         IdpCommand::Add { tenant, name, kind, rate_per_second, burst, unknown_members, json } => {
-            let settings = crate::model::ConnectionSettings { unknown_members };
+            let settings = crate::model::ConnectionSettings { unknown_members, ..Default::default() };
             let req = ConnectionRequest { name, kind: Some(kind), rate_per_second, burst, settings };
             let (idp, token) = ctx.admin.create_connection(&tenant, req).await?;
             print_token(ctx, &idp, &token, json);
@@ -72,14 +72,17 @@ fn where_urls_point(ctx: &Ctx) {
     }
 }
 
-pub(super) async fn access_token(ctx: &Ctx, name: String, tenant: Option<String>, directory: bool) -> anyhow::Result<()> {
+pub(super) async fn access_token(ctx: &Ctx, name: String, tenant: Option<String>, role: TokenRole) -> anyhow::Result<()> {
     let tenant = match &tenant {
         Some(t) => Some(ctx.tenant(t).await?),
         None => None,
     };
-    let role = if directory { TokenRole::Directory } else { TokenRole::Admin };
     let token = ctx.admin.create_access_token(&name, tenant.as_ref(), role).await?;
-    let what = if directory { "directory token" } else { "admin token" };
+    let what = match role {
+        TokenRole::Admin => "admin token",
+        TokenRole::Directory => "directory token",
+        TokenRole::Signin => "directory token for sign-ins",
+    };
     let scope = tenant.as_ref().map(|t| format!("tenant {}", t.name)).unwrap_or_else(|| "global".into());
     println!("{what} {name} ({scope}): {token}");
     Ok(())

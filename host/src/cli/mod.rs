@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
-use crate::model::{IdpConnection, IdpKind, Tenant};
+use crate::model::{IdpConnection, IdpKind, Tenant, TokenRole};
 use crate::plugins::chain::ChainRegistry;
 use crate::plugins::runtime::Runtime;
 use crate::service::admin::AdminService;
@@ -95,6 +95,10 @@ pub enum Command {
         /// application.
         #[arg(long)]
         directory: bool,
+        /// A directory token that may also post the sign-ins the application verified
+        /// (`POST /directory/v1/{tenant}/signins`).
+        #[arg(long, conflicts_with = "directory")]
+        signin: bool,
     },
     /// Query the audit trail: every change, who made it, and which rules decided.
     Audit(AuditArgs),
@@ -818,7 +822,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(_) => serve::serve(ctx).await,
         Command::Tenant(cmd) => admin::tenant(&ctx, cmd).await,
         Command::Idp(cmd) => admin::idp(&ctx, cmd).await,
-        Command::AdminToken { name, tenant, directory } => admin::access_token(&ctx, name, tenant, directory).await,
+        Command::AdminToken { name, tenant, directory, signin } => {
+            let role = match (directory, signin) {
+                (_, true) => TokenRole::Signin,
+                (true, false) => TokenRole::Directory,
+                (false, false) => TokenRole::Admin,
+            };
+            admin::access_token(&ctx, name, tenant, role).await
+        }
         Command::Chain(cmd) => rules::chain_command(&ctx, cmd).await,
         Command::Reapply(a) => rules::reapply(&ctx, a).await,
         Command::Plugin(PluginCommand::Add { tenant, plugin }) => rules::plugin_add(&ctx, tenant, plugin).await,

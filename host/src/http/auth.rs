@@ -92,6 +92,9 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         if !valid {
             return Err(ScimError::unauthorized().into());
         }
+        if rec.idp.kind == crate::model::IdpKind::Signin {
+            return Err(ScimError::new(403, None, format!("{}/{} is a sign-in connection: it takes sign-ins (POST /directory/v1/{}/signins), not SCIM", rec.idp.tenant, rec.idp.name, rec.idp.tenant)).into());
+        }
         if let Some(who) = parts.extensions.get::<super::Authenticated>() {
             let _ = who.0.set((rec.idp.tenant.clone(), rec.idp.name.clone()));
         }

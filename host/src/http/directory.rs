@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::admin::{ApiError, ApiResult, Params, param};
-use crate::model::{DirGroup, DirUser, Tenant, Timestamp};
+use crate::model::{DirGroup, DirUser, IdpKind, Tenant, Timestamp, TokenRole};
 use crate::scim::list::{ListParams, Projection};
 use crate::scim::schema::{GROUP_SCHEMA, ResourceKind};
 use crate::service::directory::{change_event, user_resource};
@@ -31,6 +31,8 @@ use crate::tokens;
 /// Who reads: an admin or directory token, global or scoped to a tenant.
 pub struct Reader {
     scope: Option<Tenant>,
+    role: TokenRole,
+    name: String,
 }
 
 impl Reader {
@@ -44,7 +46,7 @@ impl FromRequestParts<Arc<AppState>> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let rec = super::admin::authenticate(parts, state, tokens::parse_reader, "a directory or admin bearer token is required").await?;
-        Ok(Reader { scope: rec.tenant })
+        Ok(Reader { scope: rec.tenant, role: rec.role, name: rec.name })
     }
 }
 
@@ -56,6 +58,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/{tenant}/Groups", &["GET"]),
     ("/{tenant}/Groups/{id}", &["GET"]),
     ("/{tenant}/changes", &["GET"]),
+    ("/{tenant}/signins", &["POST"]),
 ];
 
 pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppState>>> {
@@ -65,6 +68,7 @@ pub(super) fn handler(path: &str, method: &str) -> Option<MethodRouter<Arc<AppSt
         ("/{tenant}/Groups", "GET") => get(list_groups),
         ("/{tenant}/Groups/{id}", "GET") => get(get_group),
         ("/{tenant}/changes", "GET") => get(changes),
+        ("/{tenant}/signins", "POST") => axum::routing::post(signin),
         _ => return None,
     })
 }
@@ -171,4 +175,45 @@ async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Re
     let wait = Duration::from_secs(q.wait.unwrap_or(0));
     let page = state.directory.changes(&tenant, since, q.limit.unwrap_or(100), wait, state.stopping.clone()).await?;
     Ok(Json(json!({"changes": page.changes.iter().map(change_event).collect::<Vec<_>>(), "cursor": page.next.to_string(), "more": page.more})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigninBody {
+    /// The sign-in connection (needed only when the tenant has several).
+    connection: Option<String>,
+    /// The claims the application verified (ID token claims, SAML attributes).
+    claims: Value,
+}
+
+/// A sign-in the application verified: the user created or updated from its claims through
+/// the tenant's `signin` connection, answered with the directory user (201 when new).
+async fn signin(
+    State(state): State<Arc<AppState>>,
+    r: Reader,
+    p: Params,
+    req: axum::Extension<super::RequestId>,
+    b: Result<Json<SigninBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    if !matches!(r.role, TokenRole::Signin | TokenRole::Admin) {
+        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "posting sign-ins needs a directory token made for it (mapwright admin-token NAME --tenant T --signin) or an admin token"));
+    }
+    let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
+    let Json(b) = b.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let signins: Vec<_> = state.admin.connections(Some(&tenant.name)).await?.into_iter().filter(|i| i.kind == IdpKind::Signin).collect();
+    let idp = match &b.connection {
+        Some(name) => signins.into_iter().find(|i| i.name == *name).ok_or_else(|| ApiError::not_found(format!("{} has no sign-in connection named '{name}'", tenant.name)))?,
+        None if signins.len() == 1 => signins.into_iter().next().ok_or_else(|| ApiError::not_found("no sign-in connection"))?,
+        None if signins.is_empty() => return Err(ApiError::not_found(format!("{} has no sign-in connection (mapwright idp add {} NAME --kind signin)", tenant.name, tenant.name))),
+        None => return Err(ApiError::bad_request(format!("{} has several sign-in connections: name one in \"connection\"", tenant.name))),
+    };
+    if idp.disabled {
+        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, format!("{}/{} is disabled", idp.tenant, idp.name)));
+    }
+    state.limiter.check(idp.id, idp.rate).map_err(|secs| ApiError { retry_after: Some(secs), ..ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "too many sign-ins for this connection; retry later") })?;
+    tracing::Span::current().record("idp", idp.name.as_str());
+    let done = state.service.sign_in(&idp, &req.0.0, &b.claims).await?;
+    tracing::debug!(by = %r.name, "sign-in posted");
+    let status = if done.created { axum::http::StatusCode::CREATED } else { axum::http::StatusCode::OK };
+    Ok((status, Json(render_user(&done.user, &base(&state, &tenant.name)))))
 }

@@ -28,5 +28,5 @@ pub use owner::{AttrOwner, Owner, OwnerKind};
 pub use reapply::{OutcomeStatus, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyPhase, ReapplyUser};
 pub use records::{AuditInfo, AuditQuery, AuditRecord, DriftEntry, DriftMembership, DriftReport, DriftSkipped, Explanation, HeldKind, HeldOp, HeldStatus, MembershipSource, ShadowDiff};
 pub use rules::{Activation, ChainDefinition, ChainEntryDef, ChainVersion, Hook, Limits, PluginRecord, VersionNote, VersionSource};
-pub use tenancy::{AdminTokenRecord, BadName, BadRate, ConnectionSettings, IdpConnection, IdpKind, NewIdp, RateLimit, Tenant, TokenRecord, TokenRole, UnknownMembers, check_name};
+pub use tenancy::{AdminTokenRecord, BadName, BadRate, ClaimMapping, ConnectionSettings, IdpConnection, IdpKind, NewIdp, RateLimit, Tenant, TokenRecord, TokenRole, UnknownMembers, check_name};
 pub use time::{BadTime, Timestamp};

@@ -26,6 +26,9 @@ pub enum IdpKind {
     Ping,
     Keycloak,
     Idcs,
+    /// Not an IdP that pushes over SCIM: an application that signs users in (SAML, OpenID
+    /// Connect) posts their verified claims (`POST /directory/v1/{tenant}/signins`).
+    Signin,
 }
 
 impl IdpKind {
@@ -40,6 +43,7 @@ impl IdpKind {
             IdpKind::Ping => "ping",
             IdpKind::Keycloak => "keycloak",
             IdpKind::Idcs => "idcs",
+            IdpKind::Signin => "signin",
         }
     }
 
@@ -111,6 +115,45 @@ pub enum UnknownMembers {
 pub struct ConnectionSettings {
     /// What a group write does with a member id the connection does not have.
     pub unknown_members: UnknownMembers,
+    /// A sign-in connection: which claim gives which attribute.
+    pub claims: ClaimMapping,
+}
+
+/// Which claims of a sign-in (OpenID Connect ID token claims, or SAML attributes) give the
+/// user's attributes. The defaults are OpenID Connect's standard claims; SAML attributes are
+/// named by their URIs. A claim with several values gives its first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimMapping {
+    /// The claims the userName is taken from, the first present one.
+    pub user_name: Vec<String>,
+    /// The stable subject: the IdP's id of the user (`externalId`), how a later sign-in finds
+    /// the same user after a rename.
+    pub external_id: String,
+    /// The email address.
+    pub email: String,
+    /// The given name.
+    pub given_name: String,
+    /// The family name.
+    pub family_name: String,
+    /// The display name.
+    pub display_name: String,
+    /// The groups (names); empty: group claims are not used.
+    pub groups: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            user_name: vec!["preferred_username".into(), "email".into()],
+            external_id: "sub".into(),
+            email: "email".into(),
+            given_name: "given_name".into(),
+            family_name: "family_name".into(),
+            display_name: "name".into(),
+            groups: "groups".into(),
+        }
+    }
 }
 
 /// One IdP connection: the scope every SCIM request runs in.
@@ -180,6 +223,9 @@ pub enum TokenRole {
     Admin,
     /// Only reading the directory (`/directory/v1`): what an application is given.
     Directory,
+    /// Reading the directory and posting the sign-ins the application verified
+    /// (`POST /directory/v1/{tenant}/signins`).
+    Signin,
 }
 
 impl TokenRole {
@@ -188,6 +234,7 @@ impl TokenRole {
         match self {
             TokenRole::Admin => "admin",
             TokenRole::Directory => "directory",
+            TokenRole::Signin => "signin",
         }
     }
 }

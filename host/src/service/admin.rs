@@ -230,7 +230,7 @@ impl<S: Store> AdminService<S> {
         check_name("token", name)?;
         let t = match role {
             TokenRole::Admin => tokens::generate_admin(),
-            TokenRole::Directory => tokens::generate_directory(),
+            TokenRole::Directory | TokenRole::Signin => tokens::generate_directory(),
         }
         .map_err(AdminError::Failed)?;
         self.store.add_admin_token(&t.id, &t.secret_hash, tenant.map(|t| t.id), name, role).await?;

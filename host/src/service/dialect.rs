@@ -20,7 +20,7 @@ impl Dialect {
     /// The dialect of an IdP kind.
     pub fn for_kind(kind: IdpKind) -> Dialect {
         match kind {
-            IdpKind::Okta | IdpKind::Generic | IdpKind::Keycloak | IdpKind::Idcs | IdpKind::Ping => {
+            IdpKind::Okta | IdpKind::Generic | IdpKind::Keycloak | IdpKind::Idcs | IdpKind::Ping | IdpKind::Signin => {
                 Dialect { put_without_members_keeps_members: false }
             }
             IdpKind::Entra | IdpKind::Onelogin | IdpKind::Jumpcloud => Dialect { put_without_members_keeps_members: true },

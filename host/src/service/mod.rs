@@ -15,6 +15,7 @@ mod locks;
 pub mod reapply;
 pub mod rules;
 mod shadow;
+pub mod signin;
 
 use std::sync::Arc;
 

@@ -125,6 +125,8 @@ pub trait IdpViewStore: Send + Sync + 'static {
 pub trait DirectoryStore: Send + Sync + 'static {
     /// The directory entry an IdP user (by its SCIM id) maps to.
     fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
+    /// The directory id (`DirUser::id`) of the entry an IdP user maps to.
+    fn entry_uid_of_user(&self, idp: &IdpConnection, id: &str) -> impl Future<Output = StoreResult<Option<String>>> + Send;
     /// An entry by its userName (soft-deleted ones too).
     fn directory_entry(&self, tenant_id: i64, user_name: &str) -> impl Future<Output = StoreResult<Option<DirectoryEntry>>> + Send;
     /// Applies a change made in the application to an entry (by userName); audited.

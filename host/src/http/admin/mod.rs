@@ -35,12 +35,14 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong, for people.
     pub message: String,
+    /// Seconds to wait before trying again (429, 503), sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with this status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError { status, message: message.into(), retry_after: None }
     }
     /// 400
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -60,6 +62,9 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, axum::Json(json!({"error": {"status": self.status.as_u16(), "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"mapwright-admin\""));
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         r
     }
@@ -103,7 +108,7 @@ impl From<ReadError> for ApiError {
 /// Errors of the SCIM-speaking services (re-apply, preview) keep their status.
 impl From<crate::scim::error::ScimError> for ApiError {
     fn from(e: crate::scim::error::ScimError) -> Self {
-        ApiError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.detail)
+        ApiError { retry_after: e.retry_after, ..ApiError::new(StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.detail) }
     }
 }
 

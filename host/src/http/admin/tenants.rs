@@ -83,7 +83,7 @@ fn kind(k: Option<&str>) -> ApiResult<Option<IdpKind>> {
 pub async fn create_idp(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<NewIdpBody>) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = admin.tenant(&state, param(&p, "tenant")?).await?;
     let b = body(b)?;
-    let settings = ConnectionSettings { unknown_members: b.unknown_members };
+    let settings = ConnectionSettings { unknown_members: b.unknown_members, ..Default::default() };
     let req = ConnectionRequest { name: b.name, kind: kind(b.kind.as_deref())?, rate_per_second: b.rate_per_second, burst: b.burst, settings };
     let (idp, token) = state.admin.create_connection(&tenant.name, req).await?;
     let mut out = idp_json(&state, &idp);
@@ -150,7 +150,8 @@ pub async fn create_token(State(state): State<Arc<AppState>>, admin: Admin, p: P
     let role = match b.role.as_deref().unwrap_or("directory") {
         "directory" => TokenRole::Directory,
         "admin" => TokenRole::Admin,
-        other => return Err(ApiError::bad_request(format!("role must be directory or admin, not {other:?}"))),
+        "signin" => TokenRole::Signin,
+        other => return Err(ApiError::bad_request(format!("role must be directory, signin or admin, not {other:?}"))),
     };
     let token = state.admin.create_access_token(&b.name, Some(&tenant), role).await?;
     tracing::info!(tenant = %tenant.name, name = %b.name, role = role.as_str(), by = %admin.actor(), "token created over the admin API");

@@ -4,7 +4,7 @@
 // Everything that came from an IdP or a plugin is put on the page as text, never as HTML.
 "use strict";
 
-const KINDS = ["generic", "okta", "entra", "onelogin", "jumpcloud", "ping", "keycloak", "idcs"];
+const KINDS = ["generic", "okta", "entra", "onelogin", "jumpcloud", "ping", "keycloak", "idcs", "signin"];
 const SAMPLE_USER = {
   schemas: ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
   userName: "Jane.Doe@acme.com",

@@ -139,7 +139,11 @@ pub fn find_admin_token(c: &Connection, token_id: &str) -> StoreResult<Option<Ad
                 None => None,
             };
             // An unknown role grants nothing beyond reading.
-            let role = if r.get::<_, String>(5)? == "admin" { TokenRole::Admin } else { TokenRole::Directory };
+            let role = match r.get::<_, String>(5)?.as_str() {
+                "admin" => TokenRole::Admin,
+                "signin" => TokenRole::Signin,
+                _ => TokenRole::Directory,
+            };
             Ok(AdminTokenRecord { name: r.get(0)?, secret_hash: r.get(1)?, tenant, role })
         })
         .optional()?)

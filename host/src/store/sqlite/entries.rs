@@ -44,6 +44,13 @@ pub fn of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<Dire
     entry.map(|e| by_id(c, e)).transpose()
 }
 
+/// The directory id of the entry an IdP user maps to.
+pub fn uid_of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<String>> {
+    Ok(c.prepare_cached("SELECT e.uid FROM users u JOIN entries e ON e.id = u.entry_id WHERE u.id = ?1 AND u.idp_id = ?2")?
+        .query_row(params![id, idp_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// The app groups an entry belongs to (names, sorted).
 fn groups(c: &Connection, id: i64) -> StoreResult<Vec<String>> {
     let mut st = c.prepare_cached("SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name")?;

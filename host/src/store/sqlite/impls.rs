@@ -117,6 +117,10 @@ impl DirectoryStore for SqliteStore {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| entries::of_user(c, idp_id, &id)).await
     }
+    async fn entry_uid_of_user(&self, idp: &IdpConnection, id: &str) -> StoreResult<Option<String>> {
+        let (idp_id, id) = (idp.id, id.to_string());
+        self.read(move |c| entries::uid_of_user(c, idp_id, &id)).await
+    }
     async fn directory_entry(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
         let user_name = user_name.to_string();
         self.read(move |c| entries::by_name(c, tenant_id, &user_name)).await
