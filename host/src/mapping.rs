@@ -154,6 +154,16 @@ pub trait MappingPipeline: Send + Sync {
     fn has_membership_rules(&self) -> bool {
         false
     }
+    /// Whether the connection's rules decide scope (`scope`); if not, every user is in scope
+    /// and the caller does not ask.
+    fn has_scope_rules(&self) -> bool {
+        false
+    }
+    /// Whether the user is provisioned at all: out of scope, it stays in the IdP view with no
+    /// directory entry. `groups`: the display names of the connection's IdP groups it is in.
+    fn scope<'a>(&'a self, _ctx: MapContext<'a>, _user: &'a Value, _groups: &'a [String]) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
+        Box::pin(async move { Ok((true, Vec::new())) })
+    }
     /// A change to one user's app groups, as deltas: the rules return the groups to add and
     /// remove (they may add defaults, drop additions, or veto removals).
     fn memberships<'a>(&'a self, _ctx: MapContext<'a>, _user: &'a Value, _is_new: bool, add: Vec<String>, remove: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {

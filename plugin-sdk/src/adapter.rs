@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, self_test, shape, username};
+use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, scope, self_test, shape, username};
 use crate::bindings::mapwright::plugin::types as wit;
 use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, ResourceType, Target, Trigger, User};
 
@@ -102,7 +102,7 @@ impl<P: Plugin, V: CrateVersion> meta::Guest for Adapter<P, V> {
                 Hook::Groups => Some(wit::Hook::Groups),
                 Hook::Attributes => Some(wit::Hook::Attributes),
                 Hook::Deprovision => Some(wit::Hook::Deprovision),
-                Hook::Shape => None,
+                Hook::Shape | Hook::Scope => None,
             })
             .collect();
         meta::Info { name: P::NAME.to_string(), version: version::<P, V>().to_string(), hooks }
@@ -199,6 +199,19 @@ impl<P: Plugin, V: CrateVersion> deprovision::Guest for Adapter<P, V> {
         let u = user(user_json);
         let d = P::reactivate(&context(ctx, None), &c, &u, proposed).map_err(rejection)?;
         Ok(deprovision::Reactivation { restore: d.value, provenance: provenance(d.provenance) })
+    }
+}
+
+impl<P: Plugin, V: CrateVersion> scope::Guest for Adapter<P, V> {
+    fn scopes() -> bool {
+        P::HOOKS.contains(&Hook::Scope)
+    }
+
+    fn user_in_scope(ctx: wit::Context, config: String, user_json: String, groups: Vec<String>, proposed: bool) -> Result<scope::Decision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user(user_json);
+        let d = P::in_scope(&context(ctx, None), &c, &u, &groups, proposed).map_err(rejection)?;
+        Ok(scope::Decision { in_scope: d.value, provenance: provenance(d.provenance) })
     }
 }
 

@@ -109,6 +109,8 @@ pub enum Hook {
     /// [`Plugin::shape`]: what a delivery target receives (contract 0.1.2). A plugin that
     /// lists it can be put in a target's shape chain.
     Shape,
+    /// [`Plugin::in_scope`]: whether a user is provisioned at all (contract 0.1.2).
+    Scope,
 }
 
 /// The SCIM operation behind a call.
@@ -381,6 +383,34 @@ pub trait Plugin: 'static {
 
     /// Whether reactivation restores what was snapshotted at deactivation.
     fn reactivate(_ctx: &Context, _config: &Self::Config, _user: &User, proposed: bool) -> Result<Decision<bool>, Rejection> {
+        Ok(Decision::new(proposed))
+    }
+
+    /// Whether the user is provisioned at all (list [`Hook::Scope`]). An out-of-scope user
+    /// stays in the IdP's view (its reads and updates work, the IdP sees no error) but gets
+    /// no directory entry; when it comes into scope the entry appears, when it leaves the
+    /// deprovision rules apply. `groups` are the display names of the connection's IdP groups
+    /// the user belongs to: none when it is created (IdPs send memberships after the user;
+    /// it is asked again then). `proposed` is the previous entry's decision.
+    ///
+    /// ```
+    /// use mapwright_plugin_sdk::{testing, Context, Decision, Hook, Plugin, Rejection, User};
+    /// /// Only members of an `eng-` group are provisioned.
+    /// struct Engineers;
+    /// impl Plugin for Engineers {
+    ///     type Config = ();
+    ///     const NAME: &'static str = "engineers";
+    ///     const HOOKS: &'static [Hook] = &[Hook::Scope];
+    ///     fn in_scope(_: &Context, _: &(), _: &User, groups: &[String], proposed: bool) -> Result<Decision<bool>, Rejection> {
+    ///         let eng = groups.iter().any(|g| g.starts_with("eng-"));
+    ///         Ok(Decision::new(proposed && eng).because("engineers.group", if eng { "in an eng- group" } else { "in no eng- group" }))
+    ///     }
+    /// }
+    /// let user = r#"{"userName": "jdoe"}"#;
+    /// assert_eq!(testing::in_scope::<Engineers>("null", user, &["eng-platform"]).unwrap().value, true);
+    /// assert_eq!(testing::in_scope::<Engineers>("null", user, &[]).unwrap().value, false);
+    /// ```
+    fn in_scope(_ctx: &Context, _config: &Self::Config, _user: &User, _groups: &[String], proposed: bool) -> Result<Decision<bool>, Rejection> {
         Ok(Decision::new(proposed))
     }
 

@@ -81,6 +81,14 @@ pub fn deprovision<P: Plugin>(config: &str, user: &str, trigger: Trigger) -> Res
     P::deprovision(&Context::test(), &c, &u, trigger, Action::Disable)
 }
 
+/// Runs the scope hook for `user` as a member of the IdP groups `groups`, proposed in scope.
+pub fn in_scope<P: Plugin>(config: &str, user: &str, groups: &[&str]) -> Result<Decision<bool>, Rejection> {
+    listed::<P>(Hook::Scope);
+    let (c, u) = setup::<P>(config, user)?;
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    P::in_scope(&Context::test(), &c, &u, &groups, true)
+}
+
 /// Runs the shaping hook for [`Target::test`] on `resource` (SCIM JSON).
 pub fn shape<P: Plugin>(config: &str, kind: ResourceType, resource: &str) -> Result<Shaped, Rejection> {
     listed::<P>(Hook::Shape);

@@ -25,6 +25,7 @@ mod ownership;
 mod recreate;
 mod plugins;
 mod rules;
+mod scope;
 mod shaping;
 mod signin;
 mod users;

@@ -55,6 +55,9 @@ pub struct EntryWrite {
     pub revoke: Vec<String>,
     /// The lifecycle change that comes with the write.
     pub lifecycle: Lifecycle,
+    /// The connection's scope rules keep the user out of the directory: it has no entry (or
+    /// the one it had is deprovisioned by `lifecycle` and no longer written).
+    pub out_of_scope: bool,
 }
 
 /// What a create does when the directory already has the user (same mapped username, or

@@ -83,6 +83,9 @@ pub struct StoredUser {
     pub body: Value,
     /// The IdP's groups the user belongs to (`None` when not requested).
     pub groups: Option<Vec<Member>>,
+    /// The connection's scope rules keep it out of the directory (it has no entry, or one
+    /// deprovisioned when it left scope).
+    pub out_of_scope: bool,
 }
 
 /// An IdP group as stored.
@@ -97,6 +100,9 @@ pub struct StoredGroup {
     /// Members the write that returned it named but the connection does not have, skipped
     /// per its `unknown_members` policy (always empty for reads).
     pub skipped: Vec<SkippedMember>,
+    /// Users the write that returned it added or removed (always empty for reads): their
+    /// scope may depend on it.
+    pub moved: Vec<String>,
 }
 
 /// A member id a group write named that its connection does not have, and why.

@@ -18,6 +18,8 @@ pub struct ReapplyUser {
     pub version: i64,
     /// What the rules map it to now.
     pub entry: EntryWrite,
+    /// What joining the directory does when the name is taken (for a user coming into scope).
+    pub matching: super::MatchPolicy,
     /// Its audit record.
     pub audit: AuditInfo,
 }
@@ -85,6 +87,9 @@ pub struct ReapplyOutcome {
 pub enum ReapplyMode {
     /// Computed in a transaction that is rolled back: nothing is written (preview).
     Preview,
+    /// Committed, without a job: the rules re-applied to a few users outside a re-apply
+    /// (those a group change moved into or out of scope).
+    Commit,
     /// Committed, together with the job's progress (so a crash resumes after this batch):
     /// the batch ends at storage key `cursor`; `refused` items failed before reaching the
     /// store (a rule refused them) and count as seen and failed.

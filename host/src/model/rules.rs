@@ -44,11 +44,13 @@ pub enum Hook {
     Deprovision,
     /// What a delivery target receives (the optional `shape` export of contract 0.1.2).
     Shape,
+    /// Whether a user is provisioned at all (the optional `scope` export of contract 0.1.2).
+    Scope,
 }
 
 impl Hook {
     /// Every hook, in contract order.
-    pub const ALL: [Hook; 5] = [Hook::Username, Hook::Groups, Hook::Attributes, Hook::Deprovision, Hook::Shape];
+    pub const ALL: [Hook; 6] = [Hook::Username, Hook::Groups, Hook::Attributes, Hook::Deprovision, Hook::Shape, Hook::Scope];
 
     /// The name in the contract and in stored records.
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Hook {
             Hook::Attributes => "attributes",
             Hook::Deprovision => "deprovision",
             Hook::Shape => "shape",
+            Hook::Scope => "scope",
         }
     }
 

@@ -28,3 +28,14 @@ pub mod shaping {
         with: { "mapwright:plugin/types": crate::plugins::bindings::mapwright::plugin::types },
     });
 }
+
+/// The optional `scope` export (contract 0.1.2), bound separately and loaded from the same
+/// instance as the rules.
+pub mod scoping {
+    wasmtime::component::bindgen!({
+        world: "scoping",
+        path: "../plugin-sdk/wit",
+        exports: { default: async },
+        with: { "mapwright:plugin/types": crate::plugins::bindings::mapwright::plugin::types },
+    });
+}

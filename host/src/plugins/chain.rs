@@ -291,6 +291,24 @@ impl MappingPipeline for Chain {
         self.entries.iter().any(|e| e.plugin.hooks.groups)
     }
 
+    fn has_scope_rules(&self) -> bool {
+        self.entries.iter().any(|e| e.plugin.hooks.scope)
+    }
+
+    fn scope<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, groups: &'a [String]) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
+        Box::pin(async move {
+            let mut in_scope = true;
+            let mut decisions = Decisions::new();
+            let (wctx, user_json) = (wit_context(&ctx), json_text(user));
+            for e in self.entries.iter().filter(|e| e.plugin.hooks.scope) {
+                let (s, p) = e.in_scope(&wctx, &user_json, groups, in_scope).await?;
+                in_scope = s;
+                record(&mut decisions, p);
+            }
+            Ok((in_scope, decisions))
+        })
+    }
+
     fn memberships<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, is_new: bool, add: Vec<String>, remove: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
         Box::pin(async move {
             let mut decisions = Decisions::new();
@@ -371,6 +389,12 @@ impl MappingPipeline for Unavailable {
         true
     }
     fn memberships<'a>(&'a self, _: MapContext<'a>, _: &'a Value, _: bool, _: Vec<String>, _: Vec<String>) -> BoxFuture<'a, Result<Memberships, MappingError>> {
+        Box::pin(async move { self.fail() })
+    }
+    fn has_scope_rules(&self) -> bool {
+        true
+    }
+    fn scope<'a>(&'a self, _: MapContext<'a>, _: &'a Value, _: &'a [String]) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
         Box::pin(async move { self.fail() })
     }
 }

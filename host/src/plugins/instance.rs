@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::PluginError;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
+use super::bindings::scoping::exports::mapwright::plugin::scope;
 use super::bindings::shaping::exports::mapwright::plugin::shape;
 use super::idle::IdleList;
 use super::runtime::{Instance, LoadedPlugin, Runtime, arm};
@@ -161,11 +162,13 @@ pub enum Call {
     Reactivate,
     /// `shape.shape`
     Shape,
+    /// `scope.user-in-scope`
+    Scope,
 }
 
 impl Call {
     /// Every call, in the order of [`Entry`]'s metrics.
-    pub const ALL: [Call; 7] = [Call::Username, Call::MapGroup, Call::UserMemberships, Call::Attributes, Call::Deprovision, Call::Reactivate, Call::Shape];
+    pub const ALL: [Call; 8] = [Call::Username, Call::MapGroup, Call::UserMemberships, Call::Attributes, Call::Deprovision, Call::Reactivate, Call::Shape, Call::Scope];
 
     /// The name in metrics.
     pub fn as_str(self) -> &'static str {
@@ -177,6 +180,7 @@ impl Call {
             Call::Deprovision => "deprovision",
             Call::Reactivate => "reactivate",
             Call::Shape => "shape",
+            Call::Scope => "scope",
         }
     }
 }
@@ -332,6 +336,18 @@ impl Entry {
     pub async fn reactivate(&self, ctx: &wit::Context, user: &str, proposed: bool) -> Result<(bool, Option<Decision>), PluginError> {
         let out = call_plugin!(self, Call::Reactivate, |inst| inst.rules.mapwright_plugin_deprovision().call_on_reactivate(&mut inst.store, ctx, &self.config, user, proposed));
         Ok((out.restore, decision(&self.plugin.name, out.provenance)))
+    }
+
+    /// The scope hook: whether the user is provisioned at all.
+    pub async fn in_scope(&self, ctx: &wit::Context, user: &str, groups: &[String], proposed: bool) -> Result<(bool, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Scope, |inst| async {
+            match &inst.scope {
+                Some(s) => s.mapwright_plugin_scope().call_user_in_scope(&mut inst.store, ctx, &self.config, user, groups, proposed).await,
+                // Only entries whose plugin says it scopes are asked.
+                None => Ok(Ok(scope::Decision { in_scope: proposed, provenance: None })),
+            }
+        });
+        Ok((out.in_scope, decision(&self.plugin.name, out.provenance)))
     }
 
     /// The shaping hook: what a delivery target receives of a resource. The output must be a

@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::PluginError;
 use super::bindings::HostRules as Rules;
 use super::bindings::HostRulesIndices as RulesIndices;
+use super::bindings::scoping::{Scoping, ScopingIndices};
 use super::bindings::shaping::{Shaping, ShapingIndices};
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
 use super::idle::IdlePool;
@@ -49,6 +50,9 @@ pub struct Hooks {
     /// Shapes what delivery targets receive (the optional `shape` export, when the plugin
     /// says it does).
     pub shape: bool,
+    /// Decides whether users are in scope (the optional `scope` export, when the plugin says
+    /// it does).
+    pub scope: bool,
 }
 
 impl Hooks {
@@ -60,6 +64,7 @@ impl Hooks {
             Hook::Attributes => self.attributes,
             Hook::Deprovision => self.deprovision,
             Hook::Shape => self.shape,
+            Hook::Scope => self.scope,
         }
     }
 
@@ -75,6 +80,8 @@ pub(crate) struct Instance {
     pub(crate) rules: Rules,
     /// The `shape` export of the same instance, if the plugin has it.
     pub(crate) shape: Option<Shaping>,
+    /// The `scope` export of the same instance, if the plugin has it.
+    pub(crate) scope: Option<Scoping>,
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -96,6 +103,8 @@ pub struct LoadedPlugin {
     pub(crate) indices: RulesIndices,
     /// Where the optional `shape` export is (contract 0.1.2 and later).
     pub(crate) shaping: Option<ShapingIndices>,
+    /// Where the optional `scope` export is (contract 0.1.2 and later).
+    pub(crate) scoping: Option<ScopingIndices>,
     /// The optional self-test export (contract 0.1.1 and later).
     pub(crate) self_test: Option<super::bindings::self_test::SelfTestedPre<SandboxState>>,
 }
@@ -154,7 +163,8 @@ impl Runtime {
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(fault)?;
         let rules = plugin.indices.load(&mut store, &instance).map_err(fault)?;
         let shape = plugin.shaping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
-        Ok(Instance { store, rules, shape })
+        let scope = plugin.scoping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        Ok(Instance { store, rules, shape, scope })
     }
 
     /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
@@ -301,6 +311,7 @@ impl Runtime {
         // Optional exports are bound on their own: a component without them still loads.
         let self_test = super::bindings::self_test::SelfTestedPre::new(instance_pre.clone()).ok();
         let shaping = ShapingIndices::new(&instance_pre).ok();
+        let scoping = ScopingIndices::new(&instance_pre).ok();
         let indices = RulesIndices::new(&instance_pre).map_err(|e| {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
@@ -322,7 +333,14 @@ impl Runtime {
             }
             None => false,
         };
-        let mut hooks = Hooks { shape: shapes, ..Hooks::default() };
+        let scopes = match &scoping {
+            Some(i) => {
+                let s = i.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
+                s.mapwright_plugin_scope().call_scopes(&mut store).await.map_err(|e| invalid("scope.scopes() failed", e))?
+            }
+            None => false,
+        };
+        let mut hooks = Hooks { shape: shapes, scope: scopes, ..Hooks::default() };
         for h in info.hooks {
             match h {
                 WitHook::Username => hooks.username = true,
@@ -331,7 +349,7 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, self_test });
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, scoping, self_test });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, loaded.clone());
         }

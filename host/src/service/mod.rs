@@ -22,7 +22,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::mapping::{Decisions, GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
-use crate::model::{AuditInfo, Decision, DeprovisionAction, EntryWrite, GroupUpdate, GroupWrite, IdpConnection, Lifecycle, MemberRule, MemberRules, Page, StoredGroup, StoredUser, UserWrite};
+use crate::model::{AuditInfo, Decision, DeprovisionAction, EntryWrite, GroupUpdate, GroupWrite, IdpConnection, Lifecycle, MemberRule, MemberRules, Page, ReapplyMode, StoredGroup, StoredUser, UserWrite};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListQuery, Projection};
 use crate::scim::patch::{self, MemberOp};
@@ -201,11 +201,56 @@ impl<S: Store> Service<S> {
         Ok(GroupWrite { body, targets })
     }
 
-    /// Deactivation and reactivation are decided by the connection's deprovisioning rules.
-    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, before: &Value, after: &Value, why: &mut Vec<Decision>) -> ScimResult<Lifecycle> {
-        let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
+    /// Whether the connection's scope rules keep the user in the directory, as a member of
+    /// the IdP groups it has now (none for a user not stored yet). Without scope rules it is.
+    async fn in_scope(&self, pipeline: &dyn MappingPipeline, ctx: MapContext<'_>, id: &str, body: &Value, why: &mut Vec<Decision>) -> ScimResult<bool> {
+        if !pipeline.has_scope_rules() {
+            return Ok(true);
+        }
+        let groups: Vec<String> = match id {
+            "" => Vec::new(),
+            id => self.store.get_user(ctx.idp, id, true).await.map_err(|e| store_error(ResourceKind::User, id, e))?.groups.unwrap_or_default().into_iter().filter_map(|m| m.display).collect(),
+        };
+        let (in_scope, decisions) = pipeline.scope(ctx, body, &groups).await?;
+        keep_decisions("scope", decisions, why);
+        Ok(in_scope)
+    }
+
+    /// Decides scope again for users a group write added or removed: IdPs send a user before
+    /// its memberships, so group-based scope is decided when the membership comes. Users whose
+    /// scope changes enter (their entry appears) or leave (deprovisioned per the rules, under
+    /// the guard) the directory; the others are re-mapped to no effect.
+    async fn rescope(&self, call: &Call<'_>, pipeline: &dyn MappingPipeline, ids: &[String]) -> ScimResult<()> {
+        if ids.is_empty() || !pipeline.has_scope_rules() {
+            return Ok(());
+        }
+        let idp = call.idp;
+        let opts = reapply::PassOptions { actor: format!("idp:{}/{}", idp.tenant, idp.name), ..Default::default() };
+        for chunk in ids.chunks(opts.batch.max(1)) {
+            let mut users = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                match self.store.get_user(idp, id, false).await {
+                    Ok(u) => users.push((0, u)),
+                    Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(store_error(ResourceKind::User, id, e)),
+                }
+            }
+            let (writes, refused) = self.map_users(idp, pipeline, &users, &opts, "scope", call.request_id).await?;
+            for r in refused.iter().chain(&self.store.reapply_users(idp, writes, ReapplyMode::Commit).await.map_err(|e| store_error(ResourceKind::User, "", e))?) {
+                if let Some(e) = &r.error {
+                    tracing::warn!(tenant = %idp.tenant, idp = %idp.name, user = %r.id, error = %e, "deciding scope after a group change failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deactivation and reactivation are decided by the connection's deprovisioning rules. A
+    /// user is live when the IdP has it active and the scope rules keep it in: leaving scope
+    /// deprovisions like a deactivation, coming in reactivates.
+    async fn lifecycle(&self, pipeline: &dyn MappingPipeline, idp: &IdpConnection, op: Operation, live: (bool, bool), after: &Value, why: &mut Vec<Decision>) -> ScimResult<Lifecycle> {
         let ctx = MapContext { idp, operation: op, current: None };
-        Ok(match (active(before), active(after)) {
+        Ok(match live {
             (true, false) => {
                 let (action, decisions) = pipeline.deprovision(ctx, after, Trigger::Deactivated).await?;
                 keep_decisions("deprovision", decisions, why);
@@ -248,6 +293,8 @@ impl<S: Store> Service<S> {
         let pipeline = self.pipeline(call);
         let mut why = Vec::new();
         let mut w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
+        let ctx = MapContext { idp, operation: Operation::Create, current: None };
+        w.entry.out_of_scope = !self.in_scope(&*pipeline, ctx, "", &w.body, &mut why).await?;
         match self.store.create_user(idp, w.clone(), call.audit(Operation::Create, why.clone())).await {
             // The create takes back an entry a deletion deprovisioned: the rules decide what
             // its reactivation restores (asked only then), and it is written again.
@@ -291,7 +338,14 @@ impl<S: Store> Service<S> {
             };
             let mut why = Vec::new();
             let mut w = self.user_write(&*pipeline, call, op, body, entry.as_ref(), &mut why).await?;
-            w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, &cur.body, &w.body, &mut why).await?;
+            let ctx = MapContext { idp, operation: op, current: None };
+            w.entry.out_of_scope = !self.in_scope(&*pipeline, ctx, id, &w.body, &mut why).await?;
+            let active = |v: &Value| v.get("active").and_then(Value::as_bool).unwrap_or(true);
+            let live = (!cur.out_of_scope && active(&cur.body), !w.entry.out_of_scope && active(&w.body));
+            w.entry.lifecycle = self.lifecycle(&*pipeline, idp, op, live, &w.body, &mut why).await?;
+            if let Lifecycle::Reactivate { restore } = w.entry.lifecycle {
+                w.reactivate = Some(restore);
+            }
             if let Lifecycle::Deprovision(mut action) = w.entry.lifecycle {
                 let go = self.guard_deprovision(idp, id, &w.body, &mut action, &mut why).await?;
                 w.entry.lifecycle = if go { Lifecycle::Deprovision(action) } else { Lifecycle::Held(action) };
@@ -369,6 +423,7 @@ impl<S: Store> Service<S> {
         let rules = self.member_rules(&*pipeline, idp, None, &w.targets, &ops, &mut why).await?;
         let g = self.store.create_group(idp, w, members, rules, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::Group, "", e))?;
         note_skipped(idp, &g);
+        self.rescope(call, &*pipeline, &g.moved).await?;
         Ok(g)
     }
 
@@ -415,6 +470,7 @@ impl<S: Store> Service<S> {
                     let (g, removed) = r.map_err(|e| store_error(ResourceKind::Group, id, e))?;
                     self.guard.spend(idp.id, removed);
                     note_skipped(idp, &g);
+                    self.rescope(call, &*pipeline, &g.moved).await?;
                     return Ok(g);
                 }
             }

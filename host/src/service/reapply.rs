@@ -138,25 +138,27 @@ fn refused(kind: &str, id: &str, name: &str, why: String) -> ReapplyOutcome {
 }
 
 impl<S: Store> Service<S> {
-    fn reapply_audit(pipeline: &dyn MappingPipeline, opts: &PassOptions, request_id: &str, decisions: Vec<Decision>) -> AuditInfo {
-        AuditInfo { actor: opts.actor.clone(), request_id: request_id.to_string(), operation: "reapply".into(), chain_version: pipeline.version(), decisions }
+    fn reapply_audit(pipeline: &dyn MappingPipeline, opts: &PassOptions, operation: &str, request_id: &str, decisions: Vec<Decision>) -> AuditInfo {
+        AuditInfo { actor: opts.actor.clone(), request_id: request_id.to_string(), operation: operation.into(), chain_version: pipeline.version(), decisions }
     }
 
-    /// Maps a batch of users as a no-op update would now: returns the writes, and the users
-    /// the rules refused.
-    async fn map_users(
+    /// Maps a batch of users as a no-op update would now (scope included): returns the
+    /// writes, and the users the rules refused. `operation` names them in the audit.
+    pub(super) async fn map_users(
         &self,
         idp: &IdpConnection,
         pipeline: &dyn MappingPipeline,
         users: &[(i64, StoredUser)],
         opts: &PassOptions,
+        operation: &str,
         request_id: &str,
     ) -> ScimResult<(Vec<ReapplyUser>, Vec<ReapplyOutcome>)> {
         let (mut writes, mut refusals) = (Vec::new(), Vec::new());
         for (pk, u) in users {
             let id = &u.meta.id;
             let inactive = u.body.get("active").and_then(Value::as_bool) == Some(false);
-            let current = match pipeline.uses_current() || inactive {
+            // Read when the rules look at it, or when deprovisioning may be decided again.
+            let current = match pipeline.uses_current() || inactive || pipeline.has_scope_rules() {
                 true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?,
                 false => None,
             };
@@ -174,9 +176,32 @@ impl<S: Store> Service<S> {
                     continue;
                 }
             };
-            // A user the IdP deactivated whose entry is still active (deprovisioning then
-            // kept it): the rules decide again. Entries already deprovisioned stay as they are.
-            if inactive && current.as_ref().is_some_and(|e| e.active && !e.deleted) {
+            let in_scope = match self.in_scope(pipeline, ctx, id, &u.body, &mut why).await {
+                Ok(s) => s,
+                Err(e) => {
+                    refusals.push(refused("User", id, &name, e.detail));
+                    continue;
+                }
+            };
+            entry.out_of_scope = !in_scope;
+            if u.out_of_scope && in_scope && !inactive {
+                // Coming into the directory: as a reactivation (restore per the rules).
+                match pipeline.reactivate(ctx, &u.body).await {
+                    Ok((restore, d)) => {
+                        super::keep_decisions("reactivate", d, &mut why);
+                        entry.lifecycle = Lifecycle::Reactivate { restore };
+                    }
+                    Err(e) => {
+                        refusals.push(refused("User", id, &name, e.to_string()));
+                        continue;
+                    }
+                }
+            }
+            // A user the IdP deactivated (or the scope rules now keep out) whose entry is
+            // still active (deprovisioning then kept it): the rules decide again. Entries
+            // already deprovisioned stay as they are.
+            let leaving = !u.out_of_scope && !in_scope;
+            if (inactive || leaving) && current.as_ref().is_some_and(|e| e.active && !e.deleted) {
                 match pipeline.deprovision(ctx, &u.body, Trigger::Deactivated).await {
                     Ok((DeprovisionAction::Keep, d)) => super::keep_decisions("deprovision", d, &mut why),
                     Ok((mut action, d)) => {
@@ -190,8 +215,8 @@ impl<S: Store> Service<S> {
                     }
                 }
             }
-            let audit = Self::reapply_audit(pipeline, opts, request_id, why);
-            writes.push(ReapplyUser { pk: *pk, id: id.clone(), version: u.meta.version, entry, audit });
+            let audit = Self::reapply_audit(pipeline, opts, operation, request_id, why);
+            writes.push(ReapplyUser { pk: *pk, id: id.clone(), version: u.meta.version, entry, matching: pipeline.matching(), audit });
         }
         Ok((writes, refusals))
     }
@@ -212,7 +237,7 @@ impl<S: Store> Service<S> {
                 Ok((targets, decisions)) => {
                     let mut why = Vec::new();
                     super::keep_decisions("group", decisions, &mut why);
-                    let audit = Self::reapply_audit(pipeline, opts, request_id, why);
+                    let audit = Self::reapply_audit(pipeline, opts, "reapply", request_id, why);
                     let removal_budget = if opts.guarded { self.guard.remaining(idp.id) } else { None };
                     writes.push(ReapplyGroup { pk: *pk, id: g.meta.id.clone(), targets, removal_budget, audit });
                 }
@@ -233,7 +258,7 @@ impl<S: Store> Service<S> {
             let page = self.store.users_after(idp, cursor, opts.batch).await.map_err(store_err)?;
             let Some((last, _)) = page.last() else { break };
             cursor = *last;
-            let (writes, refusals) = self.map_users(idp, pipeline, &page, opts, "preview").await?;
+            let (writes, refusals) = self.map_users(idp, pipeline, &page, opts, "reapply", "preview").await?;
             report.absorb(self.store.reapply_users(idp, writes, ReapplyMode::Preview).await.map_err(store_err)?);
             report.absorb(refusals);
         }
@@ -304,7 +329,7 @@ impl<S: Store> Service<S> {
                 let page = self.store.users_after(idp, job.cursor, opts.batch).await.map_err(err)?;
                 let Some((last, _)) = page.last() else { break };
                 let cursor = *last;
-                let (writes, refusals) = self.map_users(idp, &*pipeline, &page, &opts, &request_id).await?;
+                let (writes, refusals) = self.map_users(idp, &*pipeline, &page, &opts, "reapply", &request_id).await?;
                 let mode = ReapplyMode::Job { id: job.id, cursor, refused: refusals.len() as i64 };
                 report.absorb(self.store.reapply_users(idp, writes, mode).await.map_err(err)?);
                 report.absorb(refusals);

@@ -40,7 +40,8 @@ pub fn by_name(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<O
 
 /// The entry an IdP user maps to.
 pub fn of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<DirectoryEntry>> {
-    let entry: Option<i64> = c.prepare_cached("SELECT entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?.query_row(params![id, idp_id], |r| r.get(0)).optional()?;
+    // None: no such user, or one out of scope that has no entry.
+    let entry: Option<i64> = c.prepare_cached("SELECT entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?.query_row(params![id, idp_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten();
     entry.map(|e| by_id(c, e)).transpose()
 }
 

@@ -30,6 +30,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
             body,
             members: None,
             skipped: Vec::new(),
+            moved: Vec::new(),
         },
     ))
 }
@@ -107,11 +108,17 @@ fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]
     Ok(())
 }
 
-/// A member as the store handles it: SCIM id, user row, directory entry.
+/// A member as the store handles it: SCIM id, user row, and the directory entry its
+/// memberships go to (`None` while the scope rules keep it out of the directory).
 struct M {
     id: String,
     pk: i64,
-    entry: i64,
+    entry: Option<i64>,
+}
+
+/// The entry an IdP group's memberships go to: none for a user out of scope.
+fn member_entry(entry: Option<i64>, out_of_scope: bool) -> Option<i64> {
+    entry.filter(|_| !out_of_scope)
 }
 
 /// What resolving member ids does with one the connection does not have.
@@ -126,11 +133,11 @@ enum Unknown {
 /// Resolves member ids within the IdP connection; members it does not have are refused or
 /// recorded in `skipped`, per `unknown` and the connection's policy.
 fn resolve_members(t: &Transaction<'_>, idp: &IdpConnection, ids: &[String], unknown: Unknown, skipped: &mut Vec<SkippedMember>) -> StoreResult<Vec<M>> {
-    let mut st = t.prepare_cached("SELECT pk, entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?;
+    let mut st = t.prepare_cached("SELECT pk, entry_id, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2")?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        match st.query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
-            Some((pk, entry)) => out.push(M { id: id.clone(), pk, entry }),
+        match st.query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, bool>(2)?))).optional()? {
+            Some((pk, entry, out_of_scope)) => out.push(M { id: id.clone(), pk, entry: member_entry(entry, out_of_scope) }),
             None if unknown == Unknown::Ignore => {}
             None if idp.settings.unknown_members == UnknownMembers::Reject => {
                 return Err(StoreError::InvalidReference(format!("member '{id}' is not a user provisioned by this IdP connection")));
@@ -180,8 +187,8 @@ fn forget_skipped(t: &Transaction<'_>, group_pk: i64, ids: Option<&[String]>) ->
 }
 
 fn current_members(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<M>> {
-    let mut st = t.prepare_cached("SELECT u.id, m.user_pk, u.entry_id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
-    let rows = st.query_map([group_pk], |r| Ok(M { id: r.get(0)?, pk: r.get(1)?, entry: r.get(2)? }))?;
+    let mut st = t.prepare_cached("SELECT u.id, m.user_pk, u.entry_id, u.out_of_scope FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
+    let rows = st.query_map([group_pk], |r| Ok(M { id: r.get(0)?, pk: r.get(1)?, entry: member_entry(r.get(2)?, r.get(3)?) }))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -214,15 +221,17 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
     for m in members {
         if ins.execute(params![group_pk, m.pk])? == 1 {
             delta.added.push(m.id.clone());
+            // Out of scope: the IdP view records the membership; the directory has no entry.
+            let Some(entry) = m.entry else { continue };
             // Removed then added again in one request: the membership stays.
-            delta.revokes.retain(|(e, g)| *e != m.entry || g.is_some());
+            delta.revokes.retain(|(e, g)| *e != entry || g.is_some());
             let rule = rules.get(&m.id).unwrap_or(&none);
             for (g, name) in targets {
                 if !named(&rule.skip, name) {
-                    memberships::grant(t, *g, m.entry, own)?;
+                    memberships::grant(t, *g, entry, own)?;
                 }
             }
-            memberships::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
+            memberships::rule_grants(t, idp, entry, &rule.grant, &rule.revoke)?;
         }
     }
     Ok(())
@@ -234,14 +243,15 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
     for m in members {
         if del.execute(params![group_pk, m.pk])? == 1 {
             delta.removed.push(m.id.clone());
+            let Some(entry) = m.entry else { continue };
             if let Some(rule) = rules.get(&m.id) {
                 // Kept memberships change owner: the rules hold them from now on.
                 for (g, _) in targets.iter().filter(|(_, n)| named(&rule.keep, n)) {
-                    memberships::grant(t, *g, m.entry, rule_owner)?;
+                    memberships::grant(t, *g, entry, rule_owner)?;
                 }
-                memberships::rule_grants(t, idp, m.entry, &rule.grant, &rule.revoke)?;
+                memberships::rule_grants(t, idp, entry, &rule.grant, &rule.revoke)?;
             }
-            delta.revokes.push((m.entry, None));
+            delta.revokes.push((entry, None));
         }
     }
     Ok(())
@@ -381,8 +391,9 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
     settle_revokes(t, idp, pk, &id, &mut delta.revokes, None, &info.request_id)?;
     let targets = target_names(t, idp.id, &id)?;
     let skipped = delta.skipped.clone();
+    let moved = delta.added.clone();
     audit::record(t, &Subject::group(idp, &id), info, &group_changes(None, Some((&w.body, targets)), delta))?;
-    Ok(StoredGroup { meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 }, body: w.body.clone(), members: None, skipped })
+    Ok(StoredGroup { meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 }, body: w.body.clone(), members: None, skipped, moved })
 }
 
 /// Updates an IdP group still at the expected version: attributes, targets, member deltas.
@@ -412,6 +423,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
     let after_targets = target_names(t, idp.id, id)?;
     let skipped = delta.skipped.clone();
+    let moved: Vec<String> = delta.added.iter().chain(&delta.removed).cloned().collect();
     let mut changes = match (w, &before_body) {
         (Some(w), Some(b)) => group_changes(Some((b, before_targets)), Some((&w.body, after_targets)), delta),
         _ => group_changes(Some((&Value::Null, before_targets)), Some((&Value::Null, after_targets)), delta),
@@ -422,6 +434,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
     let (_, mut g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     g.skipped = skipped;
+    g.moved = moved;
     Ok((g, revoked))
 }
 

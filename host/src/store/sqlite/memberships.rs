@@ -102,7 +102,8 @@ pub(super) fn entries_of(t: &Transaction<'_>, owner: Owner, group: Option<i64>) 
 pub(super) fn grant_to_members(t: &Transaction<'_>, group_id: i64, group_pk: i64) -> StoreResult<()> {
     t.prepare_cached(
         "INSERT OR IGNORE INTO app_memberships (group_id, entry_id, owner)
-         SELECT ?1, u.entry_id, ?3 FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?2",
+         SELECT ?1, u.entry_id, ?3 FROM group_members m JOIN users u ON u.pk = m.user_pk
+         WHERE m.group_pk = ?2 AND u.entry_id IS NOT NULL AND u.out_of_scope = 0",
     )?
     .execute(params![group_id, group_pk, Owner::IdpGroup(group_pk)])?;
     Ok(())

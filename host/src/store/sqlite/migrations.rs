@@ -468,7 +468,47 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE entries ADD COLUMN left_by INTEGER;
 "#,
+    // 18: scoping. An IdP user out of scope is kept in the IdP view with no directory entry:
+    // `users.entry_id` becomes nullable (SQLite rebuilds the table for that, foreign keys off,
+    // checked before commit) and `out_of_scope` says whether the rules keep it out (an entry
+    // it had stays linked, deprovisioned, until it comes back).
+    r#"-- foreign keys off
+    CREATE TABLE users_new (
+        pk INTEGER PRIMARY KEY,
+        idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+        id TEXT NOT NULL UNIQUE,
+        entry_id INTEGER REFERENCES entries(id),
+        user_name_fold TEXT NOT NULL,
+        external_id TEXT,
+        display_name_fold TEXT,
+        active INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        out_of_scope INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO users_new (pk, idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
+        SELECT pk, idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version FROM users;
+    DROP TABLE users;
+    ALTER TABLE users_new RENAME TO users;
+    CREATE UNIQUE INDEX users_user_name ON users(idp_id, user_name_fold);
+    CREATE INDEX users_external ON users(idp_id, external_id);
+    CREATE INDEX users_display ON users(idp_id, display_name_fold);
+    CREATE INDEX users_entry ON users(entry_id);
+    DELETE FROM sqlite_stat1 WHERE tbl = 'users';
+    INSERT INTO sqlite_stat1 (tbl, idx, stat)
+        SELECT 'users', NULL, '1000000'
+        UNION ALL SELECT 'users', name, '1000000 1' FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'users' AND name LIKE 'sqlite_autoindex_users%'
+        UNION ALL SELECT 'users', 'users_user_name', '1000000 100000 1'
+        UNION ALL SELECT 'users', 'users_external', '1000000 100000 1'
+        UNION ALL SELECT 'users', 'users_display', '1000000 100000 2'
+        UNION ALL SELECT 'users', 'users_entry', '1000000 1';
+"#,
 ];
+
+/// A migration that must run with foreign keys off (a table rebuild) starts with this line.
+const FOREIGN_KEYS_OFF: &str = "-- foreign keys off";
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -479,10 +519,29 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let txn = conn.transaction()?;
-        txn.execute_batch(sql)?;
-        txn.pragma_update(None, "user_version", i as i64 + 1)?;
-        txn.commit()?;
+        // SQLite's way to change a column: rebuild the table with foreign keys off (they
+        // cannot be switched inside a transaction), then check them all before committing.
+        let fk_off = sql.starts_with(FOREIGN_KEYS_OFF);
+        if fk_off {
+            conn.pragma_update(None, "foreign_keys", false)?;
+        }
+        let applied = (|| -> StoreResult<()> {
+            let txn = conn.transaction()?;
+            txn.execute_batch(sql)?;
+            if fk_off {
+                let broken: i64 = txn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+                if broken > 0 {
+                    return Err(StoreError::backend(format!("migration {} would leave {broken} broken references; nothing was changed", i + 1)));
+                }
+            }
+            txn.pragma_update(None, "user_version", i as i64 + 1)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if fk_off {
+            conn.pragma_update(None, "foreign_keys", true)?;
+        }
+        applied?;
         tracing::info!(version = i + 1, "applied store migration");
     }
     Ok(())

@@ -48,7 +48,7 @@ fn progress(t: &Transaction<'_>, mode: ReapplyMode, out: &[ReapplyOutcome]) -> S
 pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
-        let r = isolated(t, || users::reapply(t, idp, &it.id, it.version, &it.entry, &it.audit))?;
+        let r = isolated(t, || users::reapply(t, idp, &it.id, it.version, &it.entry, &it.matching, &it.audit))?;
         out.push(outcome("User", &it.id, r));
     }
     progress(t, mode, &out)?;

@@ -49,7 +49,7 @@ pub(super) fn index_for_tests(body: &Value) -> (String, Option<String>, Option<S
     (ix.user_name, ix.external_id, ix.display_name, ix.active, ix.emails)
 }
 
-const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
+const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version, r.out_of_scope";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredUser)> {
     let body = super::db::json_column(2, &r.get::<_, String>(2)?)?;
@@ -59,6 +59,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredUser)> {
             meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
             body,
             groups: None,
+            out_of_scope: r.get(6)?,
         },
     ))
 }
@@ -124,27 +125,32 @@ fn writer(idp: &IdpConnection) -> AttrOwner {
     AttrOwner::Idp(idp.id)
 }
 
-/// Creates an IdP user and its entry (or joins an existing entry, per the matching policy).
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let ix = index(&w.body);
-    let uf = fold(&ix.user_name);
-    if taken_in_idp(t, idp.id, &uf, None)? {
-        return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
-    }
-    let ts = Timestamp::now();
+/// The entry a user coming into the directory joins, and how.
+struct Joined {
+    entry_id: i64,
+    /// The entry as it was, if it existed.
+    before: Option<DirectoryEntry>,
+    /// An entry a deletion left, taken back.
+    vacant: Option<lifecycle::Vacant>,
+    /// The rules' grants (for a new entry's audit record without reading it back).
+    granted: Vec<String>,
+}
+
+/// Finds or makes the entry a user coming into the directory joins: one a deletion of its
+/// connection left (taken back), an existing one by the matching policy, or a new one.
+fn join_entry(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, emails: &[String], ts: &Timestamp) -> StoreResult<Joined> {
     // An entry with this name that no IdP user maps to any more: the connection whose user
     // deletion left it takes it back (re-creating a user it deleted, the deletion held or
     // soft); another connection only by its matching policy.
     let vacant = lifecycle::vacant(t, idp.tenant_id, &fold(&w.entry.user_name))?.filter(|v| {
-        v.left_by == Some(idp.id)
-            || matches!(&w.matching, MatchPolicy::Adopt { verified_domains } if entries::domain_verified(&w.entry.user_name, &ix.emails, verified_domains))
+        v.left_by == Some(idp.id) || matches!(&w.matching, MatchPolicy::Adopt { verified_domains } if entries::domain_verified(&w.entry.user_name, emails, verified_domains))
     });
     if vacant.as_ref().is_some_and(|v| v.deprovisioned) && w.reactivate.is_none() {
         return Err(StoreError::NeedsReactivation);
     }
     let adopted = match (&vacant, &w.matching) {
         (Some(v), _) => Some(v.id),
-        (None, MatchPolicy::Adopt { verified_domains }) => entries::find_match(t, idp.tenant_id, &w.entry.user_name, &ix.emails, verified_domains)?,
+        (None, MatchPolicy::Adopt { verified_domains }) => entries::find_match(t, idp.tenant_id, &w.entry.user_name, emails, verified_domains)?,
         (None, MatchPolicy::Conflict) => None,
     };
     let before = adopted.map(|id| entries::state(t, id)).transpose()?.flatten();
@@ -153,43 +159,40 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         // by SSO, or left by a deletion); the entry keeps its username and takes this write's
         // state.
         Some(id) => {
-            entries::adopt(t, id, writer(idp), &w.entry, &ts)?;
+            entries::adopt(t, id, writer(idp), &w.entry, ts)?;
             tracing::info!(entry = id, "adopted an existing directory entry");
             id
         }
-        None => entries::insert(t, idp.tenant_id, &w.entry, writer(idp), &ts)?,
+        None => entries::insert(t, idp.tenant_id, &w.entry, writer(idp), ts)?,
     };
     let granted = memberships::rule_grants(t, idp, entry_id, &w.entry.grant, &w.entry.revoke)?;
-    // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
-    // random page each, which keeps the writer's pages per commit down. Still opaque.
-    let id = uuid::Uuid::now_v7().to_string();
-    t.prepare_cached(
-        "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1)",
-    )?
-    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
-    let pk = t.last_insert_rowid();
-    write_emails(t, pk, &ix.emails)?;
-    let taken_back = match &vacant {
+    Ok(Joined { entry_id, before, vacant, granted })
+}
+
+/// Completes a join once the user row points at the entry: takes back a vacant entry.
+/// Returns what the audit says of it, and the entry as it is now.
+fn settle_join(t: &Transaction<'_>, idp: &IdpConnection, j: Joined, user_pk: i64, w: &UserWrite, ts: &Timestamp) -> StoreResult<(Value, Option<DirectoryEntry>)> {
+    let restore = w.reactivate.unwrap_or(true);
+    let taken_back = match &j.vacant {
         Some(v) => {
-            let superseded = lifecycle::take_back(t, v, pk, w.reactivate.unwrap_or(true), &ts)?;
+            let superseded = lifecycle::take_back(t, v, user_pk, restore, ts)?;
             let by = if v.left_by == Some(idp.id) { "the connection that deleted its user" } else { "the matching policy" };
-            tracing::info!(entry = v.id, from = v.how, "a create took back an entry left by a deletion");
-            Some(serde_json::json!({"from": v.how, "by": by, "superseded": superseded, "restored": v.deprovisioned.then_some(w.reactivate.unwrap_or(true))}))
+            tracing::info!(entry = v.id, from = v.how, "a user took back an entry left by a deletion");
+            Some(serde_json::json!({"from": v.how, "by": by, "superseded": superseded, "restored": v.deprovisioned.then_some(restore)}))
         }
         None => None,
     };
     // A new entry is exactly what was just written: no need to read it back (the common
     // create costs the writer no extra reads); an adopted one is read.
-    let after = match adopted {
-        Some(_) => entries::state(t, entry_id)?,
+    let after = match &j.before {
+        Some(_) => entries::state(t, j.entry_id)?,
         None => Some(DirectoryEntry {
             user_name: w.entry.user_name.clone(),
             active: w.entry.active,
             attributes: w.entry.attributes.clone(),
             // A new entry's only memberships are the rules' grants.
             groups: {
-                let mut g = granted;
+                let mut g = j.granted;
                 g.sort();
                 g.dedup();
                 g
@@ -198,34 +201,129 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
             purge_after: None,
         }),
     };
-    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
+    let mut changes = audit::entry_diff(j.before.as_ref(), after.as_ref());
     match taken_back {
         Some(tb) => changes["taken_back"] = tb,
-        None if adopted.is_some() => changes["adopted"] = Value::Bool(true),
+        None if j.before.is_some() => changes["adopted"] = Value::Bool(true),
         None => {}
     }
-    let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
-    audit::record(t, &Subject::user(idp, &id, Some((entry_id, name))), info, &changes)?;
+    Ok((changes, after))
+}
+
+/// Creates an IdP user and its entry (or joins an existing entry, per the matching policy);
+/// a user the scope rules keep out is stored in the IdP view only.
+pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
+    let ix = index(&w.body);
+    let uf = fold(&ix.user_name);
+    if taken_in_idp(t, idp.id, &uf, None)? {
+        return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
+    }
+    let ts = Timestamp::now();
+    let joined = if w.entry.out_of_scope { None } else { Some(join_entry(t, idp, w, &ix.emails, &ts)?) };
+    let entry_id = joined.as_ref().map(|j| j.entry_id);
+    // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
+    // random page each, which keeps the writer's pages per commit down. Still opaque.
+    let id = uuid::Uuid::now_v7().to_string();
+    t.prepare_cached(
+        "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version, out_of_scope)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10)",
+    )?
+    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts, w.entry.out_of_scope])?;
+    let pk = t.last_insert_rowid();
+    write_emails(t, pk, &ix.emails)?;
+    match joined {
+        Some(j) => {
+            let entry_id = j.entry_id;
+            let (changes, after) = settle_join(t, idp, j, pk, w, &ts)?;
+            let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
+            audit::record(t, &Subject::user(idp, &id, Some((entry_id, name))), info, &changes)?;
+        }
+        None => audit::record(t, &Subject::user(idp, &id, None), info, &serde_json::json!({"scope": "out"}))?,
+    }
     Ok(StoredUser {
         meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 },
         body: w.body.clone(),
         groups: Some(Vec::new()),
+        out_of_scope: w.entry.out_of_scope,
     })
 }
 
-fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<(i64, i64)> {
-    let mut st = t.prepare_cached("SELECT pk, entry_id, version FROM users WHERE id = ?1 AND idp_id = ?2")?;
-    let (pk, entry_id, version): (i64, i64, i64) = st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+/// An IdP user as a write finds it.
+struct Current {
+    /// Its storage key.
+    pk: i64,
+    /// Its entry: none while it is out of scope and never had one.
+    entry: Option<i64>,
+    /// The scope rules keep it out.
+    out: bool,
+}
+
+/// An IdP user as it is, checked at `expected_version`.
+fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<Current> {
+    let mut st = t.prepare_cached("SELECT pk, entry_id, version, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2")?;
+    let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     if expected_version.is_some_and(|v| v != version) {
         return Err(StoreError::VersionMismatch);
     }
-    Ok((pk, entry_id))
+    Ok(Current { pk, entry, out })
+}
+
+/// Applies what the rules decided to a user's entry, for an update or a re-apply. Scope
+/// decides the shape of it: in scope, the entry is written (made first, or joined, when the
+/// user comes into the directory); out of scope, an entry it has only takes the lifecycle
+/// change (leaving scope deprovisions it, per the rules) and is not written. Returns the
+/// entry, the audit changes and the held operation if the guard held one.
+fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<i64>, Value, Option<i64>)> {
+    let (pk, entry, was_out) = (cur.pk, cur.entry, cur.out);
+    let e = &w.entry;
+    let (entry_id, mut changes) = match (entry, e.out_of_scope) {
+        (None, true) => (None, serde_json::json!({})),
+        (None, false) => {
+            // Into the directory: its entry appears, with the memberships its IdP groups give.
+            let ix = index(&w.body);
+            let j = join_entry(t, idp, w, &ix.emails, ts)?;
+            let entry_id = j.entry_id;
+            t.prepare_cached("UPDATE users SET entry_id = ?2 WHERE pk = ?1")?.execute(params![pk, entry_id])?;
+            let (changes, _) = settle_join(t, idp, j, pk, w, ts)?;
+            memberships::regrant_idp_groups_of(t, entry_id, pk)?;
+            (Some(entry_id), changes)
+        }
+        (Some(entry_id), out) => {
+            let before = entries::state(t, entry_id)?;
+            if !out {
+                entries::write(t, entry_id, writer(idp), e, ts)?;
+                memberships::rule_grants(t, idp, entry_id, &e.grant, &e.revoke)?;
+            }
+            lifecycle::apply(t, pk, entry_id, e.lifecycle, ts)?;
+            if was_out && !out {
+                // Back in scope: what its IdP groups give comes back too.
+                memberships::regrant_idp_groups_of(t, entry_id, pk)?;
+            }
+            (Some(entry_id), audit::entry_diff(before.as_ref(), entries::state(t, entry_id)?.as_ref()))
+        }
+    };
+    if was_out != e.out_of_scope {
+        changes["scope"] = Value::from(if e.out_of_scope { "left" } else { "entered" });
+    }
+    t.prepare_cached("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1")?.execute(params![pk, e.out_of_scope])?;
+    let held = match (e.lifecycle, entry_id) {
+        (Lifecycle::Held(a), Some(entry_id)) => Some(held::hold(t, idp, HeldKind::Deactivate, id, entry_id, a, request_id)?),
+        _ => None,
+    };
+    if let Some(h) = held {
+        changes["held"] = serde_json::json!(h);
+    }
+    Ok((entry_id, changes, held))
+}
+
+fn entry_name(t: &Transaction<'_>, entry_id: Option<i64>) -> StoreResult<Option<(i64, String)>> {
+    entry_id.map(|e| Ok((e, entries::state(t, e)?.map(|s| s.user_name).unwrap_or_default()))).transpose()
 }
 
 /// Replaces an IdP user still at `expected_version`, and rewrites its entry.
 pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
-    let before = entries::state(t, entry_id)?;
+    let cur = current(t, idp.id, id, Some(expected_version))?;
+    let pk = cur.pk;
     let before_body: Option<String> = t.prepare_cached("SELECT body FROM users WHERE pk = ?1")?.query_row([pk], |r| r.get(0)).optional()?;
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
@@ -233,49 +331,41 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
-    entries::write(t, entry_id, writer(idp), &w.entry, &ts)?;
-    memberships::rule_grants(t, idp, entry_id, &w.entry.grant, &w.entry.revoke)?;
-    lifecycle::apply(t, pk, entry_id, w.entry.lifecycle, &ts)?;
-    let held = match w.entry.lifecycle {
-        Lifecycle::Held(a) => Some(held::hold(t, idp, HeldKind::Deactivate, id, entry_id, a, &info.request_id)?),
-        _ => None,
-    };
+    let (entry_id, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
     t.prepare_cached(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
     )?
     .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
     write_emails(t, pk, &ix.emails)?;
-    let after = entries::state(t, entry_id)?;
-    let mut changes = audit::entry_diff(before.as_ref(), after.as_ref());
     let before_body: Option<Value> = before_body.and_then(|b| serde_json::from_str(&b).ok());
     changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
-    if let Some(h) = held {
-        changes["held"] = serde_json::json!(h);
-    }
-    let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
-    audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)?;
+    let named = entry_name(t, entry_id)?;
+    audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
     let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
     u.groups = Some(groups_of(t, pk)?);
     Ok(u)
 }
 
 /// Re-applies the rules to one IdP user: only its directory entry changes (the IdP view, its
-/// version and ETag stay as the IdP left them). Returns the entry's name before and what
-/// changed; records the change if anything did.
-pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, e: &EntryWrite, info: &AuditInfo) -> StoreResult<(String, Value)> {
-    let (pk, entry_id) = current(t, idp.id, id, Some(expected_version))?;
-    let before = entries::state(t, entry_id)?;
+/// version and ETag stay as the IdP left them; its scope may change). Returns the entry's
+/// name before and what changed; records the change if anything did.
+pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, e: &EntryWrite, matching: &MatchPolicy, info: &AuditInfo) -> StoreResult<(String, Value)> {
+    let cur = current(t, idp.id, id, Some(expected_version))?;
+    let pk = cur.pk;
+    let name = entry_name(t, cur.entry)?.map(|(_, n)| n).unwrap_or_else(|| e.user_name.clone());
+    let body: Value = t.prepare_cached("SELECT body FROM users WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).map(|b| serde_json::from_str(&b).unwrap_or(Value::Null))?;
+    // Entering the directory on a re-apply joins entries as a create would.
+    let restore = match e.lifecycle {
+        Lifecycle::Reactivate { restore } => restore,
+        _ => true,
+    };
+    let w = UserWrite { body, entry: e.clone(), matching: matching.clone(), reactivate: Some(restore) };
     let ts = Timestamp::now();
-    entries::write(t, entry_id, writer(idp), e, &ts)?;
-    memberships::rule_grants(t, idp, entry_id, &e.grant, &e.revoke)?;
-    lifecycle::apply(t, pk, entry_id, e.lifecycle, &ts)?;
-    let after = entries::state(t, entry_id)?;
-    let changes = audit::entry_diff(before.as_ref(), after.as_ref());
-    let name = before.map(|b| b.user_name).unwrap_or_default();
+    let (entry_id, changes, _) = apply_entry(t, idp, id, &cur, &w, &info.request_id, &ts)?;
     if changes.as_object().is_some_and(|o| !o.is_empty()) {
-        let now_name = after.as_ref().map(|a| a.user_name.as_str()).unwrap_or(&name);
-        audit::record(t, &Subject::user(idp, id, Some((entry_id, now_name))), info, &changes)?;
+        let named = entry_name(t, entry_id)?;
+        audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
     }
     Ok((name, changes))
 }
@@ -290,7 +380,14 @@ pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> S
 /// Deletes an IdP user; its entry is deprovisioned with `action`, or (`held`) kept until an
 /// admin decides.
 pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, held: bool, info: &AuditInfo) -> StoreResult<()> {
-    let (pk, entry_id) = current(t, idp.id, id, expected_version)?;
+    let Current { pk, entry, .. } = current(t, idp.id, id, expected_version)?;
+    let Some(entry_id) = entry else {
+        // Out of scope, never in the directory: only the IdP's view has it.
+        delete_groups_member(t, pk)?;
+        t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
+        return audit::record(t, &Subject::user(idp, id, None), info, &serde_json::json!({"scope": "out"}));
+    };
+    // An entry that left scope was deprovisioned then; the deletion applies to it as usual.
     let before = entries::state(t, entry_id)?;
     let hold_id = if held { Some(held::hold(t, idp, HeldKind::Delete, id, entry_id, action, &info.request_id)?) } else { None };
     // A held deletion removes the IdP's user and leaves the entry as it is for now.
@@ -304,11 +401,16 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     audit::record(t, &Subject::user(idp, id, Some((entry_id, name))), info, &changes)
 }
 
+/// The groups of a user that goes lose a member: their versions change.
+fn delete_groups_member(t: &Transaction<'_>, pk: i64) -> StoreResult<()> {
+    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
+        .execute(params![pk, Timestamp::now()])?;
+    Ok(())
+}
+
 fn delete_user_row(t: &Transaction<'_>, idp_id: i64, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
     let ts = Timestamp::now();
-    // The user's groups lose a member: their versions change.
-    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
-        .execute(params![pk, ts])?;
+    delete_groups_member(t, pk)?;
     memberships::revoke_idp_groups_of(t, entry_id, pk)?;
     t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
     let shared: bool = t.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;

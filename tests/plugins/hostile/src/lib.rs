@@ -41,7 +41,7 @@ use std::hash::BuildHasher;
 impl Plugin for Hostile {
     type Config = Value;
     const NAME: &'static str = "hostile";
-    const HOOKS: &'static [Hook] = &[Hook::Username, Hook::Attributes, Hook::Shape];
+    const HOOKS: &'static [Hook] = &[Hook::Username, Hook::Attributes, Hook::Shape, Hook::Scope];
 
     fn username(_ctx: &Context, _c: &Value, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
         match user.user_name().strip_prefix("evil-") {
@@ -69,6 +69,17 @@ impl Plugin for Hostile {
             "evil-huge-attributes" => Ok(Decision::new(Value::String("z".repeat(1 << 20)))),
             "evil-attributes-not-object" => Ok(Decision::new(Value::Bool(true))),
             "evil-attributes-wrong-type" => Ok(Decision::new(mapwright_plugin_sdk::json!({"active": "perhaps"}))),
+            _ => Ok(Decision::new(proposed)),
+        }
+    }
+
+    fn in_scope(_ctx: &Context, _c: &Value, user: &User, _groups: &[String], proposed: bool) -> Result<Decision<bool>, Rejection> {
+        match user.user_name().strip_prefix("scope-") {
+            Some("loop") => loop {
+                std::hint::black_box(());
+            },
+            Some("reject") => Err(Rejection::new("hostile.scope", "scope-reject is refused")),
+            Some("out") => Ok(Decision::new(false).because("hostile.scope", "kept out")),
             _ => Ok(Decision::new(proposed)),
         }
     }
