@@ -511,6 +511,11 @@ const MIGRATIONS: &[&str] = &[
 const FOREIGN_KEYS_OFF: &str = "-- foreign keys off";
 
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to schema version `target`.
+fn migrate_to(conn: &mut Connection, target: usize) -> StoreResult<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
@@ -518,7 +523,7 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
             "the database is at schema version {current}, newer than this build knows ({known}); upgrade mapwright"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current as usize) {
         // SQLite's way to change a column: rebuild the table with foreign keys off (they
         // cannot be switched inside a transaction), then check them all before committing.
         let fk_off = sql.starts_with(FOREIGN_KEYS_OFF);
@@ -545,4 +550,40 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tracing::info!(version = i + 1, "applied store migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The users table rebuild (18) keeps every row and every reference to it: emails and
+    /// group memberships still cascade with their user, and an entry is still required to
+    /// exist when one is named.
+    #[test]
+    fn the_users_rebuild_keeps_rows_and_references() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate_to(&mut c, 17).unwrap();
+        c.execute_batch(
+            "INSERT INTO tenants (id, name, created) VALUES (1, 'acme', 'x');
+             INSERT INTO idps (id, tenant_id, name, kind, rate_per_sec, burst, created) VALUES (1, 1, 'okta', 'okta', 0, 1, 'x');
+             INSERT INTO entries (id, tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners, uid) VALUES (1, 1, 'jdoe', 'jdoe', 1, '{}', 'x', 'x', '{}', 'u1');
+             INSERT INTO users (pk, idp_id, id, entry_id, user_name_fold, active, body, created, modified, version) VALUES (7, 1, 'i7', 1, 'jdoe', 1, '{}', 'x', 'x', 3);
+             INSERT INTO user_emails (value_fold, user_pk) VALUES ('jdoe@acme.com', 7);
+             INSERT INTO groups (pk, idp_id, id, display_name_fold, body, created, modified, version) VALUES (1, 1, 'g1', 'eng', '{}', 'x', 'x', 1);
+             INSERT INTO group_members (group_pk, user_pk) VALUES (1, 7);",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let (entry, version, out): (Option<i64>, i64, bool) = c.query_row("SELECT entry_id, version, out_of_scope FROM users WHERE pk = 7", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        assert_eq!((entry, version, out), (Some(1), 3, false));
+        assert!(c.execute("INSERT INTO users (idp_id, id, entry_id, user_name_fold, active, body, created, modified, version) VALUES (1, 'x', 99, 'x', 1, '{}', 'x', 'x', 1)", []).is_err(), "entry_id still references entries");
+        c.execute("INSERT INTO users (idp_id, id, entry_id, user_name_fold, active, body, created, modified, version, out_of_scope) VALUES (1, 'out', NULL, 'out', 1, '{}', 'x', 'x', 1, 1)", []).unwrap();
+        c.execute("DELETE FROM users WHERE pk = 7", []).unwrap();
+        let left: (i64, i64) = c.query_row("SELECT (SELECT count(*) FROM user_emails), (SELECT count(*) FROM group_members)", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!(left, (0, 0), "emails and memberships cascade with their user");
+        let fk: bool = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert!(fk, "foreign keys are on again after the rebuild");
+    }
 }
