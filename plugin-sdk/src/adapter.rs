@@ -203,8 +203,8 @@ impl<P: Plugin, V: CrateVersion> deprovision::Guest for Adapter<P, V> {
 }
 
 impl<P: Plugin, V: CrateVersion> scope::Guest for Adapter<P, V> {
-    fn scopes() -> bool {
-        P::HOOKS.contains(&Hook::Scope)
+    fn scopes(config: String) -> bool {
+        P::HOOKS.contains(&Hook::Scope) && self::config::<P>(&config).is_ok_and(|c| P::scopes(&c))
     }
 
     fn user_in_scope(ctx: wit::Context, config: String, user_json: String, groups: Vec<String>, proposed: bool) -> Result<scope::Decision, wit::Rejection> {

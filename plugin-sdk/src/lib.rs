@@ -414,6 +414,13 @@ pub trait Plugin: 'static {
         Ok(Decision::new(proposed))
     }
 
+    /// Whether this configuration decides scope (for a plugin that lists [`Hook::Scope`]).
+    /// A connection whose entries do not scope never asks them, and its group writes do not
+    /// re-decide the scope of their members: say no when the configuration has no scope rule.
+    fn scopes(_config: &Self::Config) -> bool {
+        true
+    }
+
     /// Shapes a user or group for one delivery target (list [`Hook::Shape`]): `resource` is
     /// the SCIM resource as the target would receive it, after the previous entries of the
     /// target's shape chain. Return it changed, with a reason per change; a [`Rejection`]

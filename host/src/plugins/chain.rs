@@ -292,7 +292,7 @@ impl MappingPipeline for Chain {
     }
 
     fn has_scope_rules(&self) -> bool {
-        self.entries.iter().any(|e| e.plugin.hooks.scope)
+        self.entries.iter().any(|e| e.scopes)
     }
 
     fn scope<'a>(&'a self, ctx: MapContext<'a>, user: &'a Value, groups: &'a [String]) -> BoxFuture<'a, Result<(bool, Decisions), MappingError>> {
@@ -300,7 +300,7 @@ impl MappingPipeline for Chain {
             let mut in_scope = true;
             let mut decisions = Decisions::new();
             let (wctx, user_json) = (wit_context(&ctx), json_text(user));
-            for e in self.entries.iter().filter(|e| e.plugin.hooks.scope) {
+            for e in self.entries.iter().filter(|e| e.scopes) {
                 let (s, p) = e.in_scope(&wctx, &user_json, groups, in_scope).await?;
                 in_scope = s;
                 record(&mut decisions, p);

@@ -143,6 +143,8 @@ pub struct Entry {
     lane: Arc<Lane>,
     /// Per call, resolved on first use.
     metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; Call::ALL.len()],
+    /// Its configuration decides scope (asked of the plugin when the entry is made).
+    pub scopes: bool,
 }
 
 /// The exports a chain entry calls.
@@ -194,14 +196,22 @@ impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let idle = runtime.idle.list(IDLE_PER_ENTRY);
-        let e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default() };
+        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false };
         let mut inst = e.instance().await?;
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
-            Ok(Ok(())) => e.put_back(inst),
+            Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(PluginError::Config { plugin: e.plugin.name.clone(), reason }),
             Err(trap) => return Err(e.fault(&inst, &trap)),
         }
+        if let Some(s) = &inst.scope {
+            arm(&mut inst.store, &e.limits);
+            match s.mapwright_plugin_scope().call_scopes(&mut inst.store, &e.config).await {
+                Ok(scopes) => e.scopes = scopes,
+                Err(trap) => return Err(e.fault(&inst, &trap)),
+            }
+        }
+        e.put_back(inst);
         e.self_test().await?;
         Ok(e)
     }

@@ -50,8 +50,8 @@ pub struct Hooks {
     /// Shapes what delivery targets receive (the optional `shape` export, when the plugin
     /// says it does).
     pub shape: bool,
-    /// Decides whether users are in scope (the optional `scope` export, when the plugin says
-    /// it does).
+    /// May decide whether users are in scope (the optional `scope` export; each chain entry
+    /// asks whether its configuration does).
     pub scope: bool,
 }
 
@@ -333,13 +333,8 @@ impl Runtime {
             }
             None => false,
         };
-        let scopes = match &scoping {
-            Some(i) => {
-                let s = i.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
-                s.mapwright_plugin_scope().call_scopes(&mut store).await.map_err(|e| invalid("scope.scopes() failed", e))?
-            }
-            None => false,
-        };
+        // Whether it scopes depends on each entry's configuration: asked per entry.
+        let scopes = scoping.is_some();
         let mut hooks = Hooks { shape: shapes, scope: scopes, ..Hooks::default() };
         for h in info.hooks {
             match h {
