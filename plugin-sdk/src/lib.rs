@@ -48,6 +48,7 @@
 extern crate self as mapwright_plugin_sdk;
 
 mod adapter;
+mod attr_path;
 
 // A plugin call parses JSON into many small values and drops them all on return: talc serves
 // that pattern faster than dlmalloc (see the `talc` feature). Single-threaded wasm only,
@@ -88,6 +89,7 @@ pub mod bindings {
 
 #[doc(hidden)]
 pub use adapter::{Adapter, CrateVersion};
+pub use attr_path::AttrPath;
 
 /// The how-to of the README. Its example is compiled twice: here as a doc test (the plugin),
 /// and as `tests/readme_example.rs` (the plugin and its tests, run by `cargo test`).

@@ -12,6 +12,7 @@ mod dialects;
 mod directory;
 mod durability;
 mod errors;
+mod expr;
 mod filters;
 mod groups;
 mod guard;

@@ -29,135 +29,23 @@
 
 use std::collections::BTreeMap;
 
-use mapwright_plugin_sdk::{Hook, Map, Plugin, Rejection, ResourceType, Shaped, Target, Value};
+use mapwright_plugin_sdk::{AttrPath, Hook, Map, Plugin, Rejection, ResourceType, Shaped, Target, Value};
 use serde::Deserialize;
 
-/// An attribute, as configured: a core attribute, a sub-attribute, an extension's attribute
-/// (its schema URN first), or a whole extension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Path {
-    /// The extension's schema URN, or `None` for a core attribute.
-    pub schema: Option<String>,
-    /// The attribute and its sub-attribute; empty for a whole extension.
-    pub attr: Option<(String, Option<String>)>,
-}
-
-impl Path {
-    /// Parses `name`, `name.sub`, `urn:…:Resource:name[.sub]` or `urn:…:Resource`.
-    pub fn parse(s: &str) -> Result<Path, String> {
-        let s = s.trim();
-        let (schema, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("urn:") {
-            // An attribute name starts with a letter in lower case; a schema URN ends in a
-            // resource type (`User`), so the last `:` splits them only before a lower case.
-            match s.rsplit_once(':') {
-                Some((urn, attr)) if attr.starts_with(|c: char| c.is_ascii_lowercase()) => (Some(urn.to_string()), attr),
-                _ => return Ok(Path { schema: Some(s.to_string()), attr: None }),
-            }
-        } else {
-            (None, s)
-        };
-        let (attr, sub) = match rest.split_once('.') {
-            Some((a, b)) => (a, Some(b)),
-            None => (rest, None),
-        };
-        let valid = |n: &str| !n.is_empty() && n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '$') && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
-        if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
-            return Err(format!("'{s}' is not an attribute name (`name`, `name.sub`, or an extension's `urn:…:attribute`)"));
-        }
-        Ok(Path { schema, attr: Some((attr.to_string(), sub.map(str::to_string))) })
-    }
-
-    /// The top-level attribute this path is under (`name` for `name.givenName`).
-    fn top(&self) -> Option<&str> {
-        match (&self.schema, &self.attr) {
-            (Some(s), _) => Some(s),
-            (None, Some((a, _))) => Some(a),
-            (None, None) => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Path {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.schema, &self.attr) {
-            (Some(s), None) => write!(f, "{s}"),
-            (schema, Some((a, sub))) => {
-                if let Some(s) = schema {
-                    write!(f, "{s}:")?;
-                }
-                write!(f, "{a}")?;
-                if let Some(sub) = sub {
-                    write!(f, ".{sub}")?;
-                }
-                Ok(())
-            }
-            (None, None) => Ok(()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Path {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Path, D::Error> {
-        let s = String::deserialize(d)?;
-        Path::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+/// An attribute as configured (see [`AttrPath`]).
+pub type Path = AttrPath;
 
 /// The key of `map` equal to `name` ignoring case (SCIM attribute names are case-insensitive).
 fn key_of(map: &Map<String, Value>, name: &str) -> Option<String> {
     map.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()
 }
 
-/// The object holding the path's attribute, and that attribute's name in it.
-fn parent<'a>(root: &'a mut Map<String, Value>, p: &Path, create: bool) -> Option<(&'a mut Map<String, Value>, String)> {
-    let mut obj = root;
-    let mut names: Vec<&str> = Vec::new();
-    if let Some(s) = &p.schema {
-        names.push(s);
-    }
-    if let Some((a, sub)) = &p.attr {
-        names.push(a);
-        if let Some(sub) = sub {
-            names.push(sub);
-        }
-    }
-    let (last, steps) = names.split_last()?;
-    for step in steps {
-        let key = match key_of(obj, step) {
-            Some(k) => k,
-            None if create => {
-                obj.insert(step.to_string(), Value::Object(Map::new()));
-                step.to_string()
-            }
-            None => return None,
-        };
-        obj = obj.get_mut(&key)?.as_object_mut()?;
-    }
-    let key = key_of(obj, last).unwrap_or_else(|| last.to_string());
-    Some((obj, key))
-}
-
 fn take(root: &mut Map<String, Value>, p: &Path) -> Option<Value> {
-    let (obj, key) = parent(root, p, false)?;
-    let v = obj.remove(&key);
-    prune(root);
-    v
+    p.take(root)
 }
 
 fn put(root: &mut Map<String, Value>, p: &Path, v: Value) {
-    if let Some((obj, key)) = parent(root, p, true) {
-        obj.insert(key, v);
-    }
-}
-
-/// Removes objects left empty (an extension whose attributes all went).
-fn prune(root: &mut Map<String, Value>) {
-    for v in root.values_mut() {
-        if let Value::Object(o) = v {
-            o.retain(|_, v| !matches!(v, Value::Object(x) if x.is_empty()));
-        }
-    }
-    root.retain(|_, v| !matches!(v, Value::Object(x) if x.is_empty()));
+    p.put(root, v)
 }
 
 /// The steps for one kind of resource.
@@ -306,7 +194,7 @@ impl Rules {
         }
         for (path, v) in &self.set {
             let Ok(p) = Path::parse(path) else { continue };
-            let before = parent(&mut o, &p, false).and_then(|(obj, k)| obj.get(&k).cloned());
+            let before = p.get(&o).cloned();
             if before.as_ref() != Some(v) {
                 put(&mut o, &p, v.clone());
                 why.push(("shape.set", format!("{p} = {v}")));
@@ -394,19 +282,6 @@ mod tests {
 
     fn shape(config: &str, kind: ResourceType, r: Value) -> Result<Shaped, Rejection> {
         testing::shape::<Shape>(config, kind, &r.to_string())
-    }
-
-    #[test]
-    fn paths_parse_core_sub_and_extension_attributes() {
-        assert_eq!(Path::parse("emails").unwrap(), Path { schema: None, attr: Some(("emails".into(), None)) });
-        assert_eq!(Path::parse("name.givenName").unwrap().to_string(), "name.givenName");
-        let p = Path::parse(&format!("{ENTERPRISE}:department")).unwrap();
-        assert_eq!(p.schema.as_deref(), Some(ENTERPRISE));
-        assert_eq!(p.attr, Some(("department".into(), None)));
-        assert_eq!(Path::parse(ENTERPRISE).unwrap(), Path { schema: Some(ENTERPRISE.into()), attr: None });
-        assert!(Path::parse("na me").is_err());
-        assert!(Path::parse("").is_err());
-        assert!(Path::parse("a.").is_err());
     }
 
     #[test]
