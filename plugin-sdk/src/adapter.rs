@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, scope, self_test, shape, username};
+use crate::bindings::exports::mapwright::plugin::{attributes, deprovision, groups, meta, scope, self_test, shape, username, username_candidates};
 use crate::bindings::mapwright::plugin::types as wit;
 use crate::{Action, Context, Group, Hook, Memberships, Operation, Plugin, Provenance, Rejection, ResourceType, Target, Trigger, User};
 
@@ -126,6 +126,19 @@ impl<P: Plugin, V: CrateVersion> username::Guest for Adapter<P, V> {
         let u = user(user_json);
         let d = P::username(&context(ctx, current.as_deref()), &c, &u, &proposed).map_err(rejection)?;
         Ok(username::Decision { user_name: d.value, provenance: provenance(d.provenance) })
+    }
+}
+
+impl<P: Plugin, V: CrateVersion> username_candidates::Guest for Adapter<P, V> {
+    fn offers(config: String) -> bool {
+        P::HOOKS.contains(&Hook::Username) && self::config::<P>(&config).is_ok_and(|c| P::offers_candidates(&c))
+    }
+
+    fn decide(ctx: wit::Context, config: String, user_json: String, proposed: String, current: Option<String>) -> Result<username_candidates::Decision, wit::Rejection> {
+        let c = cfg::<P>(&config)?;
+        let u = user(user_json);
+        let d = P::username_candidates(&context(ctx, current.as_deref()), &c, &u, &proposed).map_err(rejection)?;
+        Ok(username_candidates::Decision { candidates: d.value, provenance: provenance(d.provenance) })
     }
 }
 

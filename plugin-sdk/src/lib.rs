@@ -363,6 +363,39 @@ pub trait Plugin: 'static {
         Ok(Decision::new(proposed.to_string()))
     }
 
+    /// Whether this configuration offers usernames as candidates ([`Plugin::username_candidates`]):
+    /// the host then asks that instead of [`Plugin::username`]. Default: no.
+    fn offers_candidates(_config: &Self::Config) -> bool {
+        false
+    }
+
+    /// Usernames in order of preference: the host takes the first one no other directory
+    /// entry has, atomically with the write, and records which and why (Entra's
+    /// `SelectUniqueValue`). A user whose name is among them keeps it. Asked instead of
+    /// [`Plugin::username`] when [`Plugin::offers_candidates`] says so; by default, that one
+    /// name.
+    ///
+    /// ```
+    /// use mapwright_plugin_sdk::{Context, Decision, Hook, Plugin, Rejection, User};
+    /// struct Numbered;
+    /// impl Plugin for Numbered {
+    ///     type Config = ();
+    ///     const NAME: &'static str = "numbered";
+    ///     const HOOKS: &'static [Hook] = &[Hook::Username];
+    ///     fn offers_candidates(_: &()) -> bool { true }
+    ///     fn username_candidates(_: &Context, _: &(), _: &User, proposed: &str) -> Result<Decision<Vec<String>>, Rejection> {
+    ///         let all = std::iter::once(proposed.to_string()).chain((2..10).map(|n| format!("{proposed}{n}"))).collect();
+    ///         Ok(Decision::new(all).because("numbered", "jdoe, then jdoe2, …"))
+    ///     }
+    /// }
+    /// let d = Numbered::username_candidates(&Context::test(), &(), &User::from_json(r#"{"userName": "x"}"#).unwrap(), "jdoe").unwrap();
+    /// assert_eq!(&d.value[..2], ["jdoe", "jdoe2"]);
+    /// ```
+    fn username_candidates(ctx: &Context, config: &Self::Config, user: &User, proposed: &str) -> Result<Decision<Vec<String>>, Rejection> {
+        let d = Self::username(ctx, config, user, proposed)?;
+        Ok(Decision { value: vec![d.value], provenance: d.provenance })
+    }
+
     /// The application groups an IdP group becomes (empty: the group is not synced).
     fn map_group(_ctx: &Context, _config: &Self::Config, _group: &Group, proposed: Vec<String>) -> Result<Decision<Vec<String>>, Rejection> {
         Ok(Decision::new(proposed))

@@ -51,6 +51,19 @@ pub fn username<P: Plugin>(config: &str, user: &str) -> Result<Decision<String>,
     P::username(&Context::test(), &c, &u, &proposed)
 }
 
+/// Runs the username hook as the host does for this configuration: the candidates it offers
+/// (one, when it offers none), with the user's own `userName` as the proposal.
+pub fn username_candidates<P: Plugin>(config: &str, user: &str) -> Result<Decision<Vec<String>>, Rejection> {
+    listed::<P>(Hook::Username);
+    let (c, u) = setup::<P>(config, user)?;
+    let proposed = u.user_name().to_string();
+    if P::offers_candidates(&c) {
+        P::username_candidates(&Context::test(), &c, &u, &proposed)
+    } else {
+        P::username(&Context::test(), &c, &u, &proposed).map(|d| Decision { value: vec![d.value], provenance: d.provenance })
+    }
+}
+
 /// Runs the group-mapping hook with the group's display name as the proposal.
 pub fn map_group<P: Plugin>(config: &str, display_name: &str) -> Result<Decision<Vec<String>>, Rejection> {
     listed::<P>(Hook::Groups);

@@ -140,3 +140,64 @@ fn bad_expressions_are_refused_named_and_contained() {
     let r = c.post("/Users", &json!({"userName": "next@acme.com", "name": {"givenName": "N", "familyName": "X"}, "emails": [{"value": "n@acme.com"}]}));
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+const UNIQUE: &str = r#"
+[[tenant]]
+name = "acme"
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, replace = [{ pattern = '^(.)[^.]*\.(.+)$', with = "$1$2" }], case = "lower", unique = 9 }
+
+[[tenant.idp]]
+name = "entra"
+kind = "entra"
+rate_per_second = 0
+[[tenant.idp.chain]]
+plugin = "builtin:expr"
+config = { username = "candidates(lower(local_part(primary_email(user))), 5)" }
+"#;
+
+fn create(c: &Client, email: &str) -> crate::harness::Resp {
+    c.post("/Users", &json!({"userName": email, "active": true, "emails": [{"value": email, "primary": true}]}))
+}
+
+/// Usernames offered as candidates: two creates racing for the same name get different ones,
+/// never the same; the audit says which was taken and why; a user keeps its name.
+#[test]
+fn unique_usernames_under_concurrency() {
+    let s = Server::start_with(UNIQUE);
+    let okta = s.declared("acme", "okta");
+    for round in 0..8 {
+        let (a, b) = (format!("ann.lee{round}@acme.com"), format!("al.lee{round}@acme.com"));
+        let (c1, c2) = (okta.clone(), okta.clone());
+        let t1 = std::thread::spawn(move || create(&c1, &a));
+        let t2 = std::thread::spawn(move || create(&c2, &b));
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert_eq!((r1.status, r2.status), (201, 201), "{} {}", r1.body, r2.body);
+        let base = format!("alee{round}");
+        let mut names: Vec<String> = [&r1, &r2].iter().map(|r| crate::harness::directory_entry_of(&s.db(), "acme", &r.id()).unwrap().user_name).collect();
+        names.sort();
+        assert_eq!(names, [base.clone(), format!("{base}2")], "round {round}");
+    }
+    // The audit of the second says what it offered, what was taken, what it got.
+    let out = s.cli(&["audit", "acme", "--user", "alee02", "--json"]);
+    let recs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let note = &recs.as_array().unwrap().iter().find(|r| r["operation"] == "create").unwrap()["changes"]["user_name_candidates"];
+    assert_eq!((note["chosen"].as_str(), note["taken"].clone()), (Some("alee02"), json!(["alee0"])), "{recs:#}");
+    // Expression candidates on another connection: the same rule, by CEL.
+    let entra = s.declared("acme", "entra");
+    assert_eq!(create(&entra, "alee0@x.io").status, 201);
+    assert!(crate::harness::directory_entry(&s.db(), "acme", "alee03").is_some(), "alee0 and alee02 are taken");
+    // A user keeps its name: the first candidate freed does not rename it.
+    let first = okta.get(&format!("/Users?filter={}", crate::harness::enc("userName eq \"ann.lee1@acme.com\""))).body["Resources"][0]["id"].as_str().unwrap().to_string();
+    let second = okta.get(&format!("/Users?filter={}", crate::harness::enc("userName eq \"al.lee1@acme.com\""))).body["Resources"][0]["id"].as_str().unwrap().to_string();
+    let holder = if crate::harness::directory_entry_of(&s.db(), "acme", &first).unwrap().user_name == "alee1" { (first, second) } else { (second, first) };
+    assert_eq!(okta.delete(&format!("/Users/{}", holder.0)).status, 204);
+    let r = okta.patch(&format!("/Users/{}", holder.1), json!([{"op": "replace", "value": {"displayName": "Al"}}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(crate::harness::directory_entry_of(&s.db(), "acme", &holder.1).unwrap().user_name, "alee12");
+}

@@ -348,3 +348,20 @@ pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwr
         store.directory_entry(t.id, user_name).await.unwrap()
     })
 }
+
+/// The directory entry an IdP user maps to (by the user's SCIM id, any connection), read
+/// from the database file.
+pub fn directory_entry_of(db: &Path, tenant: &str, user_id: &str) -> Option<mapwright::model::DirectoryEntry> {
+    use mapwright::store::{DirectoryStore, TenantStore};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = mapwright::store::sqlite::SqliteStore::open(db, Default::default()).unwrap();
+        let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
+        for idp in store.list_idps(Some(&t.name)).await.unwrap() {
+            if let Some(e) = store.entry_of_user(&idp, user_id).await.unwrap() {
+                return Some(e);
+            }
+        }
+        None
+    })
+}

@@ -45,6 +45,9 @@ pub enum Lifecycle {
 pub struct EntryWrite {
     /// The entry's userName (unique case-insensitively in the tenant).
     pub user_name: String,
+    /// Usernames the rules offered in order (the first is `user_name`): the store takes the
+    /// first no other entry has, atomically with the write. Empty: only `user_name`.
+    pub user_name_candidates: Vec<String>,
     /// Whether the entry is active.
     pub active: bool,
     /// The mapped attributes.

@@ -39,3 +39,14 @@ pub mod scoping {
         with: { "mapwright:plugin/types": crate::plugins::bindings::mapwright::plugin::types },
     });
 }
+
+/// The optional `username-candidates` export (contract 0.1.2), bound separately and loaded
+/// from the same instance as the rules.
+pub mod candidates {
+    wasmtime::component::bindgen!({
+        world: "candidates",
+        path: "../plugin-sdk/wit",
+        exports: { default: async },
+        with: { "mapwright:plugin/types": crate::plugins::bindings::mapwright::plugin::types },
+    });
+}

@@ -216,7 +216,21 @@ impl MappingPipeline for Chain {
             let user_json = json_text(user);
             let current = ctx.current.map(json_text);
             for e in self.entries.iter().filter(|e| e.plugin.hooks.username) {
+                // An entry that offers candidates proposes its first to the next one; a later
+                // entry that decides a single name replaces them.
+                if e.offers_candidates {
+                    let (names, p) = e.username_candidates(&wctx, &user_json, &entry.user_name, current.as_deref()).await?;
+                    if let Some(first) = names.first() {
+                        entry.user_name = first.clone();
+                    }
+                    entry.user_name_candidates = names;
+                    record(&mut decisions, p);
+                    continue;
+                }
                 let (name, p) = e.username(&wctx, &user_json, &entry.user_name, current.as_deref()).await?;
+                if name != entry.user_name {
+                    entry.user_name_candidates.clear();
+                }
                 entry.user_name = name;
                 record(&mut decisions, p);
             }

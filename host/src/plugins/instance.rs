@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::PluginError;
 use super::bindings::exports::mapwright::plugin::{deprovision, groups};
 use super::bindings::mapwright::plugin::types as wit;
+use super::bindings::candidates::exports::mapwright::plugin::username_candidates as candidates;
 use super::bindings::scoping::exports::mapwright::plugin::scope;
 use super::bindings::shaping::exports::mapwright::plugin::shape;
 use super::idle::IdleList;
@@ -145,6 +146,8 @@ pub struct Entry {
     metrics: [std::sync::OnceLock<crate::metrics::PluginHookMetrics>; Call::ALL.len()],
     /// Its configuration decides scope (asked of the plugin when the entry is made).
     pub scopes: bool,
+    /// Its configuration offers usernames as candidates (asked when the entry is made).
+    pub offers_candidates: bool,
 }
 
 /// The exports a chain entry calls.
@@ -196,7 +199,7 @@ impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let idle = runtime.idle.list(IDLE_PER_ENTRY);
-        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false };
+        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false };
         let mut inst = e.instance().await?;
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
@@ -208,6 +211,13 @@ impl Entry {
             arm(&mut inst.store, &e.limits);
             match s.mapwright_plugin_scope().call_scopes(&mut inst.store, &e.config).await {
                 Ok(scopes) => e.scopes = scopes,
+                Err(trap) => return Err(e.fault(&inst, &trap)),
+            }
+        }
+        if let Some(c) = &inst.candidates {
+            arm(&mut inst.store, &e.limits);
+            match c.mapwright_plugin_username_candidates().call_offers(&mut inst.store, &e.config).await {
+                Ok(offers) => e.offers_candidates = offers,
                 Err(trap) => return Err(e.fault(&inst, &trap)),
             }
         }
@@ -300,6 +310,24 @@ impl Entry {
         let out = call_plugin!(self, Call::Username, |inst| inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current));
         check_user_name(&out.user_name).map_err(|why| self.invalid_output(why))?;
         Ok((out.user_name, decision(&self.plugin.name, out.provenance)))
+    }
+
+    /// The username hook of an entry that offers candidates: the names in order (at least one,
+    /// each a valid username).
+    pub async fn username_candidates(&self, ctx: &wit::Context, user: &str, proposed: &str, current: Option<&str>) -> Result<(Vec<String>, Option<Decision>), PluginError> {
+        let out = call_plugin!(self, Call::Username, |inst| async {
+            match &inst.candidates {
+                Some(c) => c.mapwright_plugin_username_candidates().call_decide(&mut inst.store, ctx, &self.config, user, proposed, current).await,
+                None => Ok(Ok(candidates::Decision { candidates: vec![proposed.to_string()], provenance: None })),
+            }
+        });
+        if out.candidates.is_empty() || out.candidates.len() > 100 {
+            return Err(self.invalid_output(format!("{} username candidates (give 1 to 100)", out.candidates.len())));
+        }
+        for name in &out.candidates {
+            check_user_name(name).map_err(|why| self.invalid_output(why))?;
+        }
+        Ok((out.candidates, decision(&self.plugin.name, out.provenance)))
     }
 
     /// The group-mapping hook.

@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use super::PluginError;
 use super::bindings::HostRules as Rules;
 use super::bindings::HostRulesIndices as RulesIndices;
+use super::bindings::candidates::{Candidates, CandidatesIndices};
 use super::bindings::scoping::{Scoping, ScopingIndices};
 use super::bindings::shaping::{Shaping, ShapingIndices};
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
@@ -82,6 +83,8 @@ pub(crate) struct Instance {
     pub(crate) shape: Option<Shaping>,
     /// The `scope` export of the same instance, if the plugin has it.
     pub(crate) scope: Option<Scoping>,
+    /// The `username-candidates` export of the same instance, if the plugin has it.
+    pub(crate) candidates: Option<Candidates>,
 }
 
 /// A compiled, described plugin, ready to instantiate.
@@ -105,6 +108,8 @@ pub struct LoadedPlugin {
     pub(crate) shaping: Option<ShapingIndices>,
     /// Where the optional `scope` export is (contract 0.1.2 and later).
     pub(crate) scoping: Option<ScopingIndices>,
+    /// Where the optional `username-candidates` export is (contract 0.1.2 and later).
+    pub(crate) candidates: Option<CandidatesIndices>,
     /// The optional self-test export (contract 0.1.1 and later).
     pub(crate) self_test: Option<super::bindings::self_test::SelfTestedPre<SandboxState>>,
 }
@@ -164,7 +169,8 @@ impl Runtime {
         let rules = plugin.indices.load(&mut store, &instance).map_err(fault)?;
         let shape = plugin.shaping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
         let scope = plugin.scoping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
-        Ok(Instance { store, rules, shape, scope })
+        let candidates = plugin.candidates.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        Ok(Instance { store, rules, shape, scope, candidates })
     }
 
     /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
@@ -312,6 +318,7 @@ impl Runtime {
         let self_test = super::bindings::self_test::SelfTestedPre::new(instance_pre.clone()).ok();
         let shaping = ShapingIndices::new(&instance_pre).ok();
         let scoping = ScopingIndices::new(&instance_pre).ok();
+        let candidates = CandidatesIndices::new(&instance_pre).ok();
         let indices = RulesIndices::new(&instance_pre).map_err(|e| {
             PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
         })?;
@@ -344,7 +351,7 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, scoping, self_test });
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, scoping, candidates, self_test });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, loaded.clone());
         }

@@ -277,16 +277,39 @@ impl Plugin for Expressions {
         Ok(())
     }
 
+    /// The first of the names the expression gives (see [`Plugin::username_candidates`]).
     fn username(ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
-        let Some(e) = &c.username else { return Ok(Decision::new(proposed.to_string())) };
+        let d = Self::username_candidates(ctx, c, user, proposed)?;
+        let first = d.value.into_iter().next().unwrap_or_else(|| proposed.to_string());
+        Ok(Decision { value: first, provenance: d.provenance })
+    }
+
+    fn offers_candidates(c: &Config) -> bool {
+        c.username.is_some()
+    }
+
+    /// The username expression gives a name, or a list of names in order of preference (the
+    /// host takes the first free one): `candidates(lower(local_part(primary_email(user))), 9)`.
+    fn username_candidates(ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<Vec<String>>, Rejection> {
+        let Some(e) = &c.username else { return Ok(Decision::new(vec![proposed.to_string()])) };
         let vars = [("user", json_var(user.json())), ("proposed", string_var(proposed)), ("current", current_var(ctx)), ("idp", string_var(&ctx.idp_kind))];
-        match e.eval("username", &vars)? {
-            Value::String(s) if !s.trim().is_empty() => {
-                let name = s.to_string();
-                Ok(Decision::new(name.clone()).because("expr.username", format!("{proposed} → {name} by `{}`", e.source)))
-            }
-            other => Err(Rejection::new("expr.username", format!("username: gave {} where a non-empty string is needed (in `{}`)", convert::kind(&other), e.source))),
-        }
+        let wrong = |what: &str| Rejection::new("expr.username", format!("username: gave {what} where a non-empty string or a list of them is needed (in `{}`)", e.source));
+        let names: Vec<String> = match e.eval("username", &vars)? {
+            Value::String(s) if !s.trim().is_empty() => vec![s.to_string()],
+            Value::List(l) if !l.is_empty() => l
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) if !s.trim().is_empty() => Ok(s.to_string()),
+                    other => Err(wrong(&format!("a list holding {}", convert::kind(other)))),
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(wrong(convert::kind(&other))),
+        };
+        let why = match names.as_slice() {
+            [one] => format!("{proposed} → {one} by `{}`", e.source),
+            many => format!("{proposed} → the first free of {} by `{}`", many.join(", "), e.source),
+        };
+        Ok(Decision::new(names).because("expr.username", why))
     }
 
     fn attributes(ctx: &Context, c: &Config, user: &User, proposed: Json) -> Result<Decision<Json>, Rejection> {

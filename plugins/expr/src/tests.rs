@@ -73,10 +73,22 @@ fn a_compile_error_names_the_key_and_the_position() {
 fn a_run_time_error_names_the_key_and_the_expression() {
     let e = eval("user.name.givenName", r#"{"userName": "a"}"#).unwrap_err();
     assert!(e.starts_with("username: No such key: name (in `user.name.givenName`)"), "{e}");
-    assert!(eval("42", r#"{"userName": "a"}"#).unwrap_err().contains("gave an int where a non-empty string is needed"));
+    assert!(eval("42", r#"{"userName": "a"}"#).unwrap_err().contains("gave an int where a non-empty string or a list of them is needed"));
     assert!(eval("lower(42)", r#"{"userName": "a"}"#).unwrap_err().contains("argument 1 must be a string"));
     // Integers from JSON are CEL ints: arithmetic with literals works.
     assert_eq!(eval("string(user.n + 1)", r#"{"userName": "a", "n": 41}"#), Ok(json!("42")));
+}
+
+#[test]
+fn a_username_may_be_candidates() {
+    let c = r#"{"username": "candidates(lower(local_part(primary_email(user))), 3)"}"#;
+    let d = testing::username_candidates::<Expressions>(c, JANE).unwrap();
+    assert_eq!(d.value, ["jane.doe", "jane.doe2", "jane.doe3"]);
+    assert_eq!(d.provenance.unwrap().reason, "x → the first free of jane.doe, jane.doe2, jane.doe3 by `candidates(lower(local_part(primary_email(user))), 3)`");
+    // A single name is one candidate.
+    assert_eq!(testing::username_candidates::<Expressions>(OKTA, JANE).unwrap().value, ["jdoe"]);
+    let bad = r#"{"username": "[user.userName, 1]"}"#;
+    assert!(testing::username_candidates::<Expressions>(bad, JANE).unwrap_err().reason.contains("a list holding an int"));
 }
 
 #[test]

@@ -16,6 +16,10 @@
 //! `keep_existing`: a user already in the directory keeps its username; the rules apply only
 //! when the entry is created (stable usernames when an email changes).
 //!
+//! `unique`: offer up to this many usernames, `jdoe`, then `jdoe2`, `jdoe3`, … (before the
+//! `@` of a name with a domain); the server takes the first no other entry has, atomically
+//! with the write, and records which (Entra's `SelectUniqueValue`).
+//!
 //! `examples`: the rules' own tests, run before a chain version with this configuration goes
 //! live (the plugin's self-test); a version whose examples fail is refused:
 //! `[{ user = { userName = "x", emails = [{ value = "jane.doe@acme.com" }] }, expect = "jdoe" },
@@ -68,6 +72,7 @@ pub struct Config {
     pub domain: Option<String>,
     pub require: Option<Pattern>,
     pub keep_existing: bool,
+    pub unique: u32,
     pub examples: Vec<Example>,
 }
 
@@ -185,7 +190,27 @@ impl Plugin for Username {
         {
             return Err(format!("domain '{d}' is not a domain"));
         }
+        if c.unique > 100 {
+            return Err("unique: offer at most 100 usernames".into());
+        }
         Ok(())
+    }
+
+    fn offers_candidates(c: &Config) -> bool {
+        c.unique > 1
+    }
+
+    fn username_candidates(ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<Vec<String>>, Rejection> {
+        let d = Self::username(ctx, c, user, proposed)?;
+        let base = d.value;
+        let numbered = |n: u32| match base.split_once('@') {
+            Some((local, domain)) => format!("{local}{n}@{domain}"),
+            None => format!("{base}{n}"),
+        };
+        let all: Vec<String> = std::iter::once(base.clone()).chain((2..=c.unique.max(1)).map(numbered)).collect();
+        let reason = d.provenance.map(|p| p.reason).unwrap_or_default();
+        let why = if all.len() > 1 { format!("{reason}; the first free of {} … {}", all[0], all[all.len() - 1]) } else { reason };
+        Ok(Decision::new(all).because("username.unique", why))
     }
 
     fn username(ctx: &Context, c: &Config, user: &User, proposed: &str) -> Result<Decision<String>, Rejection> {
@@ -257,6 +282,16 @@ mod tests {
 
     fn run(config: &str, user: &str) -> Result<String, Rejection> {
         testing::username::<Username>(config, user).map(|d| d.value)
+    }
+
+    #[test]
+    fn unique_offers_numbered_candidates() {
+        let c = r#"{"source": "email", "local_part": true, "case": "lower", "unique": 3}"#;
+        assert_eq!(testing::username_candidates::<Username>(c, JANE).unwrap().value, ["jane.doe", "jane.doe2", "jane.doe3"]);
+        let c = r#"{"source": "email", "local_part": true, "domain": "acme.io", "unique": 2}"#;
+        assert_eq!(testing::username_candidates::<Username>(c, JANE).unwrap().value, ["jane.doe@acme.io", "jane.doe2@acme.io"]);
+        assert_eq!(testing::username_candidates::<Username>(r#"{"case": "lower"}"#, JANE).unwrap().value, ["jane.doe@acme.com"], "not asked: one name");
+        assert!(testing::validate_config::<Username>(r#"{"unique": 1000}"#).is_err());
     }
 
     #[test]

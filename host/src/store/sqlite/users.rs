@@ -210,6 +210,50 @@ fn settle_join(t: &Transaction<'_>, idp: &IdpConnection, j: Joined, user_pk: i64
     Ok((changes, after))
 }
 
+/// The write with its username chosen among the rules' candidates (Entra's
+/// `SelectUniqueValue`): the first no other entry of the tenant has, in this transaction (so
+/// two writes can never choose the same). The entry's own name, if among them, is kept; an
+/// entry this connection's deletion left (which it takes back) counts as free. Returns the
+/// write to apply and, when candidates were offered, what the audit says of the choice.
+fn choose_name(t: &Transaction<'_>, idp: &IdpConnection, entry_id: Option<i64>, w: &UserWrite) -> StoreResult<Option<(UserWrite, Value)>> {
+    let offered = &w.entry.user_name_candidates;
+    if offered.len() < 2 {
+        return Ok(None);
+    }
+    let free = |name: &str| -> StoreResult<bool> {
+        Ok(match entries::id_by_name(t, idp.tenant_id, name, false)? {
+            None => true,
+            Some(id) if Some(id) == entry_id => true,
+            Some(_) => lifecycle::vacant(t, idp.tenant_id, &fold(name))?.is_some_and(|v| v.left_by == Some(idp.id)),
+        })
+    };
+    // A user keeps a name it has among them: a rename only when the rules no longer offer it.
+    let own = match entry_id {
+        Some(id) => entries::state(t, id)?.map(|e| fold(&e.user_name)),
+        None => None,
+    };
+    if let Some(kept) = offered.iter().find(|n| own.as_deref() == Some(fold(n).as_str())) {
+        let mut w = w.clone();
+        w.entry.user_name = kept.clone();
+        return Ok(Some((w, serde_json::json!({"offered": offered, "chosen": kept, "kept": true}))));
+    }
+    let mut taken = Vec::new();
+    let mut chosen = None;
+    for name in offered {
+        if free(name)? {
+            chosen = Some(name.clone());
+            break;
+        }
+        taken.push(name.clone());
+    }
+    let Some(chosen) = chosen else {
+        return Err(StoreError::Conflict(format!("the directory already has a user for every username the rules offered ({})", offered.join(", "))));
+    };
+    let mut w = w.clone();
+    w.entry.user_name = chosen.clone();
+    Ok(Some((w, serde_json::json!({"offered": offered, "chosen": chosen, "taken": taken}))))
+}
+
 /// Creates an IdP user and its entry (or joins an existing entry, per the matching policy);
 /// a user the scope rules keep out is stored in the IdP view only.
 pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
@@ -219,6 +263,11 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
+    let chosen = if w.entry.out_of_scope { None } else { choose_name(t, idp, None, w)? };
+    let (w, name_note) = match &chosen {
+        Some((w, note)) => (w, Some(note.clone())),
+        None => (w, None),
+    };
     let joined = if w.entry.out_of_scope { None } else { Some(join_entry(t, idp, w, &ix.emails, &ts)?) };
     let entry_id = joined.as_ref().map(|j| j.entry_id);
     // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
@@ -234,7 +283,10 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
     match joined {
         Some(j) => {
             let entry_id = j.entry_id;
-            let (changes, after) = settle_join(t, idp, j, pk, w, &ts)?;
+            let (mut changes, after) = settle_join(t, idp, j, pk, w, &ts)?;
+            if let Some(note) = name_note {
+                changes["user_name_candidates"] = note;
+            }
             let name = after.as_ref().map(|e| e.user_name.as_str()).unwrap_or_default();
             audit::record(t, &Subject::user(idp, &id, Some((entry_id, name))), info, &changes)?;
         }
@@ -275,6 +327,11 @@ fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<
 /// entry, the audit changes and the held operation if the guard held one.
 fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<i64>, Value, Option<i64>)> {
     let (pk, entry, was_out) = (cur.pk, cur.entry, cur.out);
+    let chosen = if w.entry.out_of_scope { None } else { choose_name(t, idp, entry, w)? };
+    let (w, name_note) = match &chosen {
+        Some((w, note)) => (w, Some(note.clone())),
+        None => (w, None),
+    };
     let e = &w.entry;
     let (entry_id, mut changes) = match (entry, e.out_of_scope) {
         (None, true) => (None, serde_json::json!({})),
@@ -304,6 +361,11 @@ fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current
     };
     if was_out != e.out_of_scope {
         changes["scope"] = Value::from(if e.out_of_scope { "left" } else { "entered" });
+    }
+    if let Some(note) = name_note
+        && changes.get("user_name").is_some()
+    {
+        changes["user_name_candidates"] = note;
     }
     t.prepare_cached("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1")?.execute(params![pk, e.out_of_scope])?;
     let held = match (e.lifecycle, entry_id) {
