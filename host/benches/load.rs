@@ -167,6 +167,7 @@ async fn run(a: Args) {
     println!("Mapwright load benchmark ({} cores, server and clients in one process)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     hook_costs(&runtime).await;
+    expression_costs(&runtime).await;
     if a.hooks_only {
         return;
     }
@@ -253,6 +254,48 @@ fn three_plugin_chain() -> Vec<EntrySpec> {
         match only { Some(n) => all.into_iter().filter(|s| named(s, &n)).collect(), None => all }
     };
     mk(false)
+}
+
+/// The three-plugin chain's user mapping as one `builtin:expr` entry: the same username,
+/// default group and attribute, decided by CEL expressions.
+fn expression_chain() -> Vec<EntrySpec> {
+    let config = json!({
+        "username": "lower(local_part(primary_email(user)))",
+        "groups": "lower(group.displayName) == 'dev users' ? 'software_dev' : group.displayName",
+        "memberships": [{"groups": ["app-users"]}],
+        "attributes": {"urn:mapwright:custom:User:surname": "upper(attr(user, 'name.familyName'))"},
+    });
+    vec![EntrySpec { plugin: PluginSource::Builtin("expr".into()), config, limits: Limits::default() }]
+}
+
+/// Per-user cost of the expression chain next to the Rust plugins doing the same job (both
+/// with reused instances), as a ratio from this one run.
+async fn expression_costs(runtime: &Arc<Runtime>) {
+    let idp = mapwright::model::IdpConnection {
+        id: 1, tenant_id: 1, tenant: "bench".into(), name: "bench".into(), kind: mapwright::model::IdpKind::Generic,
+        rate: RateLimit::default(), disabled: false, created: mapwright::model::Timestamp::now(), settings: Default::default(),
+    };
+    let user: serde_json::Value = serde_json::from_str(&user_body("jane.doe@bench.example")).unwrap();
+    let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
+    let n: usize = std::env::var("MW_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let mut per = Vec::new();
+    for (label, specs) in [("three Rust plugins", three_plugin_chain()), ("one builtin:expr entry", expression_chain())] {
+        let chain = Chain::load(runtime, &specs).await.unwrap();
+        let (a, _) = chain.map_user(ctx, &user).await.unwrap();
+        for _ in 0..200 {
+            chain.map_user(ctx, &user).await.unwrap();
+        }
+        let t = Instant::now();
+        for _ in 0..n {
+            chain.map_user(ctx, &user).await.unwrap();
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("{:<44} {us:>8.1} µs per user (userName {}, surname {})", format!("user mapping, {label}"), a.user_name, a.attributes["urn:mapwright:custom:User"]["surname"]);
+        per.push(us);
+    }
+    if let [rust, expr] = per[..] {
+        println!("{:<44} {:>8.2}", "ratio: expression / Rust plugins, per user", expr / rust);
+    }
 }
 
 /// In-process cost of running the chain's user mapping (one call per hook an entry has),

@@ -185,9 +185,27 @@ fn primary_email(Arguments(a): Arguments) -> Result {
 /// (CEL's own `user.name.givenName` fails when `name` is absent).
 fn attr(Arguments(a): Arguments) -> Result {
     let Some(path) = text("attr", &a, 1)? else { return Ok(Value::Null) };
-    let Some(root) = a.first().and_then(super::convert::to_json) else { return Ok(Value::Null) };
     let p = mapwright_plugin_sdk::AttrPath::parse(path).map_err(|e| err("attr", e))?;
-    Ok(root.as_object().and_then(|o| p.get(o)).map(super::convert::to_cel).unwrap_or(Value::Null))
+    // Walked in place (no conversion of the whole user), names matched case-insensitively.
+    let mut steps: Vec<&str> = Vec::with_capacity(3);
+    steps.extend(p.schema.as_deref());
+    if let Some((attr, sub)) = &p.attr {
+        steps.push(attr);
+        steps.extend(sub.as_deref());
+    }
+    let mut at = match a.first() {
+        Some(v) => v,
+        None => return Ok(Value::Null),
+    };
+    for step in steps {
+        let Value::Map(m) = at else { return Ok(Value::Null) };
+        let found = m.map.iter().find(|(k, _)| matches!(k, cel::objects::Key::String(s) if s.eq_ignore_ascii_case(step)));
+        match found {
+            Some((_, v)) => at = v,
+            None => return Ok(Value::Null),
+        }
+    }
+    Ok(at.clone())
 }
 
 /// `candidates(base, n)`: `[base, base2, …, base<n>]`, the usernames to try in order.
