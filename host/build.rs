@@ -19,11 +19,13 @@ fn main() {
     let root = manifest.parent().expect("host/ lives in the workspace root").to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let plugins = plugin_crates(&root.join("plugins"));
-    // Test-only plugins (hostile ones among them): built alongside, never embedded.
-    let test_plugins = plugin_crates(&root.join("tests/plugins"));
+    // Test-only plugins (hostile ones among them) and the Rust plugin template: built
+    // alongside, never embedded.
+    let mut test_plugins = plugin_crates(&root.join("tests/plugins"));
+    test_plugins.extend(plugin_crates(&root.join("examples/plugins")));
     // Directories are scanned recursively by cargo, so a new plugin crate counts too; the root
     // manifest holds the plugins' build profile.
-    for dir in ["plugins", "tests/plugins", "plugin-sdk", "Cargo.toml", "Cargo.lock"] {
+    for dir in ["plugins", "tests/plugins", "examples/plugins/rust", "plugin-sdk", "Cargo.toml", "Cargo.lock"] {
         rerun(&root.join(dir));
     }
 

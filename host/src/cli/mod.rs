@@ -591,8 +591,16 @@ pub enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
         /// A SCIM User (for the user hooks) or Group (for --hook groups) as JSON.
+        #[arg(long, required_unless_present = "examples", conflicts_with = "examples")]
+        input: Option<PathBuf>,
+        /// A file of examples (JSON, or TOML ending in `.toml`): users and groups with the
+        /// decisions expected of them, each reported; fails if one does not hold. Its `config`
+        /// is used unless --config is given.
         #[arg(long)]
-        input: PathBuf,
+        examples: Option<PathBuf>,
+        /// With --examples: the outcomes as JSON.
+        #[arg(long)]
+        json: bool,
         /// Which decision to run: `user` (username, attributes, memberships), `group`, or what
         /// a delivery target receives: `shape-user`, `shape-group`.
         #[arg(long, value_enum, default_value = "user")]

@@ -7,9 +7,10 @@ use serde_json::json;
 
 use super::{ChainCommand, Ctx, PluginCommand, ReapplyArgs, TestHook};
 use crate::mapping::{GroupInput, MapContext, MappingPipeline, Operation};
-use crate::model::{ChainVersion, IdpConnection, MatchPolicy, RateLimit, ReapplyJob, Timestamp, VersionNote, VersionSource};
+use crate::model::{ChainVersion, IdpConnection, MatchPolicy, ReapplyJob, VersionNote, VersionSource};
 use crate::plugins::chain::{Chain, EntrySpec, PluginSource, ShapeKind, ShapeTarget};
 use crate::plugins::runtime::Runtime;
+use crate::service::examples::ExampleFile;
 use crate::service::reapply::{PassOptions, Report};
 
 pub(super) async fn chain_command(ctx: &Ctx, cmd: ChainCommand) -> anyhow::Result<()> {
@@ -219,20 +220,49 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             println!("size:      {} bytes", p.size);
             Ok(())
         }
-        PluginCommand::Test { plugin, config, input, hook, kind } => {
+        PluginCommand::Test { plugin, config, input, examples, json, hook, kind } => {
             let runtime = Arc::new(Runtime::new()?);
-            let config: serde_json::Value = match config {
-                Some(p) => serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
-                    .with_context(|| format!("{} is not JSON", p.display()))?,
-                None => serde_json::Value::Null,
+            let read_json = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
+            };
+            let file = match &examples {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    let toml = p.extension().is_some_and(|e| e == "toml");
+                    Some(ExampleFile::parse(&text, toml).with_context(|| p.display().to_string())?)
+                }
+                None => None,
+            };
+            let config = match (&config, &file) {
+                (Some(p), _) => read_json(p)?,
+                (None, Some(f)) => f.config.clone().unwrap_or(serde_json::Value::Null),
+                (None, None) => serde_json::Value::Null,
             };
             let spec = EntrySpec { plugin: PluginSource::parse(&plugin, &cwd), config, limits: Default::default() };
             let chain = Chain::load(&runtime, &[spec]).await?;
-            let text = std::fs::read_to_string(&input).with_context(|| format!("reading {}", input.display()))?;
-            let raw: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
-            let idp = IdpConnection {
-                id: 0, tenant_id: 0, tenant: "test".into(), name: "test".into(), kind, rate: RateLimit::default(), disabled: false, created: Timestamp::now(), settings: Default::default(),
-            };
+            let idp = IdpConnection::detached(kind);
+            if let Some(file) = file {
+                let outcomes = crate::service::examples::run(&chain, &idp, &file.examples).await;
+                let failed = outcomes.iter().filter(|o| !o.passed).count();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+                } else {
+                    for o in &outcomes {
+                        println!("{} {:>2}. {}", if o.passed { "ok  " } else { "FAIL" }, o.index, o.name);
+                        for p in &o.problems {
+                            println!("         {p}");
+                        }
+                    }
+                    println!("{} passed, {failed} failed", outcomes.len() - failed);
+                }
+                if failed > 0 {
+                    bail!("{failed} of {} examples failed", outcomes.len());
+                }
+                return Ok(());
+            }
+            let Some(input) = input else { bail!("give --input or --examples") };
+            let raw = read_json(&input)?;
             let ctx = MapContext { idp: &idp, operation: Operation::Create, current: None };
             let show = |decisions: &[crate::model::Decision]| {
                 for d in decisions {

@@ -179,6 +179,24 @@ pub struct IdpConnection {
     pub settings: ConnectionSettings,
 }
 
+impl IdpConnection {
+    /// A connection of `kind` that exists nowhere (tenant and name `test`): what rules see
+    /// when they run outside the server (`mapwright plugin test`).
+    pub fn detached(kind: IdpKind) -> IdpConnection {
+        IdpConnection {
+            id: 0,
+            tenant_id: 0,
+            tenant: "test".into(),
+            name: "test".into(),
+            kind,
+            rate: RateLimit::default(),
+            disabled: false,
+            created: Timestamp::now(),
+            settings: ConnectionSettings::default(),
+        }
+    }
+}
+
 /// What a new IdP connection is made of.
 #[derive(Debug, Clone)]
 pub struct NewIdp {

@@ -10,6 +10,7 @@ pub mod chain_file;
 pub mod delivery;
 pub mod dialect;
 pub mod directory;
+pub mod examples;
 pub mod guard;
 mod locks;
 pub mod reapply;
