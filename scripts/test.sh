@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what it needs on a fresh machine:
-#   1. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
+#   1. the JavaScript and Python plugin templates' own tests, then their components built from
+#      source (npm's componentize-js, PyPI's componentize-py) for the end-to-end suite;
+#   2. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
 #      including the console's test in headless Chromium (Debian's chromium and
 #      chromium-driver, installed here when missing);
-#   2. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
-#   3. the external SCIM conformance checker scim2-tester (PyPI, pinned in
+#   3. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
+#   4. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
 # The Python tools (scim2-server as a delivery target and the bench's peer, the Standard
 # Webhooks verifier, scim2-tester) go into .venv first: the end-to-end suite uses them.
@@ -36,8 +38,16 @@ venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt -r tests/delivery/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/conformance/requirements.txt -r bench/requirements.txt -r tests/delivery/requirements.txt -r examples/plugins/python/requirements.txt
 export MW_PYTHON="$venv/bin/python"
+
+# --- The JavaScript and Python plugin templates: their own tests, then built from source ----
+# The end-to-end suite loads both components (tests/all/languages.rs) from this directory.
+lang="$CARGO_TARGET_DIR/lang-plugins"
+mkdir -p "$lang"
+(cd examples/plugins/js && npm ci --silent --no-audit --no-fund && npm test --silent && node build.mjs "$lang/acme-rules-js.wasm")
+(cd examples/plugins/python && "$venv/bin/python" -m unittest --quiet && PATH="$venv/bin:$PATH" sh build.sh "$lang/acme-rules-py.wasm")
+export MW_LANG_PLUGINS="$lang"
 
 cargo test --workspace --locked
 # The criterion-free benches (host/benches) are not built by `cargo test`; compile them (dev

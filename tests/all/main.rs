@@ -19,6 +19,7 @@ mod guard;
 mod harness;
 mod hostile;
 mod isolation;
+mod languages;
 mod lifecycle;
 mod matching;
 mod ops;

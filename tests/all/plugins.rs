@@ -183,7 +183,7 @@ fn plugin_inspect_and_test_commands() {
     std::fs::write(dir.join("user.json"), r#"{"userName": "Zoë.Ångström@acme.com", "emails": [{"value": "Zoë.Ångström@acme.com", "primary": true}]}"#).unwrap();
     std::fs::write(dir.join("config.json"), r#"{"source": "email", "local_part": true, "transliterate": true, "case": "lower"}"#).unwrap();
     let run = |config: &str| {
-        s.cli(&["plugin", "test", "--plugin", "builtin:username", "--config", dir.join(config).to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap()])
+        s.cli(&["plugin", "test", "--plugin", "builtin:username", "--entry-config", dir.join(config).to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap()])
     };
     let out = run("config.json");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -197,14 +197,14 @@ fn plugin_inspect_and_test_commands() {
     let out = s.cli(&["plugin", "inspect", "builtin:shape"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("hooks:     shape"), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::write(dir.join("shape.json"), r#"{"users": {"set": {"userType": "Employee"}}}"#).unwrap();
-    let out = s.cli(&["plugin", "test", "--plugin", "builtin:shape", "--config", dir.join("shape.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:shape", "--entry-config", dir.join("shape.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(r#""userType": "Employee""#) && text.contains(r#"because shape/shape.set: userType = "Employee""#), "{text}");
-    let out = s.cli(&["plugin", "test", "--plugin", "builtin:username", "--config", dir.join("config.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:username", "--entry-config", dir.join("config.json").to_str().unwrap(), "--input", dir.join("user.json").to_str().unwrap(), "--hook", "shape-user"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not shape deliveries"), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(dir.join("group.json"), r#"{"displayName": "eng-Platform"}"#).unwrap();
     std::fs::write(dir.join("groups.json"), r#"{"include": ["^eng-"], "rename": [{"pattern": "^eng-", "with": ""}]}"#).unwrap();
-    let out = s.cli(&["plugin", "test", "--plugin", "builtin:groups", "--config", dir.join("groups.json").to_str().unwrap(), "--input", dir.join("group.json").to_str().unwrap(), "--hook", "group"]);
+    let out = s.cli(&["plugin", "test", "--plugin", "builtin:groups", "--entry-config", dir.join("groups.json").to_str().unwrap(), "--input", dir.join("group.json").to_str().unwrap(), "--hook", "group"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#"app groups: ["Platform"]"#), "{}", String::from_utf8_lossy(&out.stdout));
     let out = s.cli(&["plugin", "inspect", dir.join("user.json").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid component"));

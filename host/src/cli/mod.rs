@@ -587,15 +587,16 @@ pub enum PluginCommand {
         /// A component file, or `builtin:<name>`.
         #[arg(long)]
         plugin: String,
-        /// The chain entry's configuration (a JSON file); none means `null`.
-        #[arg(long)]
+        /// The chain entry's configuration (a JSON file); none means `null`. (Not `--config`:
+        /// that is the server's file, global to every command.)
+        #[arg(long = "entry-config", id = "entry_config", value_name = "FILE")]
         config: Option<PathBuf>,
         /// A SCIM User (for the user hooks) or Group (for --hook groups) as JSON.
         #[arg(long, required_unless_present = "examples", conflicts_with = "examples")]
         input: Option<PathBuf>,
         /// A file of examples (JSON, or TOML ending in `.toml`): users and groups with the
         /// decisions expected of them, each reported; fails if one does not hold. Its `config`
-        /// is used unless --config is given.
+        /// is used unless --entry-config is given.
         #[arg(long)]
         examples: Option<PathBuf>,
         /// With --examples: the outcomes as JSON.

@@ -59,8 +59,12 @@ impl Plugin for AcmeRules {
     }
 
     fn map_group(_ctx: &Context, c: &Config, group: &Group, proposed: Vec<String>) -> Result<Decision<Vec<String>>, Rejection> {
-        let mut to: Vec<String> = proposed.iter().filter_map(|n| c.groups.get(n).cloned()).collect();
-        to.dedup();
+        let mut to: Vec<String> = Vec::new();
+        for name in proposed.iter().filter_map(|n| c.groups.get(n)) {
+            if !to.contains(name) {
+                to.push(name.clone());
+            }
+        }
         let why = if to.is_empty() { format!("'{}' is not synced", group.display_name) } else { format!("{} → {}", proposed.join(", "), to.join(", ")) };
         Ok(Decision::new(to).because("acme.groups", why))
     }
