@@ -21,6 +21,9 @@
 //! figures as ratios within one run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+#[path = "load/languages.rs"]
+mod languages;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -154,6 +157,15 @@ async fn run(a: Args) {
     let swapped = store.find_idp("bench", "swapped").await.unwrap().unwrap();
     let registry = Arc::new(ChainRegistry::default());
     registry.insert(chained.id, Chain::load(&runtime, &three_plugin_chain()).await.unwrap());
+    // One connection per language, its rule as a three-entry chain.
+    let langs = languages::available();
+    let mut lang_tokens = Vec::new();
+    for (i, lang) in langs.iter().enumerate() {
+        let name = format!("lang{i}");
+        lang_tokens.push(connection(&store, &name).await);
+        let idp = store.find_idp("bench", &name).await.unwrap().unwrap();
+        registry.insert(idp.id, Chain::load(&runtime, &lang.three_entries()).await.unwrap());
+    }
     let shared_store = Arc::new(store.clone());
     let rules = Arc::new(RuleManager::new(shared_store.clone(), runtime.clone(), registry.clone()));
     let guard = Arc::new(mapwright::service::guard::Guard::unlimited());
@@ -168,6 +180,8 @@ async fn run(a: Args) {
 
     hook_costs(&runtime).await;
     expression_costs(&runtime).await;
+    let user: serde_json::Value = serde_json::from_str(&user_body("jane.doe@bench.example")).unwrap();
+    languages::costs(&langs, &user).await;
     if a.hooks_only {
         return;
     }
@@ -189,6 +203,22 @@ async fn run(a: Args) {
         }
     }
     println!("3-plugin chain throughput / no chain = {:.3} (overhead {:.1}%)", chained_rate / plain_rate, (1.0 - chained_rate / plain_rate) * 100.0);
+
+    // Each language's three-entry chain, forwards then backwards (the database grows).
+    let mut rates = vec![0.0; langs.len()];
+    let order: Vec<usize> = (0..langs.len()).chain((0..langs.len()).rev()).collect();
+    for (round, &k) in order.iter().enumerate() {
+        let (http, base, token) = (http.clone(), format!("{url}/scim/v2/bench/lang{k}/Users"), lang_tokens[k].clone());
+        let s = drive(8, a.creates / 2, move |n| {
+            http.post(&base).bearer_auth(&token).header("content-type", "application/scim+json").body(user_body(&format!("l{round}-{n}.x@bench.example")))
+        })
+        .await;
+        s.row(&format!("POST /Users c8, 3 entries in {}", langs[k].label));
+        rates[k] += s.n as f64 / s.elapsed.as_secs_f64() / 2.0;
+    }
+    for (lang, rate) in langs.iter().zip(&rates) {
+        println!("{:<44} {rate:>8.0} req/s  ({:.2} of no chain)", format!("3-entry chain in {}, mean of 2 rounds", lang.label), rate / (plain_rate / 2.0));
+    }
 
     // Rule swaps: time from a new version submitted to the rules serving requests, with the
     // plugins compiled for the first time and with them cached. (Throughput during swaps, the

@@ -130,3 +130,71 @@ fn each_template_passes_its_examples_file_and_a_wrong_one_fails() {
     assert!(text.contains("FAIL  1.") && text.contains("FAIL  2.") && text.contains("FAIL  3.") && text.contains("ok    4."), "{text}");
     assert!(text.contains("1 passed, 3 failed"), "{text}");
 }
+
+/// Runs `program args` in `dir`, and fails the test with its output if it fails.
+fn run_in(dir: &std::path::Path, program: &str, args: &[&str], env: &[(&str, std::ffi::OsString)]) -> String {
+    let out = std::process::Command::new(program).args(args).current_dir(dir).envs(env.iter().map(|(k, v)| (k, v))).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} in {}: {text}", dir.display());
+    text
+}
+
+/// `mapwright plugin new` in `lang`: the project's own steps, as it prints them (setup, test,
+/// build), then its examples in the sandbox.
+fn scaffold(lang: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("okta-rules");
+    let out = std::process::Command::new(crate::harness::BIN).args(["plugin", "new", "okta-rules", "--lang", lang, "--dir", dir.to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (tmp, dir, made)
+}
+
+fn examples_pass(dir: &std::path::Path, wasm: &std::path::Path) {
+    let text = run_in(dir, crate::harness::BIN, &["plugin", "test", "--plugin", wasm.to_str().unwrap(), "--examples", "examples.json"], &[]);
+    assert!(text.contains("4 passed, 0 failed"), "{text}");
+    let inspect = run_in(dir, crate::harness::BIN, &["plugin", "inspect", wasm.to_str().unwrap()], &[]);
+    assert!(inspect.contains("okta-rules"), "named after the project: {inspect}");
+}
+
+#[test]
+fn plugin_new_rust_tests_and_builds() {
+    let (_tmp, dir, made) = scaffold("rust");
+    assert_eq!(made["next"][1], "cargo test");
+    // Pinned to the workspace's versions, so the crates are the ones already downloaded; its
+    // own target directory (this test runs inside `cargo test`, which holds the workspace's).
+    std::fs::copy(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")).join("scaffold");
+    let env = [("CARGO_TARGET_DIR", target.clone().into_os_string())];
+    let tests = run_in(&dir, "cargo", &["test", "--offline"], &env);
+    assert!(tests.contains("test result: ok. 4 passed"), "{tests}");
+    run_in(&dir, "cargo", &["build", "--offline", "--release", "--target", "wasm32-wasip2"], &env);
+    examples_pass(&dir, &target.join("wasm32-wasip2/release/okta_rules.wasm"));
+}
+
+#[test]
+fn plugin_new_javascript_tests_and_builds() {
+    let (_tmp, dir, made) = scaffold("js");
+    assert_eq!(made["next"], json!(["npm ci", "npm test", "npm run build", "mapwright plugin test --plugin okta-rules.wasm --examples examples.json"]));
+    // The packages scripts/test.sh installed for the template are in npm's cache.
+    run_in(&dir, "npm", &["ci", "--prefer-offline", "--no-audit", "--no-fund"], &[]);
+    let tests = run_in(&dir, "npm", &["test"], &[]);
+    assert!(tests.contains("# pass 4") && tests.contains("# fail 0"), "{tests}");
+    run_in(&dir, "npm", &["run", "build"], &[]);
+    examples_pass(&dir, &dir.join("okta-rules.wasm"));
+}
+
+#[test]
+fn plugin_new_python_tests_and_builds() {
+    let (_tmp, dir, _) = scaffold("python");
+    // The componentizer from the virtual environment scripts/test.sh made (requirements.txt
+    // of the template, the same pin the project gets).
+    let python = std::env::var_os("MW_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    assert!(python.exists(), "needs componentize-py: run scripts/test.sh (it installs it into .venv), or set MW_PYTHON");
+    let tests = run_in(&dir, python.to_str().unwrap(), &["-m", "unittest"], &[]);
+    assert!(tests.contains("Ran 4 tests") && tests.contains("OK"), "{tests}");
+    let bin = python.parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
+    run_in(&dir, "sh", &["build.sh"], &[("PATH", path)]);
+    examples_pass(&dir, &dir.join("okta-rules.wasm"));
+}

@@ -7,6 +7,7 @@
 mod admin;
 mod records;
 mod rules;
+mod scaffold;
 mod serve;
 mod shapes;
 mod targets;
@@ -577,6 +578,24 @@ pub enum ChainCommand {
 #[derive(Debug, Subcommand)]
 /// What `mapwright plugin` does.
 pub enum PluginCommand {
+    /// Create a plugin project (Rust, JavaScript or Python) with a passing test, examples and
+    /// its build command.
+    New {
+        /// The plugin's name: lower-case letters, digits and hyphens.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// Where to create it (must not exist, or be empty); `./NAME` by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the plugin SDK's directory (by default, the one this binary was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// What was made, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a plugin's name, version, hooks and contract version.
     Inspect {
         /// A component file, or `builtin:<name>`.

@@ -208,6 +208,21 @@ pub(super) async fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::Add { .. } | PluginCommand::List { .. } => Ok(()),
+        PluginCommand::New { name, lang, dir, sdk, json } => {
+            let dir = dir.unwrap_or_else(|| cwd.join(&name));
+            let p = super::scaffold::create(&name, lang, &dir, sdk.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                return Ok(());
+            }
+            println!("Created {} ({}): {}", p.dir.display(), p.lang.as_str(), p.files.join(", "));
+            println!("Next, in {}:", p.dir.display());
+            for step in &p.next {
+                println!("  {step}");
+            }
+            println!("Then put it in a chain: mapwright plugin add <tenant> <the .wasm file>; README.md there is the manual.");
+            Ok(())
+        }
         PluginCommand::Inspect { plugin } => {
             let runtime = Runtime::new()?;
             let p = runtime.load(&PluginSource::parse(&plugin, &cwd).bytes()?).await?;

@@ -122,6 +122,12 @@ impl Chain {
         self.entries.iter().map(|e| &e.plugin)
     }
 
+    /// Each entry's plugin name and the most linear memory one of its instances has held
+    /// (bytes), in chain order: what an instance of it costs.
+    pub fn peak_memory(&self) -> Vec<(&str, usize)> {
+        self.entries.iter().map(|e| (e.plugin.name.as_str(), e.peak_memory())).collect()
+    }
+
     /// Sets what a create does when the directory already has the user.
     pub fn with_matching(mut self, matching: MatchPolicy) -> Chain {
         self.matching = matching;

@@ -148,6 +148,9 @@ pub struct Entry {
     pub scopes: bool,
     /// Its configuration offers usernames as candidates (asked when the entry is made).
     pub offers_candidates: bool,
+    /// The most linear memory one of its instances has held (bytes), seen when instances
+    /// come back from a call.
+    peak_memory: std::sync::atomic::AtomicUsize,
 }
 
 /// The exports a chain entry calls.
@@ -199,7 +202,7 @@ impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let idle = runtime.idle.list(IDLE_PER_ENTRY);
-        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false };
+        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false, peak_memory: Default::default() };
         let mut inst = e.instance().await?;
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
@@ -252,7 +255,13 @@ impl Entry {
         self.metrics[call as usize].get_or_init(|| crate::metrics::get().plugin_hook(&self.plugin.name, call.as_str()))
     }
 
+    /// The most linear memory one of this entry's instances has held after a call, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn put_back(&self, inst: Instance) {
+        self.peak_memory.fetch_max(inst.store.data().limits.memory_bytes(), std::sync::atomic::Ordering::Relaxed);
         if !self.limits.fresh_instance_per_call {
             self.idle.put(inst);
         }
@@ -451,6 +460,16 @@ mod tests {
         assert_eq!(e.idle.len(), 0, "expired");
         let (name, _) = e.username(&ctx(), USER, "Jane.Doe@acme.com", None).await.unwrap();
         assert_eq!(name, "Jane.Doe");
+    }
+
+    #[tokio::test]
+    async fn an_entry_knows_the_memory_its_instances_hold() {
+        let e = username_entry(Lane::new()).await;
+        e.username(&ctx(), USER, "x", None).await.unwrap();
+        let held = e.peak_memory();
+        // A Rust plugin starts with a few 64 KiB pages (its stack, data and heap), far under
+        // the default limit.
+        assert!(held >= 64 << 10 && held < Limits::default().memory_bytes, "{held}");
     }
 
     #[tokio::test]

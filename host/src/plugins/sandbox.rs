@@ -39,9 +39,16 @@ impl HostMonotonicClock for FixedClock {
 pub struct Limiter {
     limits: StoreLimits,
     memory_refused: bool,
+    /// Linear memory the instance holds (all its memories), as last grown.
+    memory_bytes: usize,
 }
 
 impl Limiter {
+    /// Linear memory the instance holds now: what it started with plus every growth allowed.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+
     /// Whether a memory growth was refused since [`Limiter::reset`].
     pub fn memory_refused(&self) -> bool {
         self.memory_refused
@@ -56,7 +63,10 @@ impl Limiter {
 impl ResourceLimiter for Limiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        if matches!(allowed, Ok(true)) {
+            // A memory's creation is a growth from 0, so this counts every memory.
+            self.memory_bytes += desired.saturating_sub(current);
+        } else {
             self.memory_refused = true;
         }
         allowed
@@ -119,6 +129,7 @@ impl SandboxState {
             limits: Limiter {
                 limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).tables(16).memories(4).trap_on_grow_failure(true).build(),
                 memory_refused: false,
+                memory_bytes: 0,
             },
             stderr,
             ticks_left: 0,
