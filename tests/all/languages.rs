@@ -182,6 +182,30 @@ fn plugin_new_javascript_tests_and_builds() {
     assert!(tests.contains("# pass 4") && tests.contains("# fail 0"), "{tests}");
     run_in(&dir, "npm", &["run", "build"], &[]);
     examples_pass(&dir, &dir.join("okta-rules.wasm"));
+
+    // A script that loops or allocates without end is stopped by the sandbox's limits, as a
+    // Rust plugin is: SpiderMonkey runs inside the component, under the same epoch and limiter.
+    let js = std::fs::read_to_string(dir.join("plugin.js")).unwrap();
+    let hostile = js.replace(
+        "decide(ctx, config, user, proposed, current) {",
+        "decide(ctx, config, user, proposed, current) {\n    const u = JSON.parse(user);\n    if (u.userName === \"loop\") for (;;) {}\n    if (u.userName === \"hog\") { const a = []; for (;;) a.push(new Uint8Array(1 << 22).fill(7)); }",
+    );
+    assert_ne!(hostile, js);
+    std::fs::write(dir.join("plugin.js"), hostile).unwrap();
+    run_in(&dir, "npm", &["run", "build"], &[]);
+    contained(&dir, &dir.join("okta-rules.wasm"));
+}
+
+/// A plugin that loops on user `loop` and allocates without end on user `hog` fails those
+/// calls at the default limits, naming the limit.
+fn contained(dir: &std::path::Path, wasm: &std::path::Path) {
+    for (user, limit) in [("loop", "CPU time limit"), ("hog", "memory limit")] {
+        let input = dir.join(format!("{user}.json"));
+        std::fs::write(&input, format!(r#"{{"userName": "{user}", "emails": [{{"value": "{user}@acme.com", "primary": true}}]}}"#)).unwrap();
+        let out = std::process::Command::new(crate::harness::BIN).args(["plugin", "test", "--plugin", wasm.to_str().unwrap(), "--input", input.to_str().unwrap()]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success() && text.contains(limit), "{user}: {text}");
+    }
 }
 
 #[test]
@@ -195,6 +219,17 @@ fn plugin_new_python_tests_and_builds() {
     assert!(tests.contains("Ran 4 tests") && tests.contains("OK"), "{tests}");
     let bin = python.parent().unwrap();
     let path = std::env::join_paths(std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()))).unwrap();
-    run_in(&dir, "sh", &["build.sh"], &[("PATH", path)]);
+    run_in(&dir, "sh", &["build.sh"], &[("PATH", path.clone())]);
     examples_pass(&dir, &dir.join("okta-rules.wasm"));
+
+    // CPython inside the component, under the same epoch and limiter as any plugin.
+    let py = std::fs::read_to_string(dir.join("rules.py")).unwrap();
+    let hostile = py.replace(
+        "    email = primary_email(user)\n",
+        "    if user.get(\"userName\") == \"loop\":\n        while True:\n            pass\n    if user.get(\"userName\") == \"hog\":\n        hoard = []\n        while True:\n            hoard.append(bytearray(1 << 20))\n    email = primary_email(user)\n",
+    );
+    assert_ne!(hostile, py);
+    std::fs::write(dir.join("rules.py"), hostile).unwrap();
+    run_in(&dir, "sh", &["build.sh"], &[("PATH", path)]);
+    contained(&dir, &dir.join("okta-rules.wasm"));
 }
