@@ -266,6 +266,59 @@ fn trying_the_rules_on_a_payload_writes_nothing_and_reports_each_decision() {
     assert_json_error(&admin.post("/tenants/acme/idps/okta/chain/try", &json!({"usr": {}})), 400, "usr");
 }
 
+#[test]
+fn a_draft_is_tried_on_a_payload_and_on_real_users_and_the_history_says_what_changed() {
+    let s = Server::start_with(&acme_with_username_rule());
+    let admin = s.admin(&s.admin_token());
+    let okta = s.declared("acme", "okta");
+    for u in ["Jane.Doe@acme.com", "Bob.Smith@acme.com", "Al.X@acme.com"] {
+        okta.user(u);
+    }
+    let chain = "/tenants/acme/idps/okta/chain";
+    let draft = json!([{"plugin": "builtin:username", "config": {"source": "email", "local_part": true, "case": "lower"}},
+                       {"plugin": "builtin:groups", "config": {"defaults": {"all_users": ["app-users"]}}}]);
+    // An unsaved draft on a payload: nothing stored.
+    let versions = admin.get(chain).body["versions"].as_array().unwrap().len();
+    let r = admin.post(&format!("{chain}/try"), &json!({"user": {"userName": "Zoe@acme.com", "emails": [{"value": "Zoe@acme.com"}]}, "entries": draft}));
+    assert_eq!((r.body["userName"].as_str(), r.body["groups"].clone()), (Some("zoe"), json!(["app-users"])), "{}", r.body);
+    assert_eq!(admin.get(chain).body["versions"].as_array().unwrap().len(), versions, "a draft is stored nowhere");
+    // On a sample of the connection's users, two at a time: each as it would be, and why.
+    let first = admin.post(&format!("{chain}/try"), &json!({"sample": 2, "entries": draft}));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let users = first.body["users"].as_array().unwrap();
+    assert_eq!(users.iter().map(|u| (u["name"].as_str().unwrap(), u["userName"].as_str().unwrap(), u["status"].as_str().unwrap())).collect::<Vec<_>>(),
+        [("Jane.Doe", "jane.doe", "changed"), ("Bob.Smith", "bob.smith", "changed")]);
+    assert_eq!(users[0]["groups"], json!(["app-users"]));
+    assert_eq!(users[0]["changes"]["userName"], json!(["Jane.Doe", "jane.doe"]), "{}", users[0]);
+    assert!(users[0]["decisions"].as_array().unwrap().iter().any(|d| d["plugin"] == "groups"), "{}", users[0]);
+    let rest = admin.post(&format!("{chain}/try"), &json!({"sample": 2, "entries": draft, "after": first.body["next_after"]}));
+    assert_eq!(rest.body["users"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap()).collect::<Vec<_>>(), ["al.x"]);
+    // The active rules on the sample: unchanged.
+    let same = admin.post(&format!("{chain}/try"), &json!({"sample": 50}));
+    assert!(same.body["users"].as_array().unwrap().iter().all(|u| u["status"] == "unchanged"), "{}", same.body);
+    assert_eq!(directory_entry(&s.db(), "acme", "Jane.Doe").map(|e| e.user_name), Some("Jane.Doe".into()), "nothing written");
+    assert_json_error(&admin.post(&format!("{chain}/try"), &json!({"sample": 51})), 400, "1 to 50");
+    assert_json_error(&admin.post(&format!("{chain}/try"), &json!({"sample": 1, "number": 1, "entries": draft})), 400, "not both");
+
+    // A refused entry is named by its index, for an editor to show the error there.
+    let bad = admin.post(chain, &json!({"entries": [draft[0], {"plugin": "builtin:groups", "config": {"nope": 1}}], "candidate": true}));
+    assert_json_error(&bad, 422, "entry 2");
+    assert_eq!(bad.body["error"]["entry"], 1, "{}", bad.body);
+    let bad_try = admin.post(&format!("{chain}/try"), &json!({"sample": 1, "entries": [{"plugin": "builtin:expr", "config": {"username": "lower("}}]}));
+    assert_eq!((bad_try.status, bad_try.body["error"]["entry"].as_i64()), (422, Some(0)), "{}", bad_try.body);
+
+    // Saved and activated: the history says who changed what.
+    let v = admin.post(chain, &json!({"entries": draft, "note": "lower-case names, app-users for all"}));
+    assert_eq!(v.status, 201, "{}", v.body);
+    let history = admin.get(chain).body;
+    let latest = history["versions"].as_array().unwrap().iter().find(|x| x["number"] == v.body["number"]).unwrap();
+    assert!(latest["author"].as_str().unwrap().starts_with("admin:"), "{latest}");
+    assert_eq!(latest["summary"], json!(["entry 1 (username): configuration changed (case, source)", "added entry 2: groups"]), "{latest}");
+    assert_eq!(latest["changes"][1], json!({"change": "added", "entry": 2, "name": "groups"}));
+    let cli = String::from_utf8_lossy(&s.cli(&["chain", "history", "acme", "okta"]).stdout).to_string();
+    assert!(cli.contains("added entry 2: groups"), "{cli}");
+}
+
 /// Every documented operation, with every kind of wrong credential: none, an IdP token, a
 /// directory token (on the admin API), and an admin token scoped to another tenant. Each is
 /// refused before anything runs; a tenant-scoped admin never reaches server-wide endpoints.

@@ -107,15 +107,27 @@ pub(super) async fn chain_command(ctx: &Ctx, cmd: ChainCommand) -> anyhow::Resul
         ChainCommand::History { tenant, idp, json } => {
             let idp = ctx.idp(&tenant, &idp).await?;
             let (versions, activations) = ctx.records().history(&idp).await?;
+            let changes = crate::model::history_changes(&versions);
             if json {
                 let acts: Vec<_> = activations.iter().map(|a| json!({"version": a.number, "at": a.at, "author": a.author})).collect();
-                println!("{}", serde_json::to_string_pretty(&json!({"versions": versions.iter().map(version_json).collect::<Vec<_>>(), "activations": acts}))?);
+                let versions: Vec<_> = versions
+                    .iter()
+                    .map(|v| {
+                        let mut j = version_json(v);
+                        j["changes"] = json!(changes.get(&v.number));
+                        j
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&json!({"versions": versions, "activations": acts}))?);
                 return Ok(());
             }
             println!("versions of {}/{} (newest first):", idp.tenant, idp.name);
             for v in &versions {
                 let names: Vec<&str> = v.definition.entries.iter().map(|e| e.name.as_str()).collect();
                 println!("{} v{:<4} {}  {:<7} {:<12} [{}]  {}", if v.active { "*" } else { " " }, v.number, v.created, v.source.as_str(), v.author, names.join(" → "), v.note);
+                for c in changes.get(&v.number).into_iter().flatten() {
+                    println!("          {c}");
+                }
             }
             println!("activations (newest first):");
             for a in &activations {

@@ -7,6 +7,7 @@
 //! ([`Owner`], [`Timestamp`], [`Decision`]). The store persists these; the mapping pipeline,
 //! the plugins and the services compute with them; nothing here knows any of those.
 
+pub mod chain_diff;
 pub mod decision;
 pub mod delivery;
 pub mod directory;
@@ -19,6 +20,7 @@ pub mod rules;
 pub mod tenancy;
 pub mod time;
 
+pub use chain_diff::{EntryChange, history_changes};
 pub use decision::Decision;
 pub use delivery::{DeadLetter, DeadState, DeletePolicy, Mapped, NewDeadLetter, NewTarget, Origin, Progress, ShapeActivation, ShapeVersion, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, UpdateMode, WebhookSecret};
 pub use directory::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed};

@@ -102,11 +102,16 @@ impl Chain {
     /// Builds a chain of plugins already loaded: validates each entry's limits and
     /// configuration (the plugin's `validate-config`). Any failure refuses the whole chain.
     pub async fn build(runtime: &Arc<Runtime>, entries: Vec<(Arc<LoadedPlugin>, Value, Limits)>) -> Result<Chain, PluginError> {
+        Chain::build_indexed(runtime, entries).await.map_err(|(_, e)| e)
+    }
+
+    /// [`Chain::build`], saying which entry (from 0) failed: an editor shows the error there.
+    pub async fn build_indexed(runtime: &Arc<Runtime>, entries: Vec<(Arc<LoadedPlugin>, Value, Limits)>) -> Result<Chain, (usize, PluginError)> {
         let mut out = Vec::with_capacity(entries.len());
         let lane = super::instance::Lane::new();
-        for (plugin, config, limits) in entries {
-            check_limits(&limits)?;
-            out.push(Entry::new(runtime.clone(), plugin, config.to_string(), limits, lane.clone()).await?);
+        for (i, (plugin, config, limits)) in entries.into_iter().enumerate() {
+            check_limits(&limits).map_err(|e| (i, e))?;
+            out.push(Entry::new(runtime.clone(), plugin, config.to_string(), limits, lane.clone()).await.map_err(|e| (i, e))?);
         }
         Ok(Chain { entries: out, matching: MatchPolicy::Conflict, version: None })
     }

@@ -49,6 +49,7 @@ impl From<crate::service::rules::RulesError> for AdminError {
         use crate::service::rules::RulesError;
         match e {
             RulesError::Plugin(p) => AdminError::Invalid(p.to_string()),
+            e @ RulesError::Entry { .. } => AdminError::Invalid(e.to_string()),
             RulesError::NotFound(m) => AdminError::NotFound(m),
             RulesError::Refused(m) => AdminError::Conflict(m),
             RulesError::Store(s) => AdminError::from(s),

@@ -113,6 +113,25 @@ impl Report {
     }
 }
 
+/// One user as a candidate chain would map it now (`Service::try_users`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TriedUser {
+    /// Its id, current name, status (changed, unchanged, failed), changes and error.
+    #[serde(flatten)]
+    pub outcome: ReapplyOutcome,
+    /// The userName the rules give it (none when they failed).
+    #[serde(rename = "userName")]
+    pub user_name: Option<String>,
+    /// Whether its entry would be active.
+    pub active: Option<bool>,
+    /// The groups the rules grant it.
+    pub groups: Vec<String>,
+    /// Its attributes as mapped.
+    pub attributes: Value,
+    /// Every decision behind it, in chain order.
+    pub decisions: Vec<Decision>,
+}
+
 /// How a pass runs.
 #[derive(Debug, Clone)]
 pub struct PassOptions {
@@ -273,6 +292,45 @@ impl<S: Store> Service<S> {
         }
         report.items.sort_by(|a, b| (a.resource_type.as_str(), a.name.as_str()).cmp(&(b.resource_type.as_str(), b.name.as_str())));
         Ok(report)
+    }
+
+    /// What `pipeline` makes of `n` of the connection's users, those after storage key `after`
+    /// (0: its first ones), written nowhere: for each, what the entry would be, what would
+    /// change (as a preview says it), and the rules' decisions. Also the key to continue from.
+    /// `None` runs the connection's active rules.
+    pub async fn try_users(&self, idp: &IdpConnection, pipeline: Option<&dyn MappingPipeline>, after: i64, n: usize) -> ScimResult<(Vec<TriedUser>, Option<i64>)> {
+        let active = self.pipelines.pipeline_for(idp);
+        let pipeline = pipeline.unwrap_or(&*active);
+        let opts = PassOptions { guarded: false, ..PassOptions::default() };
+        let store_err = |e| store_error(ResourceKind::User, "", e);
+        let page = self.store.users_after(idp, after, n).await.map_err(store_err)?;
+        let next = page.last().map(|(k, _)| *k);
+        let (writes, refusals) = self.map_users(idp, pipeline, &page, &opts, "reapply", "try").await?;
+        let mut mapped: std::collections::HashMap<String, (crate::model::EntryWrite, Vec<Decision>)> =
+            writes.iter().map(|w| (w.id.clone(), (w.entry.clone(), w.audit.decisions.clone()))).collect();
+        let mut outcomes = self.store.reapply_users(idp, writes, ReapplyMode::Preview).await.map_err(store_err)?;
+        outcomes.extend(refusals);
+        // In the connection's order, as listed.
+        let order: std::collections::HashMap<&str, usize> = page.iter().enumerate().map(|(i, (_, u))| (u.meta.id.as_str(), i)).collect();
+        outcomes.sort_by_key(|o| order.get(o.id.as_str()).copied().unwrap_or(usize::MAX));
+        let tried = outcomes
+            .into_iter()
+            .map(|o| {
+                let (entry, decisions) = match mapped.remove(&o.id) {
+                    Some((e, d)) => (Some(e), d),
+                    None => (None, Vec::new()),
+                };
+                TriedUser {
+                    user_name: entry.as_ref().map(|e| e.user_name.clone()),
+                    active: entry.as_ref().map(|e| e.active),
+                    groups: entry.as_ref().map(|e| e.grant.clone()).unwrap_or_default(),
+                    attributes: entry.map(|e| e.attributes).unwrap_or(Value::Null),
+                    decisions,
+                    outcome: o,
+                }
+            })
+            .collect();
+        Ok((tried, next))
     }
 
     /// The connection's latest re-apply job, if one has run.

@@ -24,6 +24,15 @@ pub enum RulesError {
     /// A plugin could not be loaded, or refused its configuration.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// One entry of a chain could not be loaded, or refused its configuration.
+    #[error("entry {}: {error}", index + 1)]
+    Entry {
+        /// Which entry, from 0.
+        index: usize,
+        /// Why.
+        #[source]
+        error: PluginError,
+    },
     /// The request names something that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -210,7 +219,7 @@ impl<S: Store> RuleManager<S> {
     /// configuration validated by its plugin.
     pub async fn build(&self, def: &ChainDefinition) -> Result<Chain, RulesError> {
         let mut loaded = Vec::with_capacity(def.entries.len());
-        for e in &def.entries {
+        for (index, e) in def.entries.iter().enumerate() {
             let plugin = match self.runtime.cached(&e.plugin) {
                 Some(p) => p,
                 None => {
@@ -221,12 +230,13 @@ impl<S: Store> RuleManager<S> {
                     if crate::plugins::runtime::content_hash(&bytes) != e.plugin {
                         return Err(RulesError::NotFound(format!("stored plugin {} ({}) is damaged: its bytes no longer match its hash; upload it again", e.plugin, e.name)));
                     }
-                    self.runtime.load(&bytes).await?
+                    self.runtime.load(&bytes).await.map_err(|error| RulesError::Entry { index, error })?
                 }
             };
             loaded.push((plugin, e.config.clone(), e.limits));
         }
-        Ok(Chain::build(&self.runtime, loaded).await?.with_matching(def.matching.clone()))
+        let chain = Chain::build_indexed(&self.runtime, loaded).await.map_err(|(index, error)| RulesError::Entry { index, error })?;
+        Ok(chain.with_matching(def.matching.clone()))
     }
 
     /// Validates a new chain version for a connection, records it as the active one, and

@@ -37,12 +37,14 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait before trying again (429, 503), sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The chain entry (from 0) the error is about, when it is about one.
+    pub entry: Option<usize>,
 }
 
 impl ApiError {
     /// An error with this status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError { status, message: message.into(), retry_after: None, entry: None }
     }
     /// 400
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -59,7 +61,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, axum::Json(json!({"error": {"status": self.status.as_u16(), "message": self.message}}))).into_response();
+        let mut error = json!({"status": self.status.as_u16(), "message": self.message});
+        if let Some(i) = self.entry {
+            error["entry"] = json!(i);
+        }
+        let mut r = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"mapwright-admin\""));
         }
@@ -88,6 +94,7 @@ impl From<RulesError> for ApiError {
     fn from(e: RulesError) -> Self {
         match e {
             RulesError::Plugin(p) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: {p}")),
+            RulesError::Entry { index, error } => ApiError { entry: Some(index), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("refused: entry {}: {error}", index + 1)) },
             RulesError::NotFound(m) => ApiError::not_found(m),
             RulesError::Refused(m) => ApiError::new(StatusCode::CONFLICT, m),
             RulesError::Store(s) => AdminError::from(s).into(),

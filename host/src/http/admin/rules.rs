@@ -46,6 +46,17 @@ pub async fn chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params) 
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let (versions, activations) = rules(&state)?.records().history(&idp).await?;
     let active = versions.iter().find(|v| v.active).cloned();
+    let mut changes = crate::model::history_changes(&versions);
+    let versions: Vec<Value> = versions
+        .into_iter()
+        .map(|v| {
+            let c = changes.remove(&v.number).unwrap_or_default();
+            let mut j = json!(v);
+            j["changes"] = json!(c);
+            j["summary"] = json!(c.iter().map(ToString::to_string).collect::<Vec<_>>());
+            j
+        })
+        .collect();
     Ok(Json(json!({"active": active, "versions": versions, "activations": activations})))
 }
 
@@ -213,26 +224,51 @@ pub async fn start_reapply(State(state): State<Arc<AppState>>, admin: Admin, p: 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TryBody {
-    /// An IdP user payload (SCIM User JSON), as the IdP would send it.
-    user: Value,
-    /// A stored version to try instead of the active rules.
+    /// An IdP user payload (SCIM User JSON), as the IdP would send it…
+    user: Option<Value>,
+    /// …or this many of the connection's users (at most 50), after storage key `after`.
+    sample: Option<usize>,
+    #[serde(default)]
+    after: i64,
+    /// A stored version to try instead of the active rules…
     number: Option<i64>,
+    /// …or a chain given inline (an unsaved draft: loaded and validated, stored nowhere).
+    entries: Option<Vec<EntryBody>>,
+    #[serde(default)]
+    matching: MatchPolicy,
 }
 
-/// Runs the connection's rules (or a stored version) on a pasted SCIM user, writing nothing:
-/// the mapped userName, active, attributes and granted groups, and every plugin's decision.
+/// The largest sample one try maps.
+const MAX_SAMPLE: usize = 50;
+
+/// Runs the connection's rules (the active ones, a stored version, or a draft) on a pasted
+/// SCIM user or on a sample of the connection's users, writing nothing: the mapped userName,
+/// active, attributes and granted groups, and every plugin's decision.
 pub async fn try_chain(State(state): State<Arc<AppState>>, admin: Admin, p: Params, b: JsonBody<TryBody>) -> ApiResult<Json<Value>> {
     let idp = admin.idp(&state, param(&p, "tenant")?, param(&p, "idp")?).await?;
     let b = body(b)?;
-    if !b.user.is_object() {
-        return Err(ApiError::bad_request("`user` must be a SCIM User object"));
-    }
-    let candidate = match b.number {
-        Some(n) => Some(rules(&state)?.candidate(&idp, n).await?),
-        None => None,
+    let candidate = match (b.number, b.entries) {
+        (Some(n), None) => Some(rules(&state)?.candidate(&idp, n).await?),
+        (None, Some(entries)) => Some(rules(&state)?.build(&definition(&state, idp.tenant_id, entries, b.matching).await?).await?),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give a version `number` or the chain's `entries`, not both")),
     };
     let pipeline = candidate.as_ref().map(|c| c as &dyn MappingPipeline);
-    match state.service.dry_run_user(&idp, pipeline, &b.user).await {
+    let user = match (b.user, b.sample) {
+        (Some(u), None) => u,
+        (None, Some(n)) => {
+            if n == 0 || n > MAX_SAMPLE {
+                return Err(ApiError::bad_request(format!("`sample` is 1 to {MAX_SAMPLE} users")));
+            }
+            let (users, next) = state.service.try_users(&idp, pipeline, b.after, n).await?;
+            return Ok(Json(json!({"users": users, "next_after": next})));
+        }
+        _ => return Err(ApiError::bad_request("give a SCIM `user`, or a `sample` size")),
+    };
+    if !user.is_object() {
+        return Err(ApiError::bad_request("`user` must be a SCIM User object"));
+    }
+    match state.service.dry_run_user(&idp, pipeline, &user).await {
         Ok((entry, decisions)) => Ok(Json(json!({
             "ok": true,
             "userName": entry.user_name,
