@@ -114,6 +114,12 @@ impl Browser {
         self.script("const s = document.querySelector(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('change'));", json!([css, value]));
     }
 
+    /// The value of a form field (a textarea's text is not its element text).
+    fn value(&self, css: &str) -> String {
+        self.find(css);
+        self.script("return document.querySelector(arguments[0]).value", json!([css])).as_str().unwrap_or_default().to_string()
+    }
+
     fn script(&self, script: &str, args: Value) -> Value {
         self.call("POST", "/execute/sync", json!({"script": script, "args": args}))
     }
@@ -295,4 +301,71 @@ fn an_operator_sees_a_failing_target_and_retries_its_parked_event() {
     assert!(rows.contains("poison") && rows.contains("fine") && b.text("#shape-preview").contains(": 2 of "), "{}", b.text("#shape-preview"));
     b.click("#shape-versions .shape-activate");
     b.wait_text("#targets-table tr[data-target='hooks'] .shape", "v1");
+}
+
+/// The rule editor: a draft started from the active version, an entry added and configured
+/// as a form, a bad configuration shown at its entry, tried on a payload and on the
+/// connection's users, previewed, saved, activated; the history says who changed what.
+#[test]
+fn an_operator_edits_the_rules_tries_them_on_real_users_and_activates_them() {
+    let s = Server::start_with(TENANT);
+    let okta = s.declared("acme", "okta");
+    for u in ["Jane.Doe@acme.com", "Bob.Smith@acme.com"] {
+        assert_eq!(okta.post("/Users", &json!({"userName": u, "emails": [{"value": u}]})).status, 201);
+    }
+    let b = Browser::start();
+    b.goto(&format!("{}/console", s.url));
+    b.type_into("#token", &s.admin_token());
+    b.click("#login-btn");
+    b.wait_text("#tenants", "acme");
+    b.goto(&format!("{}/console/#/t/acme/i/okta", s.url));
+
+    // The draft starts as the active version: one username entry.
+    let config = b.value("#editor-entries li[data-entry='0'] textarea.config");
+    assert!(config.contains("\"local_part\": true"), "{config}");
+    assert_eq!(b.script("return document.querySelectorAll('#editor-entries li').length", json!([])), json!(1));
+    // Lower-case names: edited as text.
+    b.type_into("#editor-entries li[data-entry='0'] textarea.config", r#"{"source": "email", "local_part": true, "case": "lower"}"#);
+    // A second entry: an expression plugin configured through the form, first with a typo.
+    b.click("#editor-add");
+    b.select("#editor-entries li[data-entry='1'] select.plugin", "builtin:expr");
+    b.click("#editor-entries li[data-entry='1'] button.as-form");
+    b.click("#editor-entries li[data-entry='1'] .add-key");
+    b.type_into("#editor-entries li[data-entry='1'] .config-form tr:last-child input.key", "memberships");
+    b.type_into("#editor-entries li[data-entry='1'] .config-form tr:last-child input.value", r#"[{"groups": ["app-users"], "when": "user.active =="}]"#);
+    b.click("#editor-sample-run");
+    // Refused by the plugin: shown at the entry, not elsewhere.
+    let err = b.wait_text("#editor-entries li[data-entry='1'] .entry-error", "entry 2");
+    assert!(err.contains("memberships"), "{err}");
+    assert_eq!(b.text("#editor-entries li[data-entry='0'] .entry-error"), "");
+    b.type_into("#editor-entries li[data-entry='1'] .config-form tr:last-child input.value", r#"[{"groups": ["app-users"]}]"#);
+
+    // Tried on the pasted payload, then on the connection's users: nothing is written.
+    b.click("#editor-try");
+    b.wait_text("#editor-try-username", "jane.doe");
+    assert_eq!(b.text("#editor-try-groups"), "app-users");
+    b.click("#editor-sample-run");
+    let sample = b.wait_text("#editor-sample", "bob.smith");
+    assert!(sample.contains("Jane.Doe") && sample.contains("jane.doe") && sample.contains("changed") && sample.contains("app-users"), "{sample}");
+    assert!(sample.contains("username") && sample.contains("expr"), "the decisions: {sample}");
+    // The whole directory.
+    b.click("#editor-preview-run");
+    b.wait_text("#editor-preview-summary", "2 would change");
+    assert_eq!(okta.get("/Users").body["Resources"][0]["userName"], "Jane.Doe@acme.com");
+    assert_eq!(crate::harness::directory_entry(&s.db(), "acme", "Jane.Doe").map(|e| e.user_name), Some("Jane.Doe".into()), "nothing written");
+
+    // Saved as a candidate, then activated: the history says what changed.
+    b.type_into("#editor-note", "lower-case names; app-users for everyone");
+    b.click("#editor-save");
+    b.wait_text("#editor-saved", "version 2");
+    b.click("#editor-activate");
+    // The saved candidate itself is activated, not stored again.
+    b.wait_text("#active-version", "Version 2");
+    assert!(b.text("#history-table tr[data-version='3']").is_empty());
+    let history = b.wait_text("#history-table tr[data-version='2']", "added entry 2: expr");
+    assert!(history.contains("entry 1 (username): configuration changed (case)") && history.contains("admin:") && history.contains("app-users for everyone"), "{history}");
+    // Live: the next create gets the new rules.
+    let r = okta.post("/Users", &json!({"userName": "Al.X@acme.com", "emails": [{"value": "Al.X@acme.com"}]}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(crate::harness::directory_entry(&s.db(), "acme", "al.x").is_some());
 }

@@ -32,6 +32,12 @@ pub async fn list_plugins(State(state): State<Arc<AppState>>, admin: Admin, p: P
     Ok(Json(json!(rules(&state)?.records().plugins(t.id).await?)))
 }
 
+/// The first-party plugins compiled into the server, as chain entries name them.
+pub async fn builtins(State(state): State<Arc<AppState>>, admin: Admin, p: Params) -> ApiResult<Json<Value>> {
+    admin.tenant(&state, param(&p, "tenant")?).await?;
+    Ok(Json(json!(crate::plugins::builtin::names().map(|n| format!("builtin:{n}")).collect::<Vec<_>>())))
+}
+
 /// Stores a component (the request body, `application/wasm`) after checking it is a plugin.
 pub async fn add_plugin(State(state): State<Arc<AppState>>, admin: Admin, p: Params, bytes: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
     let t = admin.tenant(&state, param(&p, "tenant")?).await?;

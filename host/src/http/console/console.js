@@ -66,7 +66,12 @@ async function api(method, path, body) {
     signOut();
     throw new Error("Signed out: the token was refused.");
   }
-  if (!resp.ok) throw new Error((data && data.error && data.error.message) || resp.status + " " + resp.statusText);
+  if (!resp.ok) {
+    const err = new Error((data && data.error && data.error.message) || resp.status + " " + resp.statusText);
+    // A refused chain entry is named by its index: the editor shows the error there.
+    if (data && data.error && data.error.entry !== undefined) err.entry = data.error.entry;
+    throw err;
+  }
   return data;
 }
 
@@ -352,15 +357,199 @@ async function connectionPage(view, tenant, idp) {
       h("ol", { class: "entries" }, active.definition.entries.map((e) => h("li", {}, h("strong", {}, e.name), " ", h("code", { class: "muted" }, e.plugin.slice(0, 12)), h("pre", {}, json(e.config))))));
   }
   const history = h("section", { id: "history" }, h("h2", {}, "History"),
-    table(["Version", "Created", "By", "Source", "Note", ""], [...c.versions].reverse().map((v) => h("tr", { dataset: { version: v.number } },
+    table(["Version", "Created", "By", "Source", "Note", "What changed", ""], [...c.versions].reverse().map((v) => h("tr", { dataset: { version: v.number } },
       h("td", {}, String(v.number), v.active ? h("span", { class: "badge on" }, " active") : ""),
       h("td", { class: "muted" }, v.created), h("td", {}, v.author), h("td", {}, v.source), h("td", {}, v.note),
+      h("td", { class: "changes" }, (v.summary || []).length ? h("ul", {}, v.summary.map((line) => h("li", {}, line))) : h("span", { class: "muted" }, "nothing")),
       h("td", {}, v.active ? "" : h("button", { type: "button", class: "quiet", onclick: async () => {
         try { await admin("POST", base + "/chain/activate", { number: v.number }); render(); } catch (e) { showError(e.message); }
       } }, "Activate")))), { id: "history-table" }),
     h("h3", {}, "Activations"),
     h("ul", {}, [...c.activations].reverse().map((a) => h("li", {}, "version " + a.number + " at " + a.at + " by " + a.author))));
-  view.append(h("h1", {}, tenant + " / " + idp), chainSection, history, previewSection(base, c.versions), trySection(base, c.versions));
+  const [stored, builtins] = await Promise.all([admin("GET", "/tenants/" + seg(tenant) + "/plugins"), admin("GET", "/tenants/" + seg(tenant) + "/plugins/builtins")]);
+  view.append(h("h1", {}, tenant + " / " + idp), chainSection, editorSection(base, c, stored, builtins), history, previewSection(base, c.versions), trySection(base, c.versions));
+}
+
+// -- Rule editor ---------------------------------------------------------------------------
+// A draft chain edited in the page: started from a stored version, tried on a payload and on
+// a sample of the connection's users, previewed against the whole directory, then saved as a
+// candidate or activated. Everything goes through the admin API; the draft lives in the page.
+
+/** The plugins an entry can name: first-party ones, then the tenant's stored components. */
+function pluginOptions(stored, builtins) {
+  return [
+    ...builtins.map((b) => ({ value: b, label: b })),
+    ...stored.map((p) => ({ value: "sha256:" + p.hash, label: p.name + " " + p.version + " (sha256:" + p.hash.slice(0, 12) + ")", name: p.name, hash: p.hash })),
+  ];
+}
+
+/** A stored entry as a draft names it: by its plugin's hash, so the draft runs exactly the
+ * component the version ran. */
+function draftEntry(e) {
+  return { plugin: "sha256:" + e.plugin, config: e.config ?? null, limits: e.limits };
+}
+
+/** A form over an object configuration: one row per top-level key; values are JSON (strings
+ * may be typed bare). Edits go back into `entry.config`. */
+function configForm(entry, onChange) {
+  const rows = h("tbody", {});
+  const parse = (text) => { try { return JSON.parse(text); } catch { return text; } };
+  const show = (v) => typeof v === "string" ? v : JSON.stringify(v);
+  const sync = () => {
+    const o = {};
+    for (const tr of rows.children) {
+      const k = tr.querySelector(".key").value.trim();
+      if (k) o[k] = parse(tr.querySelector(".value").value);
+    }
+    entry.config = o;
+    onChange();
+  };
+  const row = (k, v) => h("tr", {},
+    h("td", {}, h("input", { class: "key", value: k, oninput: sync })),
+    h("td", {}, h("input", { class: "value", value: show(v), oninput: sync, spellcheck: "false" })),
+    h("td", {}, h("button", { type: "button", class: "quiet", onclick: (ev) => { ev.target.closest("tr").remove(); sync(); } }, "×")));
+  for (const [k, v] of Object.entries(entry.config ?? {})) rows.append(row(k, v));
+  return h("div", { class: "config-form" },
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "key"), h("th", {}, "value (JSON, or text)"), h("th", {}, ""))), rows),
+    h("button", { type: "button", class: "quiet add-key", onclick: () => rows.append(row("", "")) }, "Add key"));
+}
+
+function editorSection(base, c, stored, builtins) {
+  const options = pluginOptions(stored, builtins);
+  let draft = [];
+  const list = h("ol", { id: "editor-entries", class: "entries" });
+  const out = h("div", { id: "editor-result" });
+  const note = h("input", { id: "editor-note", placeholder: "what this version changes, and why", size: 50 });
+  const from = versionSelect("editor-from", c.versions, false);
+  if (c.active) from.prepend(h("option", { value: String(c.active.number), selected: true }, "version " + c.active.number + " (active)"));
+
+  const start = () => {
+    const v = c.versions.find((x) => String(x.number) === from.value);
+    draft = v ? v.definition.entries.map(draftEntry) : [];
+    draw();
+  };
+
+  // The draft as the API takes it; a configuration that is not JSON is shown at its entry.
+  const entries = () => {
+    let ok = true;
+    const body = draft.map((e, i) => {
+      if (e.text !== undefined) {
+        try { e.config = JSON.parse(e.text || "null"); delete e.text; }
+        catch (err) { ok = false; markEntry(i, "The configuration is not JSON: " + err.message); }
+      }
+      const x = { plugin: e.plugin, config: e.config ?? null };
+      if (e.limits) x.limits = e.limits;
+      return x;
+    });
+    return ok ? body : null;
+  };
+
+  const markEntry = (i, message) => {
+    const li = list.querySelector("li[data-entry='" + i + "']");
+    if (!li) return showError(message);
+    li.classList.add("invalid");
+    li.querySelector(".entry-error").textContent = message;
+  };
+  const clearMarks = () => list.querySelectorAll("li").forEach((li) => { li.classList.remove("invalid"); li.querySelector(".entry-error").textContent = ""; });
+
+  // Runs an API call on the draft; an error about one entry is shown at that entry.
+  const send = async (method, path, body, onOk) => {
+    clearMarks();
+    const e = entries();
+    if (!e) return;
+    out.replaceChildren(h("p", { class: "muted" }, "Working…"));
+    let data;
+    try {
+      data = await admin(method, path, { ...body, entries: e });
+    } catch (err) {
+      out.replaceChildren();
+      return err.entry !== undefined ? markEntry(err.entry, err.message) : showError(err.message);
+    }
+    onOk(data);
+  };
+
+  const draw = () => {
+    list.replaceChildren(...draft.map((e, i) => {
+      const select = h("select", { class: "plugin", onchange: () => { e.plugin = select.value; } },
+        options.map((o) => h("option", { value: o.value, selected: o.value === e.plugin }, o.label)));
+      if (!options.some((o) => o.value === e.plugin)) select.prepend(h("option", { value: e.plugin, selected: true }, e.plugin));
+      const text = h("textarea", { class: "config", spellcheck: "false", rows: 6, oninput: () => { e.text = text.value; } });
+      text.value = json(e.config ?? null);
+      const body = h("div", { class: "entry-body" }, text);
+      const asForm = h("button", { type: "button", class: "quiet as-form", onclick: () => {
+        if (e.text !== undefined) { try { e.config = JSON.parse(e.text || "null"); delete e.text; } catch (err) { return markEntry(i, "The configuration is not JSON: " + err.message); } }
+        if (e.config !== null && (typeof e.config !== "object" || Array.isArray(e.config))) return markEntry(i, "Only an object configuration has a form.");
+        body.replaceChildren(configForm(e, () => { text.value = json(e.config); }));
+      } }, "Form");
+      const asText = h("button", { type: "button", class: "quiet as-text", onclick: () => { text.value = json(e.config ?? null); body.replaceChildren(text); } }, "Text");
+      const move = (d) => { const j = i + d; if (j < 0 || j >= draft.length) return; entries(); [draft[i], draft[j]] = [draft[j], draft[i]]; draw(); };
+      return h("li", { dataset: { entry: i } },
+        h("div", { class: "entry-head" }, select, asForm, asText,
+          h("button", { type: "button", class: "quiet up", onclick: () => move(-1) }, "↑"),
+          h("button", { type: "button", class: "quiet down", onclick: () => move(1) }, "↓"),
+          h("button", { type: "button", class: "quiet remove", onclick: () => { entries(); draft.splice(i, 1); draw(); } }, "Remove")),
+        body, h("p", { class: "entry-error removed" }));
+    }));
+  };
+
+  const sampleTable = (r) => table(["IdP user", "userName", "Status", "Groups", "What would change", "Why"], r.users.map((u) => h("tr", { dataset: { user: u.name } },
+    h("td", {}, u.name), h("td", {}, u.userName ?? ""), h("td", {}, u.status),
+    h("td", {}, (u.groups || []).join(", ")),
+    h("td", {}, u.error ? h("div", { class: "removed" }, u.error) : "", diffLines(u.changes)),
+    h("td", {}, h("ul", {}, (u.decisions || []).map((d) => h("li", {}, d.plugin + " · " + d.rule + ": " + d.reason)))))), { id: "editor-sample" });
+  let after = 0;
+  const trySample = (next) => send("POST", base + "/chain/try", { sample: 10, after: next ? after : 0 }, (r) => {
+    after = r.next_after ?? 0;
+    out.replaceChildren(h("h3", {}, "On the connection's users"), r.users.length ? sampleTable(r) : h("p", {}, "This connection has no users yet."),
+      r.users.length === 10 ? h("button", { type: "button", class: "quiet", id: "editor-sample-next", onclick: () => trySample(true) }, "Next 10") : null);
+  });
+  const tryPayload = () => {
+    let user;
+    try { user = JSON.parse($("#try-payload").value); } catch (e) { return showError("The payload (under Try the rules) is not JSON: " + e.message); }
+    send("POST", base + "/chain/try", { user }, (r) => out.replaceChildren(h("h3", {}, "On the payload"),
+      r.ok ? table(["", ""], [
+        h("tr", {}, h("th", {}, "userName"), h("td", { id: "editor-try-username" }, r.userName)),
+        h("tr", {}, h("th", {}, "groups"), h("td", { id: "editor-try-groups" }, r.groups.join(", "))),
+        h("tr", {}, h("th", {}, "decisions"), h("td", {}, h("ul", {}, r.decisions.map((d) => h("li", {}, d.plugin + " · " + d.rule + ": " + d.reason))))),
+      ]) : h("p", { class: "removed", id: "editor-try-error" }, "Refused (" + r.status + "): " + r.error)));
+  };
+  const preview = () => send("POST", base + "/chain/preview?limit=500", {}, (r) => {
+    const s = r.summary;
+    out.replaceChildren(h("h3", {}, "Against the whole directory"),
+      h("p", { id: "editor-preview-summary" }, s.users + " users, " + s.groups + " groups: " + s.changed + " would change, " + s.unchanged + " unchanged, " + s.failed + " would fail"),
+      r.items.length ? table(["", "Name", "Status", "What would change"], r.items.map((i) => h("tr", {}, h("td", {}, i.resource_type), h("td", {}, i.name), h("td", {}, i.status),
+        h("td", {}, i.error ? h("div", { class: "removed" }, i.error) : "", diffLines(i.changes)))), { id: "editor-preview" }) : h("p", {}, "Nothing would change."));
+  });
+  // The candidate this draft was saved as: activating the same draft activates that version
+  // rather than storing it twice.
+  let saved = null;
+  const save = async (activate) => {
+    const e = entries();
+    if (activate && saved && e && JSON.stringify(e) === saved.entries) {
+      try { await admin("POST", base + "/chain/activate", { number: saved.number }); return render(); } catch (err) { return showError(err.message); }
+    }
+    send("POST", base + "/chain", { note: note.value, candidate: !activate }, (v) => {
+      if (activate) return render();
+      saved = { number: v.number, entries: JSON.stringify(e) };
+      out.replaceChildren(h("p", { id: "editor-saved" }, "Saved as version " + v.number + " (a candidate: not active)."));
+    });
+  };
+
+  from.addEventListener("change", start);
+  start();
+  return h("section", { id: "editor" }, h("h2", {}, "Edit the rules"),
+    h("p", { class: "muted" }, "A draft, kept in this page until you save it: start from a version, change the entries, try it, preview it, then save it as a candidate or activate it."),
+    h("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); start(); } }, h("label", {}, "Start from", from), h("button", { type: "submit", class: "quiet", id: "editor-start" }, "Start over")),
+    list,
+    h("button", { type: "button", class: "quiet", id: "editor-add", onclick: () => { entries(); draft.push({ plugin: builtins.includes("builtin:expr") ? "builtin:expr" : options[0].value, config: {} }); draw(); } }, "Add entry"),
+    h("div", { class: "editor-actions" },
+      h("button", { type: "button", id: "editor-try", onclick: tryPayload }, "Try on the payload"),
+      h("button", { type: "button", id: "editor-sample-run", onclick: () => trySample(false) }, "Try on 10 users"),
+      h("button", { type: "button", id: "editor-preview-run", onclick: preview }, "Preview"),
+      note,
+      h("button", { type: "button", class: "quiet", id: "editor-save", onclick: () => save(false) }, "Save as candidate"),
+      h("button", { type: "button", id: "editor-activate", onclick: () => save(true) }, "Save and activate")),
+    out);
 }
 
 function versionSelect(id, versions, withActive) {
