@@ -149,7 +149,7 @@ fn a_webhook_targets_events_are_shaped() {
     let entries = json!([{"plugin": "builtin:shape", "config": {"users": {"drop": ["urn:mapwright:custom:User", "emails"], "set": {"id": "x"}}}}]);
     let r = admin.post("/tenants/acme/targets/hooks/shape", &json!({"entries": entries}));
     assert_eq!(r.status, 400, "a rule may not set the id: {}", r.body);
-    assert_eq!(r.body["error"]["message"], "invalid configuration for shape: users.set: 'id' is the server's to set");
+    assert_eq!(r.body["error"]["message"], "entry 1: invalid configuration for shape: users.set: 'id' is the server's to set");
     let entries = json!([{"plugin": "builtin:shape", "config": {"users": {"drop": ["urn:mapwright:custom:User", "emails"]}, "groups": {"prefix": "acme-"}}}]);
     let r = admin.post("/tenants/acme/targets/hooks/shape", &json!({"entries": entries.clone()}));
     assert_eq!(r.status, 201, "{}", r.body);
