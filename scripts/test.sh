@@ -4,7 +4,8 @@
 #      source (npm's componentize-js, PyPI's componentize-py) for the end-to-end suite;
 #   2. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
 #      including the console's test in headless Chromium (Debian's chromium and
-#      chromium-driver, installed here when missing);
+#      chromium-driver, installed here when missing), with PostgreSQL (Debian's package) as a
+#      throwaway cluster on loopback for the store's PostgreSQL tests (scripts/pg.sh);
 #   3. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
 #   4. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
@@ -49,6 +50,11 @@ mkdir -p "$lang"
 (cd examples/plugins/python && "$venv/bin/python" -m unittest --quiet && PATH="$venv/bin:$PATH" sh build.sh "$lang/acme-rules-py.wasm")
 export MW_LANG_PLUGINS="$lang"
 
+# --- PostgreSQL: a throwaway cluster on loopback (Debian's package, an unprivileged user) ----
+source scripts/pg.sh
+pg_up
+trap pg_down EXIT
+
 cargo test --workspace --locked
 # The criterion-free benches (host/benches) are not built by `cargo test`; compile them (dev
 # profile, against the same build) so a change cannot leave them broken.
@@ -75,6 +81,7 @@ server_pid=""
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
     rm -rf "$work"
+    pg_down
 }
 trap cleanup EXIT
 printf '[server]\nlisten = "127.0.0.1:0"\n' > "$work/mapwright.toml"

@@ -10,6 +10,7 @@
 //! what the services take. Every method is one transaction. The types they speak are the
 //! domain's ([`crate::model`]); nothing here knows HTTP, rules or plugins.
 
+pub mod sql;
 pub mod sqlite;
 
 use std::future::Future;
