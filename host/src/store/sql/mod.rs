@@ -193,12 +193,17 @@ impl FromCell for i64 {
     }
 }
 
-impl FromCell for usize {
-    fn from_cell(cell: Cell) -> Result<Self, String> {
-        let i = i64::from_cell(cell)?;
-        usize::try_from(i).map_err(|_| format!("{i} is not a count"))
-    }
+macro_rules! narrow_int {
+    ($($t:ty),*) => {$(
+        impl FromCell for $t {
+            fn from_cell(cell: Cell) -> Result<Self, String> {
+                let i = i64::from_cell(cell)?;
+                <$t>::try_from(i).map_err(|_| format!("{i} does not fit {}", stringify!($t)))
+            }
+        }
+    )*};
 }
+narrow_int!(usize, u64, u32, u16, u8, i32);
 
 impl FromCell for bool {
     fn from_cell(cell: Cell) -> Result<Self, String> {

@@ -119,29 +119,23 @@ trait Run {
     fn query_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error>;
 }
 
-impl Run for Client {
-    fn prepare_(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
-        self.prepare(sql)
-    }
-    fn execute_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        self.execute(st, p)
-    }
-    fn query_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
-        self.query(st, p)
-    }
+// The client and a transaction have the same three methods, not behind a common trait.
+macro_rules! run {
+    ($($t:ty),*) => {$(
+        impl Run for $t {
+            fn prepare_(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+                self.prepare(sql)
+            }
+            fn execute_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
+                self.execute(st, p)
+            }
+            fn query_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
+                self.query(st, p)
+            }
+        }
+    )*};
 }
-
-impl Run for Transaction<'_> {
-    fn prepare_(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
-        self.prepare(sql)
-    }
-    fn execute_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        self.execute(st, p)
-    }
-    fn query_(&mut self, st: &Statement, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<postgres::Row>, postgres::Error> {
-        self.query(st, p)
-    }
-}
+run!(Client, Transaction<'_>);
 
 fn statement<R: Run>(run: &mut R, cache: &mut Statements, sql: &str) -> StoreResult<Statement> {
     if let Some(st) = cache.0.get(sql) {

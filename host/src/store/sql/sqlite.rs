@@ -51,26 +51,20 @@ fn query(c: &rusqlite::Connection, sql: &str, p: &[&dyn ToParam]) -> StoreResult
     Ok(out)
 }
 
-impl Sql for rusqlite::Connection {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<u64> {
-        execute(self, sql, params)
-    }
-    fn query(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<Vec<Row>> {
-        query(self, sql, params)
-    }
+// A transaction is a connection (it derefs to one); both are written as such.
+macro_rules! sql {
+    ($($t:ty),*) => {$(
+        impl Sql for $t {
+            fn dialect(&self) -> Dialect {
+                Dialect::Sqlite
+            }
+            fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<u64> {
+                execute(self, sql, params)
+            }
+            fn query(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<Vec<Row>> {
+                query(self, sql, params)
+            }
+        }
+    )*};
 }
-
-impl Sql for rusqlite::Transaction<'_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-    fn execute(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<u64> {
-        execute(self, sql, params)
-    }
-    fn query(&self, sql: &str, params: &[&dyn ToParam]) -> StoreResult<Vec<Row>> {
-        query(self, sql, params)
-    }
-}
+sql!(rusqlite::Connection, rusqlite::Transaction<'_>);

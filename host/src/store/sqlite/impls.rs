@@ -13,7 +13,7 @@ impl TenantStore for SqliteStore {
         self.write(move |t| connections::create_tenant(t, &name)).await
     }
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
-        self.read(connections::list_tenants).await
+        self.read(|c| connections::list_tenants(c)).await
     }
     async fn create_idp(&self, tenant: &str, idp: NewIdp) -> StoreResult<IdpConnection> {
         let tenant = tenant.to_string();
@@ -53,7 +53,7 @@ impl TenantStore for SqliteStore {
         self.read(move |c| connections::find_admin_token(c, &token_id)).await
     }
     async fn count_admin_tokens(&self) -> StoreResult<i64> {
-        self.read(connections::count_admin_tokens).await
+        self.read(|c| connections::count_admin_tokens(c)).await
     }
 }
 
