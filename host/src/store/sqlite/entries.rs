@@ -1,67 +1,64 @@
 //! Directory entries: reading one, creating and rewriting one with its attributes' owners,
 //! and finding the entry a create should adopt.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Map, Value};
 
 use crate::model::{AttrOwner, DirectoryEntry, EntryWrite, Lifecycle, Timestamp};
 use crate::scim::eval::fold;
 use crate::scim::resource::json_text;
+use crate::store::sql::Sql;
 use crate::store::{StoreError, StoreResult};
 
 /// An entry by id (it must exist).
-pub(super) fn by_id(c: &Connection, id: i64) -> StoreResult<DirectoryEntry> {
-    let (user_name, active, attrs, deleted, purge_after) = c
-        .prepare_cached("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, Option<Timestamp>>(4)?)))?;
-    Ok(DirectoryEntry { user_name, active, attributes: super::db::json_column(2, &attrs)?, groups: groups(c, id)?, deleted, purge_after })
+pub(super) fn by_id(c: &dyn Sql, id: i64) -> StoreResult<DirectoryEntry> {
+    let r = c.query_one("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1", &[&id])?;
+    Ok(DirectoryEntry { user_name: r.get(0)?, active: r.get(1)?, attributes: r.json(2)?, groups: groups(c, id)?, deleted: r.get(3)?, purge_after: r.get::<Option<Timestamp>>(4)? })
 }
 
 /// An entry by id, if it exists: the state the audit trail records before and after a change.
-pub(super) fn state(c: &Connection, id: i64) -> StoreResult<Option<DirectoryEntry>> {
-    let exists: Option<i64> = c.prepare_cached("SELECT id FROM entries WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
-    exists.map(|id| by_id(c, id)).transpose()
+pub(super) fn state(c: &dyn Sql, id: i64) -> StoreResult<Option<DirectoryEntry>> {
+    let exists = c.query_opt("SELECT id FROM entries WHERE id = ?1", &[&id])?.is_some();
+    exists.then(|| by_id(c, id)).transpose()
 }
 
 /// The id of a tenant's entry by userName (soft-deleted ones too, unless `live_only`).
-pub(super) fn id_by_name(c: &Connection, tenant_id: i64, user_name: &str, live_only: bool) -> StoreResult<Option<i64>> {
+pub(super) fn id_by_name(c: &dyn Sql, tenant_id: i64, user_name: &str, live_only: bool) -> StoreResult<Option<i64>> {
     let sql = if live_only {
         "SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2 AND deleted_at IS NULL"
     } else {
         "SELECT id FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2"
     };
-    Ok(c.prepare_cached(sql)?.query_row(params![tenant_id, fold(user_name)], |r| r.get(0)).optional()?)
+    c.query_opt(sql, &[&tenant_id, &fold(user_name)])?.map(|r| r.get(0)).transpose()
 }
 
 /// A tenant's entry by userName.
-pub fn by_name(c: &Connection, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
+pub fn by_name(c: &dyn Sql, tenant_id: i64, user_name: &str) -> StoreResult<Option<DirectoryEntry>> {
     id_by_name(c, tenant_id, user_name, false)?.map(|id| by_id(c, id)).transpose()
 }
 
 /// The entry an IdP user maps to.
-pub fn of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<DirectoryEntry>> {
+pub fn of_user(c: &dyn Sql, idp_id: i64, id: &str) -> StoreResult<Option<DirectoryEntry>> {
     // None: no such user, or one out of scope that has no entry.
-    let entry: Option<i64> = c.prepare_cached("SELECT entry_id FROM users WHERE id = ?1 AND idp_id = ?2")?.query_row(params![id, idp_id], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten();
+    let entry: Option<i64> = match c.query_opt("SELECT entry_id FROM users WHERE id = ?1 AND idp_id = ?2", &[&id, &idp_id])? {
+        Some(r) => r.get(0)?,
+        None => None,
+    };
     entry.map(|e| by_id(c, e)).transpose()
 }
 
 /// The directory id of the entry an IdP user maps to.
-pub fn uid_of_user(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Option<String>> {
-    Ok(c.prepare_cached("SELECT e.uid FROM users u JOIN entries e ON e.id = u.entry_id WHERE u.id = ?1 AND u.idp_id = ?2")?
-        .query_row(params![id, idp_id], |r| r.get(0))
-        .optional()?)
+pub fn uid_of_user(c: &dyn Sql, idp_id: i64, id: &str) -> StoreResult<Option<String>> {
+    c.query_opt("SELECT e.uid FROM users u JOIN entries e ON e.id = u.entry_id WHERE u.id = ?1 AND u.idp_id = ?2", &[&id, &idp_id])?.map(|r| r.get(0)).transpose()
 }
 
 /// The app groups an entry belongs to (names, sorted).
-fn groups(c: &Connection, id: i64) -> StoreResult<Vec<String>> {
-    let mut st = c.prepare_cached("SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name")?;
-    let groups = st.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(groups)
+fn groups(c: &dyn Sql, id: i64) -> StoreResult<Vec<String>> {
+    c.query("SELECT DISTINCT g.name FROM app_memberships m JOIN app_groups g ON g.id = m.group_id WHERE m.entry_id = ?1 ORDER BY g.name", &[&id])?.iter().map(|r| r.get(0)).collect()
 }
 
 /// A uniqueness failure of the directory, said as such.
-fn conflict(e: rusqlite::Error, user_name: &str) -> StoreError {
-    match StoreError::from(e) {
+fn conflict(e: StoreError, user_name: &str) -> StoreError {
+    match e {
         StoreError::Conflict(_) => StoreError::Conflict(format!(
             "the directory already has a user named '{user_name}' (usernames are unique case-insensitively within a tenant)"
         )),
@@ -70,33 +67,33 @@ fn conflict(e: rusqlite::Error, user_name: &str) -> StoreError {
 }
 
 /// Creates an entry with every attribute owned by `writer`; returns its id.
-pub(super) fn insert(t: &Transaction<'_>, tenant_id: i64, e: &EntryWrite, writer: AttrOwner, ts: &Timestamp) -> StoreResult<i64> {
-    t.prepare_cached(
-        "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
-    )?
-    .execute(params![tenant_id, e.user_name, fold(&e.user_name), e.active, json_text(&e.attributes), ts, owners_of(&e.attributes, writer), uuid::Uuid::now_v7().to_string()])
-    .map_err(|err| conflict(err, &e.user_name))?;
-    Ok(t.last_insert_rowid())
+pub(super) fn insert(t: &dyn Sql, tenant_id: i64, e: &EntryWrite, writer: AttrOwner, ts: &Timestamp) -> StoreResult<i64> {
+    t.query_one(
+        "INSERT INTO entries (tenant_id, user_name, user_name_fold, active, attributes, created, modified, attr_owners, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) RETURNING id",
+        &[&tenant_id, &e.user_name, &fold(&e.user_name), &e.active, &json_text(&e.attributes), ts, &owners_of(&e.attributes, writer), &uuid::Uuid::now_v7().to_string()],
+    )
+    .map_err(|err| conflict(err, &e.user_name))?
+    .get(0)
 }
 
 /// An existing entry joined by another IdP user: it keeps its username and takes the
 /// write's state, under the attribute owners' rules.
-pub(super) fn adopt(t: &Transaction<'_>, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp) -> StoreResult<()> {
+pub(super) fn adopt(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp) -> StoreResult<()> {
     let (merged, owners) = merge_attributes(t, entry_id, writer, &e.attributes)?;
-    t.prepare_cached("UPDATE entries SET active = ?2, attributes = ?3, modified = ?4, attr_owners = ?5 WHERE id = ?1")?.execute(params![entry_id, e.active, merged, ts, owners])?;
+    t.execute("UPDATE entries SET active = ?2, attributes = ?3, modified = ?4, attr_owners = ?5 WHERE id = ?1", &[&entry_id, &e.active, &merged, ts, &owners])?;
     Ok(())
 }
 
 /// Writes an entry's name, attributes and (when the write decides it) active flag. A write to
 /// a user the IdP keeps deactivated leaves the flag as deprovisioning set it: a `keep`
 /// decision stays active through later updates.
-pub(super) fn write(t: &Transaction<'_>, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp) -> StoreResult<()> {
+pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp) -> StoreResult<()> {
     let decides_active = e.active || matches!(e.lifecycle, Lifecycle::Deprovision(_) | Lifecycle::Reactivate { .. });
     let (attrs, owners) = merge_attributes(t, entry_id, writer, &e.attributes)?;
-    t.prepare_cached(
+    t.execute(
         "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6, attr_owners = ?8 WHERE id = ?1",
-    )?
-    .execute(params![entry_id, e.user_name, fold(&e.user_name), e.active, attrs, ts, decides_active, owners])
+        &[&entry_id, &e.user_name, &fold(&e.user_name), &e.active, &attrs, ts, &decides_active, &owners],
+    )
     .map_err(|err| conflict(err, &e.user_name))?;
     Ok(())
 }
@@ -108,8 +105,9 @@ fn owners_of(attrs: &Value, writer: AttrOwner) -> String {
 }
 
 /// An entry's attributes and their owners, as stored.
-pub(super) fn attributes_and_owners(t: &Transaction<'_>, entry_id: i64) -> StoreResult<(Map<String, Value>, Map<String, Value>)> {
-    let (cur, owners): (String, String) = t.prepare_cached("SELECT attributes, attr_owners FROM entries WHERE id = ?1")?.query_row([entry_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub(super) fn attributes_and_owners(t: &dyn Sql, entry_id: i64) -> StoreResult<(Map<String, Value>, Map<String, Value>)> {
+    let r = t.query_one("SELECT attributes, attr_owners FROM entries WHERE id = ?1", &[&entry_id])?;
+    let (cur, owners): (String, String) = (r.get(0)?, r.get(1)?);
     let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
     Ok((parse(&cur), parse(&owners)))
 }
@@ -118,7 +116,7 @@ pub(super) fn attributes_and_owners(t: &Transaction<'_>, entry_id: i64) -> Store
 /// attributes it owns (or that nobody owns) and takes the ones it sets; attributes another
 /// IdP or the application (`local`) owns stay as they are, so one source never wipes what
 /// another set. Returns (attributes, owners) as JSON text.
-fn merge_attributes(t: &Transaction<'_>, entry_id: i64, writer: AttrOwner, new: &Value) -> StoreResult<(String, String)> {
+fn merge_attributes(t: &dyn Sql, entry_id: i64, writer: AttrOwner, new: &Value) -> StoreResult<(String, String)> {
     let (mut attrs, mut owners) = attributes_and_owners(t, entry_id)?;
     let empty = Map::new();
     let new = new.as_object().unwrap_or(&empty);
@@ -153,21 +151,19 @@ pub(super) fn domain_verified(user_name: &str, emails: &[String], verified_domai
 /// The live entry an adopting create joins: the tenant's entry with the mapped username, else
 /// the entry of another IdP user of the tenant with one of the user's emails, each only if
 /// the matched address's domain is verified.
-pub(super) fn find_match(t: &Transaction<'_>, tenant_id: i64, user_name: &str, emails: &[String], verified_domains: &[String]) -> StoreResult<Option<i64>> {
+pub(super) fn find_match(t: &dyn Sql, tenant_id: i64, user_name: &str, emails: &[String], verified_domains: &[String]) -> StoreResult<Option<i64>> {
     if let Some(id) = id_by_name(t, tenant_id, user_name, true)? {
         let domain = domain_of(user_name).or_else(|| emails.first().and_then(|e| domain_of(e)));
         return Ok(verified(domain, verified_domains).then_some(id));
     }
-    let mut st = t.prepare_cached(
-        "SELECT u.entry_id FROM user_emails e JOIN users u ON u.pk = e.user_pk JOIN idps i ON i.id = u.idp_id
+    let sql = "SELECT u.entry_id FROM user_emails e JOIN users u ON u.pk = e.user_pk JOIN idps i ON i.id = u.idp_id
          JOIN entries en ON en.id = u.entry_id
-         WHERE e.value_fold = ?1 AND i.tenant_id = ?2 AND en.deleted_at IS NULL LIMIT 1",
-    )?;
+         WHERE e.value_fold = ?1 AND i.tenant_id = ?2 AND en.deleted_at IS NULL LIMIT 1";
     for email in emails {
-        if let Some(id) = st.query_row(params![email, tenant_id], |r| r.get::<_, i64>(0)).optional()?
+        if let Some(r) = t.query_opt(sql, &[email, &tenant_id])?
             && verified(domain_of(email), verified_domains)
         {
-            return Ok(Some(id));
+            return Ok(Some(r.get(0)?));
         }
     }
     Ok(None)
