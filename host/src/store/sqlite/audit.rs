@@ -1,10 +1,9 @@
 //! The audit trail: written by every change in the change's own transaction (so there is
 //! never a change without its record), and read back by `mapwright audit`.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value, json};
 
-use super::db::json_column;
+use crate::store::sql::{Row, Sql};
 use crate::model::{AuditInfo, AuditQuery, AuditRecord, DirectoryEntry, IdpConnection, Timestamp};
 use crate::scim::eval::fold;
 use crate::scim::resource::json_text;
@@ -66,34 +65,34 @@ pub(super) struct Subject<'a> {
     pub entry: Option<(i64, &'a str)>,
 }
 
-pub(super) fn record(t: &Transaction<'_>, s: &Subject<'_>, info: &AuditInfo, changes: &Value) -> StoreResult<()> {
+pub(super) fn record(t: &dyn Sql, s: &Subject<'_>, info: &AuditInfo, changes: &Value) -> StoreResult<()> {
     let decisions = serde_json::to_string(&info.decisions).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    t.prepare_cached(
+    t.execute(
         "INSERT INTO audit (tenant_id, idp_id, idp_name, actor, request_id, operation, resource_type, resource_id, entry_id, entry_user_name,
          chain_version, decisions, changes, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
-        s.tenant_id,
-        s.idp.map(|i| i.id),
-        s.idp.map(|i| i.name.as_str()),
-        info.actor,
-        info.request_id,
-        info.operation,
-        s.resource_type,
-        s.resource_id,
-        s.entry.map(|e| e.0),
-        s.entry.map(|e| e.1),
-        info.chain_version,
-        decisions,
-        json_text(changes),
-        Timestamp::now(),
-    ])?;
+        &[
+            &s.tenant_id,
+            &s.idp.map(|i| i.id),
+            &s.idp.map(|i| i.name.as_str()),
+            &info.actor,
+            &info.request_id,
+            &info.operation,
+            &s.resource_type,
+            &s.resource_id,
+            &s.entry.map(|e| e.0),
+            &s.entry.map(|e| e.1),
+            &info.chain_version,
+            &decisions,
+            &json_text(changes),
+            &Timestamp::now(),
+        ],
+    )?;
     Ok(())
 }
 
 const COLUMNS: &str = "a.id, a.at, t.name, a.idp_name, a.actor, a.request_id, a.operation, a.resource_type, a.resource_id, a.entry_user_name, a.chain_version, a.decisions, a.changes";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+fn row(r: &Row) -> StoreResult<AuditRecord> {
     Ok(AuditRecord {
         id: r.get(0)?,
         at: r.get(1)?,
@@ -106,43 +105,44 @@ fn row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
         resource_id: r.get(8)?,
         entry: r.get(9)?,
         chain_version: r.get(10)?,
-        decisions: json_column(11, &r.get::<_, String>(11)?)?,
-        changes: json_column(12, &r.get::<_, String>(12)?)?,
+        decisions: r.json(11)?,
+        changes: r.json(12)?,
     })
 }
 
 /// Audit records matching `q`, newest first.
-pub fn query(c: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+pub fn query(c: &dyn Sql, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
     // (entry id, records not older than): an entry's id may be reused by SQLite after a
     // purge, so a live entry's history starts when it was created.
     let (entry_id, entry_since): (Option<i64>, Option<Timestamp>) = match &q.entry {
         None => (None, None),
         Some(name) => {
-            let live: Option<(i64, Timestamp)> = c
-                .prepare_cached("SELECT id, created FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2")?
-                .query_row(params![q.tenant_id, fold(name)], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let live: Option<(i64, Timestamp)> = match c.query_opt("SELECT id, created FROM entries WHERE tenant_id = ?1 AND user_name_fold = ?2", &[&q.tenant_id, &fold(name)])? {
+                Some(r) => Some((r.get(0)?, r.get(1)?)),
+                None => None,
+            };
             // An entry that no longer exists is found by the last name it was recorded under.
             match live {
                 Some((id, created)) => (Some(id), Some(created)),
-                None => (c
-                    .prepare_cached("SELECT entry_id FROM audit WHERE tenant_id = ?1 AND entry_user_name = ?2 COLLATE NOCASE ORDER BY id DESC LIMIT 1")?
-                    .query_row(params![q.tenant_id, name], |r| r.get(0))
-                    .optional()?
-                    .flatten()
-                    .or(Some(-1)), None),
+                None => {
+                    let last = c.query_opt("SELECT entry_id FROM audit WHERE tenant_id = ?1 AND lower(entry_user_name) = lower(?2) ORDER BY id DESC LIMIT 1", &[&q.tenant_id, name])?;
+                    let id: Option<i64> = match last {
+                        Some(r) => r.get(0)?,
+                        None => None,
+                    };
+                    (id.or(Some(-1)), None)
+                }
             }
         }
     };
     let limit = if q.limit == 0 { 100 } else { q.limit.min(10_000) } as i64;
-    let mut st = c.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM audit a JOIN tenants t ON t.id = a.tenant_id
          WHERE a.tenant_id = ?1 AND (?2 IS NULL OR a.idp_id = ?2) AND (?3 IS NULL OR a.resource_id = ?3) AND (?4 IS NULL OR a.entry_id = ?4)
          AND (?5 IS NULL OR a.at >= ?5) AND (?6 IS NULL OR a.at <= ?6) AND (?7 IS NULL OR a.id < ?7) AND (?9 IS NULL OR a.at >= ?9)
          ORDER BY a.id DESC LIMIT ?8"
-    ))?;
-    let rows = st.query_map(params![q.tenant_id, q.idp_id, q.resource_id, entry_id, q.since, q.until, q.before_id, limit, entry_since], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    );
+    c.query(&sql, &[&q.tenant_id, &q.idp_id, &q.resource_id, &entry_id, &q.since, &q.until, &q.before_id, &limit, &entry_since])?.iter().map(row).collect()
 }
 
 #[cfg(test)]
