@@ -1,15 +1,14 @@
 //! An admin's decision on a held operation: approved, it is applied; rejected, the entry keeps
 //! what the IdP tried to take. Each decision is audited per entry.
 
-use rusqlite::Transaction;
-
 use super::audit::{self, Subject};
 use super::{entries, held, lifecycle, memberships};
 use crate::model::{AuditInfo, DeprovisionAction, HeldKind, HeldOp, HeldStatus, Owner, Timestamp};
+use crate::store::sql::Sql;
 use crate::store::{StoreError, StoreResult};
 
 /// Applies (approve) or drops (reject) a held operation, with its audit records.
-pub fn decide(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
+pub fn decide(t: &dyn Sql, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
     let op = held::get(t, tenant_id, id).map_err(|e| match e {
         StoreError::NotFound => StoreError::InvalidReference(format!("no held operation {id}")),
         other => other,
@@ -27,12 +26,12 @@ pub fn decide(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, by: &
     let ts = Timestamp::now();
     if approve && before.is_some() {
         // Still shared with an active IdP user of another connection: that user keeps it.
-        let shared: bool = t.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND active = 1)")?.query_row([entry_id], |r| r.get(0))?;
+        let shared: bool = t.query_one("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1 AND active = 1)", &[&entry_id])?.get(0)?;
         if !shared {
-            let orphan: bool = t.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;
+            let orphan: bool = t.query_one("SELECT NOT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)", &[&entry_id])?.get(0)?;
             match op.action.unwrap_or(DeprovisionAction::Keep) {
                 DeprovisionAction::Delete { retention_days: 0 } if orphan => {
-                    t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
+                    t.execute("DELETE FROM entries WHERE id = ?1", &[&entry_id])?;
                 }
                 DeprovisionAction::Keep => {}
                 a => lifecycle::deprovision(t, entry_id, a, &ts)?,
@@ -50,7 +49,7 @@ pub fn decide(t: &Transaction<'_>, tenant_id: i64, id: i64, approve: bool, by: &
 }
 
 /// Approves (removes the listed memberships) or rejects held membership removals.
-fn decide_removals(t: &Transaction<'_>, tenant_id: i64, op: &HeldOp, removals: &str, status: HeldStatus, by: &str) -> StoreResult<()> {
+fn decide_removals(t: &dyn Sql, tenant_id: i64, op: &HeldOp, removals: &str, status: HeldStatus, by: &str) -> StoreResult<()> {
     let pairs: Vec<(i64, String, Option<i64>)> = serde_json::from_str(removals).map_err(|e| StoreError::Backend(Box::new(e)))?;
     let ts = Timestamp::now();
     let held_owner = Owner::Held(op.id);

@@ -1,16 +1,16 @@
 //! Changes made in the application to one directory entry: attributes it owns from then on,
 //! and memberships no sync removes. Audited like every other change.
 
-use rusqlite::{Transaction, params};
 use serde_json::Value;
 
 use super::audit::{self, Subject};
 use super::{entries, memberships};
 use crate::model::{AttrOwner, AuditInfo, DirectoryEntry, LocalChange, Owner, Timestamp};
+use crate::store::sql::Sql;
 use crate::store::{StoreError, StoreResult};
 
 /// Applies a local change to a live entry (by userName).
-pub fn change(t: &Transaction<'_>, tenant_id: i64, user_name: &str, c: &LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
+pub fn change(t: &dyn Sql, tenant_id: i64, user_name: &str, c: &LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
     let entry_id = entries::id_by_name(t, tenant_id, user_name, true)?.ok_or_else(|| StoreError::InvalidReference(format!("no directory entry '{user_name}'")))?;
     let before = entries::state(t, entry_id)?;
     if !c.attributes.is_empty() {
@@ -26,8 +26,10 @@ pub fn change(t: &Transaction<'_>, tenant_id: i64, user_name: &str, c: &LocalCha
                 owners.insert(k.clone(), Value::String(AttrOwner::Local.to_string()));
             }
         }
-        t.prepare_cached("UPDATE entries SET attributes = ?2, attr_owners = ?3, modified = ?4 WHERE id = ?1")?
-            .execute(params![entry_id, Value::Object(attrs).to_string(), Value::Object(owners).to_string(), Timestamp::now()])?;
+        t.execute(
+            "UPDATE entries SET attributes = ?2, attr_owners = ?3, modified = ?4 WHERE id = ?1",
+            &[&entry_id, &Value::Object(attrs).to_string(), &Value::Object(owners).to_string(), &Timestamp::now()],
+        )?;
     }
     for g in &c.add_groups {
         crate::scim::names::check_group_name(g).map_err(StoreError::InvalidReference)?;
