@@ -24,6 +24,17 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The distinct values of `expr` in a group, joined by commas (SQLite's
+    /// `group_concat(DISTINCT …)`, PostgreSQL's `string_agg(DISTINCT …, ',')`).
+    pub fn distinct_list(self, expr: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("group_concat(DISTINCT {expr})"),
+            Dialect::Postgres => format!("string_agg(DISTINCT {expr}, ',')"),
+        }
+    }
+}
+
 /// A value bound to a statement.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Param<'a> {
