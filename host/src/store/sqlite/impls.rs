@@ -176,13 +176,13 @@ impl RuleStore for SqliteStore {
         self.read(move |c| rules::activations(c, idp_id)).await
     }
     async fn active_chains(&self) -> StoreResult<Vec<ChainVersion>> {
-        self.read(rules::active).await
+        self.read(|c| rules::active(c)).await
     }
     async fn set_shadow(&self, idp_id: i64, number: Option<i64>) -> StoreResult<()> {
         self.write(move |t| rules::set_shadow(t, idp_id, number)).await
     }
     async fn shadow_chains(&self) -> StoreResult<Vec<ChainVersion>> {
-        self.read(rules::shadows).await
+        self.read(|c| rules::shadows(c)).await
     }
     async fn add_shadow_diff(&self, idp_id: i64, d: ShadowDiff) -> StoreResult<()> {
         self.write(move |t| rules::add_shadow_diff(t, idp_id, &d)).await
@@ -191,7 +191,7 @@ impl RuleStore for SqliteStore {
         self.read(move |c| rules::shadow_diffs(c, idp_id, version, limit)).await
     }
     async fn rules_epoch(&self) -> StoreResult<i64> {
-        self.read(rules::epoch).await
+        self.read(|c| rules::epoch(c)).await
     }
 }
 

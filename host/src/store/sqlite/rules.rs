@@ -1,28 +1,25 @@
 //! Plugins, chain versions and activations.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-
 use crate::model::{Activation, ChainDefinition, ChainVersion, Hook, PluginRecord, ShadowDiff, Timestamp, VersionNote, VersionSource};
+use crate::store::sql::{Row, Sql};
 use crate::store::{StoreError, StoreResult};
 
 /// Stores a plugin's bytes under their hash. The bytes for a hash never change, so storing
 /// them again is a no-op, except that it repairs a copy damaged in the database.
-pub fn put_plugin(t: &Transaction<'_>, tenant_id: i64, rec: &PluginRecord, bytes: &[u8]) -> StoreResult<PluginRecord> {
+pub fn put_plugin(t: &dyn Sql, tenant_id: i64, rec: &PluginRecord, bytes: &[u8]) -> StoreResult<PluginRecord> {
+    let hooks = rec.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(",");
     t.execute(
         "INSERT INTO plugins (hash, name, version, contract, hooks, size, bytes, uploaded) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (hash) DO UPDATE SET bytes = excluded.bytes WHERE plugins.bytes IS NOT excluded.bytes",
-        params![rec.hash, rec.name, rec.version, rec.contract, rec.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(","), rec.size as i64, bytes, Timestamp::now()],
+         ON CONFLICT (hash) DO UPDATE SET bytes = excluded.bytes WHERE plugins.bytes IS DISTINCT FROM excluded.bytes",
+        &[&rec.hash, &rec.name, &rec.version, &rec.contract, &hooks, &(rec.size as i64), &bytes, &Timestamp::now()],
     )?;
-    t.execute(
-        "INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![tenant_id, rec.hash, Timestamp::now()],
-    )?;
-    Ok(t.query_row(&format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE hash = ?1"), [&rec.hash], plugin_row)?)
+    t.execute("INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", &[&tenant_id, &rec.hash, &Timestamp::now()])?;
+    plugin_row(&t.query_one(&format!("SELECT {PLUGIN_COLUMNS} FROM plugins WHERE hash = ?1"), &[&rec.hash])?)
 }
 
 const PLUGIN_COLUMNS: &str = "hash, name, version, contract, hooks, size, uploaded";
 
-fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
+fn plugin_row(r: &Row) -> StoreResult<PluginRecord> {
     let hooks: String = r.get(4)?;
     Ok(PluginRecord {
         hash: r.get(0)?,
@@ -31,29 +28,30 @@ fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
         contract: r.get(3)?,
         // A hook this server does not know (stored by a newer one) is left out.
         hooks: hooks.split(',').filter_map(Hook::parse).collect(),
-        size: r.get::<_, i64>(5)? as usize,
+        size: r.get(5)?,
         uploaded: r.get(6)?,
     })
 }
 
-pub fn plugin_bytes(c: &Connection, hash: &str) -> StoreResult<Vec<u8>> {
-    Ok(c.query_row("SELECT bytes FROM plugins WHERE hash = ?1", [hash], |r| r.get(0))?)
+pub fn plugin_bytes(c: &dyn Sql, hash: &str) -> StoreResult<Vec<u8>> {
+    c.query_one("SELECT bytes FROM plugins WHERE hash = ?1", &[&hash])?.get(0)
 }
 
-pub fn list_plugins(c: &Connection, tenant_id: i64) -> StoreResult<Vec<PluginRecord>> {
-    let mut st = c.prepare_cached(
+pub fn list_plugins(c: &dyn Sql, tenant_id: i64) -> StoreResult<Vec<PluginRecord>> {
+    c.query(
         "SELECT p.hash, p.name, p.version, p.contract, p.hooks, p.size, p.uploaded FROM plugins p
          JOIN tenant_plugins tp ON tp.hash = p.hash WHERE tp.tenant_id = ?1 ORDER BY tp.added DESC, p.name",
-    )?;
-    let rows = st.query_map([tenant_id], plugin_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[&tenant_id],
+    )?
+    .iter()
+    .map(plugin_row)
+    .collect()
 }
 
-const VERSION_COLUMNS: &str = "v.idp_id, v.number, v.definition, v.author, v.note, v.source, v.created, (i.active_chain IS v.number)";
+const VERSION_COLUMNS: &str = "v.idp_id, v.number, v.definition, v.author, v.note, v.source, v.created, (i.active_chain IS NOT DISTINCT FROM v.number)";
 
-fn version_row(r: &Row<'_>) -> rusqlite::Result<ChainVersion> {
-    let def: String = r.get(2)?;
-    let definition = super::db::json_column(2, &def)?;
+fn version_row(r: &Row) -> StoreResult<ChainVersion> {
+    let definition = r.json(2)?;
     let source: String = r.get(5)?;
     Ok(ChainVersion {
         idp_id: r.get(0)?,
@@ -67,40 +65,34 @@ fn version_row(r: &Row<'_>) -> rusqlite::Result<ChainVersion> {
     })
 }
 
-fn get_version(c: &Connection, idp_id: i64, number: i64) -> StoreResult<ChainVersion> {
-    Ok(c.query_row(
-        &format!("SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 AND v.number = ?2"),
-        params![idp_id, number],
-        version_row,
-    )?)
+fn get_version(c: &dyn Sql, idp_id: i64, number: i64) -> StoreResult<ChainVersion> {
+    version_row(&c.query_one(&format!("SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 AND v.number = ?2"), &[&idp_id, &number])?)
 }
 
-fn activate(t: &Transaction<'_>, idp_id: i64, number: i64, author: &str) -> StoreResult<()> {
-    t.execute("UPDATE idps SET active_chain = ?2 WHERE id = ?1", params![idp_id, number])?;
-    t.execute("INSERT INTO chain_activations (idp_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", params![idp_id, number, Timestamp::now(), author])?;
-    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", [])?;
+fn activate(t: &dyn Sql, idp_id: i64, number: i64, author: &str) -> StoreResult<()> {
+    t.execute("UPDATE idps SET active_chain = ?2 WHERE id = ?1", &[&idp_id, &number])?;
+    t.execute("INSERT INTO chain_activations (idp_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", &[&idp_id, &number, &Timestamp::now(), &author])?;
+    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", &[])?;
     Ok(())
 }
 
-pub fn add_version(t: &Transaction<'_>, idp_id: i64, def: &ChainDefinition, note: &VersionNote, activate_now: bool) -> StoreResult<ChainVersion> {
-    let exists: Option<i64> = t.query_row("SELECT id FROM idps WHERE id = ?1", [idp_id], |r| r.get(0)).optional()?;
-    if exists.is_none() {
+pub fn add_version(t: &dyn Sql, idp_id: i64, def: &ChainDefinition, note: &VersionNote, activate_now: bool) -> StoreResult<ChainVersion> {
+    if t.query_opt("SELECT id FROM idps WHERE id = ?1", &[&idp_id])?.is_none() {
         return Err(StoreError::InvalidReference(format!("no IdP connection with id {idp_id}")));
     }
     for e in &def.entries {
-        let known: Option<String> = t.query_row("SELECT hash FROM plugins WHERE hash = ?1", [&e.plugin], |r| r.get(0)).optional()?;
-        if known.is_none() {
+        if t.query_opt("SELECT hash FROM plugins WHERE hash = ?1", &[&e.plugin])?.is_none() {
             return Err(StoreError::InvalidReference(format!("no stored plugin with hash {} ({})", e.plugin, e.name)));
         }
     }
-    let number: i64 = t.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM chain_versions WHERE idp_id = ?1", [idp_id], |r| r.get(0))?;
+    let number: i64 = t.query_one("SELECT COALESCE(MAX(number), 0) + 1 FROM chain_versions WHERE idp_id = ?1", &[&idp_id])?.get(0)?;
     let text = serde_json::to_string(def).map_err(|e| StoreError::Backend(Box::new(e)))?;
     t.execute(
         "INSERT INTO chain_versions (idp_id, number, definition, author, note, source, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![idp_id, number, text, note.author, note.note, note.source.as_str(), Timestamp::now()],
+        &[&idp_id, &number, &text, &note.author, &note.note, &note.source.as_str(), &Timestamp::now()],
     )?;
     for e in &def.entries {
-        t.execute("INSERT INTO chain_version_plugins (idp_id, number, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", params![idp_id, number, e.plugin])?;
+        t.execute("INSERT INTO chain_version_plugins (idp_id, number, hash) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING", &[&idp_id, &number, &e.plugin])?;
     }
     if activate_now {
         activate(t, idp_id, number, &note.author)?;
@@ -108,7 +100,7 @@ pub fn add_version(t: &Transaction<'_>, idp_id: i64, def: &ChainDefinition, note
     get_version(t, idp_id, number)
 }
 
-pub fn activate_version(t: &Transaction<'_>, idp_id: i64, number: i64, author: &str) -> StoreResult<ChainVersion> {
+pub fn activate_version(t: &dyn Sql, idp_id: i64, number: i64, author: &str) -> StoreResult<ChainVersion> {
     get_version(t, idp_id, number).map_err(|e| match e {
         StoreError::NotFound => StoreError::InvalidReference(format!("the connection has no chain version {number}")),
         other => other,
@@ -117,63 +109,56 @@ pub fn activate_version(t: &Transaction<'_>, idp_id: i64, number: i64, author: &
     get_version(t, idp_id, number)
 }
 
-pub fn versions(c: &Connection, idp_id: i64) -> StoreResult<Vec<ChainVersion>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 ORDER BY v.number DESC"
-    ))?;
-    let rows = st.query_map([idp_id], version_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn versions(c: &dyn Sql, idp_id: i64) -> StoreResult<Vec<ChainVersion>> {
+    let sql = format!("SELECT {VERSION_COLUMNS} FROM chain_versions v JOIN idps i ON i.id = v.idp_id WHERE v.idp_id = ?1 ORDER BY v.number DESC");
+    c.query(&sql, &[&idp_id])?.iter().map(version_row).collect()
 }
 
-pub fn activations(c: &Connection, idp_id: i64) -> StoreResult<Vec<Activation>> {
-    let mut st = c.prepare_cached("SELECT number, at, author FROM chain_activations WHERE idp_id = ?1 ORDER BY id DESC")?;
-    let rows = st.query_map([idp_id], |r| Ok(Activation { number: r.get(0)?, at: r.get(1)?, author: r.get(2)? }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn activations(c: &dyn Sql, idp_id: i64) -> StoreResult<Vec<Activation>> {
+    c.query("SELECT number, at, author FROM chain_activations WHERE idp_id = ?1 ORDER BY id DESC", &[&idp_id])?
+        .iter()
+        .map(|r| Ok(Activation { number: r.get(0)?, at: r.get(1)?, author: r.get(2)? }))
+        .collect()
 }
 
-pub fn active(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.active_chain ORDER BY i.id"
-    ))?;
-    let rows = st.query_map([], version_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn active(c: &dyn Sql) -> StoreResult<Vec<ChainVersion>> {
+    let sql = format!("SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.active_chain ORDER BY i.id");
+    c.query(&sql, &[])?.iter().map(version_row).collect()
 }
 
-pub fn set_shadow(t: &Transaction<'_>, idp_id: i64, number: Option<i64>) -> StoreResult<()> {
+pub fn set_shadow(t: &dyn Sql, idp_id: i64, number: Option<i64>) -> StoreResult<()> {
     if let Some(n) = number {
         get_version(t, idp_id, n).map_err(|e| match e {
             StoreError::NotFound => StoreError::InvalidReference(format!("the connection has no chain version {n}")),
             other => other,
         })?;
     }
-    t.execute("UPDATE idps SET shadow_chain = ?2 WHERE id = ?1", params![idp_id, number])?;
-    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", [])?;
+    t.execute("UPDATE idps SET shadow_chain = ?2 WHERE id = ?1", &[&idp_id, &number])?;
+    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'rules_epoch'", &[])?;
     Ok(())
 }
 
-pub fn shadows(c: &Connection) -> StoreResult<Vec<ChainVersion>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.shadow_chain ORDER BY i.id"
-    ))?;
-    let rows = st.query_map([], version_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn shadows(c: &dyn Sql) -> StoreResult<Vec<ChainVersion>> {
+    let sql = format!("SELECT {VERSION_COLUMNS} FROM idps i JOIN chain_versions v ON v.idp_id = i.id AND v.number = i.shadow_chain ORDER BY i.id");
+    c.query(&sql, &[])?.iter().map(version_row).collect()
 }
 
-pub fn add_shadow_diff(t: &Transaction<'_>, idp_id: i64, d: &ShadowDiff) -> StoreResult<()> {
-    t.prepare_cached(
+pub fn add_shadow_diff(t: &dyn Sql, idp_id: i64, d: &ShadowDiff) -> StoreResult<()> {
+    t.execute(
         "INSERT INTO shadow_diffs (idp_id, active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![idp_id, d.active_version, d.shadow_version, d.resource_type, d.resource, d.operation, d.request_id, d.diff.to_string(), Timestamp::now()])?;
+        &[&idp_id, &d.active_version, &d.shadow_version, &d.resource_type, &d.resource, &d.operation, &d.request_id, &d.diff.to_string(), &Timestamp::now()],
+    )?;
     Ok(())
 }
 
-pub fn shadow_diffs(c: &Connection, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<ShadowDiff>> {
-    let mut st = c.prepare_cached(
+pub fn shadow_diffs(c: &dyn Sql, idp_id: i64, version: i64, limit: usize) -> StoreResult<Vec<ShadowDiff>> {
+    let rows = c.query(
         "SELECT active_version, shadow_version, resource_type, resource_id, operation, request_id, diff, at FROM shadow_diffs
          WHERE idp_id = ?1 AND shadow_version = ?2 ORDER BY id DESC LIMIT ?3",
+        &[&idp_id, &version, &(limit as i64)],
     )?;
-    let rows = st.query_map(params![idp_id, version, limit as i64], |r| {
+    rows.iter().map(|r| {
         let diff: String = r.get(6)?;
         Ok(ShadowDiff {
             active_version: r.get(0)?,
@@ -185,10 +170,10 @@ pub fn shadow_diffs(c: &Connection, idp_id: i64, version: i64, limit: usize) -> 
             diff: serde_json::from_str(&diff).unwrap_or(serde_json::Value::String(diff)),
             at: r.get(7)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
-pub fn epoch(c: &Connection) -> StoreResult<i64> {
-    Ok(c.query_row("SELECT value FROM counters WHERE name = 'rules_epoch'", [], |r| r.get(0))?)
+pub fn epoch(c: &dyn Sql) -> StoreResult<i64> {
+    c.query_one("SELECT value FROM counters WHERE name = 'rules_epoch'", &[])?.get(0)
 }
