@@ -1,18 +1,17 @@
 //! Delivery targets, what they were sent (the map of directory ids to theirs), and the events
 //! they did not take.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
-use super::db::json_column;
 use crate::model::{DeadLetter, DeadState, Mapped, NewDeadLetter, NewTarget, Origin, Progress, Target, TargetChange, TargetKind, Timestamp};
+use crate::store::sql::{Row, Sql};
 use crate::store::{StoreError, StoreResult};
 
 const COLUMNS: &str = "d.id, d.tenant_id, t.name, d.name, d.kind, d.url, d.settings, d.paused, d.cursor, d.needs_sync, d.created, d.last_success, d.last_error_at, d.last_error, d.delivered, d.parked, d.shape_version";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Target> {
+fn row(r: &Row) -> StoreResult<Target> {
     let kind: String = r.get(4)?;
-    let error = match (r.get::<_, Option<Timestamp>>(12)?, r.get::<_, Option<String>>(13)?) {
+    let error = match (r.get::<Option<Timestamp>>(12)?, r.get::<Option<String>>(13)?) {
         (Some(at), Some(e)) => Some((at, e)),
         _ => None,
     };
@@ -21,9 +20,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Target> {
         tenant_id: r.get(1)?,
         tenant: r.get(2)?,
         name: r.get(3)?,
-        kind: TargetKind::parse(&kind).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, format!("unknown target kind {kind:?}").into()))?,
+        kind: TargetKind::parse(&kind).ok_or_else(|| StoreError::backend(format!("unknown target kind {kind:?}")))?,
         url: r.get(5)?,
-        settings: json_column(6, &r.get::<_, String>(6)?)?,
+        settings: r.json(6)?,
         paused: r.get(7)?,
         cursor: r.get(8)?,
         needs_sync: r.get(9)?,
@@ -36,8 +35,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Target> {
     })
 }
 
-pub(super) fn bump_epoch(t: &Transaction<'_>) -> StoreResult<()> {
-    t.prepare_cached("UPDATE counters SET value = value + 1 WHERE name = 'delivery_epoch'")?.execute([])?;
+pub(super) fn bump_epoch(t: &dyn Sql) -> StoreResult<()> {
+    t.execute("UPDATE counters SET value = value + 1 WHERE name = 'delivery_epoch'", &[])?;
     Ok(())
 }
 
@@ -46,53 +45,54 @@ pub(super) fn text(v: &impl serde::Serialize) -> StoreResult<String> {
 }
 
 /// Adds a target; it starts at the feed's head, with a reconciliation due.
-pub fn add(t: &Transaction<'_>, tenant_id: i64, new: &NewTarget) -> StoreResult<Target> {
-    let head: i64 = t.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", [], |r| r.get(0))?;
-    t.execute(
-        "INSERT INTO delivery_targets (tenant_id, name, kind, url, settings, credential, cursor, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![tenant_id, new.name, new.kind.as_str(), new.url, text(&new.settings)?, new.credential, head, Timestamp::now()],
-    )
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!("the tenant already has a delivery target named '{}'", new.name)),
-        other => other,
-    })?;
-    let id = t.last_insert_rowid();
+pub fn add(t: &dyn Sql, tenant_id: i64, new: &NewTarget) -> StoreResult<Target> {
+    // The feed's head: a new target starts with what comes next.
+    let head: i64 = t.query_one("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", &[])?.get(0)?;
+    let id: i64 = t
+        .query_one(
+            "INSERT INTO delivery_targets (tenant_id, name, kind, url, settings, credential, cursor, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            &[&tenant_id, &new.name, &new.kind.as_str(), &new.url, &text(&new.settings)?, &new.credential, &head, &Timestamp::now()],
+        )
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("the tenant already has a delivery target named '{}'", new.name)),
+            other => other,
+        })?
+        .get(0)?;
     bump_epoch(t)?;
     get(t, id)?.ok_or(StoreError::NotFound)
 }
 
 /// A target by id.
-pub fn get(c: &Connection, id: i64) -> StoreResult<Option<Target>> {
-    Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ?1"))?.query_row([id], row).optional()?)
+pub fn get(c: &dyn Sql, id: i64) -> StoreResult<Option<Target>> {
+    c.query_opt(&format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ?1"), &[&id])?.as_ref().map(row).transpose()
 }
 
 /// The targets of one tenant, or of all, by tenant and name.
-pub fn list(c: &Connection, tenant_id: Option<i64>) -> StoreResult<Vec<Target>> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE ?1 IS NULL OR d.tenant_id = ?1 ORDER BY t.name, d.name"))?;
-    let rows = st.query_map([tenant_id], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list(c: &dyn Sql, tenant_id: Option<i64>) -> StoreResult<Vec<Target>> {
+    let sql = format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE ?1 IS NULL OR d.tenant_id = ?1 ORDER BY t.name, d.name");
+    c.query(&sql, &[&tenant_id])?.iter().map(row).collect()
 }
 
 /// A target's sealed credential.
-pub fn credential(c: &Connection, id: i64) -> StoreResult<Vec<u8>> {
-    Ok(c.prepare_cached("SELECT credential FROM delivery_targets WHERE id = ?1")?.query_row([id], |r| r.get(0))?)
+pub fn credential(c: &dyn Sql, id: i64) -> StoreResult<Vec<u8>> {
+    c.query_one("SELECT credential FROM delivery_targets WHERE id = ?1", &[&id])?.get(0)
 }
 
 /// Replaces a target's sealed credential.
-pub fn set_credential(t: &Transaction<'_>, id: i64, credential: &[u8]) -> StoreResult<()> {
-    if t.execute("UPDATE delivery_targets SET credential = ?2 WHERE id = ?1", params![id, credential])? == 0 {
+pub fn set_credential(t: &dyn Sql, id: i64, credential: &[u8]) -> StoreResult<()> {
+    if t.execute("UPDATE delivery_targets SET credential = ?2 WHERE id = ?1", &[&id, &credential])? == 0 {
         return Err(StoreError::NotFound);
     }
     bump_epoch(t)
 }
 
 /// Pauses, resumes, asks for or marks done a reconciliation, changes settings.
-pub fn update(t: &Transaction<'_>, id: i64, change: &TargetChange) -> StoreResult<Target> {
+pub fn update(t: &dyn Sql, id: i64, change: &TargetChange) -> StoreResult<Target> {
     let settings = change.settings.as_ref().map(text).transpose()?;
     let n = t.execute(
         "UPDATE delivery_targets SET paused = COALESCE(?2, paused), needs_sync = COALESCE(?3, needs_sync),
          cursor = CASE WHEN ?4 IS NOT NULL AND ?4 > cursor THEN ?4 ELSE cursor END, settings = COALESCE(?5, settings) WHERE id = ?1",
-        params![id, change.paused, change.needs_sync, change.synced_at, settings],
+        &[&id, &change.paused, &change.needs_sync, &change.synced_at, &settings],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound);
@@ -105,32 +105,32 @@ pub fn update(t: &Transaction<'_>, id: i64, change: &TargetChange) -> StoreResul
 }
 
 /// Removes a target, its map and its dead letters.
-pub fn remove(t: &Transaction<'_>, id: i64) -> StoreResult<()> {
-    if t.execute("DELETE FROM delivery_targets WHERE id = ?1", [id])? == 0 {
+pub fn remove(t: &dyn Sql, id: i64) -> StoreResult<()> {
+    if t.execute("DELETE FROM delivery_targets WHERE id = ?1", &[&id])? == 0 {
         return Err(StoreError::NotFound);
     }
     bump_epoch(t)
 }
 
 /// A counter every change to targets moves: workers reload when it does.
-pub fn epoch(c: &Connection) -> StoreResult<i64> {
-    Ok(c.prepare_cached("SELECT value FROM counters WHERE name = 'delivery_epoch'")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
+pub fn epoch(c: &dyn Sql) -> StoreResult<i64> {
+    Ok(c.query_opt("SELECT value FROM counters WHERE name = 'delivery_epoch'", &[])?.map(|r| r.get(0)).transpose()?.unwrap_or(0))
 }
 
 /// Records a worker's progress: the cursor (never backwards), counts, last success or error.
-pub fn progress(t: &Transaction<'_>, id: i64, p: &Progress) -> StoreResult<()> {
+pub fn progress(t: &dyn Sql, id: i64, p: &Progress) -> StoreResult<()> {
     let now = Timestamp::now();
     let success = (p.delivered > 0 && p.error.is_none()).then(|| now.clone());
-    t.prepare_cached(
-        "UPDATE delivery_targets SET cursor = max(cursor, ?2), delivered = delivered + ?3, last_success = COALESCE(?4, last_success),
+    t.execute(
+        "UPDATE delivery_targets SET cursor = CASE WHEN ?2 > cursor THEN ?2 ELSE cursor END, delivered = delivered + ?3, last_success = COALESCE(?4, last_success),
          last_error = CASE WHEN ?5 IS NOT NULL THEN ?5 WHEN ?4 IS NOT NULL THEN NULL ELSE last_error END,
          last_error_at = CASE WHEN ?5 IS NOT NULL THEN ?6 WHEN ?4 IS NOT NULL THEN NULL ELSE last_error_at END WHERE id = ?1",
-    )?
-    .execute(params![id, p.cursor, p.delivered, success, p.error, now])?;
+        &[&id, &p.cursor, &p.delivered, &success, &p.error, &now],
+    )?;
     Ok(())
 }
 
-fn mapped_row(resource: &'static str) -> impl Fn(&Row<'_>) -> rusqlite::Result<Mapped> {
+fn mapped_row(resource: &'static str) -> impl Fn(&Row) -> StoreResult<Mapped> {
     move |r| {
         let origin: String = r.get(2)?;
         Ok(Mapped {
@@ -138,7 +138,7 @@ fn mapped_row(resource: &'static str) -> impl Fn(&Row<'_>) -> rusqlite::Result<M
             uid: r.get(0)?,
             remote_id: r.get(1)?,
             origin: Origin::parse(&origin).unwrap_or(Origin::Adopted),
-            sent: json_column(3, &r.get::<_, String>(3)?)?,
+            sent: r.json(3)?,
         })
     }
 }
@@ -148,56 +148,60 @@ fn resource_name(resource: &str) -> &'static str {
 }
 
 /// What a target's copy of one directory resource is.
-pub fn mapped(c: &Connection, target_id: i64, resource: &str, uid: &str) -> StoreResult<Option<Mapped>> {
+pub fn mapped(c: &dyn Sql, target_id: i64, resource: &str, uid: &str) -> StoreResult<Option<Mapped>> {
     let res = resource_name(resource);
-    Ok(c.prepare_cached("SELECT uid, remote_id, origin, sent FROM delivery_map WHERE target_id = ?1 AND resource = ?2 AND uid = ?3")?
-        .query_row(params![target_id, res, uid], mapped_row(res))
-        .optional()?)
+    c.query_opt("SELECT uid, remote_id, origin, sent FROM delivery_map WHERE target_id = ?1 AND resource = ?2 AND uid = ?3", &[&target_id, &res, &uid])?
+        .as_ref()
+        .map(mapped_row(res))
+        .transpose()
 }
 
 /// Every resource of one type a target has from Mapwright.
-pub fn all_mapped(c: &Connection, target_id: i64, resource: &str) -> StoreResult<Vec<Mapped>> {
+pub fn all_mapped(c: &dyn Sql, target_id: i64, resource: &str) -> StoreResult<Vec<Mapped>> {
     let res = resource_name(resource);
-    let mut st = c.prepare_cached("SELECT uid, remote_id, origin, sent FROM delivery_map WHERE target_id = ?1 AND resource = ?2 ORDER BY uid")?;
-    let rows = st.query_map(params![target_id, res], mapped_row(res))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    c.query("SELECT uid, remote_id, origin, sent FROM delivery_map WHERE target_id = ?1 AND resource = ?2 ORDER BY uid", &[&target_id, &res])?
+        .iter()
+        .map(mapped_row(res))
+        .collect()
 }
 
 /// Records (or updates) what a target has of a directory resource.
-pub fn map(t: &Transaction<'_>, target_id: i64, m: &Mapped) -> StoreResult<()> {
-    t.prepare_cached(
+pub fn map(t: &dyn Sql, target_id: i64, m: &Mapped) -> StoreResult<()> {
+    t.execute(
         "INSERT INTO delivery_map (target_id, resource, uid, remote_id, origin, sent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (target_id, resource, uid) DO UPDATE SET remote_id = excluded.remote_id, origin = excluded.origin, sent = excluded.sent",
-    )?
-    .execute(params![target_id, m.resource, m.uid, m.remote_id, m.origin.as_str(), Value::to_string(&m.sent)])?;
+        &[&target_id, &m.resource, &m.uid, &m.remote_id, &m.origin.as_str(), &Value::to_string(&m.sent)],
+    )?;
     Ok(())
 }
 
 /// Forgets a target's copy of a directory resource.
-pub fn unmap(t: &Transaction<'_>, target_id: i64, resource: &str, uid: &str) -> StoreResult<()> {
-    t.prepare_cached("DELETE FROM delivery_map WHERE target_id = ?1 AND resource = ?2 AND uid = ?3")?.execute(params![target_id, resource_name(resource), uid])?;
+pub fn unmap(t: &dyn Sql, target_id: i64, resource: &str, uid: &str) -> StoreResult<()> {
+    t.execute("DELETE FROM delivery_map WHERE target_id = ?1 AND resource = ?2 AND uid = ?3", &[&target_id, &resource_name(resource), &uid])?;
     Ok(())
 }
 
 /// Parks (or holds back) events, and moves the cursor past them, in one transaction: an event
 /// is either delivered, or in the dead letters, never neither.
-pub fn park(t: &Transaction<'_>, target_id: i64, letters: &[NewDeadLetter], cursor: i64) -> StoreResult<()> {
+pub fn park(t: &dyn Sql, target_id: i64, letters: &[NewDeadLetter], cursor: i64) -> StoreResult<()> {
     let now = Timestamp::now();
-    let mut ins = t.prepare_cached("INSERT INTO delivery_dead (target_id, seq, resource, event, state, attempts, answer, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
     let mut parked = 0;
     for l in letters {
-        ins.execute(params![target_id, l.seq, l.resource, l.event.to_string(), l.state.as_str(), l.attempts, l.answer, now])?;
+        t.execute(
+            "INSERT INTO delivery_dead (target_id, seq, resource, event, state, attempts, answer, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &[&target_id, &l.seq, &l.resource, &l.event.to_string(), &l.state.as_str(), &l.attempts, &l.answer, &now],
+        )?;
         parked += i64::from(l.state == DeadState::Parked);
     }
-    t.prepare_cached("UPDATE delivery_targets SET cursor = max(cursor, ?2), parked = parked + ?3 WHERE id = ?1")?.execute(params![target_id, cursor, parked])?;
+    t.execute("UPDATE delivery_targets SET cursor = CASE WHEN ?2 > cursor THEN ?2 ELSE cursor END, parked = parked + ?3 WHERE id = ?1", &[&target_id, &cursor, &parked])?;
     Ok(())
 }
 
 const DEAD_COLUMNS: &str = "id, target_id, seq, resource, event, state, attempts, answer, at, decided_by, decided_at";
 
-fn dead_row(r: &Row<'_>) -> rusqlite::Result<DeadLetter> {
+fn dead_row(r: &Row) -> StoreResult<DeadLetter> {
     let state: String = r.get(5)?;
-    let decided = match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<Timestamp>>(10)?) {
+    let decided = match (r.get::<Option<String>>(9)?, r.get::<Option<Timestamp>>(10)?) {
         (Some(by), Some(at)) => Some((by, at)),
         _ => None,
     };
@@ -206,8 +210,8 @@ fn dead_row(r: &Row<'_>) -> rusqlite::Result<DeadLetter> {
         target_id: r.get(1)?,
         seq: r.get(2)?,
         resource: r.get(3)?,
-        event: json_column(4, &r.get::<_, String>(4)?)?,
-        state: DeadState::parse(&state).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("unknown dead-letter state {state:?}").into()))?,
+        event: r.json(4)?,
+        state: DeadState::parse(&state).ok_or_else(|| StoreError::backend(format!("unknown dead-letter state {state:?}")))?,
         attempts: r.get(6)?,
         answer: r.get(7)?,
         at: r.get(8)?,
@@ -216,20 +220,18 @@ fn dead_row(r: &Row<'_>) -> rusqlite::Result<DeadLetter> {
 }
 
 /// A target's dead letters, oldest first: the open ones (parked, held, retrying), or all.
-pub fn dead_letters(c: &Connection, target_id: i64, open_only: bool) -> StoreResult<Vec<DeadLetter>> {
+pub fn dead_letters(c: &dyn Sql, target_id: i64, open_only: bool) -> StoreResult<Vec<DeadLetter>> {
     let sql = if open_only {
         format!("SELECT {DEAD_COLUMNS} FROM delivery_dead WHERE target_id = ?1 AND state IN ('parked', 'held', 'retry') ORDER BY id")
     } else {
         format!("SELECT {DEAD_COLUMNS} FROM delivery_dead WHERE target_id = ?1 ORDER BY id")
     };
-    let mut st = c.prepare_cached(&sql)?;
-    let rows = st.query_map([target_id], dead_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    c.query(&sql, &[&target_id])?.iter().map(dead_row).collect()
 }
 
 /// An admin's decision on parked events (`ids`, or every parked one): another try, or give
 /// them up. Returns the letters it changed.
-pub fn decide(t: &Transaction<'_>, target_id: i64, ids: Option<&[i64]>, decision: DeadState, by: &str) -> StoreResult<Vec<DeadLetter>> {
+pub fn decide(t: &dyn Sql, target_id: i64, ids: Option<&[i64]>, decision: DeadState, by: &str) -> StoreResult<Vec<DeadLetter>> {
     if !matches!(decision, DeadState::Retry | DeadState::Skipped) {
         return Err(StoreError::InvalidReference("a dead letter is retried or skipped".into()));
     }
@@ -244,16 +246,15 @@ pub fn decide(t: &Transaction<'_>, target_id: i64, ids: Option<&[i64]>, decision
         }
     };
     let now = Timestamp::now();
-    let mut st = t.prepare_cached("UPDATE delivery_dead SET state = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1")?;
     for d in &chosen {
-        st.execute(params![d.id, decision.as_str(), by, now])?;
+        t.execute("UPDATE delivery_dead SET state = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1", &[&d.id, &decision.as_str(), &by, &now])?;
     }
     bump_epoch(t)?;
     chosen.iter().map(|d| Ok(DeadLetter { state: decision, decided: Some((by.to_string(), now.clone())), ..d.clone() })).collect()
 }
 
 /// A worker's outcome for a dead letter it tried again (or released after a skip).
-pub fn settle(t: &Transaction<'_>, id: i64, state: DeadState, attempts: u32, answer: Option<&str>) -> StoreResult<()> {
-    t.prepare_cached("UPDATE delivery_dead SET state = ?2, attempts = ?3, answer = COALESCE(?4, answer) WHERE id = ?1")?.execute(params![id, state.as_str(), attempts, answer])?;
+pub fn settle(t: &dyn Sql, id: i64, state: DeadState, attempts: u32, answer: Option<&str>) -> StoreResult<()> {
+    t.execute("UPDATE delivery_dead SET state = ?2, attempts = ?3, answer = COALESCE(?4, answer) WHERE id = ?1", &[&id, &state.as_str(), &attempts, &answer])?;
     Ok(())
 }

@@ -276,7 +276,7 @@ impl DeliveryStore for SqliteStore {
         self.write(move |t| delivery::remove(t, id)).await
     }
     async fn delivery_epoch(&self) -> StoreResult<i64> {
-        self.read(delivery::epoch).await
+        self.read(|c| delivery::epoch(c)).await
     }
     async fn record_progress(&self, id: i64, progress: Progress) -> StoreResult<()> {
         self.write(move |t| delivery::progress(t, id, &progress)).await

@@ -1,18 +1,16 @@
 //! Shape versions of delivery targets: stored immutable, one active per target, every
 //! activation recorded.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-
-use super::db::json_column;
 use super::delivery::{bump_epoch, text};
 use crate::model::{ChainEntryDef, ShapeActivation, ShapeVersion, Timestamp, VersionNote};
+use crate::store::sql::{Row, Sql};
 use crate::store::{StoreError, StoreResult};
 
-fn row(r: &Row<'_>) -> rusqlite::Result<ShapeVersion> {
+fn row(r: &Row) -> StoreResult<ShapeVersion> {
     Ok(ShapeVersion {
         target_id: r.get(0)?,
         number: r.get(1)?,
-        entries: json_column(2, &r.get::<_, String>(2)?)?,
+        entries: r.json(2)?,
         author: r.get(3)?,
         note: r.get(4)?,
         created: r.get(5)?,
@@ -20,31 +18,29 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ShapeVersion> {
     })
 }
 
-const COLUMNS: &str = "s.target_id, s.number, s.entries, s.author, s.note, s.created, COALESCE(d.shape_version = s.number, 0)";
+const COLUMNS: &str = "s.target_id, s.number, s.entries, s.author, s.note, s.created, CASE WHEN d.shape_version = s.number THEN 1 ELSE 0 END";
 
 /// A target's versions, newest first.
-pub fn versions(c: &Connection, target_id: i64) -> StoreResult<Vec<ShapeVersion>> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM delivery_shapes s JOIN delivery_targets d ON d.id = s.target_id WHERE s.target_id = ?1 ORDER BY s.number DESC"))?;
-    let rows = st.query_map([target_id], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn versions(c: &dyn Sql, target_id: i64) -> StoreResult<Vec<ShapeVersion>> {
+    let sql = format!("SELECT {COLUMNS} FROM delivery_shapes s JOIN delivery_targets d ON d.id = s.target_id WHERE s.target_id = ?1 ORDER BY s.number DESC");
+    c.query(&sql, &[&target_id])?.iter().map(row).collect()
 }
 
-fn version(c: &Connection, target_id: i64, number: i64) -> StoreResult<Option<ShapeVersion>> {
-    Ok(c.prepare_cached(&format!("SELECT {COLUMNS} FROM delivery_shapes s JOIN delivery_targets d ON d.id = s.target_id WHERE s.target_id = ?1 AND s.number = ?2"))?
-        .query_row(params![target_id, number], row)
-        .optional()?)
+fn version(c: &dyn Sql, target_id: i64, number: i64) -> StoreResult<Option<ShapeVersion>> {
+    let sql = format!("SELECT {COLUMNS} FROM delivery_shapes s JOIN delivery_targets d ON d.id = s.target_id WHERE s.target_id = ?1 AND s.number = ?2");
+    c.query_opt(&sql, &[&target_id, &number])?.as_ref().map(row).transpose()
 }
 
 /// Stores the next version of a target, active or not.
-pub fn add(t: &Transaction<'_>, target_id: i64, entries: &[ChainEntryDef], note: &VersionNote, activate: bool) -> StoreResult<ShapeVersion> {
-    let exists: bool = t.query_row("SELECT EXISTS (SELECT 1 FROM delivery_targets WHERE id = ?1)", [target_id], |r| r.get(0))?;
+pub fn add(t: &dyn Sql, target_id: i64, entries: &[ChainEntryDef], note: &VersionNote, activate: bool) -> StoreResult<ShapeVersion> {
+    let exists: bool = t.query_one("SELECT EXISTS (SELECT 1 FROM delivery_targets WHERE id = ?1)", &[&target_id])?.get(0)?;
     if !exists {
         return Err(StoreError::NotFound);
     }
-    let number: i64 = t.query_row("SELECT COALESCE(MAX(number), 0) + 1 FROM delivery_shapes WHERE target_id = ?1", [target_id], |r| r.get(0))?;
+    let number: i64 = t.query_one("SELECT COALESCE(MAX(number), 0) + 1 FROM delivery_shapes WHERE target_id = ?1", &[&target_id])?.get(0)?;
     t.execute(
         "INSERT INTO delivery_shapes (target_id, number, entries, author, note, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![target_id, number, text(&entries)?, note.author, note.note, Timestamp::now()],
+        &[&target_id, &number, &text(&entries)?, &note.author, &note.note, &Timestamp::now()],
     )?;
     if activate {
         activate_version(t, target_id, Some(number), &note.author)?;
@@ -54,7 +50,7 @@ pub fn add(t: &Transaction<'_>, target_id: i64, entries: &[ChainEntryDef], note:
 
 /// Makes `number` the version a target runs (`None`: none). A SCIM target is reconciled
 /// next, so what it has is reshaped; its worker reloads (the epoch moves).
-pub fn activate_version(t: &Transaction<'_>, target_id: i64, number: Option<i64>, author: &str) -> StoreResult<()> {
+pub fn activate_version(t: &dyn Sql, target_id: i64, number: Option<i64>, author: &str) -> StoreResult<()> {
     if let Some(n) = number
         && version(t, target_id, n)?.is_none()
     {
@@ -62,20 +58,21 @@ pub fn activate_version(t: &Transaction<'_>, target_id: i64, number: Option<i64>
     }
     let n = t.execute(
         "UPDATE delivery_targets SET shape_version = ?2, needs_sync = CASE WHEN kind = 'scim' THEN 1 ELSE needs_sync END WHERE id = ?1",
-        params![target_id, number],
+        &[&target_id, &number],
     )?;
     if n == 0 {
         return Err(StoreError::NotFound);
     }
-    t.execute("INSERT INTO delivery_shape_activations (target_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", params![target_id, number, Timestamp::now(), author])?;
+    t.execute("INSERT INTO delivery_shape_activations (target_id, number, at, author) VALUES (?1, ?2, ?3, ?4)", &[&target_id, &number, &Timestamp::now(), &author])?;
     bump_epoch(t)
 }
 
 /// A target's activations, newest first.
-pub fn activations(c: &Connection, target_id: i64) -> StoreResult<Vec<ShapeActivation>> {
-    let mut st = c.prepare_cached("SELECT number, at, author FROM delivery_shape_activations WHERE target_id = ?1 ORDER BY id DESC")?;
-    let rows = st.query_map([target_id], |r| Ok(ShapeActivation { number: r.get(0)?, at: r.get(1)?, author: r.get(2)? }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn activations(c: &dyn Sql, target_id: i64) -> StoreResult<Vec<ShapeActivation>> {
+    c.query("SELECT number, at, author FROM delivery_shape_activations WHERE target_id = ?1 ORDER BY id DESC", &[&target_id])?
+        .iter()
+        .map(|r| Ok(ShapeActivation { number: r.get(0)?, at: r.get(1)?, author: r.get(2)? }))
+        .collect()
 }
 
 #[cfg(test)]
@@ -83,6 +80,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::model::{Limits, NewTarget, TargetKind, TargetSettings, VersionSource};
+    use rusqlite::Connection;
 
     fn db() -> (Connection, i64) {
         let mut c = Connection::open_in_memory().unwrap();
