@@ -12,8 +12,7 @@ fn entry(row: &Row) -> StoreResult<DriftEntry> {
 
 /// The drift report of one connection.
 pub fn report(c: &dyn Sql, idp: &IdpConnection) -> StoreResult<DriftReport> {
-    let mut r = DriftReport::default();
-    r.untouched = c
+    let untouched = c
         .query(
             "SELECT e.user_name, CASE WHEN EXISTS (SELECT 1 FROM users u WHERE u.entry_id = e.id) THEN 'other-connection' ELSE 'orphan' END
              FROM entries e WHERE e.tenant_id = ?1 AND e.deleted_at IS NULL
@@ -23,7 +22,7 @@ pub fn report(c: &dyn Sql, idp: &IdpConnection) -> StoreResult<DriftReport> {
         .iter()
         .map(entry)
         .collect::<StoreResult<_>>()?;
-    r.missing_memberships = c
+    let missing_memberships = c
         .query(
             "SELECT ag.name, e.user_name, json_extract(g.body, '$.displayName')
              FROM groups g JOIN group_targets gt ON gt.group_pk = g.pk JOIN app_groups ag ON ag.id = gt.app_group_id
@@ -56,9 +55,9 @@ pub fn report(c: &dyn Sql, idp: &IdpConnection) -> StoreResult<DriftReport> {
         .iter()
         .map(|row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .collect::<StoreResult<_>>()?;
-    r.extra_memberships = extra.into_iter().map(|(group, user_name, owners)| DriftMembership { group, user_name, detail: describe_owners(c, &owners) }).collect();
+    let extra_memberships = extra.into_iter().map(|(group, user_name, owners)| DriftMembership { group, user_name, detail: describe_owners(c, &owners) }).collect();
     let names = c.dialect().distinct_list("ag.name");
-    r.inactive_with_groups = c
+    let inactive_with_groups = c
         .query(
             &format!(
                 "SELECT e.user_name, {names} FROM users u JOIN entries e ON e.id = u.entry_id
@@ -70,7 +69,7 @@ pub fn report(c: &dyn Sql, idp: &IdpConnection) -> StoreResult<DriftReport> {
         .iter()
         .map(entry)
         .collect::<StoreResult<_>>()?;
-    r.skipped_members = c
+    let skipped_members = c
         .query(
             "SELECT g.id, COALESCE(json_extract(g.body, '$.displayName'), ''), s.member_id, s.reason, s.at
              FROM skipped_members s JOIN groups g ON g.pk = s.group_pk WHERE g.idp_id = ?1 ORDER BY g.display_name_fold, s.member_id",
@@ -79,7 +78,7 @@ pub fn report(c: &dyn Sql, idp: &IdpConnection) -> StoreResult<DriftReport> {
         .iter()
         .map(|row| Ok(DriftSkipped { group_id: row.get(0)?, group: row.get(1)?, member: row.get(2)?, reason: row.get(3)?, at: row.get(4)? }))
         .collect::<StoreResult<_>>()?;
-    Ok(r)
+    Ok(DriftReport { untouched, missing_memberships, extra_memberships, inactive_with_groups, skipped_members })
 }
 
 /// `g:12,rule:3` -> `IdP okta group 'Dev', rules of entra`.
