@@ -46,6 +46,7 @@ pub struct Metrics {
     store_write_seconds: Histogram,
     store_commits: Counter,
     store_writes: Counter,
+    store_retries: Counter,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
@@ -73,6 +74,7 @@ pub fn get() -> &'static Metrics {
             store_write_seconds: seconds(),
             store_commits: Counter::default(),
             store_writes: Counter::default(),
+            store_retries: Counter::default(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
             skipped_members: Family::default(),
@@ -98,6 +100,7 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_write_seconds", "Store write latency, queueing on the writer thread included", m.store_write_seconds.clone());
         registry.register("mapwright_store_commits", "Transactions the writer thread committed", m.store_commits.clone());
         registry.register("mapwright_store_writes", "Writes committed; writes per commit is how well group commit batches", m.store_writes.clone());
+        registry.register("mapwright_store_retries", "Writes PostgreSQL refused for a concurrent one and that ran again", m.store_retries.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         registry.register("mapwright_delivery_events", "Directory changes per delivery target and outcome (delivered, parked, failed attempt)", m.delivery_events.clone());
         registry.register(
@@ -150,6 +153,11 @@ impl Metrics {
     /// Records how long a store write took, queue included.
     pub fn store_write(&self, seconds: f64) {
         self.store_write_seconds.observe(seconds);
+    }
+
+    /// A write run again after a serialization failure (PostgreSQL).
+    pub fn store_retry(&self) {
+        self.store_retries.inc();
     }
 
     /// One commit of the writer thread, carrying `writes` writes.

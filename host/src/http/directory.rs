@@ -168,7 +168,7 @@ async fn changes(State(state): State<Arc<AppState>>, r: Reader, p: Params, q: Re
     let tenant = r.tenant(&state, param(&p, "tenant")?).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let Some(since) = q.since else {
-        let cursor = state.directory.cursor().await?;
+        let cursor = state.directory.cursor(&tenant).await?;
         return Ok(Json(json!({"changes": [], "cursor": cursor.to_string(), "more": false})));
     };
     let since: i64 = since.trim().parse().ok().filter(|s| *s >= 0).ok_or_else(|| ApiError::bad_request(format!("since {since:?} is not a cursor this server gave")))?;

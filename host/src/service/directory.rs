@@ -78,8 +78,8 @@ impl<S: Store> DirectoryReader<S> {
     }
 
     /// The position of now: following from it gives every change from here on.
-    pub async fn cursor(&self) -> Result<i64, ReadError> {
-        Ok(self.store.change_cursor().await?)
+    pub async fn cursor(&self, tenant: &Tenant) -> Result<i64, ReadError> {
+        Ok(self.store.change_cursor(tenant.id).await?)
     }
 
     /// The tenant's changes after `since` (at most `limit`, 1 to [`MAX_CHANGES`]). With none

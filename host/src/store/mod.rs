@@ -208,8 +208,8 @@ pub trait RecordStore: Send + Sync + 'static {
 pub trait FeedStore: Send + Sync + 'static {
     /// The tenant's directory changes after position `since`, oldest first, at most `limit`.
     fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> impl Future<Output = StoreResult<Feed>> + Send;
-    /// The newest change position (of any tenant: positions are global and opaque).
-    fn change_cursor(&self) -> impl Future<Output = StoreResult<i64>> + Send;
+    /// The tenant's newest change position (opaque; following from it gives what comes next).
+    fn change_cursor(&self, tenant_id: i64) -> impl Future<Output = StoreResult<i64>> + Send;
     /// Drops changes recorded before `before` (retention).
     fn purge_changes(&self, before: &Timestamp) -> impl Future<Output = StoreResult<usize>> + Send;
     /// Ticks after every committed write: a reader waiting for changes wakes on it.

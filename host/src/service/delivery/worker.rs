@@ -341,7 +341,7 @@ impl<S: Store> Worker<S> {
     /// the feed's head; then follows the feed from the position the reconciliation started
     /// at. Returns whether the loop may go on.
     async fn sync(&mut self) -> bool {
-        let head = match self.store.change_cursor().await {
+        let head = match self.store.change_cursor(self.target.tenant_id).await {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(target = %self.target.name, error = %e, "reading the feed's head failed");

@@ -183,6 +183,23 @@ impl ToParam for Timestamp {
     }
 }
 
+impl ToParam for Cell {
+    fn param(&self) -> Param<'_> {
+        match self {
+            Cell::Null => Param::Null,
+            Cell::Int(i) => Param::Int(*i),
+            Cell::Real(f) => Param::Real(*f),
+            Cell::Text(s) => Param::Text(s),
+            Cell::Blob(b) => Param::Blob(b),
+        }
+    }
+}
+
+/// Parameters held as values (a compiled filter's), as a statement takes them.
+pub fn params_of(cells: &[Cell]) -> Vec<&dyn ToParam> {
+    cells.iter().map(|c| c as &dyn ToParam).collect()
+}
+
 impl<T: ToParam + ?Sized> ToParam for &T {
     fn param(&self) -> Param<'_> {
         (**self).param()

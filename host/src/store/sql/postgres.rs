@@ -178,15 +178,25 @@ impl PgConn {
         Ok(PgConn { client: RefCell::new(client), statements: RefCell::default() })
     }
 
-    /// Runs `f` in a transaction at `isolation`, committed when it returns `Ok`.
-    pub fn transaction<T>(&mut self, isolation: postgres::IsolationLevel, f: impl FnOnce(&PgTx<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    /// Runs `f` in a transaction at `isolation` (`read_only` when it only reads), committed
+    /// when `commit` and `f` returns `Ok`, rolled back otherwise.
+    pub fn transaction<T>(&mut self, isolation: postgres::IsolationLevel, read_only: bool, commit: bool, f: impl FnOnce(&PgTx<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let client = self.client.get_mut();
         let statements = self.statements.get_mut();
-        let tx = client.build_transaction().isolation_level(isolation).start()?;
+        let tx = client.build_transaction().isolation_level(isolation).read_only(read_only).start()?;
         let tx = PgTx { tx: RefCell::new(tx), statements: RefCell::new(statements) };
         let out = f(&tx)?;
-        tx.tx.into_inner().commit()?;
+        if commit {
+            tx.tx.into_inner().commit()?;
+        } else {
+            tx.tx.into_inner().rollback()?;
+        }
         Ok(out)
+    }
+
+    /// Whether the connection is gone (the server closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
     }
 }
 
@@ -206,6 +216,13 @@ impl Sql for PgConn {
 pub struct PgTx<'a> {
     tx: RefCell<Transaction<'a>>,
     statements: RefCell<&'a mut Statements>,
+}
+
+impl PgTx<'_> {
+    /// Runs several statements, without parameters (a migration).
+    pub fn batch(&self, sql: &str) -> StoreResult<()> {
+        Ok(self.tx.borrow_mut().batch_execute(sql)?)
+    }
 }
 
 impl Sql for PgTx<'_> {

@@ -65,7 +65,7 @@ fn postgres_runs_the_same_sql() {
     let mut c = postgres::PgConn::connect(&database_url()).unwrap();
     // A schema of its own, dropped with the transaction: nothing is left behind.
     let schema = format!("sqltest_{}", uuid::Uuid::new_v4().simple());
-    let result = c.transaction(::postgres::IsolationLevel::ReadCommitted, |t| {
+    let result = c.transaction(::postgres::IsolationLevel::ReadCommitted, false, true, |t| {
         t.execute(&format!("CREATE SCHEMA {schema}"), &[])?;
         t.execute(&format!("SET LOCAL search_path TO {schema}"), &[])?;
         // The uniqueness conflict comes last: PostgreSQL aborts a transaction at its first error.

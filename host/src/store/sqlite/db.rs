@@ -303,11 +303,6 @@ impl rusqlite::types::FromSql for Timestamp {
     }
 }
 
-/// A JSON column that does not parse: the database was damaged or written by something else.
-pub(super) fn json_column<T: serde::de::DeserializeOwned>(i: usize, text: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]

@@ -47,7 +47,7 @@ pub(super) fn text(v: &impl serde::Serialize) -> StoreResult<String> {
 /// Adds a target; it starts at the feed's head, with a reconciliation due.
 pub fn add(t: &dyn Sql, tenant_id: i64, new: &NewTarget) -> StoreResult<Target> {
     // The feed's head: a new target starts with what comes next.
-    let head: i64 = t.query_one("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)", &[])?.get(0)?;
+    let head = super::directory::cursor(t, tenant_id)?;
     let id: i64 = t
         .query_one(
             "INSERT INTO delivery_targets (tenant_id, name, kind, url, settings, credential, cursor, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",

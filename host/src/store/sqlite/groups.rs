@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
 use super::audit::{self, Subject};
@@ -17,12 +16,13 @@ use crate::scim::list::ListQuery;
 use crate::scim::patch::MemberOp;
 use crate::scim::resource::Meta;
 use crate::scim::schema::ResourceKind;
+use crate::store::sql::{Row, Sql, params_of};
 use crate::store::{StoreError, StoreResult};
 
 const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
-    let body = super::db::json_column(2, &r.get::<_, String>(2)?)?;
+fn row(r: &Row) -> StoreResult<(i64, StoredGroup)> {
+    let body = r.json(2)?;
     Ok((
         r.get(0)?,
         StoredGroup {
@@ -35,18 +35,16 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredGroup)> {
     ))
 }
 
-fn members_of(c: &Connection, group_pk: i64) -> StoreResult<Vec<Member>> {
-    let mut st = c.prepare_cached(
-        "SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1 ORDER BY u.pk",
-    )?;
-    let rows = st.query_map([group_pk], |r| Ok(Member { value: r.get(0)?, display: None }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn members_of(c: &dyn Sql, group_pk: i64) -> StoreResult<Vec<Member>> {
+    c.query("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1 ORDER BY u.pk", &[&group_pk])?
+        .iter()
+        .map(|r| Ok(Member { value: r.get(0)?, display: None }))
+        .collect()
 }
 
 /// One group of a connection.
-pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.id = ?1 AND r.idp_id = ?2"))?;
-    let (pk, mut g) = st.query_row(params![id, idp_id], row)?;
+pub fn get(c: &dyn Sql, idp_id: i64, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
+    let (pk, mut g) = row(&c.query_one(&format!("SELECT {COLUMNS} FROM groups r WHERE r.id = ?1 AND r.idp_id = ?2"), &[&id, &idp_id])?)?;
     if with_members {
         g.members = Some(members_of(c, pk)?);
     }
@@ -54,18 +52,17 @@ pub fn get(c: &Connection, idp_id: i64, id: &str, with_members: bool) -> StoreRe
 }
 
 /// A filtered, sorted page of a connection's groups.
-pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
+pub fn list(c: &dyn Sql, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
     let sql = list_sql(ResourceKind::Group, idp_id, q);
     let (where_, order) = (&sql.where_, &sql.order);
-    let total: i64 = c.query_row(&format!("SELECT count(*) FROM groups r WHERE {where_}"), rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))?;
+    let params = params_of(&sql.params);
+    let total: i64 = c.query_one(&format!("SELECT count(*) FROM groups r WHERE {where_}"), &params)?.get(0)?;
     let mut items = Vec::new();
     if q.count > 0 && (q.start_index as i64) <= total {
         let page_sql = format!("SELECT {COLUMNS} FROM groups r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
-        let mut st = c.prepare_cached(&page_sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(sql.params.iter()), row)?;
         let with_members = q.projection.wants("members");
-        for r in rows {
-            let (pk, mut g) = r?;
+        for r in c.query(&page_sql, &params)? {
+            let (pk, mut g) = row(&r)?;
             if with_members {
                 g.members = Some(members_of(c, pk)?);
             }
@@ -79,10 +76,8 @@ fn owner(group_pk: i64) -> Owner {
     Owner::IdpGroup(group_pk)
 }
 
-fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
-    let mut st = t.prepare_cached("SELECT app_group_id FROM group_targets WHERE group_pk = ?1")?;
-    let rows = st.query_map([group_pk], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn targets_of(t: &dyn Sql, group_pk: i64) -> StoreResult<Vec<i64>> {
+    t.query("SELECT app_group_id FROM group_targets WHERE group_pk = ?1", &[&group_pk])?.iter().map(|r| r.get(0)).collect()
 }
 
 /// Memberships a write takes away, collected first and revoked together (or held by the
@@ -90,7 +85,7 @@ fn targets_of(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<i64>> {
 type Revokes = Vec<Removal>;
 
 /// Points the IdP group at the app groups `names`, moving the memberships it owns.
-fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String], revokes: &mut Revokes) -> StoreResult<()> {
+fn retarget(t: &dyn Sql, tenant_id: i64, group_pk: i64, names: &[String], revokes: &mut Revokes) -> StoreResult<()> {
     let mut wanted = Vec::new();
     for n in names {
         wanted.push(memberships::app_group_id(t, tenant_id, n)?);
@@ -98,11 +93,11 @@ fn retarget(t: &Transaction<'_>, tenant_id: i64, group_pk: i64, names: &[String]
     let have = targets_of(t, group_pk)?;
     let own = owner(group_pk);
     for gone in have.iter().filter(|g| !wanted.contains(g)) {
-        t.prepare_cached("DELETE FROM group_targets WHERE group_pk = ?1 AND app_group_id = ?2")?.execute(params![group_pk, gone])?;
+        t.execute("DELETE FROM group_targets WHERE group_pk = ?1 AND app_group_id = ?2", &[&group_pk, gone])?;
         revokes.extend(memberships::entries_of(t, own, Some(*gone))?.into_iter().map(|e| (e, Some(*gone))));
     }
     for new in wanted.iter().filter(|g| !have.contains(g)) {
-        t.prepare_cached("INSERT OR IGNORE INTO group_targets (group_pk, app_group_id) VALUES (?1, ?2)")?.execute(params![group_pk, new])?;
+        t.execute("INSERT INTO group_targets (group_pk, app_group_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", &[&group_pk, new])?;
         memberships::grant_to_members(t, *new, group_pk)?;
     }
     Ok(())
@@ -132,11 +127,11 @@ enum Unknown {
 
 /// Resolves member ids within the IdP connection; members it does not have are refused or
 /// recorded in `skipped`, per `unknown` and the connection's policy.
-fn resolve_members(t: &Transaction<'_>, idp: &IdpConnection, ids: &[String], unknown: Unknown, skipped: &mut Vec<SkippedMember>) -> StoreResult<Vec<M>> {
-    let mut st = t.prepare_cached("SELECT pk, entry_id, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2")?;
+fn resolve_members(t: &dyn Sql, idp: &IdpConnection, ids: &[String], unknown: Unknown, skipped: &mut Vec<SkippedMember>) -> StoreResult<Vec<M>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        match st.query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, bool>(2)?))).optional()? {
+        let found = t.query_opt("SELECT pk, entry_id, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2", &[id, &idp.id])?;
+        match found.map(|r| Ok::<_, StoreError>((r.get(0)?, r.get::<Option<i64>>(1)?, r.get::<bool>(2)?))).transpose()? {
             Some((pk, entry, out_of_scope)) => out.push(M { id: id.clone(), pk, entry: member_entry(entry, out_of_scope) }),
             None if unknown == Unknown::Ignore => {}
             None if idp.settings.unknown_members == UnknownMembers::Reject => {
@@ -149,54 +144,55 @@ fn resolve_members(t: &Transaction<'_>, idp: &IdpConnection, ids: &[String], unk
 }
 
 /// Why a member id is not one of the connection's users, as far as the store can tell.
-fn why_unknown(t: &Transaction<'_>, idp: &IdpConnection, id: &str) -> StoreResult<String> {
-    let other: Option<i64> = t.prepare_cached("SELECT idp_id FROM users WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
-    if other.is_some() {
+fn why_unknown(t: &dyn Sql, idp: &IdpConnection, id: &str) -> StoreResult<String> {
+    if t.query_opt("SELECT idp_id FROM users WHERE id = ?1", &[&id])?.is_some() {
         return Ok("a user of another IdP connection".into());
     }
-    let held: bool = t
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM held_ops WHERE idp_id = ?1 AND resource_id = ?2 AND kind = 'delete' AND status = 'held')")?
-        .query_row(params![idp.id, id], |r| r.get(0))?;
+    let held = t.query_opt("SELECT 1 FROM held_ops WHERE idp_id = ?1 AND resource_id = ?2 AND kind = 'delete' AND status = 'held' LIMIT 1", &[&idp.id, &id])?.is_some();
     Ok(if held { "its deletion is held by the guard".into() } else { "not a user of this connection (deleted, or never provisioned)".into() })
 }
 
 /// Remembers the members a write skipped (replacing what was recorded for them), for the
 /// drift report; forgets those the group no longer names.
-fn record_skipped(t: &Transaction<'_>, group_pk: i64, skipped: &[SkippedMember]) -> StoreResult<()> {
+fn record_skipped(t: &dyn Sql, group_pk: i64, skipped: &[SkippedMember]) -> StoreResult<()> {
     let at = Timestamp::now();
-    let mut ins = t.prepare_cached("INSERT OR REPLACE INTO skipped_members (group_pk, member_id, reason, at) VALUES (?1, ?2, ?3, ?4)")?;
     for m in skipped {
-        ins.execute(params![group_pk, m.id, m.reason, at])?;
+        t.execute(
+            "INSERT INTO skipped_members (group_pk, member_id, reason, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (group_pk, member_id) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            &[&group_pk, &m.id, &m.reason, &at],
+        )?;
     }
     Ok(())
 }
 
-fn forget_skipped(t: &Transaction<'_>, group_pk: i64, ids: Option<&[String]>) -> StoreResult<()> {
+fn forget_skipped(t: &dyn Sql, group_pk: i64, ids: Option<&[String]>) -> StoreResult<()> {
     match ids {
         None => {
-            t.prepare_cached("DELETE FROM skipped_members WHERE group_pk = ?1")?.execute([group_pk])?;
+            t.execute("DELETE FROM skipped_members WHERE group_pk = ?1", &[&group_pk])?;
         }
         Some(ids) => {
-            let mut del = t.prepare_cached("DELETE FROM skipped_members WHERE group_pk = ?1 AND member_id = ?2")?;
             for id in ids {
-                del.execute(params![group_pk, id])?;
+                t.execute("DELETE FROM skipped_members WHERE group_pk = ?1 AND member_id = ?2", &[&group_pk, id])?;
             }
         }
     }
     Ok(())
 }
 
-fn current_members(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<M>> {
-    let mut st = t.prepare_cached("SELECT u.id, m.user_pk, u.entry_id, u.out_of_scope FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
-    let rows = st.query_map([group_pk], |r| Ok(M { id: r.get(0)?, pk: r.get(1)?, entry: member_entry(r.get(2)?, r.get(3)?) }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn current_members(t: &dyn Sql, group_pk: i64) -> StoreResult<Vec<M>> {
+    t.query("SELECT u.id, m.user_pk, u.entry_id, u.out_of_scope FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1", &[&group_pk])?
+        .iter()
+        .map(|r| Ok(M { id: r.get(0)?, pk: r.get(1)?, entry: member_entry(r.get(2)?, r.get(3)?) }))
+        .collect()
 }
 
 /// The group's targets: (app group id, folded name).
-fn targets_named(t: &Transaction<'_>, group_pk: i64) -> StoreResult<Vec<(i64, String)>> {
-    let mut st = t.prepare_cached("SELECT g.id, g.name_fold FROM group_targets gt JOIN app_groups g ON g.id = gt.app_group_id WHERE gt.group_pk = ?1")?;
-    let rows = st.query_map([group_pk], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn targets_named(t: &dyn Sql, group_pk: i64) -> StoreResult<Vec<(i64, String)>> {
+    t.query("SELECT g.id, g.name_fold FROM group_targets gt JOIN app_groups g ON g.id = gt.app_group_id WHERE gt.group_pk = ?1", &[&group_pk])?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect()
 }
 
 fn named(list: &[String], fold_name: &str) -> bool {
@@ -214,12 +210,11 @@ struct Delta {
     revokes: Revokes,
 }
 
-fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
+fn add_members(t: &dyn Sql, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let own = owner(group_pk);
-    let mut ins = t.prepare_cached("INSERT OR IGNORE INTO group_members (group_pk, user_pk) VALUES (?1, ?2)")?;
     let none = MemberRule::default();
     for m in members {
-        if ins.execute(params![group_pk, m.pk])? == 1 {
+        if t.execute("INSERT INTO group_members (group_pk, user_pk) VALUES (?1, ?2) ON CONFLICT DO NOTHING", &[&group_pk, &m.pk])? == 1 {
             delta.added.push(m.id.clone());
             // Out of scope: the IdP view records the membership; the directory has no entry.
             let Some(entry) = m.entry else { continue };
@@ -237,11 +232,10 @@ fn add_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets:
     Ok(())
 }
 
-fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
+fn remove_members(t: &dyn Sql, idp: &IdpConnection, group_pk: i64, targets: &[(i64, String)], members: &[M], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let rule_owner = Owner::Rules(idp.id);
-    let mut del = t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2")?;
     for m in members {
-        if del.execute(params![group_pk, m.pk])? == 1 {
+        if t.execute("DELETE FROM group_members WHERE group_pk = ?1 AND user_pk = ?2", &[&group_pk, &m.pk])? == 1 {
             delta.removed.push(m.id.clone());
             let Some(entry) = m.entry else { continue };
             if let Some(rule) = rules.get(&m.id) {
@@ -257,7 +251,7 @@ fn remove_members(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, targe
     Ok(())
 }
 
-fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops: &[MemberOp], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
+fn apply_member_ops(t: &dyn Sql, idp: &IdpConnection, group_pk: i64, ops: &[MemberOp], rules: &MemberRules, delta: &mut Delta) -> StoreResult<()> {
     let targets = targets_named(t, group_pk)?;
     let mut i = 0;
     while i < ops.len() {
@@ -283,10 +277,10 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
             }
             (MemberOp::RemoveAll, _) => {
                 forget_skipped(t, group_pk, None)?;
-                let mut ids = t.prepare_cached("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1")?;
-                delta.removed.extend(ids.query_map([group_pk], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?);
+                let ids = t.query("SELECT u.id FROM group_members m JOIN users u ON u.pk = m.user_pk WHERE m.group_pk = ?1", &[&group_pk])?;
+                delta.removed.extend(ids.iter().map(|r| r.get::<String>(0)).collect::<StoreResult<Vec<_>>>()?);
                 delta.revokes.extend(memberships::entries_of(t, owner(group_pk), None)?.into_iter().map(|e| (e, None)));
-                t.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?.execute([group_pk])?;
+                t.execute("DELETE FROM group_members WHERE group_pk = ?1", &[&group_pk])?;
             }
             (MemberOp::Add(ids), _) => {
                 let members = resolve_members(t, idp, ids, Unknown::Policy, &mut delta.skipped)?;
@@ -304,13 +298,15 @@ fn apply_member_ops(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, ops
 }
 
 /// The app groups an IdP group maps to now (names).
-pub fn target_names(c: &Connection, idp_id: i64, id: &str) -> StoreResult<Vec<String>> {
-    let mut st = c.prepare_cached(
+pub fn target_names(c: &dyn Sql, idp_id: i64, id: &str) -> StoreResult<Vec<String>> {
+    c.query(
         "SELECT g.name FROM groups r JOIN group_targets gt ON gt.group_pk = r.pk JOIN app_groups g ON g.id = gt.app_group_id
          WHERE r.id = ?1 AND r.idp_id = ?2 ORDER BY g.name",
-    )?;
-    let rows = st.query_map(params![id, idp_id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[&id, &idp_id],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }
 
 fn index(body: &Value) -> (String, Option<String>) {
@@ -321,7 +317,7 @@ fn index(body: &Value) -> (String, Option<String>) {
 /// Revokes the memberships a write takes from entries, or, past the guard's budget, holds
 /// them all for an admin (the IdP view already says they are gone). Returns how many
 /// entries lost a membership now, and the held operation if any.
-fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group_id: &str, revokes: &mut Revokes, budget: Option<u32>, request_id: &str) -> StoreResult<(u32, Option<i64>)> {
+fn settle_revokes(t: &dyn Sql, idp: &IdpConnection, group_pk: i64, group_id: &str, revokes: &mut Revokes, budget: Option<u32>, request_id: &str) -> StoreResult<(u32, Option<i64>)> {
     revokes.sort_unstable();
     revokes.dedup();
     let mut entries: Vec<i64> = revokes.iter().map(|(e, _)| *e).collect();
@@ -331,9 +327,7 @@ fn settle_revokes(t: &Transaction<'_>, idp: &IdpConnection, group_pk: i64, group
     }
     let own = owner(group_pk);
     if budget.is_some_and(|b| entries.len() > b as usize) {
-        let name: String = t
-            .prepare_cached("SELECT COALESCE(json_extract(body, '$.displayName'), '') FROM groups WHERE pk = ?1")?
-            .query_row([group_pk], |r| r.get(0))?;
+        let name: String = t.query_one("SELECT COALESCE(json_extract(body, '$.displayName'), '') FROM groups WHERE pk = ?1", &[&group_pk])?.get(0)?;
         let held_id = held::hold_removals(t, idp, group_id, &name, own, revokes, request_id)?;
         // The held memberships change owner to the held operation: no later write of this IdP
         // group (nor of a new group that reuses its storage key) can take them or count them
@@ -372,17 +366,18 @@ fn group_changes(before: Option<(&Value, Vec<String>)>, after: Option<(&Value, V
 const SKIPPED_SHOWN: usize = 100;
 
 /// Creates an IdP group with its members and targets.
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
+pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &GroupWrite, members: &[String], rules: &MemberRules, info: &AuditInfo) -> StoreResult<StoredGroup> {
     let (dn, ext) = index(&w.body);
     let ts = Timestamp::now();
     // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
     // random page each, which keeps the writer's pages per commit down. Still opaque.
     let id = uuid::Uuid::now_v7().to_string();
-    t.prepare_cached(
-        "INSERT INTO groups (idp_id, id, display_name_fold, external_id, body, created, modified, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)",
-    )?
-    .execute(params![idp.id, id, dn, ext, w.body.to_string(), ts])?;
-    let pk = t.last_insert_rowid();
+    let pk: i64 = t
+        .query_one(
+            "INSERT INTO groups (idp_id, id, display_name_fold, external_id, body, created, modified, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1) RETURNING pk",
+            &[&idp.id, &id, &dn, &ext, &w.body.to_string(), &ts],
+        )?
+        .get(0)?;
     let mut delta = Delta::default();
     retarget(t, idp.tenant_id, pk, &w.targets, &mut delta.revokes)?;
     if !members.is_empty() {
@@ -397,30 +392,28 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &GroupWrite, members:
 }
 
 /// Updates an IdP group still at the expected version: attributes, targets, member deltas.
-pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<(StoredGroup, u32)> {
+pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, u: &GroupUpdate, info: &AuditInfo) -> StoreResult<(StoredGroup, u32)> {
     let (expected_version, w, ops, rules) = (u.expected_version, u.attributes.as_ref(), &u.members, &u.rules);
-    let (pk, version): (i64, i64) = t
-        .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
-        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let r = t.query_one("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2", &[&id, &idp.id])?;
+    let (pk, version): (i64, i64) = (r.get(0)?, r.get(1)?);
     if version != expected_version {
         return Err(StoreError::VersionMismatch);
     }
     let ts = Timestamp::now();
     let before_targets = target_names(t, idp.id, id)?;
     let before_body: Option<Value> = match w {
-        Some(_) => t.prepare_cached("SELECT body FROM groups WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).ok().and_then(|b| serde_json::from_str(&b).ok()),
+        Some(_) => t.query_opt("SELECT body FROM groups WHERE pk = ?1", &[&pk])?.and_then(|r| r.get::<String>(0).ok()).and_then(|b| serde_json::from_str(&b).ok()),
         None => None,
     };
     let mut delta = Delta::default();
     if let Some(w) = w {
         let (dn, ext) = index(&w.body);
-        t.prepare_cached("UPDATE groups SET display_name_fold = ?2, external_id = ?3, body = ?4 WHERE pk = ?1")?
-            .execute(params![pk, dn, ext, w.body.to_string()])?;
+        t.execute("UPDATE groups SET display_name_fold = ?2, external_id = ?3, body = ?4 WHERE pk = ?1", &[&pk, &dn, &ext, &w.body.to_string()])?;
         retarget(t, idp.tenant_id, pk, &w.targets, &mut delta.revokes)?;
     }
     apply_member_ops(t, idp, pk, ops, rules, &mut delta)?;
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut delta.revokes, u.removal_budget, &info.request_id)?;
-    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1")?.execute(params![pk, ts])?;
+    t.execute("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk = ?1", &[&pk, &ts])?;
     let after_targets = target_names(t, idp.id, id)?;
     let skipped = delta.skipped.clone();
     let moved: Vec<String> = delta.added.iter().chain(&delta.removed).cloned().collect();
@@ -432,7 +425,7 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
         changes["held"] = serde_json::json!(h);
     }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
-    let (_, mut g) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    let (_, mut g) = row(&t.query_one(&format!("SELECT {COLUMNS} FROM groups r WHERE r.pk = ?1"), &[&pk])?)?;
     g.skipped = skipped;
     g.moved = moved;
     Ok((g, revoked))
@@ -440,10 +433,9 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, u: &GroupUpdat
 
 /// Re-applies the rules to one IdP group: points it at `targets`, moving the memberships it
 /// owns. Returns what changed (and records it if anything did).
-pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[String], budget: Option<u32>, info: &AuditInfo) -> StoreResult<(String, Value)> {
-    let (pk, name): (i64, String) = t
-        .prepare_cached("SELECT pk, json_extract(body, '$.displayName') FROM groups WHERE id = ?1 AND idp_id = ?2")?
-        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())))?;
+pub fn reapply(t: &dyn Sql, idp: &IdpConnection, id: &str, targets: &[String], budget: Option<u32>, info: &AuditInfo) -> StoreResult<(String, Value)> {
+    let r = t.query_one("SELECT pk, json_extract(body, '$.displayName') FROM groups WHERE id = ?1 AND idp_id = ?2", &[&id, &idp.id])?;
+    let (pk, name): (i64, String) = (r.get(0)?, r.get::<Option<String>>(1)?.unwrap_or_default());
     let before = target_names(t, idp.id, id)?;
     let mut revokes = Revokes::new();
     retarget(t, idp.tenant_id, pk, targets, &mut revokes)?;
@@ -452,7 +444,7 @@ pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[St
     if before == after {
         return Ok((name, serde_json::json!({})));
     }
-    let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
+    let members: i64 = t.query_one("SELECT count(*) FROM group_members WHERE group_pk = ?1", &[&pk])?.get(0)?;
     let mut changes = serde_json::json!({"targets": [before, after], "members_affected": members, "revoked": revoked});
     if let Some(h) = held {
         changes["held"] = serde_json::json!(h);
@@ -462,22 +454,19 @@ pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, targets: &[St
 }
 
 /// The IdP groups of a connection after `after_pk`, in storage order.
-pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredGroup)>> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM groups r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"))?;
-    let rows = st.query_map(params![idp_id, after_pk, limit as i64], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn page_after(c: &dyn Sql, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredGroup)>> {
+    c.query(&format!("SELECT {COLUMNS} FROM groups r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"), &[&idp_id, &after_pk, &(limit as i64)])?.iter().map(row).collect()
 }
 
 /// Deletes an IdP group; the memberships it gave go (or, past the budget, are held).
-pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, info: &AuditInfo) -> StoreResult<u32> {
-    let (pk, version): (i64, i64) = t
-        .prepare_cached("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2")?
-        .query_row(params![id, idp.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+pub fn delete(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, info: &AuditInfo) -> StoreResult<u32> {
+    let r = t.query_one("SELECT pk, version FROM groups WHERE id = ?1 AND idp_id = ?2", &[&id, &idp.id])?;
+    let (pk, version): (i64, i64) = (r.get(0)?, r.get(1)?);
     if expected_version.is_some_and(|v| v != version) {
         return Err(StoreError::VersionMismatch);
     }
     let targets = target_names(t, idp.id, id)?;
-    let members: i64 = t.prepare_cached("SELECT count(*) FROM group_members WHERE group_pk = ?1")?.query_row([pk], |r| r.get(0))?;
+    let members: i64 = t.query_one("SELECT count(*) FROM group_members WHERE group_pk = ?1", &[&pk])?.get(0)?;
     let mut revokes: Revokes = memberships::entries_of(t, owner(pk), None)?.into_iter().map(|e| (e, None)).collect();
     // Held memberships outlive the group row: their owner names it until an admin decides.
     let (revoked, held) = settle_revokes(t, idp, pk, id, &mut revokes, removal_budget, &info.request_id)?;
@@ -486,6 +475,6 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
         changes["held"] = serde_json::json!(h);
     }
     audit::record(t, &Subject::group(idp, id), info, &changes)?;
-    t.prepare_cached("DELETE FROM groups WHERE pk = ?1")?.execute([pk])?;
+    t.execute("DELETE FROM groups WHERE pk = ?1", &[&pk])?;
     Ok(revoked)
 }

@@ -241,8 +241,8 @@ impl FeedStore for SqliteStore {
     async fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> StoreResult<Feed> {
         self.read(move |c| directory::changes(c, tenant_id, since, limit)).await
     }
-    async fn change_cursor(&self) -> StoreResult<i64> {
-        self.read(directory::cursor).await
+    async fn change_cursor(&self, tenant_id: i64) -> StoreResult<i64> {
+        self.read(move |c| directory::cursor(c, tenant_id)).await
     }
     async fn purge_changes(&self, before: &Timestamp) -> StoreResult<usize> {
         let before = before.clone();

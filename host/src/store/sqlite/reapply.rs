@@ -1,7 +1,6 @@
 //! Re-apply: batches of users and groups re-mapped by the current rules, each item in its own
 //! savepoint, progress committed with the batch; previews run the same code and roll back.
 
-use rusqlite::Transaction;
 use serde_json::Value;
 
 use super::{groups, users};
@@ -48,7 +47,7 @@ fn progress(t: &dyn Sql, mode: ReapplyMode, out: &[ReapplyOutcome]) -> StoreResu
 }
 
 /// Re-applies a batch of users, each in its own savepoint.
-pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+pub fn users(t: &dyn Sql, idp: &IdpConnection, items: &[ReapplyUser], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
         let r = isolated(t, || users::reapply(t, idp, &it.id, it.version, &it.entry, &it.matching, &it.audit))?;
@@ -59,7 +58,7 @@ pub fn users(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyUser], mo
 }
 
 /// Re-applies a batch of groups, each in its own savepoint.
-pub fn groups(t: &Transaction<'_>, idp: &IdpConnection, items: &[ReapplyGroup], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
+pub fn groups(t: &dyn Sql, idp: &IdpConnection, items: &[ReapplyGroup], mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
     let mut out = Vec::with_capacity(items.len());
     for it in items {
         let r = isolated(t, || groups::reapply(t, idp, &it.id, &it.targets, it.removal_budget, &it.audit))?;

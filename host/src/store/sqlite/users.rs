@@ -1,7 +1,6 @@
 //! IdP users (`users`, `user_emails`), each written together with the directory entry it maps
 //! to, its rule grants, its lifecycle change and its audit record.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::Value;
 
 use super::audit::{self, Subject};
@@ -12,6 +11,7 @@ use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
 use crate::scim::resource::{Meta, json_text};
 use crate::scim::schema::ResourceKind;
+use crate::store::sql::{Row, Sql, params_of};
 use crate::store::{StoreError, StoreResult};
 
 /// The indexed fields of a canonical user body.
@@ -51,32 +51,32 @@ pub(super) fn index_for_tests(body: &Value) -> (String, Option<String>, Option<S
 
 const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version, r.out_of_scope";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(i64, StoredUser)> {
-    let body = super::db::json_column(2, &r.get::<_, String>(2)?)?;
+fn row(r: &Row) -> StoreResult<(i64, StoredUser)> {
     Ok((
         r.get(0)?,
         StoredUser {
             meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
-            body,
+            body: r.json(2)?,
             groups: None,
             out_of_scope: r.get(6)?,
         },
     ))
 }
 
-fn groups_of(c: &Connection, user_pk: i64) -> StoreResult<Vec<Member>> {
-    let mut st = c.prepare_cached(
+fn groups_of(c: &dyn Sql, user_pk: i64) -> StoreResult<Vec<Member>> {
+    c.query(
         "SELECT g.id, json_extract(g.body, '$.displayName') FROM group_members m JOIN groups g ON g.pk = m.group_pk
          WHERE m.user_pk = ?1 ORDER BY g.pk",
-    )?;
-    let rows = st.query_map([user_pk], |r| Ok(Member { value: r.get(0)?, display: r.get(1)? }))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[&user_pk],
+    )?
+    .iter()
+    .map(|r| Ok(Member { value: r.get(0)?, display: r.get(1)? }))
+    .collect()
 }
 
 /// One user of a connection.
-pub fn get(c: &Connection, idp_id: i64, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.id = ?1 AND r.idp_id = ?2"))?;
-    let (pk, mut u) = st.query_row(params![id, idp_id], row)?;
+pub fn get(c: &dyn Sql, idp_id: i64, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
+    let (pk, mut u) = row(&c.query_one(&format!("SELECT {COLUMNS} FROM users r WHERE r.id = ?1 AND r.idp_id = ?2"), &[&id, &idp_id])?)?;
     if with_groups {
         u.groups = Some(groups_of(c, pk)?);
     }
@@ -84,18 +84,17 @@ pub fn get(c: &Connection, idp_id: i64, id: &str, with_groups: bool) -> StoreRes
 }
 
 /// A filtered, sorted page of a connection's users.
-pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
+pub fn list(c: &dyn Sql, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
     let sql = list_sql(ResourceKind::User, idp_id, q);
     let (where_, order) = (&sql.where_, &sql.order);
-    let total: i64 = c.query_row(&format!("SELECT count(*) FROM users r WHERE {where_}"), rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))?;
+    let params = params_of(&sql.params);
+    let total: i64 = c.query_one(&format!("SELECT count(*) FROM users r WHERE {where_}"), &params)?.get(0)?;
     let mut items = Vec::new();
     if q.count > 0 && (q.start_index as i64) <= total {
         let page_sql = format!("SELECT {COLUMNS} FROM users r WHERE {where_} ORDER BY {order} LIMIT {} OFFSET {}", q.count, q.start_index - 1);
-        let mut st = c.prepare_cached(&page_sql)?;
-        let rows = st.query_map(rusqlite::params_from_iter(sql.params.iter()), row)?;
         let with_groups = q.projection.wants("groups");
-        for r in rows {
-            let (pk, mut u) = r?;
+        for r in c.query(&page_sql, &params)? {
+            let (pk, mut u) = row(&r)?;
             if with_groups {
                 u.groups = Some(groups_of(c, pk)?);
             }
@@ -105,17 +104,15 @@ pub fn list(c: &Connection, idp_id: i64, q: &ListQuery) -> StoreResult<Page<Stor
     Ok(Page { total: total as usize, items })
 }
 
-fn taken_in_idp(t: &Transaction<'_>, idp_id: i64, user_name_fold: &str, except_pk: Option<i64>) -> StoreResult<bool> {
-    let mut st = t.prepare_cached("SELECT pk FROM users WHERE idp_id = ?1 AND user_name_fold = ?2")?;
-    let pk: Option<i64> = st.query_row(params![idp_id, user_name_fold], |r| r.get(0)).optional()?;
+fn taken_in_idp(t: &dyn Sql, idp_id: i64, user_name_fold: &str, except_pk: Option<i64>) -> StoreResult<bool> {
+    let pk: Option<i64> = t.query_opt("SELECT pk FROM users WHERE idp_id = ?1 AND user_name_fold = ?2", &[&idp_id, &user_name_fold])?.map(|r| r.get(0)).transpose()?;
     Ok(pk.is_some_and(|p| Some(p) != except_pk))
 }
 
-fn write_emails(t: &Transaction<'_>, pk: i64, emails: &[String]) -> StoreResult<()> {
-    t.prepare_cached("DELETE FROM user_emails WHERE user_pk = ?1")?.execute([pk])?;
-    let mut st = t.prepare_cached("INSERT OR IGNORE INTO user_emails (value_fold, user_pk) VALUES (?1, ?2)")?;
+fn write_emails(t: &dyn Sql, pk: i64, emails: &[String]) -> StoreResult<()> {
+    t.execute("DELETE FROM user_emails WHERE user_pk = ?1", &[&pk])?;
     for e in emails {
-        st.execute(params![e, pk])?;
+        t.execute("INSERT INTO user_emails (value_fold, user_pk) VALUES (?1, ?2) ON CONFLICT DO NOTHING", &[e, &pk])?;
     }
     Ok(())
 }
@@ -138,7 +135,7 @@ struct Joined {
 
 /// Finds or makes the entry a user coming into the directory joins: one a deletion of its
 /// connection left (taken back), an existing one by the matching policy, or a new one.
-fn join_entry(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, emails: &[String], ts: &Timestamp) -> StoreResult<Joined> {
+fn join_entry(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, emails: &[String], ts: &Timestamp) -> StoreResult<Joined> {
     // An entry with this name that no IdP user maps to any more: the connection whose user
     // deletion left it takes it back (re-creating a user it deleted, the deletion held or
     // soft); another connection only by its matching policy.
@@ -171,7 +168,7 @@ fn join_entry(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, emails: &
 
 /// Completes a join once the user row points at the entry: takes back a vacant entry.
 /// Returns what the audit says of it, and the entry as it is now.
-fn settle_join(t: &Transaction<'_>, idp: &IdpConnection, j: Joined, user_pk: i64, w: &UserWrite, ts: &Timestamp) -> StoreResult<(Value, Option<DirectoryEntry>)> {
+fn settle_join(t: &dyn Sql, idp: &IdpConnection, j: Joined, user_pk: i64, w: &UserWrite, ts: &Timestamp) -> StoreResult<(Value, Option<DirectoryEntry>)> {
     let restore = w.reactivate.unwrap_or(true);
     let taken_back = match &j.vacant {
         Some(v) => {
@@ -215,7 +212,7 @@ fn settle_join(t: &Transaction<'_>, idp: &IdpConnection, j: Joined, user_pk: i64
 /// two writes can never choose the same). The entry's own name, if among them, is kept; an
 /// entry this connection's deletion left (which it takes back) counts as free. Returns the
 /// write to apply and, when candidates were offered, what the audit says of the choice.
-fn choose_name(t: &Transaction<'_>, idp: &IdpConnection, entry_id: Option<i64>, w: &UserWrite) -> StoreResult<Option<(UserWrite, Value)>> {
+fn choose_name(t: &dyn Sql, idp: &IdpConnection, entry_id: Option<i64>, w: &UserWrite) -> StoreResult<Option<(UserWrite, Value)>> {
     let offered = &w.entry.user_name_candidates;
     if offered.len() < 2 {
         return Ok(None);
@@ -256,7 +253,7 @@ fn choose_name(t: &Transaction<'_>, idp: &IdpConnection, entry_id: Option<i64>, 
 
 /// Creates an IdP user and its entry (or joins an existing entry, per the matching policy);
 /// a user the scope rules keep out is stored in the IdP view only.
-pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
+pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
     if taken_in_idp(t, idp.id, &uf, None)? {
@@ -273,12 +270,13 @@ pub fn create(t: &Transaction<'_>, idp: &IdpConnection, w: &UserWrite, info: &Au
     // Time-ordered (UUIDv7): new ids land at the end of the id indexes instead of on a
     // random page each, which keeps the writer's pages per commit down. Still opaque.
     let id = uuid::Uuid::now_v7().to_string();
-    t.prepare_cached(
-        "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version, out_of_scope)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10)",
-    )?
-    .execute(params![idp.id, id, entry_id, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts, w.entry.out_of_scope])?;
-    let pk = t.last_insert_rowid();
+    let pk: i64 = t
+        .query_one(
+            "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version, out_of_scope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10) RETURNING pk",
+            &[&idp.id, &id, &entry_id, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts, &w.entry.out_of_scope],
+        )?
+        .get(0)?;
     write_emails(t, pk, &ix.emails)?;
     match joined {
         Some(j) => {
@@ -311,9 +309,9 @@ struct Current {
 }
 
 /// An IdP user as it is, checked at `expected_version`.
-fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<Current> {
-    let mut st = t.prepare_cached("SELECT pk, entry_id, version, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2")?;
-    let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = st.query_row(params![id, idp_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+fn current(t: &dyn Sql, idp_id: i64, id: &str, expected_version: Option<i64>) -> StoreResult<Current> {
+    let r = t.query_one("SELECT pk, entry_id, version, out_of_scope FROM users WHERE id = ?1 AND idp_id = ?2", &[&id, &idp_id])?;
+    let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
     if expected_version.is_some_and(|v| v != version) {
         return Err(StoreError::VersionMismatch);
     }
@@ -325,7 +323,7 @@ fn current(t: &Transaction<'_>, idp_id: i64, id: &str, expected_version: Option<
 /// user comes into the directory); out of scope, an entry it has only takes the lifecycle
 /// change (leaving scope deprovisions it, per the rules) and is not written. Returns the
 /// entry, the audit changes and the held operation if the guard held one.
-fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<i64>, Value, Option<i64>)> {
+fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<i64>, Value, Option<i64>)> {
     let (pk, entry, was_out) = (cur.pk, cur.entry, cur.out);
     let chosen = if w.entry.out_of_scope { None } else { choose_name(t, idp, entry, w)? };
     let (w, name_note) = match &chosen {
@@ -340,7 +338,7 @@ fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current
             let ix = index(&w.body);
             let j = join_entry(t, idp, w, &ix.emails, ts)?;
             let entry_id = j.entry_id;
-            t.prepare_cached("UPDATE users SET entry_id = ?2 WHERE pk = ?1")?.execute(params![pk, entry_id])?;
+            t.execute("UPDATE users SET entry_id = ?2 WHERE pk = ?1", &[&pk, &entry_id])?;
             let (changes, _) = settle_join(t, idp, j, pk, w, ts)?;
             memberships::regrant_idp_groups_of(t, entry_id, pk)?;
             (Some(entry_id), changes)
@@ -367,7 +365,7 @@ fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current
     {
         changes["user_name_candidates"] = note;
     }
-    t.prepare_cached("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1")?.execute(params![pk, e.out_of_scope])?;
+    t.execute("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1", &[&pk, &e.out_of_scope])?;
     let held = match (e.lifecycle, entry_id) {
         (Lifecycle::Held(a), Some(entry_id)) => Some(held::hold(t, idp, HeldKind::Deactivate, id, entry_id, a, request_id)?),
         _ => None,
@@ -378,15 +376,15 @@ fn apply_entry(t: &Transaction<'_>, idp: &IdpConnection, id: &str, cur: &Current
     Ok((entry_id, changes, held))
 }
 
-fn entry_name(t: &Transaction<'_>, entry_id: Option<i64>) -> StoreResult<Option<(i64, String)>> {
+fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Option<(i64, String)>> {
     entry_id.map(|e| Ok((e, entries::state(t, e)?.map(|s| s.user_name).unwrap_or_default()))).transpose()
 }
 
 /// Replaces an IdP user still at `expected_version`, and rewrites its entry.
-pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
+pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
     let cur = current(t, idp.id, id, Some(expected_version))?;
     let pk = cur.pk;
-    let before_body: Option<String> = t.prepare_cached("SELECT body FROM users WHERE pk = ?1")?.query_row([pk], |r| r.get(0)).optional()?;
+    let before_body: Option<String> = t.query_opt("SELECT body FROM users WHERE pk = ?1", &[&pk])?.map(|r| r.get(0)).transpose()?;
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
     if taken_in_idp(t, idp.id, &uf, Some(pk))? {
@@ -394,17 +392,17 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
     }
     let ts = Timestamp::now();
     let (entry_id, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
-    t.prepare_cached(
+    t.execute(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
-    )?
-    .execute(params![pk, uf, ix.external_id, ix.display_name, ix.active, json_text(&w.body), ts])?;
+        &[&pk, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts],
+    )?;
     write_emails(t, pk, &ix.emails)?;
     let before_body: Option<Value> = before_body.and_then(|b| serde_json::from_str(&b).ok());
     changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
     let named = entry_name(t, entry_id)?;
     audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
-    let (_, mut u) = t.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"))?.query_row([pk], row)?;
+    let (_, mut u) = row(&t.query_one(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"), &[&pk])?)?;
     u.groups = Some(groups_of(t, pk)?);
     Ok(u)
 }
@@ -412,11 +410,11 @@ pub fn update(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
 /// Re-applies the rules to one IdP user: only its directory entry changes (the IdP view, its
 /// version and ETag stay as the IdP left them; its scope may change). Returns the entry's
 /// name before and what changed; records the change if anything did.
-pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: i64, e: &EntryWrite, matching: &MatchPolicy, info: &AuditInfo) -> StoreResult<(String, Value)> {
+pub fn reapply(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64, e: &EntryWrite, matching: &MatchPolicy, info: &AuditInfo) -> StoreResult<(String, Value)> {
     let cur = current(t, idp.id, id, Some(expected_version))?;
     let pk = cur.pk;
     let name = entry_name(t, cur.entry)?.map(|(_, n)| n).unwrap_or_else(|| e.user_name.clone());
-    let body: Value = t.prepare_cached("SELECT body FROM users WHERE pk = ?1")?.query_row([pk], |r| r.get::<_, String>(0)).map(|b| serde_json::from_str(&b).unwrap_or(Value::Null))?;
+    let body: Value = t.query_one("SELECT body FROM users WHERE pk = ?1", &[&pk])?.get::<String>(0).map(|b| serde_json::from_str(&b).unwrap_or(Value::Null))?;
     // Entering the directory on a re-apply joins entries as a create would.
     let restore = match e.lifecycle {
         Lifecycle::Reactivate { restore } => restore,
@@ -433,20 +431,18 @@ pub fn reapply(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_vers
 }
 
 /// The IdP users of a connection after `after_pk`, in storage order (a resumable cursor).
-pub fn page_after(c: &Connection, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM users r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"))?;
-    let rows = st.query_map(params![idp_id, after_pk, limit as i64], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn page_after(c: &dyn Sql, idp_id: i64, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
+    c.query(&format!("SELECT {COLUMNS} FROM users r WHERE r.idp_id = ?1 AND r.pk > ?2 ORDER BY r.pk LIMIT ?3"), &[&idp_id, &after_pk, &(limit as i64)])?.iter().map(row).collect()
 }
 
 /// Deletes an IdP user; its entry is deprovisioned with `action`, or (`held`) kept until an
 /// admin decides.
-pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, held: bool, info: &AuditInfo) -> StoreResult<()> {
+pub fn delete(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, held: bool, info: &AuditInfo) -> StoreResult<()> {
     let Current { pk, entry, .. } = current(t, idp.id, id, expected_version)?;
     let Some(entry_id) = entry else {
         // Out of scope, never in the directory: only the IdP's view has it.
         delete_groups_member(t, pk)?;
-        t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
+        t.execute("DELETE FROM users WHERE pk = ?1", &[&pk])?;
         return audit::record(t, &Subject::user(idp, id, None), info, &serde_json::json!({"scope": "out"}));
     };
     // An entry that left scope was deprovisioned then; the deletion applies to it as usual.
@@ -464,25 +460,24 @@ pub fn delete(t: &Transaction<'_>, idp: &IdpConnection, id: &str, expected_versi
 }
 
 /// The groups of a user that goes lose a member: their versions change.
-fn delete_groups_member(t: &Transaction<'_>, pk: i64) -> StoreResult<()> {
-    t.prepare_cached("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)")?
-        .execute(params![pk, Timestamp::now()])?;
+fn delete_groups_member(t: &dyn Sql, pk: i64) -> StoreResult<()> {
+    t.execute("UPDATE groups SET version = version + 1, modified = ?2 WHERE pk IN (SELECT group_pk FROM group_members WHERE user_pk = ?1)", &[&pk, &Timestamp::now()])?;
     Ok(())
 }
 
-fn delete_user_row(t: &Transaction<'_>, idp_id: i64, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
+fn delete_user_row(t: &dyn Sql, idp_id: i64, pk: i64, entry_id: i64, action: DeprovisionAction) -> StoreResult<()> {
     let ts = Timestamp::now();
     delete_groups_member(t, pk)?;
     memberships::revoke_idp_groups_of(t, entry_id, pk)?;
-    t.prepare_cached("DELETE FROM users WHERE pk = ?1")?.execute([pk])?;
-    let shared: bool = t.prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE entry_id = ?1)")?.query_row([entry_id], |r| r.get(0))?;
+    t.execute("DELETE FROM users WHERE pk = ?1", &[&pk])?;
+    let shared = t.query_opt("SELECT 1 FROM users WHERE entry_id = ?1 LIMIT 1", &[&entry_id])?.is_some();
     if shared {
         // Another IdP user still maps to this entry: it stays as it is.
         return Ok(());
     }
     match action {
         DeprovisionAction::Delete { retention_days: 0 } => {
-            t.prepare_cached("DELETE FROM entries WHERE id = ?1")?.execute([entry_id])?;
+            t.execute("DELETE FROM entries WHERE id = ?1", &[&entry_id])?;
         }
         a => {
             lifecycle::deprovision(t, entry_id, a, &ts)?;

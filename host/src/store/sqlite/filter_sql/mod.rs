@@ -8,11 +8,11 @@
 //! each predicate is made NULL-free (`x IS NOT NULL AND …`) so that `not` and `ne` behave as
 //! there, and `ne` is compiled as the negation of `eq`.
 
-use rusqlite::types::Value as SqlValue;
 
 use crate::scim::eval::fold;
 use crate::scim::filter::{CompareOp, Literal, Target, Typed};
 use crate::scim::schema::{AttrDef, AttrType, ResourceKind};
+use crate::store::sql::Cell;
 
 /// Which stored layer a filter runs over; the row alias is always `r`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -44,7 +44,7 @@ struct Scalar {
 pub struct Compiler {
     kind: ResourceKind,
     surface: Surface,
-    pub params: Vec<SqlValue>,
+    pub params: Vec<Cell>,
     aliases: usize,
 }
 
@@ -78,7 +78,7 @@ impl Compiler {
         }
     }
 
-    pub fn param(&mut self, v: SqlValue) -> String {
+    pub fn param(&mut self, v: Cell) -> String {
         self.params.push(v);
         format!("?{}", self.params.len())
     }
@@ -194,14 +194,14 @@ impl Compiler {
     fn members_exists(&mut self, inner: impl FnOnce(&mut Self) -> String, value_eq: bool, lit: &Literal) -> String {
         if self.surface == Surface::Directory {
             if value_eq && let Literal::Str(id) = lit {
-                let p = self.param(SqlValue::Text(id.clone()));
+                let p = self.param(Cell::Text(id.clone()));
                 return format!("r.id IN (SELECT m.group_id FROM app_memberships m WHERE m.entry_id = (SELECT id FROM entries WHERE uid = {p} AND deleted_at IS NULL))");
             }
             let c = inner(self);
             return self.members_of(&c);
         }
         if value_eq && let Literal::Str(id) = lit {
-            let p = self.param(SqlValue::Text(id.clone()));
+            let p = self.param(Cell::Text(id.clone()));
             return format!(
                 "r.pk IN (SELECT m.group_pk FROM group_members m WHERE m.user_pk = (SELECT pk FROM users WHERE id = {p}))"
             );
@@ -327,7 +327,7 @@ impl Compiler {
             // coalesce() wrapper, leaves `x = ?` visible to the planner for index use.
             Literal::Bool(b) => format!("({e} IS NOT NULL AND {e} {sym} {})", i32::from(*b), e = s.expr),
             Literal::Num(n) => {
-                let p = self.param(SqlValue::Real(*n));
+                let p = self.param(Cell::Real(*n));
                 format!("(typeof({e}) IN ('integer', 'real') AND {e} {sym} {p})", e = s.expr)
             }
             Literal::Str(v) => {
@@ -346,7 +346,7 @@ impl Compiler {
                 if substring && n == 0 {
                     return format!("({guard})");
                 }
-                let p = self.param(SqlValue::Text(v));
+                let p = self.param(Cell::Text(v));
                 let body = match op {
                     CompareOp::Co => format!("instr({e}, {p}) > 0"),
                     CompareOp::Sw => format!("substr({e}, 1, {n}) = {p}"),
@@ -395,7 +395,7 @@ impl Compiler {
 pub struct ListSql {
     pub where_: String,
     pub order: String,
-    pub params: Vec<SqlValue>,
+    pub params: Vec<Cell>,
 }
 
 pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
@@ -405,7 +405,7 @@ pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuer
         Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
         None => "r.pk".into(),
     };
-    let idp = comp.param(SqlValue::Integer(idp_id));
+    let idp = comp.param(Cell::Int(idp_id));
     ListSql { where_: format!("r.idp_id = {idp} AND {filter}"), order, params: comp.params }
 }
 
@@ -418,7 +418,7 @@ pub fn directory_sql(kind: ResourceKind, tenant_id: i64, q: &crate::scim::list::
         Some(t) => format!("{} {} NULLS LAST, r.id", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
         None => "r.id".into(),
     };
-    let tenant = comp.param(SqlValue::Integer(tenant_id));
+    let tenant = comp.param(Cell::Int(tenant_id));
     let visible = if kind == ResourceKind::User { " AND r.deleted_at IS NULL" } else { "" };
     ListSql { where_: format!("r.tenant_id = {tenant}{visible} AND {filter}"), order, params: comp.params }
 }

@@ -3,13 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
 use crate::scim::list::ListParams;
+use crate::store::sql::{Sql, params_of};
 
 fn plan(conn: &rusqlite::Connection, kind: ResourceKind, filter: &str) -> Vec<String> {
     let q = ListParams { filter: Some(filter.into()), ..Default::default() }.resolve(kind).unwrap();
     let sql = list_sql(kind, 1, &q);
     let table = if kind == ResourceKind::User { "users" } else { "groups" };
-    let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN SELECT r.pk FROM {table} r WHERE {}", sql.where_)).unwrap();
-    st.query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect()
+    let c: &dyn Sql = conn;
+    let rows = c.query(&format!("EXPLAIN QUERY PLAN SELECT r.pk FROM {table} r WHERE {}", sql.where_), &params_of(&sql.params)).unwrap();
+    rows.iter().map(|r| r.get::<String>(3).unwrap()).collect()
 }
 
 /// The filters IdPs send on every sync are answered from indexes: the resource table is
@@ -155,8 +157,9 @@ mod agrees_with_eval {
                 let mut in_memory: Vec<&str> = resources.iter().filter(|(_, r)| crate::scim::eval::matches(&typed, r)).map(|(id, _)| id.as_str()).collect();
                 let q = crate::scim::list::ListQuery { filter: Some(typed.clone()), sort_by: None, descending: false, start_index: 1, count: 100, projection: Default::default() };
                 let sql = list_sql(ResourceKind::User, 1, &q);
-                let mut st = conn.prepare(&format!("SELECT r.id FROM users r WHERE {}", sql.where_)).unwrap();
-                let mut in_sql: Vec<String> = st.query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+                let c: &dyn Sql = conn;
+                let rows = c.query(&format!("SELECT r.id FROM users r WHERE {}", sql.where_), &params_of(&sql.params)).unwrap();
+                let mut in_sql: Vec<String> = rows.iter().map(|r| r.get(0).unwrap()).collect();
                 in_memory.sort();
                 in_sql.sort();
                 prop_assert_eq!(in_memory, in_sql, "{}", f);
