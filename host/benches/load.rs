@@ -36,7 +36,7 @@ use mapwright::plugins::runtime::Runtime;
 use mapwright::server::Server;
 use mapwright::service::rules::RuleManager;
 use mapwright::store::TenantStore;
-use mapwright::store::sqlite::SqliteStore;
+use mapwright::store::SqlStore;
 use serde_json::json;
 
 // The server binary's allocator, so that the figures are the server's.
@@ -136,7 +136,7 @@ fn user_body(name: &str) -> String {
     .to_string()
 }
 
-async fn connection(store: &SqliteStore, name: &str) -> String {
+async fn connection(store: &SqlStore, name: &str) -> String {
     let idp = store.create_idp("bench", NewIdp { name: name.into(), kind: mapwright::model::IdpKind::Generic, settings: Default::default(), rate: RateLimit { per_second: 0.0, burst: 1 } }).await.unwrap();
     let t = mapwright::tokens::generate().unwrap();
     store.add_token(idp.id, &t.id, &t.secret_hash, None).await.unwrap();
@@ -145,7 +145,7 @@ async fn connection(store: &SqliteStore, name: &str) -> String {
 
 async fn run(a: Args) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("bench.db"), Default::default()).unwrap();
+    let store = SqlStore::sqlite(&dir.path().join("bench.db"), Default::default()).unwrap();
     store.create_tenant("bench").await.unwrap();
     let cfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     let mut tokens = Vec::new();
@@ -238,7 +238,7 @@ fn username_spec(case: &str) -> Vec<EntrySpec> {
 
 /// Submitted-to-serving time of a new chain version: plugins never compiled by this engine
 /// (a fresh runtime without artifacts), then the same plugins again (cached).
-async fn swaps(rules: &Arc<RuleManager<SqliteStore>>, store: Arc<SqliteStore>, idp: &mapwright::model::IdpConnection) {
+async fn swaps(rules: &Arc<RuleManager<SqlStore>>, store: Arc<SqlStore>, idp: &mapwright::model::IdpConnection) {
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh = RuleManager::new(store, Arc::new(Runtime::new().unwrap().with_disk_cache(fresh_dir.path().to_path_buf())), rules.registry().clone());
     let t = Instant::now();

@@ -21,7 +21,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
 
 use mapwright::model::*;
-use mapwright::store::sqlite::SqliteStore;
+use mapwright::store::SqlStore;
 use mapwright::store::*;
 use serde_json::json;
 
@@ -51,7 +51,7 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("writer.db");
-        let store = SqliteStore::open(&path, Default::default()).unwrap();
+        let store = SqlStore::sqlite(&path, Default::default()).unwrap();
         store.create_tenant("t").await.unwrap();
         if let Ok(ddl) = std::env::var("MW_BENCH_DDL") {
             rusqlite::Connection::open(&path).unwrap().execute_batch(&ddl).unwrap();

@@ -228,8 +228,8 @@ fn every_module_uses_only_the_layers_below_it() {
 }
 
 #[test]
-fn the_sqlite_backend_files_form_a_hierarchy() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/sqlite");
+fn the_store_logic_files_form_a_hierarchy() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/logic");
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
@@ -242,7 +242,7 @@ fn the_sqlite_backend_files_form_a_hierarchy() {
     assert!(files.len() > 10);
     let graph = sibling_graph(&files);
     assert!(graph["users"].contains("entries"), "the graph sees sibling imports: {graph:?}");
-    assert_eq!(cycle(&graph), None, "files of store/sqlite import each other");
+    assert_eq!(cycle(&graph), None, "files of store/logic import each other");
 }
 
 #[test]

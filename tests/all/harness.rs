@@ -343,7 +343,7 @@ pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwr
     use mapwright::store::{DirectoryStore, TenantStore};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store = mapwright::store::sqlite::SqliteStore::open(db, Default::default()).unwrap();
+        let store = mapwright::store::SqlStore::sqlite(db, Default::default()).unwrap();
         let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
         store.directory_entry(t.id, user_name).await.unwrap()
     })
@@ -355,7 +355,7 @@ pub fn directory_entry_of(db: &Path, tenant: &str, user_id: &str) -> Option<mapw
     use mapwright::store::{DirectoryStore, TenantStore};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store = mapwright::store::sqlite::SqliteStore::open(db, Default::default()).unwrap();
+        let store = mapwright::store::SqlStore::sqlite(db, Default::default()).unwrap();
         let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
         for idp in store.list_idps(Some(&t.name)).await.unwrap() {
             if let Some(e) = store.entry_of_user(&idp, user_id).await.unwrap() {

@@ -25,7 +25,7 @@ use crate::plugins::chain::ChainRegistry;
 use crate::plugins::runtime::Runtime;
 use crate::service::admin::AdminService;
 use crate::service::rules::{RuleManager, RuleRecords};
-use crate::store::sqlite::SqliteStore;
+use crate::store::SqlStore;
 use crate::telemetry;
 
 /// Mapwright: a SCIM 2.0 provisioning server with per-IdP mapping rules.
@@ -777,33 +777,33 @@ impl PublicUrl {
 /// What every command runs with: the configuration, the store, and the services over it.
 struct Ctx {
     cfg: Config,
-    store: SqliteStore,
-    admin: AdminService<SqliteStore>,
+    store: SqlStore,
+    admin: AdminService<SqlStore>,
     public: PublicUrl,
 }
 
 impl Ctx {
     /// The rules service, with compiled plugins cached under the data directory (shared by
     /// the server and the CLI, so what one compiled the other loads).
-    fn rules(&self) -> anyhow::Result<Arc<RuleManager<SqliteStore>>> {
+    fn rules(&self) -> anyhow::Result<Arc<RuleManager<SqlStore>>> {
         let runtime = Arc::new(Runtime::new()?.with_disk_cache(self.cfg.server.data_dir.join("plugin-cache")));
         Ok(Arc::new(RuleManager::new(Arc::new(self.store.clone()), runtime, Arc::new(ChainRegistry::default()))))
     }
 
     /// The delivery service, with the server's secret key and a plugin engine of its own for
     /// the targets' shape rules.
-    fn delivery(&self) -> anyhow::Result<crate::service::delivery::DeliveryService<SqliteStore>> {
+    fn delivery(&self) -> anyhow::Result<crate::service::delivery::DeliveryService<SqlStore>> {
         self.delivery_with(self.rules()?)
     }
 
     /// The delivery service, loading shape rules with `rules`.
-    fn delivery_with(&self, rules: Arc<RuleManager<SqliteStore>>) -> anyhow::Result<crate::service::delivery::DeliveryService<SqliteStore>> {
+    fn delivery_with(&self, rules: Arc<RuleManager<SqlStore>>) -> anyhow::Result<crate::service::delivery::DeliveryService<SqlStore>> {
         let secrets = crate::secrets::SecretBox::load(&self.cfg.server.data_dir)?;
         Ok(crate::service::delivery::DeliveryService::new(Arc::new(self.store.clone()), secrets, self.cfg.delivery.policy()).with_rules(rules))
     }
 
     /// What is stored of rules (no plugin engine needed to read it).
-    fn records(&self) -> RuleRecords<SqliteStore> {
+    fn records(&self) -> RuleRecords<SqlStore> {
         RuleRecords::new(Arc::new(self.store.clone()))
     }
 
@@ -844,7 +844,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // A command's output is what a person reads: its logs stay at warnings unless asked.
     telemetry::init(cfg.server.log_format, if serving { "info" } else { "warn" });
-    let store = SqliteStore::open(&cfg.server.db_path(), cfg.server.durability).context("opening the store")?;
+    let store = SqlStore::sqlite(&cfg.server.db_path(), cfg.server.durability).context("opening the store")?;
     let ctx = Ctx { public: PublicUrl::of(&cfg), admin: AdminService::new(Arc::new(store.clone())), store, cfg };
     match cli.command {
         Command::Serve(_) => serve::serve(ctx).await,

@@ -12,7 +12,7 @@ use crate::server;
 use crate::service::Service;
 use crate::service::guard::Guard;
 use crate::service::rules::RuleManager;
-use crate::store::sqlite::SqliteStore;
+use crate::store::SqlStore;
 
 /// A configured connection as it exists in the store, with its token if it was just made.
 struct Seeded<'a> {
@@ -38,7 +38,7 @@ async fn seed(ctx: &Ctx) -> anyhow::Result<Vec<Seeded<'_>>> {
 /// Applies the chains the configuration declares (where it changed since last time), then
 /// loads every connection's active version. A declared chain that fails to load stops the
 /// server from starting, with the reason.
-async fn load_chains(ctx: &Ctx, rules: &RuleManager<SqliteStore>, seeded: &[Seeded<'_>]) -> anyhow::Result<()> {
+async fn load_chains(ctx: &Ctx, rules: &RuleManager<SqlStore>, seeded: &[Seeded<'_>]) -> anyhow::Result<()> {
     for s in seeded {
         let specs = s.config.chain_specs(&s.tenant.plugin_limits, &ctx.cfg.base_dir)?;
         let applied = rules.apply_config(&s.idp, &specs, s.config.matching.policy()).await.with_context(|| format!("loading the rule chain of {}/{}", s.tenant.name, s.config.name))?;

@@ -7,9 +7,9 @@ use crate::model::{Target, VersionNote, VersionSource};
 use crate::service::chain_file::ShapeFile;
 use crate::service::delivery::DeliveryService;
 use crate::service::delivery::shape_versions::{Outcome, ShapeCandidate, ShapePreview};
-use crate::store::sqlite::SqliteStore;
+use crate::store::SqlStore;
 
-pub(super) async fn command(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, cmd: ShapeCommand) -> anyhow::Result<()> {
+pub(super) async fn command(ctx: &Ctx, delivery: &DeliveryService<SqlStore>, cmd: ShapeCommand) -> anyhow::Result<()> {
     match cmd {
         ShapeCommand::Set { tenant, name, file, note, candidate, author } => {
             let t = super::targets::target(ctx, delivery, &tenant, &name).await?;

@@ -6,7 +6,7 @@ use super::{Ctx, DeadArgs, TargetAddArgs, TargetCommand};
 use crate::model::{DeletePolicy, Target, TargetKind, TargetSettings, UpdateMode};
 use crate::service::delivery::reconcile::{Action, Plan};
 use crate::service::delivery::{CredentialRequest, DeliveryService, TargetRequest, TargetStatus};
-use crate::store::sqlite::SqliteStore;
+use crate::store::SqlStore;
 
 pub(super) async fn command(ctx: &Ctx, cmd: TargetCommand) -> anyhow::Result<()> {
     let delivery = ctx.delivery()?;
@@ -16,7 +16,7 @@ pub(super) async fn command(ctx: &Ctx, cmd: TargetCommand) -> anyhow::Result<()>
     done
 }
 
-async fn run(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, cmd: TargetCommand) -> anyhow::Result<()> {
+async fn run(ctx: &Ctx, delivery: &DeliveryService<SqlStore>, cmd: TargetCommand) -> anyhow::Result<()> {
     match cmd {
         TargetCommand::Add(a) => {
             let tenant = ctx.tenant(&a.tenant).await?;
@@ -135,7 +135,7 @@ fn request(a: TargetAddArgs) -> anyhow::Result<TargetRequest> {
     Ok(TargetRequest { name: a.name, kind: a.kind, url: a.url, credential, settings })
 }
 
-pub(super) async fn target(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, tenant: &str, name: &str) -> anyhow::Result<Target> {
+pub(super) async fn target(ctx: &Ctx, delivery: &DeliveryService<SqlStore>, tenant: &str, name: &str) -> anyhow::Result<Target> {
     let tenant = ctx.tenant(tenant).await?;
     Ok(delivery.target(&tenant, name).await?)
 }
@@ -176,7 +176,7 @@ fn print_plan(t: &Target, plan: &Plan) {
     }
 }
 
-async fn decide(ctx: &Ctx, delivery: &DeliveryService<SqliteStore>, a: DeadArgs, retry: bool) -> anyhow::Result<()> {
+async fn decide(ctx: &Ctx, delivery: &DeliveryService<SqlStore>, a: DeadArgs, retry: bool) -> anyhow::Result<()> {
     if a.ids.is_empty() && !a.all {
         bail!("give the ids of the parked events (mapwright target show), or --all");
     }

@@ -28,11 +28,11 @@ use crate::scim::schema::ResourceKind;
 use crate::service::Service;
 use crate::service::admin::AdminService;
 use crate::service::directory::DirectoryReader;
-use crate::store::sqlite::SqliteStore;
+use crate::store::SqlStore;
 use response::ErrorReply;
 
 /// The store backend the server runs on.
-pub type AppStore = SqliteStore;
+pub type AppStore = SqlStore;
 
 /// What every handler shares: the services, and the HTTP layer's own state.
 pub struct AppState {

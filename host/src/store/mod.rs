@@ -10,8 +10,14 @@
 //! what the services take. Every method is one transaction. The types they speak are the
 //! domain's ([`crate::model`]); nothing here knows HTTP, rules or plugins.
 
+mod engine;
+mod impls;
+pub(crate) mod logic;
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+
+pub use engine::{Backend, SqlStore};
 
 use std::future::Future;
 

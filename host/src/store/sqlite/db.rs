@@ -77,7 +77,7 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Opens a connection with the server's settings and SQL functions.
-pub(super) fn open(path: &Path, durability: Durability, write: bool) -> rusqlite::Result<Connection> {
+pub(crate) fn open(path: &Path, durability: Durability, write: bool) -> rusqlite::Result<Connection> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -171,12 +171,12 @@ impl SqliteStore {
     }
 
     /// Ticks after every committed write.
-    pub(super) fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.commits.clone()
     }
 
     /// Runs `f` in one write transaction on the writer thread.
-    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
@@ -186,7 +186,7 @@ impl SqliteStore {
 
     /// Runs `f` like [`Self::write`], then keeps (`commit`) or rolls back what it wrote: a
     /// rolled-back run computes exactly what the write would do, and writes nothing.
-    pub(super) async fn write_or_roll_back<T, F>(&self, f: F, commit: bool) -> StoreResult<T>
+    pub async fn write_or_roll_back<T, F>(&self, f: F, commit: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
@@ -211,7 +211,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a pooled read connection, off the async threads.
-    pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    pub async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -300,71 +300,5 @@ impl rusqlite::ToSql for Timestamp {
 impl rusqlite::types::FromSql for Timestamp {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         String::column_result(value).map(Timestamp::from_stored)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
-    use super::*;
-    use crate::store::TenantStore;
-
-    /// Writes committed together stay independent: a failing write leaves nothing behind,
-    /// its neighbours in the same batch commit, and every caller gets its own result.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn group_commit_isolates_each_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), Durability::Process).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let s = store.clone();
-            tasks.push(tokio::spawn(async move {
-                match i % 3 {
-                    0 => s.create_tenant(&format!("t{i}")).await.map(|_| "created"),
-                    1 => s.create_tenant("dup").await.map(|_| "dup"),
-                    // Writes, then fails: its insert must be rolled back on its own.
-                    _ => s
-                        .write(move |t| {
-                            super::super::connections::create_tenant(t, &format!("partial{i}"))?;
-                            Err::<(), _>(StoreError::Conflict("refused after writing".into()))
-                        })
-                        .await
-                        .map(|_| "partial"),
-                }
-            }));
-        }
-        let mut results = Vec::new();
-        for t in tasks {
-            results.push(t.await.unwrap());
-        }
-        let names: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.name).collect();
-        assert_eq!(results.iter().filter(|r| matches!(r, Ok("dup"))).count(), 1, "exactly one duplicate create wins");
-        assert_eq!(results.iter().filter(|r| matches!(r, Err(StoreError::Conflict(_)))).count(), 66 + 66, "the other duplicates and all partial writes fail");
-        assert!(!names.iter().any(|n| n.starts_with("partial")), "failed writes left nothing");
-        assert_eq!(names.iter().filter(|n| n.starts_with('t')).count(), 67);
-        let st = store.writer_stats();
-        let (commits, writes) = (st.commits.load(std::sync::atomic::Ordering::Relaxed), st.writes.load(std::sync::atomic::Ordering::Relaxed));
-        assert!(writes >= 200 && commits <= writes, "{commits} commits for {writes} writes");
-        store.close();
-    }
-
-    #[tokio::test]
-    async fn a_write_alone_in_its_batch_that_fails_or_is_a_dry_run_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), Durability::Process).unwrap();
-        // Awaited one by one: each is the only write of its batch (no savepoint).
-        let failed = store
-            .write(|t| {
-                super::super::connections::create_tenant(t, "partial")?;
-                Err::<(), _>(StoreError::Conflict("refused after writing".into()))
-            })
-            .await;
-        assert!(matches!(failed, Err(StoreError::Conflict(_))), "{failed:?}");
-        let dry = store.write_or_roll_back(|t| super::super::connections::create_tenant(t, "dry").map(|t| t.name), false).await.unwrap();
-        assert_eq!(dry, "dry", "a rolled-back run still returns what it computed");
-        store.create_tenant("kept").await.unwrap();
-        let names: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.name).collect();
-        assert_eq!(names, ["kept"]);
-        store.close();
     }
 }

@@ -510,7 +510,7 @@ const MIGRATIONS: &[&str] = &[
 /// A migration that must run with foreign keys off (a table rebuild) starts with this line.
 const FOREIGN_KEYS_OFF: &str = "-- foreign keys off";
 
-pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     migrate_to(conn, MIGRATIONS.len())
 }
 

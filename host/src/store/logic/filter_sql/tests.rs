@@ -20,8 +20,8 @@ fn plan(conn: &rusqlite::Connection, kind: ResourceKind, filter: &str) -> Vec<St
 fn idp_filters_are_index_lookups() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    drop(crate::store::sqlite::SqliteStore::open(&path, Default::default()).unwrap());
-    let conn = super::super::db::open(&path, Default::default(), false).unwrap();
+    drop(crate::store::SqlStore::sqlite(&path, Default::default()).unwrap());
+    let conn = crate::store::sqlite::open(&path, Default::default(), false).unwrap();
     let cases = [
         (ResourceKind::User, r#"userName eq "a@b.c""#, "users_user_name"),
         (ResourceKind::User, r#"externalId eq "x""#, "users_external (idp_id=? AND external_id=?)"),
@@ -72,8 +72,8 @@ mod agrees_with_eval {
     fn fixture() -> (tempfile::TempDir, rusqlite::Connection, Vec<(String, Value)>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        drop(crate::store::sqlite::SqliteStore::open(&path, Default::default()).unwrap());
-        let conn = super::super::super::db::open(&path, Default::default(), true).unwrap();
+        drop(crate::store::SqlStore::sqlite(&path, Default::default()).unwrap());
+        let conn = crate::store::sqlite::open(&path, Default::default(), true).unwrap();
         conn.execute_batch(
             "INSERT INTO tenants (id, name, created) VALUES (1, 't', 'x');
              INSERT INTO idps (id, tenant_id, name, kind, rate_per_sec, burst, created) VALUES (1, 1, 'i', 'generic', 0, 0, 'x');",
@@ -81,7 +81,7 @@ mod agrees_with_eval {
         .unwrap();
         let mut resources = Vec::new();
         for (k, body) in population().into_iter().enumerate() {
-            let ix = super::super::super::users::index_for_tests(&body);
+            let ix = crate::store::logic::users::index_for_tests(&body);
             let (id, created) = (format!("id-{k}"), format!("2026-01-0{}T00:00:00.000Z", k + 1));
             conn.execute(
                 "INSERT INTO entries (id, tenant_id, user_name, user_name_fold, active, attributes, created, modified, uid) VALUES (?1, 1, ?2, ?2, 1, '{}', 'x', 'x', ?2)",

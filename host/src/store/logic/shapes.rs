@@ -84,7 +84,7 @@ mod tests {
 
     fn db() -> (Connection, i64) {
         let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrations::migrate(&mut c).unwrap();
         c.execute("INSERT INTO tenants (name, created) VALUES ('acme', '2026-01-01T00:00:00Z')", []).unwrap();
         let tenant: i64 = c.query_row("SELECT id FROM tenants WHERE name = 'acme'", [], |r| r.get(0)).unwrap();
         let t = c.transaction().unwrap();

@@ -1,13 +1,13 @@
-//! The store's traits on [`SqliteStore`]: each operation runs one function of the module of
-//! its concern, as a read (pooled connection) or a write (the writer thread's transaction).
+//! The store's traits on [`SqlStore`]: each operation runs one function of the module of its
+//! concern ([`super::logic`]), as a read (one snapshot) or a write (one transaction).
 
-use super::db::SqliteStore;
-use super::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, shapes, users};
+use super::SqlStore;
+use super::logic::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, shapes, users};
 use crate::model::*;
 use crate::scim::list::ListQuery;
 use crate::store::{DeliveryStore, DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
 
-impl TenantStore for SqliteStore {
+impl TenantStore for SqlStore {
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
         let name = name.to_string();
         self.write(move |t| connections::create_tenant(t, &name)).await
@@ -57,7 +57,7 @@ impl TenantStore for SqliteStore {
     }
 }
 
-impl IdpViewStore for SqliteStore {
+impl IdpViewStore for SqlStore {
     async fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| users::get(c, idp_id, &id, with_groups)).await
@@ -112,7 +112,7 @@ impl IdpViewStore for SqliteStore {
     }
 }
 
-impl DirectoryStore for SqliteStore {
+impl DirectoryStore for SqlStore {
     async fn entry_of_user(&self, idp: &IdpConnection, id: &str) -> StoreResult<Option<DirectoryEntry>> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| entries::of_user(c, idp_id, &id)).await
@@ -151,7 +151,7 @@ impl DirectoryStore for SqliteStore {
     }
 }
 
-impl RuleStore for SqliteStore {
+impl RuleStore for SqlStore {
     async fn put_plugin(&self, tenant_id: i64, record: PluginRecord, bytes: Vec<u8>) -> StoreResult<PluginRecord> {
         self.write(move |t| rules::put_plugin(t, tenant_id, &record, &bytes)).await
     }
@@ -195,7 +195,7 @@ impl RuleStore for SqliteStore {
     }
 }
 
-impl ReapplyStore for SqliteStore {
+impl ReapplyStore for SqlStore {
     async fn reapply_users(&self, idp: &IdpConnection, items: Vec<ReapplyUser>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
         let idp = idp.clone();
         self.write_or_roll_back(move |t| reapply::users(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
@@ -216,9 +216,9 @@ impl ReapplyStore for SqliteStore {
     }
 }
 
-impl RecordStore for SqliteStore {
+impl RecordStore for SqlStore {
     async fn audit(&self, q: AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        self.read(move |c| super::audit::query(c, &q)).await
+        self.read(move |c| super::logic::audit::query(c, &q)).await
     }
     async fn explain(&self, tenant_id: i64, user_name: &str) -> StoreResult<Option<Explanation>> {
         let user_name = user_name.to_string();
@@ -237,7 +237,7 @@ impl RecordStore for SqliteStore {
     }
 }
 
-impl FeedStore for SqliteStore {
+impl FeedStore for SqlStore {
     async fn changes(&self, tenant_id: i64, since: i64, limit: usize) -> StoreResult<Feed> {
         self.read(move |c| directory::changes(c, tenant_id, since, limit)).await
     }
@@ -253,7 +253,7 @@ impl FeedStore for SqliteStore {
     }
 }
 
-impl DeliveryStore for SqliteStore {
+impl DeliveryStore for SqlStore {
     async fn add_target(&self, tenant_id: i64, target: NewTarget) -> StoreResult<Target> {
         self.write(move |t| delivery::add(t, tenant_id, &target)).await
     }

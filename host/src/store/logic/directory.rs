@@ -242,7 +242,7 @@ mod tests {
     fn triggers_record_what_the_application_can_see() {
         let mut c = Connection::open_in_memory().unwrap();
         c.execute_batch("PRAGMA foreign_keys=ON").unwrap();
-        super::super::migrations::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrations::migrate(&mut c).unwrap();
         let kinds = |c: &rusqlite::Connection, since: i64| -> Vec<String> {
             match changes(c, 1, since, 100).unwrap() {
                 Feed::Changes { changes, .. } => changes.iter().map(|ch| format!("{:?}", ch.kind)).collect(),
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn a_purge_cuts_at_the_first_change_inside_retention_in_position_order() {
         let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrations::migrate(&mut c).unwrap();
         // Positions 1..4 stamped 01, 02, 05, then 03 (the clock stepped back).
         for at in ["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-03"] {
             c.execute("INSERT INTO changes (tenant_id, at, kind) VALUES (1, ?1, 'group.created')", [at]).unwrap();
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn a_purged_cursor_is_expired_and_positions_are_never_reused() {
         let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut c).unwrap();
+        crate::store::sqlite::migrations::migrate(&mut c).unwrap();
         c.execute_batch("INSERT INTO tenants (id, name, created) VALUES (1, 'acme', 'x');").unwrap();
         for i in 0..3 {
             c.execute(&format!("INSERT INTO app_groups (tenant_id, name, name_fold, created, uid) VALUES (1, 'g{i}', 'g{i}', 'x', 'u{i}')"), []).unwrap();

@@ -1,0 +1,185 @@
+//! The PostgreSQL backend: a pool of connections, versioned migrations, and the two ways the
+//! store's logic runs on it — a read in one snapshot, a write in one serializable transaction
+//! run again when a concurrent one wins.
+//!
+//! Why serializable: the store's logic was written for SQLite's single writer, where a write
+//! sees nothing change under it (a username checked free stays free until the commit).
+//! SERIALIZABLE gives each write exactly that, across connections and replicas; the price is
+//! a retry when two writes touch the same rows, which the closures allow (`Fn`: a write is
+//! pure over its transaction). Why the synchronous `postgres` client (tokio-postgres under
+//! it): the logic is synchronous code over [`Sql`], shared with SQLite, so it runs on blocking
+//! threads here as SQLite's readers do.
+
+mod migrations;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::IsolationLevel;
+use tokio::sync::{Semaphore, watch};
+
+use crate::store::sql::Sql;
+use crate::store::sql::postgres::{PgConn, is_retryable};
+use crate::store::{StoreError, StoreResult};
+
+/// How the pool connects: what an operator sets under `[store]`.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections held open at most (reads and writes share them).
+    pub pool_size: usize,
+    /// A statement running longer than this is cancelled (0: no limit).
+    pub statement_timeout: Duration,
+    /// How often a write refused for a conflict with a concurrent one is run again.
+    pub write_retries: u32,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { pool_size: 16, statement_timeout: Duration::from_secs(30), write_retries: 20 }
+    }
+}
+
+/// The PostgreSQL store's engine. Cheap to clone (one shared pool).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    options: PgOptions,
+    /// Idle connections.
+    idle: Mutex<Vec<PgConn>>,
+    /// One permit per connection the pool may hold open.
+    permits: Semaphore,
+    /// Ticks after every write this process committed (a local feed reader wakes on it).
+    committed: watch::Sender<u64>,
+}
+
+impl PgStore {
+    /// Connects to `url`, brings the schema up to date (one process at a time: the others wait
+    /// on an advisory lock) and returns the store.
+    pub fn open(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        let store = PgStore::connect(url, options)?;
+        store.with_conn(migrations::migrate)?;
+        Ok(store)
+    }
+
+    /// Connects without migrating (`mapwright migrate` runs them itself; a server refuses a
+    /// schema newer than it knows).
+    pub fn connect(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        let (committed, _) = watch::channel(0);
+        let permits = Semaphore::new(options.pool_size.max(1));
+        let store = PgStore { inner: Arc::new(Inner { url: url.to_string(), options, idle: Mutex::new(Vec::new()), permits, committed }) };
+        // Fail now, not on the first request, when the database cannot be reached.
+        let conn = store.new_conn()?;
+        store.give_back(conn);
+        Ok(store)
+    }
+
+    /// Brings the schema up to date; returns the version it is at.
+    pub fn migrate(&self) -> StoreResult<usize> {
+        self.with_conn(migrations::migrate)
+    }
+
+    fn new_conn(&self) -> StoreResult<PgConn> {
+        let conn = PgConn::connect(&self.inner.url)?;
+        let ms = self.inner.options.statement_timeout.as_millis();
+        conn.execute(&format!("SET statement_timeout = {ms}"), &[])?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: PgConn) {
+        if conn.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` with a pooled connection, on this (blocking) thread.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut PgConn) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.new_conn()?,
+        };
+        let out = f(&mut conn);
+        self.give_back(conn);
+        out
+    }
+
+    /// Runs `f` on a pooled connection off the async threads, once a permit is free.
+    async fn blocking<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PgStore) -> StoreResult<T> + Send + 'static,
+    {
+        let _permit = self.inner.permits.acquire().await.map_err(|_| StoreError::backend("the PostgreSQL pool is closed"))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| StoreError::backend(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` in one read-only snapshot (REPEATABLE READ): a request sees one state.
+    pub async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Sql) -> StoreResult<T> + Send + 'static,
+    {
+        self.blocking(move |s| s.with_conn(|c| c.transaction(IsolationLevel::RepeatableRead, true, false, |t| f(t)))).await
+    }
+
+    /// Runs `f` in one serializable transaction, committed when `commit` and `f` succeeds,
+    /// rolled back otherwise. A transaction PostgreSQL refuses because a concurrent one
+    /// touched the same rows (serialization failure, deadlock) runs again, a bounded number
+    /// of times with a growing pause.
+    pub async fn write<T, F>(&self, f: F, commit: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        let retries = self.inner.options.write_retries;
+        let out = self
+            .blocking(move |s| {
+                let mut attempt = 0;
+                loop {
+                    match s.with_conn(|c| c.transaction(IsolationLevel::Serializable, false, commit, |t| f(t))) {
+                        Err(e) if is_retryable(&e) && attempt < retries => {
+                            attempt += 1;
+                            crate::metrics::get().store_retry();
+                            // A little longer each time, spread so that the racers part.
+                            let jitter = u64::from(rand_jitter()) % (1 + 2 * u64::from(attempt));
+                            std::thread::sleep(Duration::from_millis(u64::from(attempt) + jitter));
+                        }
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+        crate::metrics::get().store_write(started.elapsed().as_secs_f64());
+        if out.is_ok() && commit {
+            self.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
+    }
+
+    /// Ticks after every write this process committed.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.committed.subscribe()
+    }
+
+    /// Closes the idle connections; requests after this open new ones.
+    pub fn close(&self) {
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// A few bits that differ between threads and calls (no RNG dependency for a back-off).
+fn rand_jitter() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    t ^ (t >> 7)
+}
