@@ -28,6 +28,9 @@ pub struct Config {
     /// `[delivery]`: where delivery targets may be.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// `[store]`: which database (SQLite under `data_dir` unless a PostgreSQL URL is given).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The directory relative plugin paths are resolved from (the configuration file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -46,6 +49,59 @@ impl DeliveryConfig {
     /// Where targets may be.
     pub fn policy(&self) -> crate::service::delivery::egress::EgressPolicy {
         crate::service::delivery::egress::EgressPolicy { allow_private: self.allow_private_targets }
+    }
+}
+
+/// `[store]`: the database. Without `url`, an SQLite file under `[server] data_dir`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host/db`: PostgreSQL, shared by every replica given it.
+    pub url: Option<String>,
+    /// PostgreSQL connections each process holds open at most.
+    pub pool_size: usize,
+    /// A PostgreSQL statement running longer than this is cancelled, in milliseconds (0: never).
+    pub statement_timeout_ms: u64,
+    /// Bring the schema up to date at start (false: `mapwright migrate` does it, and a server
+    /// finding an older schema refuses to start).
+    pub auto_migrate: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let pg = crate::store::postgres::PgOptions::default();
+        StoreConfig { url: None, pool_size: pg.pool_size, statement_timeout_ms: pg.statement_timeout.as_millis() as u64, auto_migrate: true }
+    }
+}
+
+// By hand: the URL may carry a password, and configurations get logged.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("auto_migrate", &self.auto_migrate)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// Where the data lives, as a person reads it (never a password).
+    pub fn describe(&self, server: &ServerConfig) -> String {
+        match &self.url {
+            Some(url) => format!("PostgreSQL {}", redact_password(url)),
+            None => format!("SQLite {}", server.db_path().display()),
+        }
+    }
+
+    /// The PostgreSQL pool's options.
+    pub fn pg_options(&self) -> crate::store::postgres::PgOptions {
+        crate::store::postgres::PgOptions {
+            pool_size: self.pool_size.max(1),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            ..Default::default()
+        }
     }
 }
 
@@ -223,10 +279,35 @@ impl Config {
     }
 }
 
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`; a `password=` key of a
+/// `key=value` connection string the same way.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+        let authority = match authority.rsplit_once('@') {
+            Some((user, host)) => match user.split_once(':') {
+                Some((name, _)) => format!("{name}:***@{host}"),
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let path = path.map(|p| p.split('?').next().unwrap_or("")).map(|p| format!("/{p}")).unwrap_or_default();
+        return format!("{scheme}://{authority}{path}");
+    }
+    url.split_whitespace().map(|kv| if kv.starts_with("password=") { "password=***" } else { kv }).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn database_passwords_are_never_shown() {
+        assert_eq!(redact_password("postgres://mw:s3cret@db.example:5432/mapwright?sslmode=require&password=x"), "postgres://mw:***@db.example:5432/mapwright");
+        assert_eq!(redact_password("postgres://mw@127.0.0.1/db"), "postgres://mw@127.0.0.1/db");
+        assert_eq!(redact_password("host=db user=mw password=s3cret dbname=m"), "host=db user=mw password=*** dbname=m");
+    }
 
     #[test]
     fn embedded_default_parses() {

@@ -49,6 +49,7 @@ impl Server {
             rules: None,
             delivery: None,
             stopping,
+            backend: store.backend(),
         });
         Ok(Server {
             listener,

@@ -38,6 +38,10 @@ pub struct Cli {
     /// Directory holding the SQLite database (overrides the configuration).
     #[arg(long, global = true, env = "MAPWRIGHT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://user:password@host/db`) instead of the SQLite file:
+    /// several replicas given the same URL serve the same tenants (overrides `[store] url`).
+    #[arg(long, global = true, env = "MAPWRIGHT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// The URL clients reach the server at (behind a proxy, or when `serve --listen` moved it):
     /// `serve` announces it, and commands that print SCIM base URLs build them on it.
     #[arg(long, global = true, env = "MAPWRIGHT_PUBLIC_URL")]
@@ -52,6 +56,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the SCIM server.
     Serve(ServeArgs),
+    /// Bring the database's schema up to date and exit (servers do it at start unless
+    /// `[store] auto_migrate = false`).
+    Migrate {
+        #[arg(long)]
+        /// Print JSON instead of text.
+        json: bool,
+    },
     /// Manage tenants (one application directory each).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -830,6 +841,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(d) = cli.data_dir {
         cfg.server.data_dir = d;
     }
+    if let Some(u) = cli.database_url {
+        cfg.store.url = Some(u);
+    }
     if let Some(u) = &cli.public_url {
         cfg.server.public_url = Some(u.clone());
     }
@@ -844,10 +858,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // A command's output is what a person reads: its logs stay at warnings unless asked.
     telemetry::init(cfg.server.log_format, if serving { "info" } else { "warn" });
-    let store = SqlStore::sqlite(&cfg.server.db_path(), cfg.server.durability).context("opening the store")?;
+    let migrating = cfg.store.auto_migrate || matches!(cli.command, Command::Migrate { .. });
+    let store = open_store(&cfg, migrating).await?;
     let ctx = Ctx { public: PublicUrl::of(&cfg), admin: AdminService::new(Arc::new(store.clone())), store, cfg };
     match cli.command {
         Command::Serve(_) => serve::serve(ctx).await,
+        Command::Migrate { json } => migrate(&ctx, json).await,
         Command::Tenant(cmd) => admin::tenant(&ctx, cmd).await,
         Command::Idp(cmd) => admin::idp(&ctx, cmd).await,
         Command::AdminToken { name, tenant, directory, signin } => {
@@ -870,6 +886,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(a) => records::audit(&ctx, a).await,
         Command::Explain { tenant, user, json } => records::explain(&ctx, tenant, user, json).await,
     }
+}
+
+/// Opens the configured store: PostgreSQL when a URL is set, else the SQLite file.
+async fn open_store(cfg: &Config, migrate: bool) -> anyhow::Result<SqlStore> {
+    match &cfg.store.url {
+        Some(url) => {
+            if std::env::var_os(crate::secrets::KEY_ENV).is_none() {
+                tracing::warn!(
+                    "{} is not set: secrets are sealed with a key in this replica's data directory, which other replicas cannot open; give every replica the same key",
+                    crate::secrets::KEY_ENV
+                );
+            }
+            SqlStore::postgres(url, cfg.store.pg_options(), migrate).await.context("opening the PostgreSQL store")
+        }
+        None => SqlStore::sqlite(&cfg.server.db_path(), cfg.server.durability).context("opening the store"),
+    }
+}
+
+/// `mapwright migrate`: the store was opened migrating; say where it stands.
+async fn migrate(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let version = ctx.store.schema_version().await?;
+    let backend = ctx.store.backend().name();
+    if json {
+        println!("{}", serde_json::json!({"backend": backend, "schema_version": version}));
+    } else {
+        println!("{backend} schema at version {version}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

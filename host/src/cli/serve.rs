@@ -75,7 +75,7 @@ pub(super) async fn serve(ctx: Ctx) -> anyhow::Result<()> {
     let srv = server::Server::bind_with(&ctx.cfg.server, ctx.store.clone(), rules.registry().clone(), guard).await?.with_rules(rules.clone()).with_delivery(delivery);
     let public = srv.public_url().to_string();
     println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
-    println!("  database: {}", ctx.cfg.server.db_path().display());
+    println!("  database: {}", ctx.cfg.store.describe(&ctx.cfg.server));
     for s in &seeded {
         let idp = &s.idp;
         println!("IdP connection {}/{} ({})", idp.tenant, idp.name, idp.kind.as_str());

@@ -56,6 +56,8 @@ pub struct AppState {
     pub delivery: Option<Arc<crate::service::delivery::DeliveryService<AppStore>>>,
     /// Turns true when the server starts draining: long polls answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The database the store runs on (`/readyz` names it).
+    pub backend: crate::store::Backend,
 }
 
 impl AppState {
@@ -148,7 +150,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(both) => both,
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");
-            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "store": "failed"}))).into_response();
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "store": {"status": "failed", "backend": state.backend.name()}}))).into_response();
         }
     };
     let (mut unavailable, mut pending, mut loaded) = (Vec::new(), Vec::new(), 0);
@@ -167,7 +169,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let status = if unavailable.is_empty() { "ready" } else { "degraded" };
     axum::Json(serde_json::json!({
         "status": status,
-        "store": "ok",
+        "store": {"status": "ok", "backend": state.backend.name()},
         "chains": {"loaded": loaded, "unavailable": unavailable, "pending": pending},
     }))
     .into_response()

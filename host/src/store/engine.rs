@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tokio::sync::watch;
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 use super::postgres::{PgOptions, PgStore};
 use super::sql::Sql;
 use super::sqlite::{Durability, SqliteStore};
@@ -49,9 +49,37 @@ impl SqlStore {
         Ok(SqlStore { engine: Engine::Sqlite(SqliteStore::open(path, durability)?) })
     }
 
-    /// Connects to PostgreSQL at `url` and migrates the schema (once across replicas).
-    pub fn postgres(url: &str, options: PgOptions) -> StoreResult<SqlStore> {
-        Ok(SqlStore { engine: Engine::Postgres(PgStore::open(url, options)?) })
+    /// Connects to PostgreSQL at `url`; with `migrate`, brings the schema up to date (once
+    /// across replicas starting together), else refuses a schema other than this build's.
+    pub async fn postgres(url: &str, options: PgOptions, migrate: bool) -> StoreResult<SqlStore> {
+        let url = url.to_string();
+        // The synchronous client blocks (and owns a runtime): connect off the async threads.
+        let pg = tokio::task::spawn_blocking(move || if migrate { PgStore::open(&url, options) } else { PgStore::open_current(&url, options) })
+            .await
+            .map_err(|e| StoreError::backend(format!("connecting to PostgreSQL: {e}")))??;
+        Ok(SqlStore { engine: Engine::Postgres(pg) })
+    }
+
+    /// Brings the schema up to date (SQLite's was at open); returns the version it is at.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        match &self.engine {
+            Engine::Sqlite(_) => self.read(|c| Ok(c.query_one("PRAGMA user_version", &[])?.get::<i64>(0)? as usize)).await,
+            Engine::Postgres(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || p.migrate()).await.map_err(|e| StoreError::backend(format!("migrating: {e}")))?
+            }
+        }
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> StoreResult<usize> {
+        match &self.engine {
+            Engine::Sqlite(_) => self.migrate().await,
+            Engine::Postgres(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || p.schema_version()).await.map_err(|e| StoreError::backend(format!("reading the schema version: {e}")))?
+            }
+        }
     }
 
     /// Which database this is.

@@ -138,8 +138,8 @@ pub fn query(c: &dyn Sql, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
     let limit = if q.limit == 0 { 100 } else { q.limit.min(10_000) } as i64;
     let sql = format!(
         "SELECT {COLUMNS} FROM audit a JOIN tenants t ON t.id = a.tenant_id
-         WHERE a.tenant_id = ?1 AND (?2 IS NULL OR a.idp_id = ?2) AND (?3 IS NULL OR a.resource_id = ?3) AND (?4 IS NULL OR a.entry_id = ?4)
-         AND (?5 IS NULL OR a.at >= ?5) AND (?6 IS NULL OR a.at <= ?6) AND (?7 IS NULL OR a.id < ?7) AND (?9 IS NULL OR a.at >= ?9)
+         WHERE a.tenant_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR a.idp_id = ?2) AND (CAST(?3 AS TEXT) IS NULL OR a.resource_id = ?3) AND (CAST(?4 AS BIGINT) IS NULL OR a.entry_id = ?4)
+         AND (CAST(?5 AS TEXT) IS NULL OR a.at >= ?5) AND (CAST(?6 AS TEXT) IS NULL OR a.at <= ?6) AND (CAST(?7 AS BIGINT) IS NULL OR a.id < ?7) AND (CAST(?9 AS TEXT) IS NULL OR a.at >= ?9)
          ORDER BY a.id DESC LIMIT ?8"
     );
     c.query(&sql, &[&q.tenant_id, &q.idp_id, &q.resource_id, &entry_id, &q.since, &q.until, &q.before_id, &limit, &entry_since])?.iter().map(row).collect()

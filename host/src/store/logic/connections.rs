@@ -78,7 +78,7 @@ pub fn set_idp_settings(t: &dyn Sql, idp_id: i64, settings: &ConnectionSettings)
 }
 
 pub fn list_idps(c: &dyn Sql, tenant: Option<&str>) -> StoreResult<Vec<IdpConnection>> {
-    let sql = format!("SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE ?1 IS NULL OR t.name = ?1 ORDER BY t.name, i.name");
+    let sql = format!("SELECT {IDP_COLUMNS} FROM idps i JOIN tenants t ON t.id = i.tenant_id WHERE CAST(?1 AS TEXT) IS NULL OR t.name = ?1 ORDER BY t.name, i.name");
     c.query(&sql, &[&tenant])?.iter().map(idp_row).collect()
 }
 

@@ -69,7 +69,7 @@ pub fn get(c: &dyn Sql, id: i64) -> StoreResult<Option<Target>> {
 
 /// The targets of one tenant, or of all, by tenant and name.
 pub fn list(c: &dyn Sql, tenant_id: Option<i64>) -> StoreResult<Vec<Target>> {
-    let sql = format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE ?1 IS NULL OR d.tenant_id = ?1 ORDER BY t.name, d.name");
+    let sql = format!("SELECT {COLUMNS} FROM delivery_targets d JOIN tenants t ON t.id = d.tenant_id WHERE CAST(?1 AS BIGINT) IS NULL OR d.tenant_id = ?1 ORDER BY t.name, d.name");
     c.query(&sql, &[&tenant_id])?.iter().map(row).collect()
 }
 
@@ -91,7 +91,7 @@ pub fn update(t: &dyn Sql, id: i64, change: &TargetChange) -> StoreResult<Target
     let settings = change.settings.as_ref().map(text).transpose()?;
     let n = t.execute(
         "UPDATE delivery_targets SET paused = COALESCE(?2, paused), needs_sync = COALESCE(?3, needs_sync),
-         cursor = CASE WHEN ?4 IS NOT NULL AND ?4 > cursor THEN ?4 ELSE cursor END, settings = COALESCE(?5, settings) WHERE id = ?1",
+         cursor = CASE WHEN CAST(?4 AS BIGINT) IS NOT NULL AND ?4 > cursor THEN ?4 ELSE cursor END, settings = COALESCE(?5, settings) WHERE id = ?1",
         &[&id, &change.paused, &change.needs_sync, &change.synced_at, &settings],
     )?;
     if n == 0 {
@@ -123,7 +123,7 @@ pub fn progress(t: &dyn Sql, id: i64, p: &Progress) -> StoreResult<()> {
     let success = (p.delivered > 0 && p.error.is_none()).then(|| now.clone());
     t.execute(
         "UPDATE delivery_targets SET cursor = CASE WHEN ?2 > cursor THEN ?2 ELSE cursor END, delivered = delivered + ?3, last_success = COALESCE(?4, last_success),
-         last_error = CASE WHEN ?5 IS NOT NULL THEN ?5 WHEN ?4 IS NOT NULL THEN NULL ELSE last_error END,
+         last_error = CASE WHEN CAST(?5 AS TEXT) IS NOT NULL THEN ?5 WHEN CAST(?4 AS TEXT) IS NOT NULL THEN NULL ELSE last_error END,
          last_error_at = CASE WHEN ?5 IS NOT NULL THEN ?6 WHEN ?4 IS NOT NULL THEN NULL ELSE last_error_at END WHERE id = ?1",
         &[&id, &p.cursor, &p.delivered, &success, &p.error, &now],
     )?;

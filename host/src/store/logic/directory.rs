@@ -211,15 +211,15 @@ pub fn purge_changes(t: &dyn Sql, before: &Timestamp) -> StoreResult<usize> {
 fn purge_sequence(t: &dyn Sql, tenant: Option<i64>, before: &Timestamp) -> StoreResult<usize> {
     // `?2 IS NULL OR tenant_id = ?2`: the one statement serves both.
     let first_kept: Option<i64> = t
-        .query_opt("SELECT seq FROM changes WHERE at >= ?1 AND (?2 IS NULL OR tenant_id = ?2) ORDER BY seq LIMIT 1", &[before, &tenant])?
+        .query_opt("SELECT seq FROM changes WHERE at >= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR tenant_id = ?2) ORDER BY seq LIMIT 1", &[before, &tenant])?
         .map(|r| r.get(0))
         .transpose()?;
     let through: Option<i64> = match first_kept {
-        Some(seq) => t.query_one("SELECT max(seq) FROM changes WHERE seq < ?1 AND (?2 IS NULL OR tenant_id = ?2)", &[&seq, &tenant])?.get(0)?,
-        None => t.query_one("SELECT max(seq) FROM changes WHERE (?1 IS NULL OR tenant_id = ?1)", &[&tenant])?.get(0)?,
+        Some(seq) => t.query_one("SELECT max(seq) FROM changes WHERE seq < ?1 AND (CAST(?2 AS BIGINT) IS NULL OR tenant_id = ?2)", &[&seq, &tenant])?.get(0)?,
+        None => t.query_one("SELECT max(seq) FROM changes WHERE (CAST(?1 AS BIGINT) IS NULL OR tenant_id = ?1)", &[&tenant])?.get(0)?,
     };
     let Some(through) = through else { return Ok(0) };
-    let n = t.execute("DELETE FROM changes WHERE seq <= ?1 AND (?2 IS NULL OR tenant_id = ?2)", &[&through, &tenant])?;
+    let n = t.execute("DELETE FROM changes WHERE seq <= ?1 AND (CAST(?2 AS BIGINT) IS NULL OR tenant_id = ?2)", &[&through, &tenant])?;
     match tenant {
         None => t.execute(
             "INSERT INTO counters (name, value) VALUES ('changes_floor', ?1) ON CONFLICT (name) DO UPDATE SET value = CASE WHEN excluded.value > counters.value THEN excluded.value ELSE counters.value END",

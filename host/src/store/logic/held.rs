@@ -91,6 +91,6 @@ pub(super) fn decided(t: &dyn Sql, id: i64, status: HeldStatus, by: &str, ts: &T
 
 /// A tenant's held operations (all, or of one status), newest first.
 pub fn list(c: &dyn Sql, tenant_id: i64, status: Option<HeldStatus>) -> StoreResult<Vec<HeldOp>> {
-    let sql = format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY id DESC");
+    let sql = format!("SELECT {HELD_COLUMNS} FROM held_ops WHERE tenant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY id DESC");
     c.query(&sql, &[&tenant_id, &status.map(HeldStatus::as_str)])?.iter().map(held_row).collect()
 }

@@ -59,7 +59,7 @@ pub(super) fn grant(t: &dyn Sql, group_id: i64, entry_id: i64, owner: Owner) -> 
 
 /// Removes one owner's membership(s) of an entry: in one app group, or in all of them.
 pub(super) fn revoke(t: &dyn Sql, entry_id: i64, owner: Owner, group: Option<i64>) -> StoreResult<()> {
-    t.execute("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2 AND (?3 IS NULL OR group_id = ?3)", &[&entry_id, &owner.to_string(), &group])?;
+    t.execute("DELETE FROM app_memberships WHERE entry_id = ?1 AND owner = ?2 AND (CAST(?3 AS BIGINT) IS NULL OR group_id = ?3)", &[&entry_id, &owner.to_string(), &group])?;
     Ok(())
 }
 
@@ -79,7 +79,7 @@ pub(super) fn transfer(t: &dyn Sql, entry_id: i64, from: Owner, to: Owner, group
     // Only the rows `to` does not hold already (SQLite's UPDATE OR IGNORE, said in SQL both
     // databases speak); the rest go with the revocation.
     t.execute(
-        "UPDATE app_memberships SET owner = ?3 WHERE entry_id = ?1 AND owner = ?2 AND (?4 IS NULL OR group_id = ?4)
+        "UPDATE app_memberships SET owner = ?3 WHERE entry_id = ?1 AND owner = ?2 AND (CAST(?4 AS BIGINT) IS NULL OR group_id = ?4)
          AND NOT EXISTS (SELECT 1 FROM app_memberships x WHERE x.entry_id = app_memberships.entry_id AND x.group_id = app_memberships.group_id AND x.owner = ?3)",
         &[&entry_id, &from.to_string(), &to.to_string(), &group],
     )?;
@@ -104,7 +104,7 @@ pub(super) fn rule_grants(t: &dyn Sql, idp: &IdpConnection, entry_id: i64, grant
 
 /// The entries that hold a membership through `owner` (in one app group, or any).
 pub(super) fn entries_of(t: &dyn Sql, owner: Owner, group: Option<i64>) -> StoreResult<Vec<i64>> {
-    t.query("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1 AND (?2 IS NULL OR group_id = ?2)", &[&owner.to_string(), &group])?
+    t.query("SELECT DISTINCT entry_id FROM app_memberships WHERE owner = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR group_id = ?2)", &[&owner.to_string(), &group])?
         .iter()
         .map(|r| r.get(0))
         .collect()

@@ -24,6 +24,32 @@ pub(super) fn migrate(c: &mut PgConn) -> StoreResult<usize> {
     Ok(version)
 }
 
+/// The schema version the database is at (0: empty).
+pub(super) fn version(c: &mut PgConn) -> StoreResult<usize> {
+    let exists: bool = c.query_one("SELECT to_regclass('mapwright_schema') IS NOT NULL", &[])?.get(0)?;
+    if !exists {
+        return Ok(0);
+    }
+    let v: i64 = c.query_one("SELECT COALESCE(max(version), 0) FROM mapwright_schema", &[])?.get(0)?;
+    Ok(v as usize)
+}
+
+/// Refuses a schema other than the one this build knows: older (`mapwright migrate` first)
+/// or newer (upgrade this replica).
+pub(super) fn check(c: &mut PgConn) -> StoreResult<usize> {
+    let current = version(c)?;
+    let known = MIGRATIONS.len();
+    match current.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(current),
+        std::cmp::Ordering::Less => Err(StoreError::backend(format!(
+            "the database is at schema version {current}, this build needs {known}: run `mapwright migrate` (or set [store] auto_migrate)"
+        ))),
+        std::cmp::Ordering::Greater => Err(StoreError::backend(format!(
+            "the database is at schema version {current}, newer than this build knows ({known}); upgrade mapwright"
+        ))),
+    }
+}
+
 fn apply(c: &mut PgConn) -> StoreResult<usize> {
     c.execute("CREATE TABLE IF NOT EXISTS mapwright_schema (version BIGINT NOT NULL, applied TEXT NOT NULL)", &[])?;
     let current: i64 = c.query_one("SELECT COALESCE(max(version), 0) FROM mapwright_schema", &[])?.get(0)?;

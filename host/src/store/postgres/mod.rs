@@ -65,8 +65,20 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Connects without migrating (`mapwright migrate` runs them itself; a server refuses a
-    /// schema newer than it knows).
+    /// Connects and checks that the schema is the one this build knows, changing nothing
+    /// (for operators who run `mapwright migrate` themselves).
+    pub fn open_current(url: &str, options: PgOptions) -> StoreResult<PgStore> {
+        let store = PgStore::connect(url, options)?;
+        store.with_conn(migrations::check)?;
+        Ok(store)
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> StoreResult<usize> {
+        self.with_conn(migrations::version)
+    }
+
+    /// Connects without migrating or checking the schema.
     pub fn connect(url: &str, options: PgOptions) -> StoreResult<PgStore> {
         let (committed, _) = watch::channel(0);
         let permits = Semaphore::new(options.pool_size.max(1));
@@ -173,8 +185,29 @@ impl PgStore {
     /// Closes the idle connections; requests after this open new ones.
     pub fn close(&self) {
         if let Ok(mut idle) = self.inner.idle.lock() {
-            idle.clear();
+            drop_off_async(std::mem::take(&mut *idle));
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(idle) = self.idle.get_mut() {
+            drop_off_async(std::mem::take(idle));
+        }
+    }
+}
+
+/// Drops connections where that is allowed: each synchronous client owns a small runtime,
+/// and tokio refuses to drop a runtime on an async worker thread.
+fn drop_off_async(conns: Vec<PgConn>) {
+    if conns.is_empty() {
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(conns));
+    } else {
+        drop(conns);
     }
 }
 

@@ -16,7 +16,7 @@ use crate::store::{StoreError, StoreResult};
 /// failure, deadlock): running it again is the remedy.
 pub fn is_retryable(e: &StoreError) -> bool {
     let StoreError::Backend(source) = e else { return false };
-    let code = source.downcast_ref::<postgres::Error>().and_then(postgres::Error::code);
+    let code = source.downcast_ref::<PgError>().and_then(|e| e.0.code());
     matches!(code, Some(c) if *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE || *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
 }
 
@@ -27,8 +27,37 @@ impl From<postgres::Error> for StoreError {
                 let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
                 StoreError::Conflict(detail)
             }
-            _ => StoreError::Backend(Box::new(e)),
+            _ => StoreError::Backend(Box::new(PgError(e))),
         }
+    }
+}
+
+/// A PostgreSQL error that says what the server said: the client's own `Display` is only
+/// "db error", the message, code and position live in its source.
+#[derive(Debug)]
+pub struct PgError(pub postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(d) => {
+                write!(f, "{} ({})", d.message(), d.code().code())?;
+                if let Some(detail) = d.detail() {
+                    write!(f, ": {detail}")?;
+                }
+                if let Some(w) = d.where_() {
+                    write!(f, " [{w}]")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -142,7 +171,8 @@ fn statement<R: Run>(run: &mut R, cache: &mut Statements, sql: &str) -> StoreRes
         return Ok(st.clone());
     }
     let text = postgres_placeholders(sql).map_err(StoreError::backend)?;
-    let st = run.prepare_(&text)?;
+    // A statement PostgreSQL refuses is a bug of ours: say which one.
+    let st = run.prepare_(&text).map_err(|e| StoreError::backend(format!("{}; preparing: {}", PgError(e), sql.split_whitespace().collect::<Vec<_>>().join(" "))))?;
     cache.0.insert(sql.to_string(), st.clone());
     Ok(st)
 }
