@@ -78,7 +78,7 @@ fn members_of(c: &dyn Sql, group_id: i64) -> StoreResult<Vec<DirRef>> {
 
 pub fn users(c: &dyn Sql, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirUser>> {
     let cursor = head(c, tenant_id)?;
-    let sql = directory_sql(ResourceKind::User, tenant_id, q);
+    let sql = directory_sql(ResourceKind::User, tenant_id, q, c.dialect());
     let (where_, order) = (&sql.where_, &sql.order);
     let params = params_of(&sql.params);
     let total: i64 = c.query_one(&format!("SELECT count(*) FROM entries r WHERE {where_}"), &params)?.get(0)?;
@@ -114,7 +114,7 @@ fn group_row(r: &Row) -> StoreResult<(i64, DirGroup)> {
 
 pub fn groups(c: &dyn Sql, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirGroup>> {
     let cursor = head(c, tenant_id)?;
-    let sql = directory_sql(ResourceKind::Group, tenant_id, q);
+    let sql = directory_sql(ResourceKind::Group, tenant_id, q, c.dialect());
     let (where_, order) = (&sql.where_, &sql.order);
     let params = params_of(&sql.params);
     let total: i64 = c.query_one(&format!("SELECT count(*) FROM app_groups r WHERE {where_}"), &params)?.get(0)?;

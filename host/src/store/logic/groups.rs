@@ -53,7 +53,7 @@ pub fn get(c: &dyn Sql, idp_id: i64, id: &str, with_members: bool) -> StoreResul
 
 /// A filtered, sorted page of a connection's groups.
 pub fn list(c: &dyn Sql, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredGroup>> {
-    let sql = list_sql(ResourceKind::Group, idp_id, q);
+    let sql = list_sql(ResourceKind::Group, idp_id, q, c.dialect());
     let (where_, order) = (&sql.where_, &sql.order);
     let params = params_of(&sql.params);
     let total: i64 = c.query_one(&format!("SELECT count(*) FROM groups r WHERE {where_}"), &params)?.get(0)?;

@@ -85,7 +85,7 @@ pub fn get(c: &dyn Sql, idp_id: i64, id: &str, with_groups: bool) -> StoreResult
 
 /// A filtered, sorted page of a connection's users.
 pub fn list(c: &dyn Sql, idp_id: i64, q: &ListQuery) -> StoreResult<Page<StoredUser>> {
-    let sql = list_sql(ResourceKind::User, idp_id, q);
+    let sql = list_sql(ResourceKind::User, idp_id, q, c.dialect());
     let (where_, order) = (&sql.where_, &sql.order);
     let params = params_of(&sql.params);
     let total: i64 = c.query_one(&format!("SELECT count(*) FROM users r WHERE {where_}"), &params)?.get(0)?;

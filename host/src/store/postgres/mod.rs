@@ -11,6 +11,7 @@
 //! threads here as SQLite's readers do.
 
 mod migrations;
+pub mod scratch;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

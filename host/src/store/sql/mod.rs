@@ -333,4 +333,4 @@ pub fn postgres_placeholders(sql: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

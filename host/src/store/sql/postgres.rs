@@ -137,6 +137,9 @@ fn rows(raw: Vec<postgres::Row>) -> StoreResult<Vec<Row>> {
         .map_err(|e| StoreError::backend(format!("reading a row: {}", e.source().map(ToString::to_string).unwrap_or_else(|| e.to_string()))))
 }
 
+/// How many statements one connection keeps prepared.
+const MAX_STATEMENTS: usize = 512;
+
 /// Statements prepared on one connection, by the store's SQL text.
 #[derive(Default)]
 pub struct Statements(HashMap<String, Statement>);
@@ -169,6 +172,11 @@ run!(Client, Transaction<'_>);
 fn statement<R: Run>(run: &mut R, cache: &mut Statements, sql: &str) -> StoreResult<Statement> {
     if let Some(st) = cache.0.get(sql) {
         return Ok(st.clone());
+    }
+    // Filters make statements of many shapes: keep a bounded number prepared (dropping a
+    // statement closes it on the server).
+    if cache.0.len() >= MAX_STATEMENTS {
+        cache.0.clear();
     }
     let text = postgres_placeholders(sql).map_err(StoreError::backend)?;
     // A statement PostgreSQL refuses is a bug of ours: say which one.

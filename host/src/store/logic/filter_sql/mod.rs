@@ -7,12 +7,18 @@
 //! functions over the stored body. Semantics mirror `scim::eval` exactly (see its module doc):
 //! each predicate is made NULL-free (`x IS NOT NULL AND …`) so that `not` and `ne` behave as
 //! there, and `ne` is compiled as the negation of `eq`.
+//!
+//! Two dialects: SQLite's JSON functions return SQL values (`typeof` tells text from number);
+//! PostgreSQL's paths return `jsonb` (`jsonb_typeof` tells them, `#>> '{}'` gives the text),
+//! and every string comparison there says `COLLATE "C"` so that order is code point order,
+//! as in Rust, whatever the database's locale. PostgreSQL evaluates `AND` in any order, so a
+//! cast that could fail sits behind `CASE`, never behind `AND`.
 
 
 use crate::scim::eval::fold;
 use crate::scim::filter::{CompareOp, Literal, Target, Typed};
 use crate::scim::schema::{AttrDef, AttrType, ResourceKind};
-use crate::store::sql::Cell;
+use crate::store::sql::{Cell, Dialect};
 
 /// Which stored layer a filter runs over; the row alias is always `r`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,17 +41,70 @@ enum Ctx<'a> {
     Member,
 }
 
-/// An expression for a single value, and whether it is already case-folded.
+/// An expression for a single value, what kind of expression it is, and whether it is
+/// already case-folded.
 struct Scalar {
     expr: String,
+    of: Of,
     folded: bool,
+}
+
+/// What a [`Scalar`]'s expression is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Of {
+    /// A text column (or literal, or NULL).
+    Text,
+    /// An integer column (a flag: 0 or 1).
+    Int,
+    /// A value inside a JSON document: an SQL value in SQLite, `jsonb` in PostgreSQL.
+    Json,
+}
+
+impl Scalar {
+    fn col(expr: &str, of: Of, folded: bool) -> Scalar {
+        Scalar { expr: expr.to_string(), of, folded }
+    }
 }
 
 pub struct Compiler {
     kind: ResourceKind,
     surface: Surface,
+    dialect: Dialect,
     pub params: Vec<Cell>,
     aliases: usize,
+}
+
+/// The path segments of a target, for PostgreSQL's `#>` (`ARRAY['a', 'b']`).
+fn pg_path(t: &Target, with_sub: bool) -> String {
+    let mut segs = Vec::new();
+    if let Some(ext) = t.ext {
+        segs.push(sql_str(ext));
+    }
+    segs.push(sql_str(t.attr.name));
+    if with_sub && let Some(s) = t.sub {
+        segs.push(sql_str(s.name));
+    }
+    format!("ARRAY[{}]", segs.join(", "))
+}
+
+/// PostgreSQL: the elements a multi-valued `x` holds (`x` itself when it is not an array,
+/// as `scim::eval` reads it).
+fn pg_elements(x: &str) -> String {
+    format!("jsonb_array_elements(CASE WHEN jsonb_typeof({x}) = 'array' THEN {x} ELSE jsonb_build_array({x}) END)")
+}
+
+/// PostgreSQL: whether `jsonb` value `x` is of JSON type `ty`; FALSE, never NULL, when `x` is
+/// absent (SQLite's `typeof(NULL)` is 'null', PostgreSQL's `jsonb_typeof(NULL)` is NULL).
+fn pg_is(x: &str, ty: &str) -> String {
+    format!("COALESCE(jsonb_typeof({x}) = '{ty}', FALSE)")
+}
+
+/// PostgreSQL: `scim::eval`'s "present" of one `jsonb` value.
+fn pg_present(x: &str) -> String {
+    format!(
+        "({x} IS NOT NULL AND CASE jsonb_typeof({x}) WHEN 'null' THEN FALSE WHEN 'string' THEN {x} <> '\"\"'::jsonb \
+         WHEN 'array' THEN {x} <> '[]'::jsonb WHEN 'object' THEN {x} <> '{{}}'::jsonb ELSE TRUE END)"
+    )
 }
 
 fn json_path(t: &Target, with_sub: bool) -> String {
@@ -65,17 +124,54 @@ fn sql_str(s: &str) -> String {
 }
 
 impl Compiler {
-    pub fn new(kind: ResourceKind, surface: Surface) -> Compiler {
-        Compiler { kind, surface, params: Vec::new(), aliases: 0 }
+    pub fn new(kind: ResourceKind, surface: Surface, dialect: Dialect) -> Compiler {
+        Compiler { kind, surface, dialect, params: Vec::new(), aliases: 0 }
     }
 
-    /// The JSON document of the resource row `r`.
+    fn pg(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// The JSON document of the resource row `r` (`jsonb` in PostgreSQL).
     fn body(&self) -> &'static str {
-        match (self.surface, self.kind) {
-            (Surface::IdpView, _) => "r.body",
-            (Surface::Directory, ResourceKind::User) => "r.attributes",
-            (Surface::Directory, ResourceKind::Group) => "json_object('displayName', r.name)",
+        match (self.surface, self.kind, self.dialect) {
+            (Surface::IdpView, _, Dialect::Sqlite) => "r.body",
+            (Surface::IdpView, _, Dialect::Postgres) => "CAST(r.body AS jsonb)",
+            (Surface::Directory, ResourceKind::User, Dialect::Sqlite) => "r.attributes",
+            (Surface::Directory, ResourceKind::User, Dialect::Postgres) => "CAST(r.attributes AS jsonb)",
+            (Surface::Directory, ResourceKind::Group, Dialect::Sqlite) => "json_object('displayName', r.name)",
+            (Surface::Directory, ResourceKind::Group, Dialect::Postgres) => "jsonb_build_object('displayName', r.name)",
         }
+    }
+
+    /// The value at a target's path in the resource.
+    fn at(&self, t: &Target, with_sub: bool) -> Scalar {
+        let expr = if self.pg() {
+            format!("({} #> {})", self.body(), pg_path(t, with_sub))
+        } else {
+            format!("json_extract({}, '{}')", self.body(), json_path(t, with_sub))
+        };
+        Scalar { expr, of: Of::Json, folded: false }
+    }
+
+    /// The value of key `name` in the JSON value `base` (an element of a multi-valued one).
+    fn key(&self, base: &str, name: &str) -> Scalar {
+        let expr = if self.pg() { format!("({base} -> {})", sql_str(name)) } else { format!("json_extract({base}, '$.\"{name}\"')") };
+        Scalar { expr, of: Of::Json, folded: false }
+    }
+
+    /// `FROM` over the elements of a multi-valued target (each as `{alias}.value`).
+    fn elements(&self, t: &Target, alias: &str) -> String {
+        if self.pg() {
+            let x = format!("({} #> {})", self.body(), pg_path(t, false));
+            format!("{} AS {alias}(value)", pg_elements(&x))
+        } else {
+            format!("json_each({}, '{}') {alias}", self.body(), json_path(t, false))
+        }
+    }
+
+    fn truth(&self, b: bool) -> &'static str {
+        if b { "TRUE" } else { "FALSE" }
     }
 
     pub fn param(&mut self, v: Cell) -> String {
@@ -114,17 +210,17 @@ impl Compiler {
         if t.ext.is_some() {
             return None;
         }
-        let col = |expr: &str, folded: bool| Some(Scalar { expr: expr.to_string(), folded });
+        let col = |expr: &str, folded: bool| Some(Scalar::col(expr, Of::Text, folded));
         if self.surface == Surface::Directory {
             return match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
                 (_, "id", None) => col("r.uid", false),
                 (ResourceKind::User, "userName", None) => col("r.user_name_fold", true),
-                (ResourceKind::User, "active", None) => col("r.active", false),
+                (ResourceKind::User, "active", None) => Some(Scalar::col("r.active", Of::Int, false)),
                 (ResourceKind::Group, "displayName", None) => col("r.name_fold", true),
                 (_, "meta", Some("created")) => col("r.created", false),
                 (ResourceKind::User, "meta", Some("lastModified")) => col("r.modified", false),
                 (ResourceKind::Group, "meta", Some("lastModified")) => col("r.created", false),
-                (k, "meta", Some("resourceType")) => Some(Scalar { expr: sql_str(k.name()), folded: false }),
+                (k, "meta", Some("resourceType")) => col(&self.text_literal(k.name()), false),
                 _ => None,
             };
         }
@@ -135,16 +231,21 @@ impl Compiler {
             (ResourceKind::User, "userName", None) => col("r.user_name_fold", true),
             (_, "meta", Some("created")) => col("r.created", false),
             (_, "meta", Some("lastModified")) => col("r.modified", false),
-            (k, "meta", Some("resourceType")) => Some(Scalar { expr: sql_str(k.name()), folded: false }),
+            (k, "meta", Some("resourceType")) => col(&self.text_literal(k.name()), false),
             _ => None,
         }
+    }
+
+    /// A string literal typed as text (PostgreSQL leaves a bare literal's type unknown).
+    fn text_literal(&self, v: &str) -> String {
+        if self.pg() { format!("CAST({} AS TEXT)", sql_str(v)) } else { sql_str(v) }
     }
 
     fn cmp_target(&mut self, t: &Target, op: CompareOp, lit: &Literal, ctx: Ctx<'_>) -> String {
         let leaf = t.leaf();
         match ctx {
             Ctx::Element(base) => {
-                let s = Scalar { expr: format!("json_extract({base}, '$.\"{}\"')", t.attr.name), folded: false };
+                let s = self.key(base, t.attr.name);
                 return self.cmp(&s, leaf, op, lit);
             }
             Ctx::Member => {
@@ -156,7 +257,6 @@ impl Compiler {
         if let Some(s) = self.indexed(t) {
             return self.cmp(&s, leaf, op, lit);
         }
-        let body = self.body();
         match (self.kind, t.attr.name, t.sub.map(|s| s.name)) {
             (ResourceKind::User, "groups", sub) if t.ext.is_none() && self.surface == Surface::Directory => {
                 let s = self.member_scalar(sub.unwrap_or("value"));
@@ -165,7 +265,7 @@ impl Compiler {
             }
             (ResourceKind::User, "emails", Some("value")) if t.ext.is_none() && self.surface == Surface::IdpView => {
                 // `IN` lets SQLite drive the lookup from the email index.
-                let s = Scalar { expr: "e.value_fold".into(), folded: true };
+                let s = Scalar::col("e.value_fold", Of::Text, true);
                 let c = self.cmp(&s, leaf, op, lit);
                 format!("r.pk IN (SELECT e.user_pk FROM user_emails e WHERE {c})")
             }
@@ -175,15 +275,16 @@ impl Compiler {
             }
             _ if t.attr.multi => {
                 let a = self.alias();
+                let value = format!("{a}.value");
                 let elem = match t.sub {
-                    Some(s) => format!("json_extract({a}.value, '$.\"{}\"')", s.name),
-                    None => format!("{a}.value"),
+                    Some(s) => self.key(&value, s.name),
+                    None => Scalar { expr: value, of: Of::Json, folded: false },
                 };
-                let c = self.cmp(&Scalar { expr: elem, folded: false }, leaf, op, lit);
-                format!("EXISTS (SELECT 1 FROM json_each({body}, '{}') {a} WHERE {c})", json_path(t, false))
+                let c = self.cmp(&elem, leaf, op, lit);
+                format!("EXISTS (SELECT 1 FROM {} WHERE {c})", self.elements(t, &a))
             }
             _ => {
-                let s = Scalar { expr: format!("json_extract({body}, '{}')", json_path(t, true)), folded: false };
+                let s = self.at(t, true);
                 self.cmp(&s, leaf, op, lit)
             }
         }
@@ -244,7 +345,7 @@ impl Compiler {
                 match f {
                     Typed::And(a, b) => conj.extend([&**a, &**b]),
                     Typed::Cmp(it, CompareOp::Eq, lit @ Literal::Str(_)) if it.attr.name == "value" => {
-                        let s = Scalar { expr: "e.value_fold".into(), folded: true };
+                        let s = Scalar::col("e.value_fold", Of::Text, true);
                         let c = self.cmp(&s, it.attr, CompareOp::Eq, lit);
                         implied = format!("r.pk IN (SELECT e.user_pk FROM user_emails e WHERE {c}) AND ");
                         break;
@@ -256,13 +357,23 @@ impl Compiler {
         let a = self.alias();
         let base = format!("{a}.value");
         let c = self.compile_in(inner, Ctx::Element(&base));
-        format!("({implied}EXISTS (SELECT 1 FROM json_each({}, '{}') {a} WHERE {c}))", self.body(), json_path(t, false))
+        let from = if self.pg() {
+            // A value path runs over an array's elements, or over one object (as `eval`).
+            let x = format!("({} #> {})", self.body(), pg_path(t, false));
+            format!("jsonb_array_elements(CASE jsonb_typeof({x}) WHEN 'array' THEN {x} WHEN 'object' THEN jsonb_build_array({x}) ELSE '[]'::jsonb END) AS {a}(value)")
+        } else {
+            format!("json_each({}, '{}') {a}", self.body(), json_path(t, false))
+        };
+        format!("({implied}EXISTS (SELECT 1 FROM {from} WHERE {c}))")
     }
 
     fn present(&mut self, t: &Target, ctx: Ctx<'_>) -> String {
         match ctx {
             Ctx::Element(base) => {
-                let e = format!("json_extract({base}, '$.\"{}\"')", t.attr.name);
+                let e = self.key(base, t.attr.name).expr;
+                if self.pg() {
+                    return pg_present(&e);
+                }
                 return format!("({e} IS NOT NULL AND (typeof({e}) <> 'text' OR {e} <> ''))");
             }
             Ctx::Member => {
@@ -272,6 +383,9 @@ impl Compiler {
             Ctx::Resource => {}
         }
         if let Some(s) = self.indexed(t) {
+            if s.of == Of::Int {
+                return format!("({} IS NOT NULL)", s.expr);
+            }
             return format!("({e} IS NOT NULL AND {e} <> '')", e = s.expr);
         }
         let body = self.body();
@@ -292,6 +406,15 @@ impl Compiler {
                 let sub = t.sub.map(|s| s.name).unwrap_or("value");
                 let e = self.member_scalar(sub).expr;
                 format!("EXISTS (SELECT 1 FROM group_members m JOIN users mu ON mu.pk = m.user_pk WHERE m.group_pk = r.pk AND {e} IS NOT NULL AND {e} <> '')")
+            }
+            _ if self.pg() => {
+                // Present when any value it holds is (`eval` reads arrays element by element).
+                let a = self.alias();
+                let e = match t.sub {
+                    Some(s) => self.key(&format!("{a}.value"), s.name).expr,
+                    None => format!("{a}.value"),
+                };
+                format!("EXISTS (SELECT 1 FROM {} WHERE {})", self.elements(t, &a), pg_present(&e))
             }
             _ if t.attr.multi => match t.sub {
                 None => format!("coalesce(json_array_length({body}, '{}') > 0, 0)", json_path(t, false)),
@@ -321,6 +444,9 @@ impl Compiler {
             CompareOp::Le => "<=",
             CompareOp::Co | CompareOp::Sw | CompareOp::Ew => "",
         };
+        if self.pg() {
+            return self.cmp_pg(s, leaf, op, sym, lit);
+        }
         match lit {
             Literal::Null => "0".into(),
             // `x IS NOT NULL AND …` is never NULL (FALSE AND NULL is FALSE) and, unlike a
@@ -358,10 +484,59 @@ impl Compiler {
         }
     }
 
+    /// [`Self::cmp`] in PostgreSQL: `jsonb` values tested by `jsonb_typeof`, text compared
+    /// in code point order.
+    fn cmp_pg(&mut self, s: &Scalar, leaf: &AttrDef, op: CompareOp, sym: &str, lit: &Literal) -> String {
+        let e = &s.expr;
+        match (lit, s.of) {
+            (Literal::Null, _) => "FALSE".into(),
+            (Literal::Bool(b), Of::Json) => format!("({} AND {e} {sym} '{b}'::jsonb)", pg_is(e, "boolean")),
+            (Literal::Bool(b), Of::Int) => format!("({e} IS NOT NULL AND {e} {sym} {})", i32::from(*b)),
+            (Literal::Num(n), Of::Json) => {
+                let p = self.param(Cell::Real(*n));
+                format!("CASE WHEN jsonb_typeof({e}) = 'number' THEN CAST({e} #>> '{{}}' AS DOUBLE PRECISION) {sym} CAST({p} AS DOUBLE PRECISION) ELSE FALSE END")
+            }
+            (Literal::Num(n), Of::Int) => {
+                let p = self.param(Cell::Real(*n));
+                format!("({e} IS NOT NULL AND CAST({e} AS DOUBLE PRECISION) {sym} CAST({p} AS DOUBLE PRECISION))")
+            }
+            (Literal::Str(v), Of::Json | Of::Text) => {
+                let (guard, text) = match s.of {
+                    Of::Json => (pg_is(e, "string"), format!("({e} #>> '{{}}')")),
+                    _ => (format!("{e} IS NOT NULL"), e.clone()),
+                };
+                let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
+                let fold_it = !leaf.case_exact && (leaf.ty != AttrType::DateTime || substring);
+                let (text, v) = match (fold_it, s.folded) {
+                    (true, false) => (format!("scim_fold({text})"), fold(v)),
+                    (true, true) => (text, fold(v)),
+                    (false, _) => (text, v.clone()),
+                };
+                let n = v.chars().count();
+                if substring && n == 0 {
+                    return format!("({guard})");
+                }
+                let p = self.param(Cell::Text(v));
+                let body = match op {
+                    CompareOp::Co => format!("strpos({text}, {p}) > 0"),
+                    CompareOp::Sw => format!("left({text}, {n}) = {p}"),
+                    CompareOp::Ew => format!("right({text}, {n}) = {p}"),
+                    _ => format!("{text} COLLATE \"C\" {sym} {p}"),
+                };
+                format!("({guard} AND {body})")
+            }
+            // A type the value cannot have: nothing matches (as in `eval`).
+            _ => self.truth(false).into(),
+        }
+    }
+
     /// An ORDER BY expression for `sortBy`.
     pub fn sort_expr(&self, t: &Target) -> String {
         if let Some(s) = self.indexed(t) {
             return s.expr;
+        }
+        if self.pg() {
+            return self.sort_expr_pg(t);
         }
         let expr = if t.attr.multi {
             // Multi-valued: sort by the first value (RFC 7644 leaves the choice to the server).
@@ -375,6 +550,29 @@ impl Compiler {
 }
 
 impl Compiler {
+    /// [`Self::sort_expr`] in PostgreSQL, by the attribute's type: numbers as numbers,
+    /// booleans as booleans, the rest as text in code point order.
+    fn sort_expr_pg(&self, t: &Target) -> String {
+        let x = if t.attr.multi {
+            let mut path = pg_path(t, false);
+            path.truncate(path.len() - 1);
+            path.push_str(", '0'");
+            if let Some(s) = t.sub {
+                path.push_str(&format!(", {}", sql_str(s.name)));
+            }
+            format!("({} #> {path}])", self.body())
+        } else {
+            self.at(t, true).expr
+        };
+        let leaf = t.leaf();
+        match leaf.ty {
+            AttrType::Integer | AttrType::Decimal => format!("CASE WHEN jsonb_typeof({x}) = 'number' THEN CAST({x} #>> '{{}}' AS DOUBLE PRECISION) END"),
+            AttrType::Boolean => format!("CASE WHEN jsonb_typeof({x}) = 'boolean' THEN CAST({x} #>> '{{}}' AS BOOLEAN) END"),
+            _ if leaf.case_exact || leaf.ty != AttrType::String => format!("({x} #>> '{{}}') COLLATE \"C\""),
+            _ => format!("scim_fold({x} #>> '{{}}') COLLATE \"C\""),
+        }
+    }
+
     /// A sub-attribute of the joined member `mu`: in the IdP view a group's member (a
     /// `users` row); in the directory an app group's member (an entry) or an entry's group.
     fn member_scalar(&self, sub: &str) -> Scalar {
@@ -387,7 +585,7 @@ impl Compiler {
             (Surface::Directory, ResourceKind::User, "type") => "'direct'",
             _ => "NULL",
         };
-        Scalar { expr: expr.to_string(), folded: false }
+        Scalar::col(expr, Of::Text, false)
     }
 }
 
@@ -398,9 +596,9 @@ pub struct ListSql {
     pub params: Vec<Cell>,
 }
 
-pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
-    let mut comp = Compiler::new(kind, Surface::IdpView);
-    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuery, dialect: Dialect) -> ListSql {
+    let mut comp = Compiler::new(kind, Surface::IdpView, dialect);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "TRUE".into());
     let order = match &q.sort_by {
         Some(t) => format!("{} {} NULLS LAST, r.pk", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
         None => "r.pk".into(),
@@ -411,9 +609,9 @@ pub fn list_sql(kind: ResourceKind, idp_id: i64, q: &crate::scim::list::ListQuer
 
 /// The WHERE and ORDER BY of a list query over the directory of one tenant: `entries r`
 /// (visible ones: not soft-deleted) or `app_groups r`.
-pub fn directory_sql(kind: ResourceKind, tenant_id: i64, q: &crate::scim::list::ListQuery) -> ListSql {
-    let mut comp = Compiler::new(kind, Surface::Directory);
-    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "1".into());
+pub fn directory_sql(kind: ResourceKind, tenant_id: i64, q: &crate::scim::list::ListQuery, dialect: Dialect) -> ListSql {
+    let mut comp = Compiler::new(kind, Surface::Directory, dialect);
+    let filter = q.filter.as_ref().map(|f| comp.compile(f)).unwrap_or_else(|| "TRUE".into());
     let order = match &q.sort_by {
         Some(t) => format!("{} {} NULLS LAST, r.id", comp.sort_expr(t), if q.descending { "DESC" } else { "ASC" }),
         None => "r.id".into(),

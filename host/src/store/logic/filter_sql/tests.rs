@@ -7,7 +7,7 @@ use crate::store::sql::{Sql, params_of};
 
 fn plan(conn: &rusqlite::Connection, kind: ResourceKind, filter: &str) -> Vec<String> {
     let q = ListParams { filter: Some(filter.into()), ..Default::default() }.resolve(kind).unwrap();
-    let sql = list_sql(kind, 1, &q);
+    let sql = list_sql(kind, 1, &q, Dialect::Sqlite);
     let table = if kind == ResourceKind::User { "users" } else { "groups" };
     let c: &dyn Sql = conn;
     let rows = c.query(&format!("EXPLAIN QUERY PLAN SELECT r.pk FROM {table} r WHERE {}", sql.where_), &params_of(&sql.params)).unwrap();
@@ -67,42 +67,66 @@ mod agrees_with_eval {
         ]
     }
 
-    /// A database holding the population as the store writes it, and each user as a
-    /// rendered resource (what `eval::matches` sees).
-    fn fixture() -> (tempfile::TempDir, rusqlite::Connection, Vec<(String, Value)>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        drop(crate::store::SqlStore::sqlite(&path, Default::default()).unwrap());
-        let conn = crate::store::sqlite::open(&path, Default::default(), true).unwrap();
-        conn.execute_batch(
-            "INSERT INTO tenants (id, name, created) VALUES (1, 't', 'x');
-             INSERT INTO idps (id, tenant_id, name, kind, rate_per_sec, burst, created) VALUES (1, 1, 'i', 'generic', 0, 0, 'x');",
-        )
-        .unwrap();
+    /// Writes the population as the store does, and returns each user as a rendered
+    /// resource (what `eval::matches` sees).
+    fn load(c: &dyn Sql) -> Vec<(String, Value)> {
+        c.execute("INSERT INTO tenants (id, name, created) VALUES (1, 't', 'x')", &[]).unwrap();
+        c.execute("INSERT INTO idps (id, tenant_id, name, kind, rate_per_sec, burst, created) VALUES (1, 1, 'i', 'generic', 0, 0, 'x')", &[]).unwrap();
         let mut resources = Vec::new();
         for (k, body) in population().into_iter().enumerate() {
             let ix = crate::store::logic::users::index_for_tests(&body);
-            let (id, created) = (format!("id-{k}"), format!("2026-01-0{}T00:00:00.000Z", k + 1));
-            conn.execute(
+            let (pk, id, created) = (k as i64 + 1, format!("id-{k}"), format!("2026-01-0{}T00:00:00.000Z", k + 1));
+            c.execute(
                 "INSERT INTO entries (id, tenant_id, user_name, user_name_fold, active, attributes, created, modified, uid) VALUES (?1, 1, ?2, ?2, 1, '{}', 'x', 'x', ?2)",
-                rusqlite::params![k as i64 + 1, id],
+                &[&pk, &id],
             )
             .unwrap();
-            conn.execute(
+            c.execute(
                 "INSERT INTO users (pk, idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version)
                  VALUES (?1, 1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1)",
-                rusqlite::params![k as i64 + 1, id, fold(&ix.0), ix.1, ix.2, ix.3, body.to_string(), created],
+                &[&pk, &id, &fold(&ix.0), &ix.1, &ix.2, &ix.3, &body.to_string(), &created],
             )
             .unwrap();
             for e in ix.4 {
-                conn.execute("INSERT INTO user_emails (value_fold, user_pk) VALUES (?1, ?2)", rusqlite::params![e, k as i64 + 1]).unwrap();
+                c.execute("INSERT INTO user_emails (value_fold, user_pk) VALUES (?1, ?2)", &[&e, &pk]).unwrap();
             }
             let mut r = body.clone();
             r["id"] = json!(id);
             r["meta"] = json!({"resourceType": "User", "created": created, "lastModified": created});
             resources.push((id, r));
         }
+        resources
+    }
+
+    /// SQLite, as the store opens it.
+    fn sqlite_fixture() -> (tempfile::TempDir, rusqlite::Connection, Vec<(String, Value)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(crate::store::SqlStore::sqlite(&path, Default::default()).unwrap());
+        let conn = crate::store::sqlite::open(&path, Default::default(), true).unwrap();
+        let resources = load(&conn);
         (dir, conn, resources)
+    }
+
+    /// A scratch PostgreSQL database, migrated as the store does.
+    fn postgres_fixture() -> (crate::store::postgres::scratch::ScratchDb, crate::store::sql::postgres::PgConn, Vec<(String, Value)>) {
+        let db = crate::store::postgres::scratch::ScratchDb::create(&crate::store::sql::tests::database_url()).unwrap();
+        crate::store::postgres::PgStore::open(db.url(), Default::default()).unwrap().close();
+        let conn = crate::store::sql::postgres::PgConn::connect(db.url()).unwrap();
+        let resources = load(&conn);
+        (db, conn, resources)
+    }
+
+    /// The ids the SQL compiled for `typed` selects, and the ids `eval` selects.
+    fn both(c: &dyn Sql, resources: &[(String, Value)], typed: &crate::scim::filter::Typed) -> (Vec<String>, Vec<String>) {
+        let mut in_memory: Vec<String> = resources.iter().filter(|(_, r)| crate::scim::eval::matches(typed, r)).map(|(id, _)| id.clone()).collect();
+        let q = crate::scim::list::ListQuery { filter: Some(typed.clone()), sort_by: None, descending: false, start_index: 1, count: 100, projection: Default::default() };
+        let sql = list_sql(ResourceKind::User, 1, &q, c.dialect());
+        let rows = c.query(&format!("SELECT r.id FROM users r WHERE {}", sql.where_), &params_of(&sql.params)).unwrap();
+        let mut in_sql: Vec<String> = rows.iter().map(|r| r.get(0).unwrap()).collect();
+        in_memory.sort();
+        in_sql.sort();
+        (in_memory, in_sql)
     }
 
     const STRINGS: &[&str] = &[
@@ -148,23 +172,41 @@ mod agrees_with_eval {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
         #[test]
-        fn the_same_users_match(f in arb_filter()) {
-            thread_local! { static FIXTURE: (tempfile::TempDir, rusqlite::Connection, Vec<(String, Value)>) = fixture(); }
+        fn the_same_users_match_in_sqlite(f in arb_filter()) {
+            thread_local! { static FIXTURE: (tempfile::TempDir, rusqlite::Connection, Vec<(String, Value)>) = sqlite_fixture(); }
             // Filters the resolver refuses (a value path over something that is not
             // multi-valued, a comparison that cannot be typed) are errors in both places.
             let Ok(typed) = Filter::parse(&f).and_then(|p| p.resolve(ResourceKind::User)) else { return Ok(()) };
-            FIXTURE.with(|(_, conn, resources)| {
-                let mut in_memory: Vec<&str> = resources.iter().filter(|(_, r)| crate::scim::eval::matches(&typed, r)).map(|(id, _)| id.as_str()).collect();
-                let q = crate::scim::list::ListQuery { filter: Some(typed.clone()), sort_by: None, descending: false, start_index: 1, count: 100, projection: Default::default() };
-                let sql = list_sql(ResourceKind::User, 1, &q);
-                let c: &dyn Sql = conn;
-                let rows = c.query(&format!("SELECT r.id FROM users r WHERE {}", sql.where_), &params_of(&sql.params)).unwrap();
-                let mut in_sql: Vec<String> = rows.iter().map(|r| r.get(0).unwrap()).collect();
-                in_memory.sort();
-                in_sql.sort();
-                prop_assert_eq!(in_memory, in_sql, "{}", f);
-                Ok(())
-            })?;
+            let (in_memory, in_sql) = FIXTURE.with(|(_, conn, resources)| both(conn, resources, &typed));
+            prop_assert_eq!(in_memory, in_sql, "{}", f);
+        }
+
+        #[test]
+        fn the_same_users_match_in_postgres(f in arb_filter()) {
+            thread_local! { static FIXTURE: (crate::store::postgres::scratch::ScratchDb, crate::store::sql::postgres::PgConn, Vec<(String, Value)>) = postgres_fixture(); }
+            let Ok(typed) = Filter::parse(&f).and_then(|p| p.resolve(ResourceKind::User)) else { return Ok(()) };
+            let (in_memory, in_sql) = FIXTURE.with(|(_, conn, resources)| both(conn, resources, &typed));
+            prop_assert_eq!(in_memory, in_sql, "{}", f);
+        }
+    }
+
+    /// Sorting in PostgreSQL is by code point, as in SQLite and Rust, whatever the locale.
+    #[test]
+    fn postgres_sorts_as_sqlite_does() {
+        let (_db, pg, _) = postgres_fixture();
+        let (_dir, lite, _) = sqlite_fixture();
+        for sort in ["userName", "name.familyName", "emails.value", "title", "active", "meta.created", "displayName"] {
+            for descending in [false, true] {
+                let q = crate::scim::list::ListParams { sort_by: Some(sort.into()), sort_order: Some(if descending { "descending" } else { "ascending" }.into()), ..Default::default() }
+                    .resolve(ResourceKind::User)
+                    .unwrap();
+                let order = |c: &dyn Sql| -> Vec<String> {
+                    let sql = list_sql(ResourceKind::User, 1, &q, c.dialect());
+                    let rows = c.query(&format!("SELECT r.id FROM users r WHERE {} ORDER BY {}", sql.where_, sql.order), &params_of(&sql.params)).unwrap();
+                    rows.iter().map(|r| r.get(0).unwrap()).collect()
+                };
+                assert_eq!(order(&pg), order(&lite), "sortBy={sort} descending={descending}");
+            }
         }
     }
 }
