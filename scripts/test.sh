@@ -5,7 +5,8 @@
 #   2. Rust unit tests and the end-to-end suite (the real server over HTTP on 127.0.0.1),
 #      including the console's test in headless Chromium (Debian's chromium and
 #      chromium-driver, installed here when missing), with PostgreSQL (Debian's package) as a
-#      throwaway cluster on loopback for the store's PostgreSQL tests (scripts/pg.sh);
+#      throwaway cluster on loopback for the store's PostgreSQL tests (scripts/pg.sh); then
+#      the end-to-end suite once more with the servers on PostgreSQL (MW_BACKEND=postgres);
 #   3. a short run of the cargo-fuzz targets (scripts/fuzz.sh; installs cargo-fuzz when missing);
 #   4. the external SCIM conformance checker scim2-tester (PyPI, pinned in
 #      tests/conformance/requirements.txt) against a live server with an empty tenant.
@@ -56,6 +57,8 @@ pg_up
 trap pg_down EXIT
 
 cargo test --workspace --locked
+# The end-to-end suite again with every server on PostgreSQL (a database of its own each).
+MW_BACKEND=postgres cargo test --locked -p mapwright --test all
 # The criterion-free benches (host/benches) are not built by `cargo test`; compile them (dev
 # profile, against the same build) so a change cannot leave them broken.
 cargo test --workspace --locked --benches --no-run

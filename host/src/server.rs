@@ -91,7 +91,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "serving");
-        let purger = tokio::spawn(purge_loop(self.state.clone(), self.purge_every, self.change_retention_secs));
+        let purger = tokio::spawn(purge_loop(self.state.clone(), self.store.clone(), self.purge_every, self.change_retention_secs));
         // Delivery runs beside the requests, never in their path.
         let engine = self.state.delivery.clone().map(crate::service::delivery::engine::DeliveryEngine::start);
         let store = self.store;
@@ -117,11 +117,16 @@ impl Server {
 
 /// Purges soft-deleted directory entries whose retention has ended, and changes older than
 /// the change feed keeps.
-async fn purge_loop(state: Arc<AppState>, every: std::time::Duration, change_retention_secs: u64) {
+/// One replica purges at a time (a lease that outlives a few rounds).
+async fn purge_loop(state: Arc<AppState>, store: AppStore, every: std::time::Duration, change_retention_secs: u64) {
+    let mut lease = crate::service::lease::Lease::new("purge", (every * 3).max(std::time::Duration::from_secs(30)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !lease.hold(&store).await {
+            continue;
+        }
         match state.admin.purge(change_retention_secs).await {
             Ok((0, 0)) => {}
             Ok((entries, changes)) => tracing::info!(entries, changes, "purged deleted entries and change-feed entries past their retention"),

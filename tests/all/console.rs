@@ -200,7 +200,7 @@ fn an_operator_signs_in_creates_a_connection_sees_its_user_and_previews_a_change
     assert_eq!(entra.get("/Users").status, 200, "the previous token works during the overlap");
 
     // A candidate version lowercases usernames: the preview shows what it would change.
-    let file = s.db().with_file_name("candidate.toml");
+    let file = s.dir.path().join("candidate.toml");
     std::fs::write(&file, "[[entry]]\nplugin = \"builtin:username\"\nconfig = { source = \"email\", local_part = true, case = \"lower\" }\n").unwrap();
     let out = s.cli(&["chain", "set", "acme", "okta", "--file", file.to_str().unwrap(), "--candidate", "--note", "lowercase"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

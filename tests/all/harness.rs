@@ -1,10 +1,18 @@
 //! Starts the real `mapwright` binary on 127.0.0.1:0 with its own data directory, provisions
 //! tenants and IdP connections through the real CLI, and talks to it over HTTP.
+//!
+//! The database is chosen per run: SQLite in the data directory, or with
+//! `MW_BACKEND=postgres` a database of its own for each server on the cluster at
+//! `MW_DATABASE_URL` (`scripts/test.sh` runs the suite both ways).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use mapwright::store::postgres::scratch::ScratchDb;
+use mapwright::store::sql::Sql;
 
 use reqwest::blocking::Client as Http;
 use reqwest::header::HeaderMap;
@@ -17,9 +25,92 @@ pub mod test_plugins {
     include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
 }
 
+/// Which database the servers of this run use.
+pub fn backend() -> &'static str {
+    match std::env::var("MW_BACKEND").as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("MW_BACKEND={other}: sqlite or postgres"),
+    }
+}
+
+/// A server's database: its SQLite file, or its scratch PostgreSQL database. Tests reach
+/// into it for what no API shows (damage, raw rows), through the store's own SQL interface.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(PathBuf),
+    Postgres(Arc<ScratchDb>),
+}
+
+impl Db {
+    fn new(dir: &Path) -> Db {
+        match backend() {
+            "postgres" => {
+                let url = std::env::var("MW_DATABASE_URL").expect("MW_BACKEND=postgres needs MW_DATABASE_URL (scripts/test.sh starts a cluster)");
+                Db::Postgres(Arc::new(ScratchDb::create(&url).unwrap()))
+            }
+            _ => Db::Sqlite(dir.join("mapwright.db")),
+        }
+    }
+
+    /// The flags that point the binary at it.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Db::Sqlite(_) => Vec::new(),
+            Db::Postgres(db) => vec!["--database-url".into(), db.url().to_string()],
+        }
+    }
+
+    /// Runs `f` on a plain connection to it (each statement its own transaction).
+    pub fn with<T>(&self, f: impl FnOnce(&dyn Sql) -> T) -> T {
+        match self {
+            Db::Sqlite(path) => f(&rusqlite::Connection::open(path).unwrap()),
+            Db::Postgres(db) => f(&mapwright::store::sql::postgres::PgConn::connect(db.url()).unwrap()),
+        }
+    }
+
+    /// Runs one statement; the error as the database said it.
+    pub fn execute(&self, sql: &str) -> Result<u64, String> {
+        self.with(|c| c.execute(sql, &[]).map_err(|e| format!("{e:#}")))
+    }
+
+    /// The first column of each row of `sql`, as text.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        self.with(|c| c.query(sql, &[]).unwrap().iter().map(|r| r.get::<String>(0).unwrap()).collect())
+    }
+
+    /// Everything stored, as bytes (the file, or every row of every table as text): for
+    /// tests that a secret is nowhere in it.
+    pub fn dump(&self) -> Vec<u8> {
+        match self {
+            Db::Sqlite(path) => std::fs::read(path).unwrap(),
+            Db::Postgres(_) => {
+                let tables = self.strings("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'");
+                let mut out = Vec::new();
+                for t in tables {
+                    for row in self.strings(&format!("SELECT CAST(t AS TEXT) FROM {t} t")) {
+                        out.extend_from_slice(row.as_bytes());
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The store over it, for reads through the store's API.
+    pub async fn store(&self) -> mapwright::store::SqlStore {
+        match self {
+            Db::Sqlite(path) => mapwright::store::SqlStore::sqlite(path, Default::default()).unwrap(),
+            Db::Postgres(db) => mapwright::store::SqlStore::postgres(db.url(), Default::default(), false).await.unwrap(),
+        }
+    }
+}
+
 pub struct Server {
     child: Child,
     pub dir: tempfile::TempDir,
+    /// Its database.
+    pub database: Db,
     pub url: String,
     /// What the server printed before it started listening (connections, first tokens).
     pub banner: Vec<String>,
@@ -50,17 +141,26 @@ impl Server {
 
     /// Starts a server with extra configuration and environment variables.
     pub fn start_env(extra: &str, env: &[(&str, &str)]) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), extra, env)
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(dir.path());
+        Server::start_in(dir, db, extra, env)
     }
 
     /// Starts a server whose virtual address space is limited to `kib` KiB (`ulimit -v`).
     pub fn start_address_space_limited(extra: &str, kib: u64) -> Server {
-        Server::spawn(tempfile::tempdir().unwrap(), extra, &[("RUST_LOG", "warn")], Some(kib))
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(dir.path());
+        Server::spawn(dir, db, extra, &[("RUST_LOG", "warn")], Some(kib))
+    }
+
+    /// Starts another server on the same database (its own data directory): a replica.
+    pub fn replica(&self, extra: &str) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), self.database.clone(), extra, &[("RUST_LOG", "warn")])
     }
 
     /// Stops this server and starts another on the same data directory.
     pub fn restart(self, extra: &str) -> Server {
-        self.restart_after(extra, |_| {})
+        self.restart_after(extra, |_, _| {})
     }
 
     /// Kills this server with SIGKILL (no draining, no closing) and starts another on the same
@@ -69,23 +169,24 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
+        Server::start_in(dir, self.database.clone(), extra, &[("RUST_LOG", "warn")])
     }
 
-    /// Stops this server, lets `meddle` change its data directory, and starts another on it.
-    pub fn restart_after(mut self, extra: &str, meddle: impl FnOnce(&Path)) -> Server {
+    /// Stops this server, lets `meddle` change its data directory and database, and starts
+    /// another on them.
+    pub fn restart_after(mut self, extra: &str, meddle: impl FnOnce(&Path, &Db)) -> Server {
         let status = self.terminate();
         assert!(status.success(), "exit {status:?}; log: {}", self.log());
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        meddle(dir.path());
-        Server::start_in(dir, extra, &[("RUST_LOG", "warn")])
+        meddle(dir.path(), &self.database);
+        Server::start_in(dir, self.database.clone(), extra, &[("RUST_LOG", "warn")])
     }
 
-    fn start_in(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)]) -> Server {
-        Server::spawn(dir, extra, env, None)
+    fn start_in(dir: tempfile::TempDir, db: Db, extra: &str, env: &[(&str, &str)]) -> Server {
+        Server::spawn(dir, db, extra, env, None)
     }
 
-    fn spawn(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)], address_space_kib: Option<u64>) -> Server {
+    fn spawn(dir: tempfile::TempDir, database: Db, extra: &str, env: &[(&str, &str)], address_space_kib: Option<u64>) -> Server {
         let cfg = config_file(dir.path(), extra);
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut command = match address_space_kib {
@@ -97,7 +198,9 @@ impl Server {
             }
         };
         let mut child = command
-            .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "serve"])
+            .args(["--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap()])
+            .args(database.args())
+            .arg("serve")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -115,18 +218,20 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, dir, url, banner }
+        Server { child, dir, database, url, banner }
     }
 
-    /// Runs the CLI against this server's data directory.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+    /// The binary, pointed at this server's configuration, data directory and database.
+    pub fn command(&self) -> Command {
         let cfg = self.dir.path().join("mapwright.toml");
-        Command::new(BIN)
-            .args(["--config", cfg.to_str().unwrap(), "--data-dir", self.dir.path().to_str().unwrap()])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        let mut c = Command::new(BIN);
+        c.args(["--config", cfg.to_str().unwrap(), "--data-dir", self.dir.path().to_str().unwrap()]).args(self.database.args()).env("RUST_LOG", "warn");
+        c
+    }
+
+    /// Runs the CLI against this server's data directory and database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().unwrap()
     }
 
     /// A client for a connection declared in the configuration, with the token from the banner.
@@ -168,8 +273,9 @@ impl Server {
         }
     }
 
-    pub fn db(&self) -> PathBuf {
-        self.dir.path().join("mapwright.db")
+    /// Its database.
+    pub fn db(&self) -> Db {
+        self.database.clone()
     }
 
     /// Creates (if needed) `tenant` and a new IdP connection, and returns a client for it.
@@ -339,11 +445,11 @@ pub fn enc(s: &str) -> String {
 }
 
 /// The directory entry (after rules) of a userName, read through the store API.
-pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwright::model::DirectoryEntry> {
+pub fn directory_entry(db: &Db, tenant: &str, user_name: &str) -> Option<mapwright::model::DirectoryEntry> {
     use mapwright::store::{DirectoryStore, TenantStore};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store = mapwright::store::SqlStore::sqlite(db, Default::default()).unwrap();
+        let store = db.store().await;
         let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
         store.directory_entry(t.id, user_name).await.unwrap()
     })
@@ -351,11 +457,11 @@ pub fn directory_entry(db: &Path, tenant: &str, user_name: &str) -> Option<mapwr
 
 /// The directory entry an IdP user maps to (by the user's SCIM id, any connection), read
 /// from the database file.
-pub fn directory_entry_of(db: &Path, tenant: &str, user_id: &str) -> Option<mapwright::model::DirectoryEntry> {
+pub fn directory_entry_of(db: &Db, tenant: &str, user_id: &str) -> Option<mapwright::model::DirectoryEntry> {
     use mapwright::store::{DirectoryStore, TenantStore};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store = mapwright::store::SqlStore::sqlite(db, Default::default()).unwrap();
+        let store = db.store().await;
         let t = store.list_tenants().await.unwrap().into_iter().find(|t| t.name == tenant).unwrap();
         for idp in store.list_idps(Some(&t.name)).await.unwrap() {
             if let Some(e) = store.entry_of_user(&idp, user_id).await.unwrap() {

@@ -139,9 +139,7 @@ fn the_sandbox_grants_no_files_sockets_environment_clock_or_entropy() {
     // The hostile plugin tries each WASI way out and writes what it got into the userName
     // the directory stores (the IdP's own view keeps what it sent).
     let mapped = || -> Vec<String> {
-        let db = rusqlite::Connection::open(s.db()).unwrap();
-        let mut q = db.prepare("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%' ORDER BY id").unwrap();
-        q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        s.db().strings("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%' ORDER BY id")
     };
     let first = evil.post("/Users", &json!({"userName": "evil-snoop"}));
     assert_eq!(first.status, 201, "{}", first.body);
@@ -154,7 +152,6 @@ fn the_sandbox_grants_no_files_sockets_environment_clock_or_entropy() {
     let s = s.restart(&config());
     let again = evil.rebased(&s).post("/Users", &json!({"userName": "evil-snoop"}));
     assert_eq!(again.status, 201, "{}", again.body);
-    let db = rusqlite::Connection::open(s.db()).unwrap();
-    let names: Vec<String> = db.prepare("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%'").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let names = s.db().strings("SELECT user_name FROM entries WHERE user_name LIKE 'fs-%'");
     assert!(!names.is_empty() && names.iter().all(|u| *u == got[0]), "{names:?} vs {got:?}");
 }

@@ -25,6 +25,7 @@ mod matching;
 mod ops;
 mod ownership;
 mod recreate;
+mod replicas;
 mod plugins;
 mod rules;
 mod scope;

@@ -39,11 +39,7 @@ fn sigterm_stops_cleanly_and_acknowledged_writes_persist() {
     let id = c.user("durable@acme.com");
     assert!(s.terminate().success());
     // A new server on the same data directory sees the acknowledged write.
-    let cfg = s.dir.path().join("mapwright.toml");
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--data-dir", s.dir.path().to_str().unwrap(), "idp", "list"])
-        .output()
-        .unwrap();
+    let out = s.command().args(["idp", "list"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("acme/okta"));
     let entry = crate::harness::directory_entry(&s.db(), "acme", "durable@acme.com").unwrap();
     assert!(entry.active);

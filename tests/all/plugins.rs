@@ -241,7 +241,8 @@ fn embedded_example_tenant_with_sample_payloads() {
     };
     let okta = crate::harness::Client::new(format!("{url}/scim/v2/acme/okta"), token("okta"));
     let entra = crate::harness::Client::new(format!("{url}/scim/v2/acme/entra"), token("entra"));
-    let db = dir.path().join("mapwright.db");
+    // The embedded default is SQLite whatever the run's backend (README's command).
+    let db = crate::harness::Db::Sqlite(dir.path().join("mapwright.db"));
 
     let jane = okta.post("/Users", &payload("okta-create-user.json"));
     assert_eq!(jane.status, 201, "{}", jane.body);

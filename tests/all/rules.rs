@@ -342,11 +342,9 @@ fn a_reapply_killed_halfway_resumes_and_finishes() {
     assert!(set(&s, &lower, "lower").status.success());
 
     // A slow re-apply (small batches, a pause between them), killed once it has progressed.
-    let cfg = s.dir.path().join("mapwright.toml");
-    let mut child = std::process::Command::new(crate::harness::BIN)
-        .args(["--config", cfg.to_str().unwrap(), "--data-dir", s.dir.path().to_str().unwrap()])
+    let mut child = s
+        .command()
         .args(["reapply", "acme", "okta", "--batch", "5", "--pause-ms", "100"])
-        .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -546,11 +544,11 @@ fn rules_that_no_longer_load_fail_writes_instead_of_mapping_without_them() {
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().unwrap();
     assert_eq!((body["status"].as_str(), body["chains"]["loaded"].as_u64()), (Some("ready"), Some(1)), "{body}");
+    assert_eq!((body["store"]["status"].as_str(), body["store"]["backend"].as_str()), (Some("ok"), Some(crate::harness::backend())), "{body}");
     let id = okta.post("/Users", &json!({"userName": "kept@acme.example"})).id();
     // Damage the stored plugin and drop the compiled artifacts, then restart.
-    let s = s.restart_after(TENANT, |dir| {
-        let db = rusqlite::Connection::open(dir.join("mapwright.db")).unwrap();
-        db.execute("UPDATE plugins SET bytes = x'0061736d'", []).unwrap();
+    let s = s.restart_after(TENANT, |dir, db| {
+        db.with(|c| c.execute("UPDATE plugins SET bytes = ?1", &[&b"\0asm".to_vec()])).unwrap();
         let _ = std::fs::remove_dir_all(dir.join("plugin-cache"));
     });
     let okta = okta.rebased(&s);

@@ -891,15 +891,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the configured store: PostgreSQL when a URL is set, else the SQLite file.
 async fn open_store(cfg: &Config, migrate: bool) -> anyhow::Result<SqlStore> {
     match &cfg.store.url {
-        Some(url) => {
-            if std::env::var_os(crate::secrets::KEY_ENV).is_none() {
-                tracing::warn!(
-                    "{} is not set: secrets are sealed with a key in this replica's data directory, which other replicas cannot open; give every replica the same key",
-                    crate::secrets::KEY_ENV
-                );
-            }
-            SqlStore::postgres(url, cfg.store.pg_options(), migrate).await.context("opening the PostgreSQL store")
-        }
+        Some(url) => SqlStore::postgres(url, cfg.store.pg_options(), migrate).await.context("opening the PostgreSQL store"),
         None => SqlStore::sqlite(&cfg.server.db_path(), cfg.server.durability).context("opening the store"),
     }
 }

@@ -74,6 +74,12 @@ pub(super) async fn serve(ctx: Ctx) -> anyhow::Result<()> {
     let delivery = Arc::new(ctx.delivery_with(rules.clone())?);
     let srv = server::Server::bind_with(&ctx.cfg.server, ctx.store.clone(), rules.registry().clone(), guard).await?.with_rules(rules.clone()).with_delivery(delivery);
     let public = srv.public_url().to_string();
+    if ctx.store.backend() == crate::store::Backend::Postgres && std::env::var_os(crate::secrets::KEY_ENV).is_none() {
+        tracing::warn!(
+            "{} is not set: target secrets are sealed with a key in this replica's data directory, which other replicas cannot open; give every replica the same key",
+            crate::secrets::KEY_ENV
+        );
+    }
     println!("Mapwright {}", env!("CARGO_PKG_VERSION"));
     println!("  database: {}", ctx.cfg.store.describe(&ctx.cfg.server));
     for s in &seeded {

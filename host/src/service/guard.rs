@@ -6,9 +6,10 @@
 //! The guard is configured apart from the rule chains on purpose: a rule change cannot
 //! switch it off.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::store::{GuardStore, StoreResult};
 
 /// One connection's guard.
 #[derive(Debug, Clone)]
@@ -55,14 +56,13 @@ pub enum Verdict {
     },
 }
 
-/// The guards of every connection, with their sliding windows (in memory: a restart gives
-/// every connection a fresh window).
+/// The guards of every connection. Their sliding windows are in the store
+/// ([`GuardStore`]): shared by every replica on one database, and kept across restarts.
 #[derive(Debug, Default)]
 pub struct Guard {
     policies: HashMap<i64, GuardPolicy>,
     /// For connections without a policy of their own.
     default: GuardPolicy,
-    windows: Mutex<HashMap<i64, VecDeque<Instant>>>,
 }
 
 impl Guard {
@@ -80,51 +80,38 @@ impl Guard {
         self.policies.get(&idp_id).unwrap_or(&self.default)
     }
 
-    /// How many more destructive operations the connection's window allows now (`None`: no
-    /// cap). For writes whose count is known only inside the store (membership removals).
-    pub fn remaining(&self, idp_id: i64) -> Option<u32> {
-        let p = self.policy(idp_id);
-        let max = p.max_destructive?;
-        let now = Instant::now();
-        let Ok(mut windows) = self.windows.lock() else { return Some(0) };
-        let w = windows.entry(idp_id).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) > p.window) {
-            w.pop_front();
-        }
-        Some(max.saturating_sub(w.len() as u32))
+    fn window_ms(p: &GuardPolicy) -> i64 {
+        i64::try_from(p.window.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Counts `n` destructive operations that went ahead.
-    pub fn spend(&self, idp_id: i64, n: u32) {
-        if n == 0 || self.policy(idp_id).max_destructive.is_none() {
-            return;
-        }
-        if let Ok(mut windows) = self.windows.lock() {
-            let w = windows.entry(idp_id).or_default();
-            let now = Instant::now();
-            w.extend(std::iter::repeat_n(now, n as usize));
-        }
+    /// How many more destructive operations the connection's window allows now (`None`: no
+    /// cap). For writes whose count is known only inside the store (membership removals).
+    pub async fn remaining<S: GuardStore>(&self, store: &S, idp_id: i64) -> StoreResult<Option<u32>> {
+        let p = self.policy(idp_id);
+        let Some(max) = p.max_destructive else { return Ok(None) };
+        Ok(Some(store.guard_free(idp_id, max, Self::window_ms(p)).await?))
+    }
+
+    /// Counts `n` destructive operations that went ahead (within what [`Self::remaining`]
+    /// allowed).
+    pub async fn spend<S: GuardStore>(&self, store: &S, idp_id: i64, n: u32) -> StoreResult<()> {
+        let p = self.policy(idp_id);
+        let Some(max) = p.max_destructive else { return Ok(()) };
+        store.guard_take(idp_id, n, max, Self::window_ms(p)).await.map(|_| ())
     }
 
     /// Judges a destructive operation on a user known by these names, and counts it if
     /// it goes ahead.
-    pub fn check(&self, idp_id: i64, names: &[&str]) -> Verdict {
+    pub async fn check<S: GuardStore>(&self, store: &S, idp_id: i64, names: &[&str]) -> StoreResult<Verdict> {
         let p = self.policy(idp_id);
         if let Some(re) = p.protected.iter().find(|re| names.iter().any(|n| re.is_match(n))) {
-            return Verdict::Protected(re.as_str().to_string());
+            return Ok(Verdict::Protected(re.as_str().to_string()));
         }
-        let Some(max) = p.max_destructive else { return Verdict::Allow };
-        let now = Instant::now();
-        let Ok(mut windows) = self.windows.lock() else { return Verdict::Hold { max, window_secs: p.window.as_secs() } };
-        let w = windows.entry(idp_id).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) > p.window) {
-            w.pop_front();
-        }
-        if w.len() >= max as usize {
-            return Verdict::Hold { max, window_secs: p.window.as_secs() };
-        }
-        w.push_back(now);
-        Verdict::Allow
+        let Some(max) = p.max_destructive else { return Ok(Verdict::Allow) };
+        Ok(match store.guard_take(idp_id, 1, max, Self::window_ms(p)).await? {
+            0 => Verdict::Hold { max, window_secs: p.window.as_secs() },
+            _ => Verdict::Allow,
+        })
     }
 }
 
@@ -132,17 +119,30 @@ impl Guard {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::model::{IdpKind, NewIdp, RateLimit};
+    use crate::store::{SqlStore, TenantStore};
 
-    #[test]
-    fn caps_per_connection_and_protects_by_pattern() {
+    #[tokio::test]
+    async fn caps_per_connection_and_protects_by_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::sqlite(&dir.path().join("t.db"), Default::default()).unwrap();
+        store.create_tenant("t").await.unwrap();
+        let mut ids = Vec::new();
+        for name in ["a", "b"] {
+            ids.push(store.create_idp("t", NewIdp { name: name.into(), kind: IdpKind::Generic, rate: RateLimit::default(), settings: Default::default() }).await.unwrap().id);
+        }
         let p = GuardPolicy::new(Some(2), Duration::from_secs(60), &["^breakglass".into()]).unwrap();
-        let g = Guard::new(HashMap::from([(1, p)]));
-        assert_eq!(g.check(1, &["breakglass-admin", "x"]), Verdict::Protected("^breakglass".into()));
-        assert_eq!(g.check(1, &["a"]), Verdict::Allow);
-        assert_eq!(g.check(1, &["b"]), Verdict::Allow);
-        assert_eq!(g.check(1, &["c"]), Verdict::Hold { max: 2, window_secs: 60 });
+        let g = Guard::new(HashMap::from([(ids[0], p)]));
+        assert_eq!(g.check(&store, ids[0], &["breakglass-admin", "x"]).await.unwrap(), Verdict::Protected("^breakglass".into()));
+        assert_eq!(g.check(&store, ids[0], &["a"]).await.unwrap(), Verdict::Allow);
+        assert_eq!(g.remaining(&store, ids[0]).await.unwrap(), Some(1));
+        assert_eq!(g.check(&store, ids[0], &["b"]).await.unwrap(), Verdict::Allow);
+        assert_eq!(g.check(&store, ids[0], &["c"]).await.unwrap(), Verdict::Hold { max: 2, window_secs: 60 });
         // Protected principals are not counted; other connections have their own window.
-        assert_eq!(g.check(2, &["c"]), Verdict::Allow);
+        assert_eq!(g.check(&store, ids[1], &["c"]).await.unwrap(), Verdict::Allow);
+        // The window is the store's: a guard in another process (a replica) sees it spent.
+        let other = Guard::new(HashMap::from([(ids[0], GuardPolicy::new(Some(2), Duration::from_secs(60), &[]).unwrap())]));
+        assert_eq!(other.remaining(&store, ids[0]).await.unwrap(), Some(0));
         assert!(GuardPolicy::new(None, Duration::from_secs(1), &["(".into()]).is_err());
     }
 }

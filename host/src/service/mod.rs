@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod directory;
 pub mod examples;
 pub mod guard;
+pub mod lease;
 mod locks;
 pub mod reapply;
 pub mod rules;
@@ -139,6 +140,14 @@ impl Precondition {
     }
 }
 
+/// Counts destructive operations that went ahead. They are done: a failure to count them is
+/// logged, not the request's failure.
+pub(crate) async fn spend_guard<S: Store>(guard: &guard::Guard, store: &S, idp_id: i64, n: u32) {
+    if let Err(e) = guard.spend(store, idp_id, n).await {
+        tracing::warn!(idp_id, n, error = %e, "counting destructive operations in the guard's window failed");
+    }
+}
+
 impl<S: Store> Service<S> {
     /// The service over `store`, each connection mapped by its pipeline in `pipelines`.
     pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
@@ -160,7 +169,8 @@ impl<S: Store> Service<S> {
         let entry = self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
         let idp_name = body.get("userName").and_then(Value::as_str).unwrap_or_default();
         let names: Vec<&str> = entry.as_ref().map(|e| e.user_name.as_str()).into_iter().chain([idp_name]).collect();
-        Ok(match self.guard.check(idp.id, &names) {
+        let verdict = self.guard.check(&*self.store, idp.id, &names).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+        Ok(match verdict {
             guard::Verdict::Allow => true,
             guard::Verdict::Protected(pattern) => {
                 tracing::warn!(idp = %idp.name, user = id, %pattern, "protected principal: deprovisioning refused");
@@ -463,13 +473,13 @@ impl<S: Store> Service<S> {
                 };
                 self.member_rules(&*pipeline, idp, Some(id), &targets, &members, &mut why).await?
             };
-            let budget = self.guard.remaining(idp.id);
+            let budget = self.guard.remaining(&*self.store, idp.id).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
             let update = GroupUpdate { expected_version: cur.meta.version, attributes: w, members, rules, removal_budget: budget };
             match self.store.update_group(idp, id, update, call.audit(op, why)).await {
                 Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
                 r => {
                     let (g, removed) = r.map_err(|e| store_error(ResourceKind::Group, id, e))?;
-                    self.guard.spend(idp.id, removed);
+                    spend_guard(&self.guard, &*self.store, idp.id, removed).await;
                     note_skipped(idp, &g);
                     self.rescope(call, &*pipeline, &g.moved).await?;
                     return Ok(g);
@@ -570,9 +580,9 @@ impl<S: Store> Service<S> {
             }
             false => None,
         };
-        let budget = self.guard.remaining(idp.id);
+        let budget = self.guard.remaining(&*self.store, idp.id).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
         let removed = self.store.delete_group(idp, id, expected, budget, call.audit(Operation::Delete, Vec::new())).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
-        self.guard.spend(idp.id, removed);
+        spend_guard(&self.guard, &*self.store, idp.id, removed).await;
         Ok(())
     }
 }

@@ -257,7 +257,7 @@ impl<S: Store> Service<S> {
                     let mut why = Vec::new();
                     super::keep_decisions("group", decisions, &mut why);
                     let audit = Self::reapply_audit(pipeline, opts, "reapply", request_id, why);
-                    let removal_budget = if opts.guarded { self.guard.remaining(idp.id) } else { None };
+                    let removal_budget = if opts.guarded { guarded_budget(&self.guard, &*self.store, idp.id).await } else { None };
                     writes.push(ReapplyGroup { pk: *pk, id: g.meta.id.clone(), targets, removal_budget, audit });
                 }
                 Err(e) => refusals.push(refused("Group", &g.meta.id, name, e.to_string())),
@@ -407,7 +407,7 @@ impl<S: Store> Service<S> {
                 let mode = ReapplyMode::Job { id: job.id, cursor, refused: refusals.len() as i64 };
                 let outcomes = self.store.reapply_groups(idp, writes, mode).await.map_err(err)?;
                 let revoked: u64 = outcomes.iter().filter_map(|o| o.changes.get("revoked").and_then(Value::as_u64)).sum();
-                self.guard.spend(idp.id, revoked as u32);
+                super::spend_guard(&self.guard, &*self.store, idp.id, revoked as u32).await;
                 report.absorb(outcomes);
                 report.absorb(refusals);
                 job = self.store.reapply_job(idp.id).await.map_err(err)?.ok_or_else(|| ScimError::internal("the re-apply job vanished"))?;
@@ -427,7 +427,14 @@ impl<S: Store> Service<S> {
     pub fn schedule_reapply(self: std::sync::Arc<Self>, idp: IdpConnection, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let opts = PassOptions { pause: Duration::from_millis(10), actor: "system:schedule".into(), ..Default::default() };
+            // One replica runs a connection's schedule; a run longer than the lease may meet
+            // another replica's (re-applying is idempotent: the same rules, the same result).
+            let mut lease = super::lease::Lease::new(format!("reapply:{}", idp.id), every.max(Duration::from_secs(60)));
             loop {
+                if !lease.hold(&*self.store).await {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
                 let last = self.store.reapply_job(idp.id).await.ok().flatten();
                 let (resume, wait) = match &last {
                     Some(j) if j.finished.is_none() => (true, Duration::ZERO),
@@ -448,5 +455,17 @@ impl<S: Store> Service<S> {
                 }
             }
         })
+    }
+}
+
+/// The guard's budget for a guarded re-apply's membership removals; none when the window
+/// cannot be read (fail closed: nothing removed rather than past the cap).
+async fn guarded_budget<S: Store>(guard: &super::guard::Guard, store: &S, idp_id: i64) -> Option<u32> {
+    match guard.remaining(store, idp_id).await {
+        Ok(budget) => budget,
+        Err(e) => {
+            tracing::warn!(idp_id, error = %e, "reading the guard's window failed; removing no memberships");
+            Some(0)
+        }
     }
 }

@@ -2,10 +2,10 @@
 //! concern ([`super::logic`]), as a read (one snapshot) or a write (one transaction).
 
 use super::SqlStore;
-use super::logic::{approvals, connections, delivery, directory, drift, entries, explain, groups, held, lifecycle, local, reapply, rules, shapes, users};
+use super::logic::{approvals, connections, delivery, directory, drift, entries, explain, groups, guard_window, held, leases, lifecycle, local, reapply, rules, shapes, users};
 use crate::model::*;
 use crate::scim::list::ListQuery;
-use crate::store::{DeliveryStore, DirectoryStore, FeedStore, IdpViewStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
+use crate::store::{DeliveryStore, DirectoryStore, FeedStore, GuardStore, IdpViewStore, LeaseStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
 
 impl TenantStore for SqlStore {
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
@@ -234,6 +234,37 @@ impl RecordStore for SqlStore {
     async fn drift(&self, idp: &IdpConnection) -> StoreResult<DriftReport> {
         let idp = idp.clone();
         self.read(move |c| drift::report(c, &idp)).await
+    }
+}
+
+/// Wall-clock milliseconds: the guard's windows are compared across replicas.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl GuardStore for SqlStore {
+    async fn guard_take(&self, idp_id: i64, n: u32, max: u32, window_ms: i64) -> StoreResult<u32> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let now = now_ms();
+        self.write(move |t| guard_window::take(t, idp_id, n, max, window_ms, now)).await
+    }
+    async fn guard_free(&self, idp_id: i64, max: u32, window_ms: i64) -> StoreResult<u32> {
+        let now = now_ms();
+        self.read(move |c| guard_window::free(c, idp_id, max, window_ms, now)).await
+    }
+}
+
+impl LeaseStore for SqlStore {
+    async fn lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let now = now_ms();
+        self.write(move |t| leases::acquire(t, &name, &holder, now, ttl_ms)).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write(move |t| leases::release(t, &name, &holder)).await
     }
 }
 

@@ -210,6 +210,23 @@ pub trait RecordStore: Send + Sync + 'static {
     fn drift(&self, idp: &IdpConnection) -> impl Future<Output = StoreResult<DriftReport>> + Send;
 }
 
+/// The guards' windows of destructive operations, shared by every process on the database.
+pub trait GuardStore: Send + Sync + 'static {
+    /// Takes up to `n` of the `max` slots a connection's window of `window_ms` has free now;
+    /// returns how many it took.
+    fn guard_take(&self, idp_id: i64, n: u32, max: u32, window_ms: i64) -> impl Future<Output = StoreResult<u32>> + Send;
+    /// How many of the `max` slots a connection's window of `window_ms` has free now.
+    fn guard_free(&self, idp_id: i64, max: u32, window_ms: i64) -> impl Future<Output = StoreResult<u32>> + Send;
+}
+
+/// Leases on background work, so that one process of several on a database does it.
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms`; false while another holds it.
+    fn lease(&self, name: &str, holder: &str, ttl_ms: i64) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Lets go of the lease `name` if `holder` has it.
+    fn release_lease(&self, name: &str, holder: &str) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
 /// The change feed of the directory.
 pub trait FeedStore: Send + Sync + 'static {
     /// The tenant's directory changes after position `since`, oldest first, at most `limit`.
@@ -270,6 +287,6 @@ pub trait DeliveryStore: Send + Sync + 'static {
 }
 
 /// Every concern of storage: what the services are given.
-pub trait Store: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore {}
+pub trait Store: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore + GuardStore + LeaseStore {}
 
-impl<T: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore> Store for T {}
+impl<T: TenantStore + IdpViewStore + DirectoryStore + RuleStore + ReapplyStore + RecordStore + FeedStore + DeliveryStore + GuardStore + LeaseStore> Store for T {}

@@ -16,6 +16,11 @@ use crate::store::Store;
 /// How often the engine looks for changes to the targets.
 const POLL: Duration = Duration::from_millis(250);
 
+/// How long a replica that stopped renewing keeps the delivery lease: another replica takes
+/// the targets over after at most this (deliveries are at least once: a target may get an
+/// event twice around a takeover, with the same id).
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
 struct Running {
     fingerprint: String,
     stop: watch::Sender<bool>,
@@ -48,7 +53,19 @@ async fn supervise<S: Store>(service: Arc<DeliveryService<S>>, mut stopped: watc
     let (reload, _) = watch::channel(0u64);
     let mut running: HashMap<i64, Running> = HashMap::new();
     let mut seen_epoch = None;
+    // One replica delivers: two delivering one target would send each event twice.
+    let mut lease = crate::service::lease::Lease::new("delivery", LEASE_TTL);
     loop {
+        if !lease.hold(&*store).await {
+            for (_, r) in running.drain() {
+                stop_worker(r).await;
+            }
+            seen_epoch = None;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => continue,
+                _ = stopped.changed() => break,
+            }
+        }
         let epoch = store.delivery_epoch().await.ok();
         // A worker that ended on its own (it should not) is started again.
         let ended: Vec<i64> = running.iter().filter(|(_, r)| r.handle.is_finished()).map(|(id, _)| *id).collect();
@@ -97,6 +114,7 @@ async fn supervise<S: Store>(service: Arc<DeliveryService<S>>, mut stopped: watc
     for (_, r) in running.drain() {
         stop_worker(r).await;
     }
+    lease.release(&*store).await;
 }
 
 async fn stop_worker(r: Running) {

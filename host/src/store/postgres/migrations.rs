@@ -8,7 +8,7 @@ use crate::store::sql::Sql as _;
 use crate::store::sql::postgres::PgConn;
 use crate::store::{StoreError, StoreResult};
 
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("m2_guard_leases.sql")];
 
 /// The advisory lock migrating processes take, so that replicas starting together migrate
 /// once (the number is arbitrary and only has to be Mapwright's own).

@@ -16,6 +16,7 @@ pub mod scratch;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fallible_iterator::FallibleIterator as _;
 use postgres::IsolationLevel;
 use tokio::sync::{Semaphore, watch};
 
@@ -87,6 +88,7 @@ impl PgStore {
         // Fail now, not on the first request, when the database cannot be reached.
         let conn = store.new_conn()?;
         store.give_back(conn);
+        listen_for_changes(Arc::downgrade(&store.inner));
         Ok(store)
     }
 
@@ -173,6 +175,8 @@ impl PgStore {
             .await;
         crate::metrics::get().store_write(started.elapsed().as_secs_f64());
         if out.is_ok() && commit {
+            // One write, one commit (SQLite's writer commits several together).
+            crate::metrics::get().store_commit(1);
             self.inner.committed.send_modify(|n| *n = n.wrapping_add(1));
         }
         out
@@ -209,6 +213,51 @@ fn drop_off_async(conns: Vec<PgConn>) {
         let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(conns));
     } else {
         drop(conns);
+    }
+}
+
+/// The channel the feed trigger notifies at every commit that adds a change.
+const CHANGES_CHANNEL: &str = "mapwright_changes";
+
+/// Ticks the store's commit signal when any replica commits a change, so that feed long
+/// polls and delivery workers here wake for writes made elsewhere. One connection LISTENs on
+/// a thread of its own, reconnecting after a failure; the thread ends with the store.
+fn listen_for_changes(inner: std::sync::Weak<Inner>) {
+    let spawned = std::thread::Builder::new().name("pg-listen".into()).spawn(move || {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let Some(url) = inner.upgrade().map(|i| i.url.clone()) else { return };
+            let listened = (|| -> Result<(), postgres::Error> {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+                client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+                loop {
+                    let mut woke = false;
+                    let mut notifications = client.notifications();
+                    let mut it = notifications.timeout_iter(Duration::from_secs(1));
+                    while it.next()?.is_some() {
+                        woke = true;
+                    }
+                    let Some(inner) = inner.upgrade() else { return Ok(()) };
+                    if woke {
+                        inner.committed.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+            })();
+            match listened {
+                Ok(()) => return,
+                Err(e) => {
+                    if inner.upgrade().is_none() {
+                        return;
+                    }
+                    tracing::warn!(error = %crate::store::sql::postgres::PgError(e), "listening for changes from other replicas failed; reconnecting");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start listening for changes from other replicas");
     }
 }
 

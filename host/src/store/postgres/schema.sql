@@ -330,6 +330,9 @@ BEGIN
         RETURNING seq INTO position;
     INSERT INTO changes (tenant_id, seq, at, kind, entry_uid, user_name, active, attributes, group_uid, group_name)
         VALUES (tenant, position, mw_now(), kind, entry_uid, user_name, active, attributes, group_uid, group_name);
+    -- Every replica listens: a feed reader or delivery worker waiting on another replica
+    -- wakes at this commit (PostgreSQL sends it once per transaction and channel payload).
+    PERFORM pg_notify('mapwright_changes', tenant::text);
 END $$;
 
 -- An entry appears (created, or restored from a soft delete), changes, or disappears

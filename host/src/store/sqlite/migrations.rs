@@ -505,6 +505,20 @@ const MIGRATIONS: &[&str] = &[
         UNION ALL SELECT 'users', 'users_display', '1000000 100000 2'
         UNION ALL SELECT 'users', 'users_entry', '1000000 1';
 "#,
+    // 19: the guards' windows of destructive operations, in the database: shared by every
+    // process on it, and kept across restarts; leases giving background work to one process.
+    r#"
+CREATE TABLE guard_spends (
+    idp_id INTEGER NOT NULL REFERENCES idps(id) ON DELETE CASCADE,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX guard_spends_idp ON guard_spends(idp_id, at_ms);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// A migration that must run with foreign keys off (a table rebuild) starts with this line.

@@ -1,0 +1,159 @@
+//! Several replicas on one PostgreSQL database. These run in the PostgreSQL run of the suite
+//! (`MW_BACKEND=postgres`); an SQLite file belongs to one process, so the SQLite run has no
+//! replicas to start and says so.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Client, Server, backend, directory_entry};
+
+const TENANT: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+guard = { max_destructive = 3, window_secs = 3600 }
+"#;
+
+/// Two servers on one database, and the connection's client for each.
+fn two_replicas() -> Option<(Server, Server, Client, Client)> {
+    if backend() != "postgres" {
+        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+        return None;
+    }
+    let a = Server::start_with(TENANT);
+    let b = a.replica(TENANT);
+    let okta_a = a.declared("acme", "okta");
+    let okta_b = okta_a.rebased(&b);
+    Some((a, b, okta_a, okta_b))
+}
+
+#[test]
+fn racing_creates_on_two_replicas_make_one_entry() {
+    let Some((a, _b, okta_a, okta_b)) = two_replicas() else { return };
+    for round in 0..12 {
+        let name = format!("race{round}@acme.com");
+        let racers: Vec<_> = [okta_a.clone(), okta_b.clone()]
+            .into_iter()
+            .map(|c| {
+                let name = name.clone();
+                std::thread::spawn(move || c.post("/Users", &json!({"userName": name})).status)
+            })
+            .collect();
+        let mut statuses: Vec<u16> = racers.into_iter().map(|h| h.join().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}: one create, one conflict");
+        let listed = okta_a.get(&format!("/Users?filter={}", crate::harness::enc(&format!("userName eq \"{name}\"")))).body["totalResults"].as_u64();
+        assert_eq!(listed, Some(1), "round {round}");
+        assert!(directory_entry(&a.db(), "acme", &name).is_some());
+    }
+}
+
+#[test]
+fn the_guard_window_is_the_connections_not_each_replicas() {
+    let Some((a, _b, okta_a, okta_b)) = two_replicas() else { return };
+    let ids: Vec<String> = (0..6).map(|i| okta_a.user(&format!("g{i}@acme.com"))).collect();
+    // Deactivations alternate between the replicas: the cap of 3 counts them all.
+    for (i, id) in ids.iter().enumerate() {
+        let c = if i % 2 == 0 { &okta_a } else { &okta_b };
+        let r = c.patch(&format!("/Users/{id}"), json!([{"op": "replace", "value": {"active": false}}]));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let active: Vec<bool> = (0..6).map(|i| directory_entry(&a.db(), "acme", &format!("g{i}@acme.com")).unwrap().active).collect();
+    assert_eq!(active, [false, false, false, true, true, true], "three went ahead, the rest are held");
+    let held = a.cli(&["held", "list", "acme", "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&held.stdout).unwrap().as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_follower_on_one_replica_sees_every_write_made_on_the_other_once_in_order() {
+    let Some((a, b, okta_a, _okta_b)) = two_replicas() else { return };
+    let token = {
+        let r = a.admin(&a.admin_token()).post("/tenants/acme/tokens", &json!({"name": "app"}));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["token"].as_str().unwrap().to_string()
+    };
+    let dir = Client::new(format!("{}/directory/v1/acme", b.url), token);
+    let start = dir.get("/changes").body["cursor"].as_str().unwrap().to_string();
+    // A long poll on B wakes for a write on A (PostgreSQL notifies every replica).
+    let waiting = {
+        let dir = dir.clone();
+        let head = start.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (dir.get(&format!("/changes?since={head}&wait=20")), t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    okta_a.user("first@acme.com");
+    let (woke, after) = waiting.join().unwrap();
+    assert_eq!(woke.body["changes"][0]["user"]["userName"], "first@acme.com", "{}", woke.body);
+    assert!(after < Duration::from_secs(15), "woken by the other replica's write, not by the poll's end ({after:?})");
+    // Eight writers on A, a follower on B reading small pages meanwhile.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (dir, done) = (dir.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut seen, mut cursor) = (Vec::<Value>::new(), start);
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                loop {
+                    let r = dir.get(&format!("/changes?since={cursor}&limit=7"));
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    seen.extend(r.body["changes"].as_array().unwrap().iter().cloned());
+                    cursor = r.body["cursor"].as_str().unwrap().to_string();
+                    if !r.body["more"].as_bool().unwrap() {
+                        break;
+                    }
+                }
+                if finished {
+                    return seen;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let okta = okta_a.clone();
+            std::thread::spawn(move || (0..15).map(|i| okta.user(&format!("w{w}.u{i}@acme.com"))).count())
+        })
+        .collect();
+    let written: usize = writers.into_iter().map(|h| h.join().unwrap()).sum::<usize>() + 1;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = follower.join().unwrap();
+    let created: Vec<&str> = seen.iter().filter(|c| c["type"] == "user.created").map(|c| c["user"]["userName"].as_str().unwrap()).collect();
+    let distinct: HashSet<&str> = created.iter().copied().collect();
+    assert_eq!((created.len(), distinct.len()), (written, written), "every create exactly once");
+    let positions: Vec<u64> = seen.iter().map(|c| c["cursor"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+#[test]
+fn a_chain_activated_elsewhere_serves_on_every_replica() {
+    let Some((a, b, okta_a, okta_b)) = two_replicas() else { return };
+    let file = a.dir.path().join("lower.toml");
+    std::fs::write(&file, "[[entry]]\nplugin = \"builtin:username\"\nconfig = { local_part = true, case = \"lower\" }\n").unwrap();
+    let out = a.cli(&["chain", "set", "acme", "okta", "--file", file.to_str().unwrap(), "--note", "lower"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, c) in [("a", &okta_a), ("b", &okta_b)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut i = 0;
+        loop {
+            let r = c.post("/Users", &json!({"userName": format!("{name}.User{i}@Acme.com")}));
+            assert_eq!(r.status, 201, "{}", r.body);
+            if r.header("x-mapwright-rules") == Some("1") {
+                // The request that says version 1 was mapped by it, whole.
+                assert!(directory_entry(&b.db(), "acme", &format!("{name}.user{i}")).is_some(), "replica {name}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica {name} never ran the new version");
+            i += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
