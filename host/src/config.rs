@@ -126,6 +126,18 @@ pub struct ServerConfig {
     /// How long the directory change feed keeps a change, in seconds (default 30 days); an
     /// application whose cursor is older lists the directory again.
     pub change_retention_secs: u64,
+    /// `[server.tls]`: serve HTTPS with these files (none: plain HTTP, e.g. behind a proxy).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the certificate and key, PEM files, read again when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate and its chain (relative paths: from the configuration file).
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +151,7 @@ impl Default for ServerConfig {
             durability: Durability::Process,
             purge_interval_secs: 300,
             change_retention_secs: 30 * 24 * 3600,
+            tls: None,
         }
     }
 }
@@ -272,6 +285,10 @@ impl Config {
                 let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
                 let mut c = Config::parse(&text, &p.display().to_string())?;
                 c.base_dir = p.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+                if let Some(tls) = &mut c.server.tls {
+                    tls.cert_file = c.base_dir.join(&tls.cert_file);
+                    tls.key_file = c.base_dir.join(&tls.key_file);
+                }
                 Ok(c)
             }
             None => Config::parse(EMBEDDED_DEFAULT, "(embedded example)"),

@@ -17,6 +17,7 @@ use crate::service::guard::Guard;
 /// A bound server, ready to serve.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    tls: Option<http::tls::TlsFiles>,
     state: Arc<AppState>,
     addr: SocketAddr,
     purge_every: std::time::Duration,
@@ -35,7 +36,8 @@ impl Server {
     pub async fn bind_with(cfg: &ServerConfig, store: AppStore, pipelines: Arc<dyn PipelineRegistry>, guard: Arc<Guard>) -> anyhow::Result<Server> {
         let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
-        let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_string();
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")).trim_end_matches('/').to_string();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let shared = Arc::new(store.clone());
         let state = Arc::new(AppState {
@@ -51,8 +53,13 @@ impl Server {
             stopping,
             backend: store.backend(),
         });
+        let tls = cfg.tls.as_ref().map(|t| http::tls::TlsFiles { cert: t.cert_file.clone(), key: t.key_file.clone() });
+        if let Some(files) = &tls {
+            http::tls::check(files)?;
+        }
         Ok(Server {
             listener,
+            tls,
             state,
             addr,
             purge_every: std::time::Duration::from_secs(cfg.purge_interval_secs.max(1)),
@@ -101,7 +108,14 @@ impl Server {
             // Long polls see this and answer, so draining is not held up by them.
             stop.send_replace(true);
         };
-        let served = axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await;
+        let router = http::router(self.state);
+        let served = match self.tls {
+            Some(files) => match http::tls::TlsListener::start(self.listener, files) {
+                Ok(listener) => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
+                Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
+            },
+            None => axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await,
+        };
         purger.abort();
         let _ = purger.await;
         if let Some(engine) = engine {

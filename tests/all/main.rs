@@ -31,4 +31,5 @@ mod rules;
 mod scope;
 mod shaping;
 mod signin;
+mod tls;
 mod users;

@@ -10,6 +10,7 @@ mod discovery;
 pub mod ratelimit;
 mod resources;
 pub mod response;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
