@@ -163,6 +163,12 @@ impl Server {
         self.restart_after(extra, |_, _| {})
     }
 
+    /// Kills this server with SIGKILL: no draining, no closing.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Kills this server with SIGKILL (no draining, no closing) and starts another on the same
     /// data directory: a crash.
     pub fn crash_and_restart(mut self, extra: &str) -> Server {

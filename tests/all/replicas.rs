@@ -157,3 +157,96 @@ fn a_chain_activated_elsewhere_serves_on_every_replica() {
         }
     }
 }
+
+/// Creates users through whichever replica answers, moving to the next on a connection error
+/// or a 5xx (a replica going down), as a load balancer with retries does. Returns the
+/// userNames acknowledged and the requests that never succeeded.
+fn write_through(replicas: &std::sync::Arc<std::sync::RwLock<Vec<Client>>>, prefix: &str, n: usize) -> (Vec<String>, Vec<String>) {
+    let (mut acknowledged, mut failed) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("{prefix}{i}@acme.com");
+        let mut done = false;
+        for attempt in 0..30 {
+            let c = {
+                let all = replicas.read().unwrap();
+                all[(i + attempt) % all.len()].clone()
+            };
+            match c.try_send("POST", "/Users", Some(&json!({"userName": name}))) {
+                // 409 on a retry: the attempt the failure hid was applied.
+                Some(r) if r.status == 201 || (r.status == 409 && attempt > 0) => {
+                    done = true;
+                    break;
+                }
+                Some(r) if r.status < 500 => panic!("{name}: {} {}", r.status, r.body),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        if done { acknowledged.push(name) } else { failed.push(name) }
+    }
+    (acknowledged, failed)
+}
+
+#[test]
+fn three_replicas_lose_nothing_to_a_kill_and_serve_through_a_rolling_restart() {
+    if backend() != "postgres" {
+        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+        return;
+    }
+    let a = Server::start_with(TENANT);
+    let okta = a.declared("acme", "okta");
+    let mut servers = vec![a];
+    for _ in 0..2 {
+        let r = servers[0].replica(TENANT);
+        servers.push(r);
+    }
+    let clients = std::sync::Arc::new(std::sync::RwLock::new(servers.iter().map(|s| okta.rebased(s)).collect::<Vec<_>>()));
+    let load = |phase: &'static str, n: usize| {
+        (0..4)
+            .map(|w| {
+                let clients = clients.clone();
+                std::thread::spawn(move || write_through(&clients, &format!("{phase}.w{w}.u"), n))
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Round robin over three, one killed with SIGKILL mid-load.
+    let writers = load("kill", 60);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(writers.iter().all(|w| !w.is_finished()), "the kill comes mid-load");
+    servers[1].kill();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        let (ok, failed) = w.join().unwrap();
+        assert!(failed.is_empty(), "requests no replica took: {failed:?}");
+        acknowledged.extend(ok);
+    }
+    let restarted = servers.remove(1).crash_and_restart(TENANT);
+    servers.insert(1, restarted);
+    clients.write().unwrap()[1] = okta.rebased(&servers[1]);
+
+    // A rolling restart of all three, under load.
+    let writers = load("roll", 400);
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        let old = servers.remove(i);
+        let new = old.restart(TENANT);
+        clients.write().unwrap()[i] = okta.rebased(&new);
+        servers.insert(i, new);
+    }
+    assert!(writers.iter().any(|w| !w.is_finished()), "the restarts all happened under load");
+    for w in writers {
+        let (ok, failed) = w.join().unwrap();
+        assert!(failed.is_empty(), "failed IdP requests during the rolling restart: {failed:?}");
+        acknowledged.extend(ok);
+    }
+
+    // Every acknowledged create is there once, and the IdP view matches the directory.
+    let db = servers[0].db();
+    for name in &acknowledged {
+        assert!(directory_entry(&db, "acme", name).is_some(), "{name} was acknowledged and lost");
+    }
+    let listed = clients.read().unwrap()[2].get("/Users?count=1").body["totalResults"].as_u64().unwrap();
+    assert_eq!(listed as usize, acknowledged.len(), "one IdP user per acknowledged create");
+    let entries = db.strings("SELECT CAST(count(*) AS TEXT) FROM entries");
+    assert_eq!(entries, [acknowledged.len().to_string()], "one directory entry per IdP user");
+}
