@@ -35,7 +35,7 @@ rate_per_second = 0
 "#;
 
 /// A directory token for `tenant`, made over the admin API.
-fn directory_token(s: &Server, tenant: &str) -> String {
+pub(crate) fn directory_token(s: &Server, tenant: &str) -> String {
     let r = s.admin(&s.admin_token()).post(&format!("/tenants/{tenant}/tokens"), &json!({"name": "app"}));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["role"], "directory");
@@ -132,7 +132,7 @@ fn the_application_reads_users_and_groups_as_the_rules_made_them() {
 }
 
 /// Reads the feed from `since` in pages of `limit` until it is drained.
-fn drain(dir: &Client, since: &str, limit: usize) -> (Vec<Value>, String) {
+pub(crate) fn drain(dir: &Client, since: &str, limit: usize) -> (Vec<Value>, String) {
     let (mut out, mut cursor) = (Vec::new(), since.to_string());
     loop {
         let r = dir.get(&format!("/changes?since={cursor}&limit={limit}"));

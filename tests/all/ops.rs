@@ -95,3 +95,35 @@ fn without_address_space_for_unchecked_plugin_memories_the_server_still_runs_its
     assert!(!free.log().contains("bounds checks"), "{}", free.log());
 }
 
+
+/// `mapwright migrate` says where the schema stands; with `auto_migrate = false` a server
+/// refuses a PostgreSQL database that was not migrated, and names the command.
+#[test]
+fn migrate_reports_the_schema_and_a_server_can_leave_migrations_to_it() {
+    let s = Server::start();
+    let out = s.cli(&["migrate", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], crate::harness::backend(), "{v}");
+    assert!(v["schema_version"].as_u64().unwrap() >= 1, "{v}");
+    if crate::harness::backend() != "postgres" {
+        return; // SQLite migrates whenever it opens its file.
+    }
+    let db = mapwright::store::postgres::scratch::ScratchDb::create(&std::env::var("MW_DATABASE_URL").unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nauto_migrate = false\n").unwrap();
+    let mw = |args: &[&str]| {
+        std::process::Command::new(crate::harness::BIN)
+            .args(["--config", dir.path().join("m.toml").to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "--database-url", db.url()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = mw(&["tenant", "add", "acme"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("mapwright migrate"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let migrated = mw(&["migrate", "--json"]);
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&migrated.stdout).unwrap()["schema_version"], v["schema_version"]);
+    assert!(mw(&["tenant", "add", "acme"]).status.success());
+}

@@ -73,12 +73,7 @@ fn the_guard_window_is_the_connections_not_each_replicas() {
 #[test]
 fn a_follower_on_one_replica_sees_every_write_made_on_the_other_once_in_order() {
     let Some((a, b, okta_a, _okta_b)) = two_replicas() else { return };
-    let token = {
-        let r = a.admin(&a.admin_token()).post("/tenants/acme/tokens", &json!({"name": "app"}));
-        assert_eq!(r.status, 201, "{}", r.body);
-        r.body["token"].as_str().unwrap().to_string()
-    };
-    let dir = Client::new(format!("{}/directory/v1/acme", b.url), token);
+    let dir = Client::new(format!("{}/directory/v1/acme", b.url), crate::directory::directory_token(&a, "acme"));
     let start = dir.get("/changes").body["cursor"].as_str().unwrap().to_string();
     // A long poll on B wakes for a write on A (PostgreSQL notifies every replica).
     let waiting = {
@@ -102,15 +97,9 @@ fn a_follower_on_one_replica_sees_every_write_made_on_the_other_once_in_order() 
             let (mut seen, mut cursor) = (Vec::<Value>::new(), start);
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-                loop {
-                    let r = dir.get(&format!("/changes?since={cursor}&limit=7"));
-                    assert_eq!(r.status, 200, "{}", r.body);
-                    seen.extend(r.body["changes"].as_array().unwrap().iter().cloned());
-                    cursor = r.body["cursor"].as_str().unwrap().to_string();
-                    if !r.body["more"].as_bool().unwrap() {
-                        break;
-                    }
-                }
+                let (page, next) = crate::directory::drain(&dir, &cursor, 7);
+                seen.extend(page);
+                cursor = next;
                 if finished {
                     return seen;
                 }

@@ -132,12 +132,20 @@ async fn reload(files: TlsFiles, current: Arc<RwLock<Arc<rustls::ServerConfig>>>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = fingerprint(&files);
-        if now.is_none() || now == seen {
+        // File reads off the async workers.
+        let f = files.clone();
+        let Ok((now, loaded)) = tokio::task::spawn_blocking(move || {
+            let now = fingerprint(&f);
+            let loaded = (now.is_some() && now != seen).then(|| load(&f));
+            (now, loaded)
+        })
+        .await
+        else {
             continue;
-        }
+        };
+        let Some(loaded) = loaded else { continue };
         seen = now;
-        match load(&files) {
+        match loaded {
             Ok(config) => {
                 if let Ok(mut c) = current.write() {
                     *c = config;

@@ -76,11 +76,19 @@ pub struct Compiler {
 
 /// The path segments of a target, for PostgreSQL's `#>` (`ARRAY['a', 'b']`).
 fn pg_path(t: &Target, with_sub: bool) -> String {
+    pg_path_at(t, None, with_sub)
+}
+
+/// [`pg_path`] through element `index` of the attribute before its sub-attribute.
+fn pg_path_at(t: &Target, index: Option<usize>, with_sub: bool) -> String {
     let mut segs = Vec::new();
     if let Some(ext) = t.ext {
         segs.push(sql_str(ext));
     }
     segs.push(sql_str(t.attr.name));
+    if let Some(i) = index {
+        segs.push(sql_str(&i.to_string()));
+    }
     if with_sub && let Some(s) = t.sub {
         segs.push(sql_str(s.name));
     }
@@ -554,13 +562,8 @@ impl Compiler {
     /// booleans as booleans, the rest as text in code point order.
     fn sort_expr_pg(&self, t: &Target) -> String {
         let x = if t.attr.multi {
-            let mut path = pg_path(t, false);
-            path.truncate(path.len() - 1);
-            path.push_str(", '0'");
-            if let Some(s) = t.sub {
-                path.push_str(&format!(", {}", sql_str(s.name)));
-            }
-            format!("({} #> {path}])", self.body())
+            // Multi-valued: by the first value, as SQLite's sort does.
+            format!("({} #> {})", self.body(), pg_path_at(t, Some(0), true))
         } else {
             self.at(t, true).expr
         };
