@@ -239,3 +239,116 @@ fn three_replicas_lose_nothing_to_a_kill_and_serve_through_a_rolling_restart() {
     let entries = db.strings("SELECT CAST(count(*) AS TEXT) FROM entries");
     assert_eq!(entries, [acknowledged.len().to_string()], "one directory entry per IdP user");
 }
+
+const MAPPED: &str = r#"
+[[tenant]]
+name = "acme"
+
+[[tenant.idp]]
+name = "okta"
+kind = "okta"
+rate_per_second = 0
+
+[[tenant.idp.chain]]
+plugin = "builtin:username"
+config = { source = "email", local_part = true, case = "lower" }
+
+[[tenant.idp.chain]]
+plugin = "builtin:groups"
+config = { map = { "dev users" = "software_dev" }, defaults = { all_users = ["app-users"] } }
+"#;
+
+/// One IdP's traffic, each request sent by the client `via` picks for it: creates, groups with
+/// members, deactivations, a rename, a member removed, a user deleted.
+fn idp_traffic(via: &dyn Fn(usize) -> Client) {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        via(n)
+    };
+    let users: Vec<String> = (0..24)
+        .map(|i| {
+            let email = format!("Person.{i:02}@Acme.com");
+            let r = next().post("/Users", &json!({
+                "userName": email, "active": true, "title": if i % 3 == 0 { "Engineer" } else { "Analyst" },
+                "emails": [{"value": email, "type": "work", "primary": true}],
+            }));
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.id()
+        })
+        .collect();
+    let groups: Vec<String> = ["Dev users", "Sales", "Ops", "Finance"]
+        .iter()
+        .enumerate()
+        .map(|(g, name)| {
+            let members: Vec<Value> = users.iter().skip(g).step_by(g + 2).map(|u| json!({"value": u})).collect();
+            let r = next().post("/Groups", &json!({"displayName": name, "members": members}));
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.id()
+        })
+        .collect();
+    for u in &users[20..23] {
+        let r = next().patch(&format!("/Users/{u}"), json!([{"op": "replace", "path": "active", "value": false}]));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = next().patch(&format!("/Groups/{}", groups[2]), json!([{"op": "replace", "path": "displayName", "value": "Operations"}]));
+    assert!(r.status == 200 || r.status == 204, "{}", r.body);
+    let r = next().patch(&format!("/Groups/{}", groups[0]), json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", users[0])}]));
+    assert!(r.status == 200 || r.status == 204, "{}", r.body);
+    let r = next().patch(&format!("/Users/{}", users[5]), json!([{"op": "replace", "path": "title", "value": "Lead"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(next().delete(&format!("/Users/{}", users[7])).status, 204);
+}
+
+/// The directory as the application reads it, without the ids each database chose.
+fn directory_view(s: &Server, token: &str) -> Value {
+    let dir = Client::new(format!("{}/directory/v1/acme", s.url), token.to_string());
+    let users = dir.get("/Users?count=1000&sortBy=userName");
+    assert_eq!(users.status, 200, "{}", users.body);
+    let users: Vec<Value> = users.body["Resources"].as_array().unwrap().iter().map(|u| {
+        let mut groups: Vec<&str> = u["groups"].as_array().map(|g| g.iter().map(|g| g["display"].as_str().unwrap()).collect()).unwrap_or_default();
+        groups.sort();
+        json!({"userName": u["userName"], "active": u["active"], "title": u["title"], "groups": groups})
+    }).collect();
+    let groups = dir.get("/Groups?count=1000&sortBy=displayName");
+    assert_eq!(groups.status, 200, "{}", groups.body);
+    let groups: Vec<Value> = groups.body["Resources"].as_array().unwrap().iter().map(|g| {
+        let mut members: Vec<&str> = g["members"].as_array().map(|m| m.iter().map(|m| m["display"].as_str().unwrap()).collect()).unwrap_or_default();
+        members.sort();
+        json!({"displayName": g["displayName"], "members": members})
+    }).collect();
+    json!({"users": users, "groups": groups})
+}
+
+#[test]
+fn round_robin_over_three_replicas_makes_the_directory_one_process_makes() {
+    if backend() != "postgres" {
+        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+        return;
+    }
+    let single = Server::start_with(MAPPED);
+    let okta = single.declared("acme", "okta");
+    idp_traffic(&|_| okta.clone());
+    let expected = directory_view(&single, &crate::directory::directory_token(&single, "acme"));
+
+    let a = Server::start_with(MAPPED);
+    let (b, c) = (a.replica(MAPPED), a.replica(MAPPED));
+    let okta_a = a.declared("acme", "okta");
+    let clients = [okta_a.clone(), okta_a.rebased(&b), okta_a.rebased(&c)];
+    idp_traffic(&|n| clients[n % 3].clone());
+    // Read through each replica: every one serves the same directory.
+    let token = crate::directory::directory_token(&a, "acme");
+    for s in [&a, &b, &c] {
+        assert_eq!(directory_view(s, &token), expected);
+    }
+    let users = expected["users"].as_array().unwrap();
+    assert_eq!(users.len(), 23, "24 created, one deleted");
+    let mut groups: Vec<&str> = expected["groups"].as_array().unwrap().iter().map(|g| g["displayName"].as_str().unwrap()).collect();
+    groups.sort();
+    // A renamed IdP group moves its members to the app group of the new name; the old app
+    // group stays, empty (app groups may be fed by several IdP groups).
+    assert_eq!(groups, ["Finance", "Operations", "Ops", "Sales", "app-users", "software_dev"], "mapped, renamed, defaulted");
+    let ops = expected["groups"].as_array().unwrap().iter().find(|g| g["displayName"] == "Ops").unwrap();
+    assert_eq!(ops["members"], json!([]));
+    assert_eq!(users.iter().filter(|u| u["active"] == false).count(), 3);
+}
