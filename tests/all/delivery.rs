@@ -400,13 +400,13 @@ fn target_urls_are_checked() {
 
 /// The events a receiver accepted, deduplicated by webhook id (deliveries are at least once),
 /// as feed positions in arrival order.
-fn positions(events: &[Value]) -> Vec<i64> {
+pub(crate) fn positions(events: &[Value]) -> Vec<i64> {
     let mut seen = HashSet::new();
     events.iter().filter(|e| seen.insert(e["id"].as_str().unwrap().to_string())).map(|e| e["body"]["data"]["cursor"].as_str().unwrap().parse().unwrap()).collect()
 }
 
 /// The tenant's feed positions after `since`, as the directory API gives them.
-fn feed_positions(s: &Server, admin_token: &str, tenant: &str, since: i64) -> Vec<i64> {
+pub(crate) fn feed_positions(s: &Server, admin_token: &str, tenant: &str, since: i64) -> Vec<i64> {
     let admin = s.admin(admin_token);
     let token = admin.post(&format!("/tenants/{tenant}/tokens"), &json!({"name": format!("feed-{}", free_port())})).body["token"].as_str().unwrap().to_string();
     let feed = Client::new(format!("{}/directory/v1/{tenant}", s.url), token);
@@ -423,7 +423,7 @@ fn feed_positions(s: &Server, admin_token: &str, tenant: &str, since: i64) -> Ve
     }
 }
 
-fn add_webhook(s: &Server, rx: &Receiver, name: &str, secret: &str, settings: Value) -> i64 {
+pub(crate) fn add_webhook(s: &Server, rx: &Receiver, name: &str, secret: &str, settings: Value) -> i64 {
     let r = s.admin(&s.admin_token()).post("/tenants/acme/targets", &json!({"name": name, "kind": "webhook", "url": rx.url(), "secret": secret, "settings": settings}));
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["target"]["cursor"].as_i64().unwrap()

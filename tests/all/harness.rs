@@ -155,7 +155,13 @@ impl Server {
 
     /// Starts another server on the same database (its own data directory): a replica.
     pub fn replica(&self, extra: &str) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), self.database.clone(), extra, &[("RUST_LOG", "warn")])
+        self.replica_env(extra, &[])
+    }
+
+    /// Another server on this one's database, with more environment.
+    pub fn replica_env(&self, extra: &str, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(&str, &str)> = [("RUST_LOG", "warn")].into_iter().chain(env.iter().copied()).collect();
+        Server::start_in(tempfile::tempdir().unwrap(), self.database.clone(), extra, &env)
     }
 
     /// Stops this server and starts another on the same data directory.

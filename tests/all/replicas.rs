@@ -352,3 +352,58 @@ fn round_robin_over_three_replicas_makes_the_directory_one_process_makes() {
     assert_eq!(ops["members"], json!([]));
     assert_eq!(users.iter().filter(|u| u["active"] == false).count(), 3);
 }
+
+/// Delivery runs on one replica at a time (the `delivery` lease, 10 s). That replica killed
+/// with SIGKILL: another takes the lease over once it lapses and the webhook target gets
+/// every change, the ones the dead replica had not sent included.
+#[test]
+fn delivery_moves_to_a_surviving_replica_when_its_holder_is_killed() {
+    use crate::delivery::{DELIVERY, Receiver, TENANTS, add_webhook, eventually, feed_positions, positions, secret};
+    if backend() != "postgres" {
+        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+        return;
+    }
+    // One secret key for all three: the target's signing secret is stored encrypted.
+    let key = {
+        use base64::Engine;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(key)
+    };
+    let env = [("MAPWRIGHT_SECRET_KEY", key.as_str())];
+    let config = format!("{DELIVERY}{TENANTS}");
+    let whsec = secret();
+    let rx = Receiver::start(&whsec);
+    let a = Server::start_env(&config, &env);
+    let admin_token = a.admin_token();
+    let okta = a.declared("acme", "okta");
+    let mut servers = vec![a];
+    for _ in 0..2 {
+        let r = servers[0].replica_env(&config, &env);
+        servers.push(r);
+    }
+    let start = add_webhook(&servers[0], &rx, "hooks", &whsec, json!({"retry_base_ms": 50}));
+    for i in 0..60 {
+        okta.rebased(&servers[i % 3]).user(&format!("before{i}@acme.com"));
+    }
+    eventually(30, "delivery under way", || (!rx.events().is_empty()).then_some(()));
+
+    let db = servers[0].db();
+    let holder = db.strings("SELECT holder FROM leases WHERE name = 'delivery'");
+    let pid: u32 = holder[0].split('-').next().unwrap().parse().unwrap();
+    let at = servers.iter().position(|s| s.pid() == pid).expect("the lease holder is one of the three");
+    servers[at].kill();
+    let killed = Instant::now();
+    let survivor = &servers[(at + 1) % 3];
+    let okta = okta.rebased(survivor);
+    for i in 0..20 {
+        okta.user(&format!("after{i}@acme.com"));
+    }
+    let expected = feed_positions(survivor, &admin_token, "acme", start);
+    eventually(60, "every change, through another replica", || (positions(&rx.events()) == expected).then_some(()));
+    let took = killed.elapsed();
+    let new_holder = db.strings("SELECT holder FROM leases WHERE name = 'delivery'");
+    assert_ne!(new_holder, holder, "another replica holds delivery now");
+    eprintln!("delivery resumed {took:?} after the kill (lease 10 s)");
+    assert!(took < Duration::from_secs(30), "taken over within the lease and a retry or two ({took:?})");
+}
