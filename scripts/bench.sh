@@ -4,7 +4,7 @@
 # every scenario against both on 127.0.0.1. Takes 15-20 minutes on 2 cores and a few GB of
 # disk for the 1M-user database (in a temporary directory, removed after).
 #   scripts/bench.sh                      # everything
-#   scripts/bench.sh --only memory        # one group: scim, swap, noisy, memory, delivery
+#   scripts/bench.sh --only memory        # one group: chain, scim, swap, noisy, store, memory, delivery
 #   scripts/bench.sh --max-users 100000   # skip the 1M-user population
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,10 @@ cargo build --release --locked -p mapwright -p mapwright-bench
 venv="$root/.venv-bench"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
-exec "$CARGO_TARGET_DIR/release/mapwright-bench" --peer "$venv/bin/scim2-server" "$@"
+# The store scenarios need a PostgreSQL cluster: a throwaway one on loopback (as the test
+# script starts), unless MW_DATABASE_URL names one already. Without PostgreSQL they are skipped.
+if [ -z "${MW_DATABASE_URL:-}" ]; then
+    source scripts/pg.sh
+    if pg_up; then trap pg_down EXIT; else echo "no PostgreSQL: the store scenarios will be skipped" >&2; fi
+fi
+"$CARGO_TARGET_DIR/release/mapwright-bench" --peer "$venv/bin/scim2-server" "$@"

@@ -16,6 +16,7 @@ mod memory;
 mod report;
 mod scenarios;
 mod servers;
+mod stores;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,7 +55,12 @@ struct Args {
     /// compiled on upload: ~0.3 s of a core apiece).
     #[arg(long)]
     distinct_binaries: Option<usize>,
-    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, memory, delivery; with
+    /// A PostgreSQL cluster (a database URL whose user may create databases) for the store
+    /// scenarios: Mapwright on SQLite, on PostgreSQL, and two replicas on PostgreSQL. Without
+    /// one they are skipped.
+    #[arg(long, env = "MW_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -382,6 +388,20 @@ async fn main() -> anyhow::Result<()> {
     }
 
     drop(server);
+    if wants("store") {
+        match &a.database_url {
+            Some(url) => {
+                let sizes = stores::Sizes {
+                    creates: scale.creates,
+                    population: scale.populations.first().copied().unwrap_or(1_000),
+                    lookups: scale.lookups,
+                    members: scale.creates.min(2_000),
+                };
+                stores::run(&bin, &config(None), url, &http, &sizes, limit, &mut report).await.context("store")?;
+            }
+            None => report.note("store scenarios skipped: no PostgreSQL cluster (--database-url or MW_DATABASE_URL)".into()),
+        }
+    }
     if wants("delivery") {
         let (n, rate, secs) = if a.quick { (200, 100.0, 1.0) } else { (20_000, 1000.0, 10.0) };
         delivery::run(&bin, &http, n, rate, secs, limit, &mut report).await.context("delivery")?;

@@ -95,15 +95,22 @@ pub fn mapwright(bin: &Path, config: &str) -> anyhow::Result<Process> {
 
 /// [`mapwright`] with extra environment variables.
 pub fn mapwright_with(bin: &Path, config: &str, env: &[(&str, &str)]) -> anyhow::Result<Process> {
+    mapwright_on(bin, config, env, None)
+}
+
+/// [`mapwright_with`] on the PostgreSQL database `database_url` (SQLite in its data
+/// directory without one). Several servers on one database are replicas.
+pub fn mapwright_on(bin: &Path, config: &str, env: &[(&str, &str)], database_url: Option<&str>) -> anyhow::Result<Process> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("mapwright.toml");
     std::fs::write(&cfg, config)?;
     let log = std::fs::File::create(dir.path().join("server.log"))?;
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path())
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(&cfg).arg("--data-dir").arg(dir.path());
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd
         .arg("serve")
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
@@ -177,6 +184,10 @@ pub struct Scim {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// The same endpoint on other replicas: requests go round robin over `base` and these,
+    /// as a load balancer in front of them would send them.
+    replicas: std::sync::Arc<Vec<String>>,
+    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -184,7 +195,27 @@ const SCIM_JSON: &str = "application/scim+json";
 impl Scim {
     pub fn new(label: &str, base: String, token: String, http: &reqwest::Client) -> anyhow::Result<Scim> {
         loopback_only(&base)?;
-        Ok(Scim { label: label.into(), base, token, http: http.clone() })
+        Ok(Scim { label: label.into(), base, token, http: http.clone(), replicas: Default::default(), turn: Default::default() })
+    }
+
+    /// The same endpoint served by several replicas (`bases`, on loopback), round robin.
+    pub fn round_robin(label: &str, bases: Vec<String>, token: String, http: &reqwest::Client) -> anyhow::Result<Scim> {
+        let first = bases.first().context("no replica")?.clone();
+        for b in &bases {
+            loopback_only(b)?;
+        }
+        let mut t = Scim::new(label, first, token, http)?;
+        t.replicas = std::sync::Arc::new(bases);
+        Ok(t)
+    }
+
+    /// Where the next request goes.
+    fn url(&self, path: &str) -> String {
+        if self.replicas.len() < 2 {
+            return format!("{}{path}", self.base);
+        }
+        let k = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.replicas.len();
+        format!("{}{path}", self.replicas[k])
     }
 
     /// The same endpoint under another name in the report.
@@ -194,11 +225,11 @@ impl Scim {
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.http.get(self.url(path)).bearer_auth(&self.token)
     }
 
     pub fn send(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).header("content-type", SCIM_JSON).body(body.to_string())
+        self.http.request(method, self.url(path)).bearer_auth(&self.token).header("content-type", SCIM_JSON).body(body.to_string())
     }
 
     /// Sends and reads the JSON answer: `Some(body)` on 2xx (`Null` for an empty one).
@@ -242,6 +273,21 @@ impl std::ops::Sub for ThreadCpu {
 /// The CPU time this process (the load generator) has used so far.
 pub fn own_cpu_seconds() -> anyhow::Result<f64> {
     cpu_seconds(&std::fs::read_to_string("/proc/self/stat")?)
+}
+
+/// CPU time so far of every PostgreSQL process on this machine (the server processes and
+/// what their ended children used), from /proc: the database's side of a store benchmark.
+pub fn postgres_cpu_seconds() -> f64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
+    procs
+        .filter_map(|p| std::fs::read_to_string(p.ok()?.path().join("stat")).ok())
+        .filter(|stat| thread_name(stat) == Some("postgres"))
+        .filter_map(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<f64> = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+            (fields.len() == 4).then(|| fields.iter().sum::<f64>() / 100.0)
+        })
+        .sum()
 }
 
 /// The command (thread) name of a /proc/PID/stat line: between the first '(' and the last ')'.

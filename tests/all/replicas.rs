@@ -407,3 +407,33 @@ fn delivery_moves_to_a_surviving_replica_when_its_holder_is_killed() {
     eprintln!("delivery resumed {took:?} after the kill (lease 10 s)");
     assert!(took < Duration::from_secs(30), "taken over within the lease and a retry or two ({took:?})");
 }
+
+/// An IdP pushing a group member by member (Entra's way) through two replicas: every PATCH
+/// lands, though the replicas race for the group's version (each retries after losing).
+#[test]
+fn member_by_member_group_pushes_through_two_replicas_all_land() {
+    let Some((_a, _b, okta_a, okta_b)) = two_replicas() else { return };
+    let ids: Vec<String> = (0..120).map(|i| okta_a.user(&format!("m{i}@acme.com"))).collect();
+    let group = okta_a.group("Everyone", &[]);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ids = std::sync::Arc::new(ids);
+    let pushers: Vec<_> = (0..8)
+        .map(|w| {
+            let (next, ids, group) = (next.clone(), ids.clone(), group.clone());
+            let c = if w % 2 == 0 { okta_a.clone() } else { okta_b.clone() };
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(id) = ids.get(k) else { return statuses };
+                    let r = c.patch(&format!("/Groups/{group}"), json!([{"op": "add", "path": "members", "value": [{"value": id}]}]));
+                    statuses.push((r.status, r.body.to_string()));
+                }
+            })
+        })
+        .collect();
+    let failed: Vec<(u16, String)> = pushers.into_iter().flat_map(|p| p.join().unwrap()).filter(|(s, _)| *s != 204 && *s != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let members = okta_b.get(&format!("/Groups/{group}")).body["members"].as_array().map(Vec::len);
+    assert_eq!(members, Some(120));
+}

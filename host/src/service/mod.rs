@@ -76,7 +76,19 @@ impl<'a> Call<'a> {
 }
 
 /// How often a write retries after losing a race with a concurrent write to the same resource.
-const MAX_RETRIES: usize = 8;
+/// In one process the per-resource lock makes such races rare; replicas on one database race
+/// for real (one contender per replica, each with a queue behind its lock), so the bound is
+/// generous and every retry first waits a moment, at random, so that the racers part.
+const MAX_RETRIES: usize = 32;
+
+/// The pause before retry `attempt` (1-based) of a write that lost a race: up to `attempt`
+/// milliseconds (at most 5), at random.
+async fn after_lost_race(attempt: usize) {
+    let mut byte = [0u8; 1];
+    let roll = getrandom::fill(&mut byte).map(|()| u64::from(byte[0])).unwrap_or(0);
+    let cap = attempt.min(5) as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(roll % (cap + 1))).await;
+}
 
 /// The provisioning service: one operation per SCIM request, over a store and the connections' rules.
 pub struct Service<S: Store> {
@@ -338,7 +350,10 @@ impl<S: Store> Service<S> {
         let idp = call.idp;
         let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
+            if attempt > 0 {
+                after_lost_race(attempt).await;
+            }
             let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
             pre.check(cur.meta.version)?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
@@ -455,7 +470,10 @@ impl<S: Store> Service<S> {
         let idp = call.idp;
         let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
+            if attempt > 0 {
+                after_lost_race(attempt).await;
+            }
             let cur = self.store.get_group(idp, id, false).await.map_err(|e| store_error(ResourceKind::Group, id, e))?;
             pre.check(cur.meta.version)?;
             let (body, members) = change(&cur.body)?;

@@ -128,9 +128,37 @@ impl SqlStore {
         T: Send + 'static,
         F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
     {
+        self.write_as(None, f, commit).await
+    }
+
+    /// [`Self::write`] of a tenant's data (users, groups, their directory and feed): on
+    /// PostgreSQL a tenant's writes take turns across replicas rather than race (see
+    /// `PgStore::write`); SQLite has one writer anyway.
+    pub async fn write_for<T, F>(&self, tenant_id: i64, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_as(Some(tenant_id), f, true).await
+    }
+
+    /// [`Self::write_or_roll_back`] of a tenant's data, as [`Self::write_for`].
+    pub async fn write_or_roll_back_for<T, F>(&self, tenant_id: i64, f: F, commit: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_as(Some(tenant_id), f, commit).await
+    }
+
+    async fn write_as<T, F>(&self, tenant: Option<i64>, f: F, commit: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
+    {
         match &self.engine {
             Engine::Sqlite(s) => s.write_or_roll_back(move |t| f(t), commit).await,
-            Engine::Postgres(p) => p.write(f, commit).await,
+            Engine::Postgres(p) => p.write(tenant, f, commit).await,
         }
     }
 

@@ -68,15 +68,15 @@ impl IdpViewStore for SqlStore {
     }
     async fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
         let idp = idp.clone();
-        self.write(move |t| users::create(t, &idp, &w, &audit)).await
+        self.write_for(idp.tenant_id, move |t| users::create(t, &idp, &w, &audit)).await
     }
     async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
+        self.write_for(idp.tenant_id, move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
     }
     async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> StoreResult<()> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| users::delete(t, &idp, &id, expected_version, action, hold, &audit)).await
+        self.write_for(idp.tenant_id, move |t| users::delete(t, &idp, &id, expected_version, action, hold, &audit)).await
     }
     async fn get_group(&self, idp: &IdpConnection, id: &str, with_members: bool) -> StoreResult<StoredGroup> {
         let (idp_id, id) = (idp.id, id.to_string());
@@ -88,11 +88,11 @@ impl IdpViewStore for SqlStore {
     }
     async fn create_group(&self, idp: &IdpConnection, w: GroupWrite, members: Vec<String>, rules: MemberRules, audit: AuditInfo) -> StoreResult<StoredGroup> {
         let idp = idp.clone();
-        self.write(move |t| groups::create(t, &idp, &w, &members, &rules, &audit)).await
+        self.write_for(idp.tenant_id, move |t| groups::create(t, &idp, &w, &members, &rules, &audit)).await
     }
     async fn update_group(&self, idp: &IdpConnection, id: &str, u: GroupUpdate, audit: AuditInfo) -> StoreResult<(StoredGroup, u32)> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| groups::update(t, &idp, &id, &u, &audit)).await
+        self.write_for(idp.tenant_id, move |t| groups::update(t, &idp, &id, &u, &audit)).await
     }
     async fn group_targets(&self, idp: &IdpConnection, id: &str) -> StoreResult<Vec<String>> {
         let (idp_id, id) = (idp.id, id.to_string());
@@ -100,7 +100,7 @@ impl IdpViewStore for SqlStore {
     }
     async fn delete_group(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, removal_budget: Option<u32>, audit: AuditInfo) -> StoreResult<u32> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write(move |t| groups::delete(t, &idp, &id, expected_version, removal_budget, &audit)).await
+        self.write_for(idp.tenant_id, move |t| groups::delete(t, &idp, &id, expected_version, removal_budget, &audit)).await
     }
     async fn users_after(&self, idp: &IdpConnection, after_pk: i64, limit: usize) -> StoreResult<Vec<(i64, StoredUser)>> {
         let idp_id = idp.id;
@@ -127,7 +127,7 @@ impl DirectoryStore for SqlStore {
     }
     async fn local_change(&self, tenant_id: i64, user_name: &str, change: LocalChange, by: &str) -> StoreResult<DirectoryEntry> {
         let (user_name, by) = (user_name.to_string(), by.to_string());
-        self.write(move |t| local::change(t, tenant_id, &user_name, &change, &by)).await
+        self.write_for(tenant_id, move |t| local::change(t, tenant_id, &user_name, &change, &by)).await
     }
     async fn directory_users(&self, tenant_id: i64, q: &ListQuery) -> StoreResult<DirPage<DirUser>> {
         let q = q.clone();
@@ -198,11 +198,11 @@ impl RuleStore for SqlStore {
 impl ReapplyStore for SqlStore {
     async fn reapply_users(&self, idp: &IdpConnection, items: Vec<ReapplyUser>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
         let idp = idp.clone();
-        self.write_or_roll_back(move |t| reapply::users(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+        self.write_or_roll_back_for(idp.tenant_id, move |t| reapply::users(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
     }
     async fn reapply_groups(&self, idp: &IdpConnection, items: Vec<ReapplyGroup>, mode: ReapplyMode) -> StoreResult<Vec<ReapplyOutcome>> {
         let idp = idp.clone();
-        self.write_or_roll_back(move |t| reapply::groups(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
+        self.write_or_roll_back_for(idp.tenant_id, move |t| reapply::groups(t, &idp, &items, mode), mode != ReapplyMode::Preview).await
     }
     async fn start_reapply(&self, idp: &IdpConnection, chain_version: Option<i64>, author: &str) -> StoreResult<ReapplyJob> {
         let (idp, author) = (idp.clone(), author.to_string());
@@ -229,7 +229,7 @@ impl RecordStore for SqlStore {
     }
     async fn decide_held(&self, tenant_id: i64, id: i64, approve: bool, by: &str) -> StoreResult<HeldOp> {
         let by = by.to_string();
-        self.write(move |t| approvals::decide(t, tenant_id, id, approve, &by)).await
+        self.write_for(tenant_id, move |t| approvals::decide(t, tenant_id, id, approve, &by)).await
     }
     async fn drift(&self, idp: &IdpConnection) -> StoreResult<DriftReport> {
         let idp = idp.clone();

@@ -149,7 +149,11 @@ impl PgStore {
     /// rolled back otherwise. A transaction PostgreSQL refuses because a concurrent one
     /// touched the same rows (serialization failure, deadlock) runs again, a bounded number
     /// of times with a growing pause.
-    pub async fn write<T, F>(&self, f: F, commit: bool) -> StoreResult<T>
+    ///
+    /// With a `tenant`, the write first takes that tenant's advisory lock (every replica's
+    /// writes of one tenant take turns): they all move the tenant's feed head, so run side by
+    /// side they would fail one another and retry.
+    pub async fn write<T, F>(&self, tenant: Option<i64>, f: F, commit: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&dyn Sql) -> StoreResult<T> + Send + 'static,
@@ -160,7 +164,11 @@ impl PgStore {
             .blocking(move |s| {
                 let mut attempt = 0;
                 loop {
-                    match s.with_conn(|c| c.transaction(IsolationLevel::Serializable, false, commit, |t| f(t))) {
+                    let run = |c: &mut PgConn| match tenant {
+                        Some(id) => c.transaction_locked(TENANT_WRITES.wrapping_add(id), IsolationLevel::Serializable, false, commit, |t| f(t)),
+                        None => c.transaction(IsolationLevel::Serializable, false, commit, |t| f(t)),
+                    };
+                    match s.with_conn(run) {
                         Err(e) if is_retryable(&e) && attempt < retries => {
                             attempt += 1;
                             crate::metrics::get().store_retry();
@@ -262,6 +270,10 @@ fn listen_for_changes(inner: std::sync::Weak<Inner>) {
 }
 
 /// A few bits that differ between threads and calls (no RNG dependency for a back-off).
+/// The advisory lock keys of tenants' writes: this plus the tenant's storage key (far from
+/// the migration lock's).
+const TENANT_WRITES: i64 = 0x6d77_7465_0000_0000;
+
 fn rand_jitter() -> u32 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     t ^ (t >> 7)

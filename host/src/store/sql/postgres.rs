@@ -207,13 +207,16 @@ fn run_query<R: Run>(run: &mut R, cache: &mut Statements, sql: &str, params: &[&
 pub struct PgConn {
     client: RefCell<Client>,
     statements: RefCell<Statements>,
+    /// Set when the session may still hold an advisory lock it failed to release: such a
+    /// connection must not go back to the pool.
+    broken: std::cell::Cell<bool>,
 }
 
 impl PgConn {
     /// Connects (no TLS: the database is reached on a trusted network or loopback).
     pub fn connect(url: &str) -> StoreResult<PgConn> {
         let client = Client::connect(url, postgres::NoTls)?;
-        Ok(PgConn { client: RefCell::new(client), statements: RefCell::default() })
+        Ok(PgConn { client: RefCell::new(client), statements: RefCell::default(), broken: std::cell::Cell::new(false) })
     }
 
     /// Runs `f` in a transaction at `isolation` (`read_only` when it only reads), committed
@@ -232,9 +235,23 @@ impl PgConn {
         Ok(out)
     }
 
+    /// [`Self::transaction`] holding the session's advisory lock `key` from before BEGIN to
+    /// after the end: transactions under one key wait for one another instead of failing one
+    /// another. (Taken inside a serializable transaction the lock would come after its
+    /// snapshot, and a waiter would still fail once the holder commits.)
+    pub fn transaction_locked<T>(&mut self, key: i64, isolation: postgres::IsolationLevel, read_only: bool, commit: bool, f: impl FnOnce(&PgTx<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.execute("SELECT pg_advisory_lock(?1)", &[&key])?;
+        let out = self.transaction(isolation, read_only, commit, f);
+        if let Err(e) = self.execute("SELECT pg_advisory_unlock(?1)", &[&key]) {
+            tracing::warn!(error = %e, "releasing an advisory lock failed; closing the connection");
+            self.broken.set(true);
+        }
+        out
+    }
+
     /// Whether the connection is gone (the server closed it, or it broke).
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.broken.get() || self.client.borrow().is_closed()
     }
 }
 
