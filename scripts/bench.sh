@@ -14,6 +14,9 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 cargo build --release --locked -p mapwright -p mapwright-bench
+# The second peer, the Rust scim-server crate behind axum: a workspace of its own (its sqlx
+# SQLite cannot share a build with rusqlite's), in the same target directory.
+cargo build --release --locked --manifest-path bench/peer-rs/Cargo.toml
 venv="$root/.venv-bench"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/requirements.txt
@@ -23,4 +26,5 @@ if [ -z "${MW_DATABASE_URL:-}" ]; then
     source scripts/pg.sh
     if pg_up; then trap pg_down EXIT; else echo "no PostgreSQL: the store scenarios will be skipped" >&2; fi
 fi
-"$CARGO_TARGET_DIR/release/mapwright-bench" --peer "$venv/bin/scim2-server" "$@"
+"$CARGO_TARGET_DIR/release/mapwright-bench" --peer "$venv/bin/scim2-server" \
+    --peer-rs "$CARGO_TARGET_DIR/release/mapwright-bench-peer-rs" "$@"

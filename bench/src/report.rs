@@ -18,6 +18,9 @@ pub struct Report {
     notes: Vec<String>,
 }
 
+/// The label of the second peer, the Rust `scim-server` crate behind axum.
+pub const PEER_RS: &str = "scim-server-rs";
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl Report {
@@ -78,12 +81,12 @@ impl Report {
             .collect()
     }
 
-    /// Results with errors or without a single request done, but the peer's (whose failures
-    /// under load are its own).
+    /// Results with errors or without a single request done, but the peers' (whose failures
+    /// under load are their own).
     pub fn failures(&self) -> Vec<String> {
         self.rows
             .iter()
-            .filter(|r| r.target != "scim2-server" && (r.stats.errors > 0 || r.stats.done == 0))
+            .filter(|r| r.target != "scim2-server" && r.target != PEER_RS && (r.stats.errors > 0 || r.stats.done == 0))
             .map(|r| format!("{} ({}): {} done, {} errors", r.scenario, r.target, r.stats.done, r.stats.errors))
             .collect()
     }
@@ -95,6 +98,9 @@ impl Report {
         }
         for (scenario, r) in self.pairs("mapwright", "scim2-server") {
             println!("- Mapwright / scim2-server, {scenario}: {r:.1}x");
+        }
+        for (scenario, r) in self.pairs("mapwright", PEER_RS) {
+            println!("- Mapwright / {PEER_RS}, {scenario}: {r:.2}x");
         }
         for (what, r) in &self.ratios {
             println!("- {what}: {r:.3}");

@@ -28,6 +28,21 @@ pub fn user(user_name: &str, i: usize) -> Value {
     })
 }
 
+/// [`user`] as `t` takes it: without the enterprise extension for a server that refuses it
+/// (the Rust `scim-server` crate validates against the core schema only).
+pub fn user_for(t: &Scim, user_name: &str, i: usize) -> Value {
+    let mut u = user(user_name, i);
+    if t.core_schema_only {
+        if let Some(o) = u.as_object_mut() {
+            o.remove(ENTERPRISE);
+        }
+        u["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User"]);
+    }
+    u
+}
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
 /// A userName of this run: the run's tag keeps a second run against the same server (with
 /// `--url`) from colliding with the first.
 pub fn name(prefix: &str, i: usize) -> String {
@@ -53,7 +68,7 @@ pub struct Created {
 
 /// POSTs user `i` and records it in `out`; whether it was created.
 async fn create_one(t: &Scim, user_name: String, i: usize, out: &Mutex<Vec<Created>>) -> bool {
-    let Some(body) = t.call(t.send(Method::POST, "/Users", &user(&user_name, i))).await else { return false };
+    let Some(body) = t.call(t.send(Method::POST, "/Users", &user_for(t, &user_name, i))).await else { return false };
     let Some(id) = body["id"].as_str() else { return false };
     if let Ok(mut v) = out.lock() {
         v.push(Created { id: id.to_string(), user_name, i });
@@ -117,7 +132,7 @@ pub async fn updates(t: &Scim, users: &[Created], how: Update, concurrency: usiz
                     {"op": "replace", "path": "name.familyName", "value": format!("Renamed{k}")},
                 ]})),
                 Update::Put => {
-                    let mut body = user(&u.user_name, u.i);
+                    let mut body = user_for(&t, &u.user_name, u.i);
                     body["title"] = json!("Replaced");
                     t.send(Method::PUT, &path, &body)
                 }
@@ -182,7 +197,7 @@ pub async fn seed(t: &Scim, concurrency: usize, from: usize, total: usize, prefi
         let (t, prefix) = (t.clone(), prefix.clone());
         async move {
             let i = from + k;
-            t.ok(t.send(Method::POST, "/Users", &user(&name(&prefix, i), i))).await
+            t.ok(t.send(Method::POST, "/Users", &user_for(&t, &name(&prefix, i), i))).await
         }
     })
     .await

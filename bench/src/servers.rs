@@ -184,6 +184,9 @@ pub struct Scim {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// Send users without the enterprise extension (a server that validates against the core
+    /// schema only refuses it).
+    pub core_schema_only: bool,
     /// The same endpoint on other replicas: requests go round robin over `base` and these,
     /// as a load balancer in front of them would send them.
     replicas: std::sync::Arc<Vec<String>>,
@@ -195,7 +198,7 @@ const SCIM_JSON: &str = "application/scim+json";
 impl Scim {
     pub fn new(label: &str, base: String, token: String, http: &reqwest::Client) -> anyhow::Result<Scim> {
         loopback_only(&base)?;
-        Ok(Scim { label: label.into(), base, token, http: http.clone(), replicas: Default::default(), turn: Default::default() })
+        Ok(Scim { label: label.into(), base, token, http: http.clone(), core_schema_only: false, replicas: Default::default(), turn: Default::default() })
     }
 
     /// The same endpoint served by several replicas (`bases`, on loopback), round robin.
