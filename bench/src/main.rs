@@ -65,7 +65,8 @@ struct Args {
     #[arg(long, env = "MW_DATABASE_URL")]
     database_url: Option<String>,
     /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, delivery; with
-    /// `--url`, `creates` runs only the creates at c1/c8/c64.
+    /// `--url`, `creates` runs only the creates at c1/c8/c64, `updates` PATCH, PUT and POST at c8
+    /// repeated for `--limit-secs` each (to profile the server meanwhile).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Drive a SCIM endpoint that is already running instead (its base URL on loopback, e.g.
@@ -177,6 +178,27 @@ async fn main() -> anyhow::Result<()> {
         let t = Scim::new("target", url.trim_end_matches('/').to_string(), token.clone(), &http)?;
         if a.only.iter().any(|o| o == "creates") {
             creates(&t, scale.creates, limit, &mut report).await;
+            report.finish();
+            return quick_failures(&a, &report);
+        }
+        if a.only.iter().any(|o| o == "updates") {
+            // Long enough to profile: creates, then PATCH and PUT over them round after round
+            // until the time bound, then the same for creates.
+            let (_, users) = scenarios::creates(&t, 8, scale.creates, "upd", limit).await;
+            for (how, what) in [(Update::Patch, "PATCH replace 2 attributes, c8, repeated"), (Update::Put, "PUT whole user, c8, repeated")] {
+                let s = repeat(limit, || scenarios::updates(&t, &users, how, 8, limit)).await;
+                report.row(what, &t.label, s);
+            }
+            let mut round = 0;
+            let s = repeat(limit, || {
+                round += 1;
+                let prefix = format!("more{round}");
+                let t = t.clone();
+                let n = scale.creates;
+                async move { scenarios::creates(&t, 8, n, &prefix, limit).await.0 }
+            })
+            .await;
+            report.row("POST /Users, c8, repeated", &t.label, s);
             report.finish();
             return quick_failures(&a, &report);
         }
@@ -512,6 +534,28 @@ async fn plugin_cpu(http: &reqwest::Client, url: &str, admin_token: &str) -> any
         .collect();
     anyhow::ensure!(!calls.is_empty(), "no mapwright_plugin_call_cpu_seconds in /metrics");
     Ok(calls)
+}
+
+/// Runs `run` again and again until `limit` has passed; the figures of all runs together.
+async fn repeat<F, Fut>(limit: Duration, mut run: F) -> load::Stats
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = load::Stats>,
+{
+    let started = std::time::Instant::now();
+    let mut all = load::Stats::default();
+    while started.elapsed() < limit {
+        let s = run().await;
+        if s.done == 0 {
+            break;
+        }
+        all.done += s.done;
+        all.errors += s.errors;
+        all.latencies.extend(s.latencies);
+    }
+    all.elapsed = started.elapsed();
+    all.latencies.sort();
+    all
 }
 
 /// Creates at concurrency 1, 8 and 64.

@@ -47,6 +47,8 @@ pub struct Metrics {
     store_commits: Counter,
     store_writes: Counter,
     store_retries: Counter,
+    store_checkpoint_seconds: Histogram,
+    store_checkpointed_pages: Counter,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
@@ -75,6 +77,8 @@ pub fn get() -> &'static Metrics {
             store_commits: Counter::default(),
             store_writes: Counter::default(),
             store_retries: Counter::default(),
+            store_checkpoint_seconds: seconds(),
+            store_checkpointed_pages: Counter::default(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
             skipped_members: Family::default(),
@@ -101,6 +105,8 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_commits", "Transactions the writer thread committed", m.store_commits.clone());
         registry.register("mapwright_store_writes", "Writes committed; writes per commit is how well group commit batches", m.store_writes.clone());
         registry.register("mapwright_store_retries", "Writes PostgreSQL refused for a concurrent one and that ran again", m.store_retries.clone());
+        registry.register("mapwright_store_checkpoint_seconds", "SQLite WAL checkpoints (on their own thread, off the writer's path) and how long each took", m.store_checkpoint_seconds.clone());
+        registry.register("mapwright_store_checkpointed_pages", "WAL pages SQLite's checkpoints copied into the database file", m.store_checkpointed_pages.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         registry.register("mapwright_delivery_events", "Directory changes per delivery target and outcome (delivered, parked, failed attempt)", m.delivery_events.clone());
         registry.register(
@@ -158,6 +164,12 @@ impl Metrics {
     /// A write run again after a serialization failure (PostgreSQL).
     pub fn store_retry(&self) {
         self.store_retries.inc();
+    }
+
+    /// One WAL checkpoint (SQLite) that took `seconds` and copied `pages`.
+    pub fn store_checkpoint(&self, seconds: f64, pages: u64) {
+        self.store_checkpoint_seconds.observe(seconds);
+        self.store_checkpointed_pages.inc_by(pages);
     }
 
     /// One commit of the writer thread, carrying `writes` writes.

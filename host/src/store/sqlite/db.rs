@@ -3,7 +3,9 @@
 //! SQLite allows one writer at a time; rather than contend on its lock, every write is sent to
 //! a dedicated thread that owns the write connection and runs each request in its own
 //! transaction. Reads run on blocking-pool threads with their own connections and never wait
-//! for writes (WAL). Nothing here runs on the async worker threads.
+//! for writes (WAL). Checkpoints (copying the WAL back into the database file) run on a thread
+//! of their own, never on the writer's commit path. Nothing here runs on the async worker
+//! threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,7 @@ struct Inner {
     writer: mpsc::UnboundedSender<Option<Job>>,
     readers: Mutex<Vec<Connection>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
     stats: Arc<WriterStats>,
     /// Bumped by the writer after each commit.
     commits: tokio::sync::watch::Receiver<u64>,
@@ -111,10 +114,16 @@ impl SqliteStore {
         }
         let mut conn = open(path, durability, true)?;
         super::migrations::migrate(&mut conn)?;
+        // SQLite checkpoints on the commit that crosses 1,000 WAL pages, in the writer's own
+        // time: one write now and then waited for the copy and its fsyncs (the tail of a
+        // write's latency). The checkpointer thread does it instead.
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<Job>>();
         let stats = Arc::new(WriterStats::default());
         let counters = stats.clone();
         let (committed, commits) = tokio::sync::watch::channel(0u64);
+        let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restart_wanted = restart.clone();
         let handle = std::thread::Builder::new()
             .name("mapwright-writer".into())
             .spawn(move || {
@@ -134,10 +143,16 @@ impl SqliteStore {
                         }
                     }
                     run_batch(&mut conn, &mut batch, &counters, &committed);
+                    if restart_wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
+                        && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "finishing a WAL checkpoint failed");
+                    }
                 }
                 drop(conn);
             })
             .map_err(|e| StoreError::backend(format!("starting the writer thread: {e}")))?;
+        let checkpointer = Checkpointer::start(open(path, durability, true)?, commits.clone(), restart)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -145,6 +160,7 @@ impl SqliteStore {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 writer_thread: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(Some(checkpointer)),
                 stats,
                 commits,
             }),
@@ -157,6 +173,9 @@ impl SqliteStore {
     pub fn close(&self) {
         if let Ok(mut r) = self.inner.readers.lock() {
             r.clear();
+        }
+        if let Some(c) = self.inner.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            c.stop();
         }
         let handle = self.inner.writer_thread.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {
@@ -239,6 +258,69 @@ impl SqliteStore {
     }
 }
 
+/// The WAL file is cut back to this size when it is reset (64 MiB).
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// A WAL longer than this many frames (4 KiB pages: 32 MiB) is finished by the writer between
+/// two batches (the checkpointer has copied nearly all of it), so that the next write starts
+/// the WAL over.
+const RESTART_AT_FRAMES: i64 = 8_000;
+
+/// How often the checkpointer looks for new commits.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The thread that checkpoints the WAL while the writer goes on writing. Its checkpoints are
+/// PASSIVE: they copy what no reader still needs and wait for nobody (the writer restarts the
+/// WAL from its start once a checkpoint has copied all of it).
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection, mut commits: tokio::sync::watch::Receiver<u64>, restart: Arc<std::sync::atomic::AtomicBool>) -> StoreResult<Checkpointer> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mapwright-ckpt".into())
+            .spawn(move || {
+                // The WAL frames copied so far: the pragma counts since the WAL's last reset.
+                let mut copied_before = 0i64;
+                while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    if !commits.has_changed().unwrap_or(false) {
+                        continue;
+                    }
+                    commits.mark_unchanged();
+                    let started = std::time::Instant::now();
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                        Ok((frames, copied)) => {
+                            let new = if copied >= copied_before { copied - copied_before } else { copied };
+                            copied_before = copied;
+                            crate::metrics::get().store_checkpoint(started.elapsed().as_secs_f64(), u64::try_from(new).unwrap_or(0));
+                            // Under steady writes a checkpoint never catches up with the end of
+                            // the WAL, and SQLite restarts only a WAL copied whole: past the
+                            // limit the writer copies the little rest between two batches.
+                            if frames > RESTART_AT_FRAMES {
+                                restart.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "checkpointing the WAL failed; trying again"),
+                    }
+                }
+            })
+            .map_err(|e| StoreError::backend(format!("starting the checkpointer thread: {e}")))?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    /// Stops the thread and waits for it (a checkpoint under way finishes first).
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
+}
+
 /// Runs queued writes in one transaction, each inside its own savepoint: a write that fails
 /// is rolled back alone (it leaves no partial change), the others commit together (a write
 /// alone is its own transaction, rolled back whole if it fails). Results
@@ -300,5 +382,31 @@ impl rusqlite::ToSql for Timestamp {
 impl rusqlite::types::FromSql for Timestamp {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
         String::column_result(value).map(Timestamp::from_stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Nothing reaches the database file but through a checkpoint: it grows while the writer
+    /// only appends to the WAL, so the checkpointer thread did it.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
+        store.write(|t| Ok(t.execute_batch("CREATE TABLE big (v BLOB)")?)).await.unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for _ in 0..20 {
+            store.write(|t| Ok(t.execute("INSERT INTO big VALUES (zeroblob(65536))", []).map(|_| ())?)).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + 20 * 65536 {
+            assert!(std::time::Instant::now() < deadline, "the WAL was never checkpointed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        store.close();
     }
 }
