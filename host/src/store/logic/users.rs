@@ -322,8 +322,9 @@ fn current(t: &dyn Sql, idp_id: i64, id: &str, expected_version: Option<i64>) ->
 /// decides the shape of it: in scope, the entry is written (made first, or joined, when the
 /// user comes into the directory); out of scope, an entry it has only takes the lifecycle
 /// change (leaving scope deprovisions it, per the rules) and is not written. Returns the
-/// entry, the audit changes and the held operation if the guard held one.
-fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<i64>, Value, Option<i64>)> {
+/// entry with its name after the change, the audit changes and the held operation if the
+/// guard held one.
+fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<(i64, String)>, Value, Option<i64>)> {
     let (pk, entry, was_out) = (cur.pk, cur.entry, cur.out);
     let chosen = if w.entry.out_of_scope { None } else { choose_name(t, idp, entry, w)? };
     let (w, name_note) = match &chosen {
@@ -331,7 +332,7 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
         None => (w, None),
     };
     let e = &w.entry;
-    let (entry_id, mut changes) = match (entry, e.out_of_scope) {
+    let (named, mut changes) = match (entry, e.out_of_scope) {
         (None, true) => (None, serde_json::json!({})),
         (None, false) => {
             // Into the directory: its entry appears, with the memberships its IdP groups give.
@@ -341,7 +342,7 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
             t.execute("UPDATE users SET entry_id = ?2 WHERE pk = ?1", &[&pk, &entry_id])?;
             let (changes, _) = settle_join(t, idp, j, pk, w, ts)?;
             memberships::regrant_idp_groups_of(t, entry_id, pk)?;
-            (Some(entry_id), changes)
+            (entry_name(t, Some(entry_id))?, changes)
         }
         (Some(entry_id), out) => {
             let before = entries::state(t, entry_id)?;
@@ -354,7 +355,9 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
                 // Back in scope: what its IdP groups give comes back too.
                 memberships::regrant_idp_groups_of(t, entry_id, pk)?;
             }
-            (Some(entry_id), audit::entry_diff(before.as_ref(), entries::state(t, entry_id)?.as_ref()))
+            let after = entries::state(t, entry_id)?;
+            let changes = audit::entry_diff(before.as_ref(), after.as_ref());
+            (Some((entry_id, after.map(|a| a.user_name).unwrap_or_default())), changes)
         }
     };
     if was_out != e.out_of_scope {
@@ -365,46 +368,63 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
     {
         changes["user_name_candidates"] = note;
     }
-    t.execute("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1", &[&pk, &e.out_of_scope])?;
-    let held = match (e.lifecycle, entry_id) {
+    if was_out != e.out_of_scope {
+        t.execute("UPDATE users SET out_of_scope = ?2 WHERE pk = ?1", &[&pk, &e.out_of_scope])?;
+    }
+    let held = match (e.lifecycle, named.as_ref().map(|(e, _)| *e)) {
         (Lifecycle::Held(a), Some(entry_id)) => Some(held::hold(t, idp, HeldKind::Deactivate, id, entry_id, a, request_id)?),
         _ => None,
     };
     if let Some(h) = held {
         changes["held"] = serde_json::json!(h);
     }
-    Ok((entry_id, changes, held))
+    Ok((named, changes, held))
 }
 
 fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Option<(i64, String)>> {
     entry_id.map(|e| Ok((e, entries::state(t, e)?.map(|s| s.user_name).unwrap_or_default()))).transpose()
 }
 
-/// Replaces an IdP user still at `expected_version`, and rewrites its entry.
+/// Replaces an IdP user still at `expected_version`, and rewrites its entry. An update is
+/// most of an IdP's traffic: the row is read once (what it was feeds the checks, the audit's
+/// list of changed attributes and the answer), and what did not change is not written again
+/// (the email index, the scope flag) nor checked again (a userName kept is still free).
 pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let cur = current(t, idp.id, id, Some(expected_version))?;
-    let pk = cur.pk;
-    let before_body: Option<String> = t.query_opt("SELECT body FROM users WHERE pk = ?1", &[&pk])?.map(|r| r.get(0)).transpose()?;
+    let r = t.query_one(
+        "SELECT pk, entry_id, version, out_of_scope, user_name_fold, body, created FROM users WHERE id = ?1 AND idp_id = ?2",
+        &[&id, &idp.id],
+    )?;
+    let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    if version != expected_version {
+        return Err(StoreError::VersionMismatch);
+    }
+    let (fold_before, created): (String, String) = (r.get(4)?, r.get(6)?);
+    let before_body: Option<Value> = r.json(5).ok();
+    let cur = Current { pk, entry, out };
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
-    if taken_in_idp(t, idp.id, &uf, Some(pk))? {
+    if uf != fold_before && taken_in_idp(t, idp.id, &uf, Some(pk))? {
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
-    let (entry_id, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
+    let (named, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
     t.execute(
         "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
          version = version + 1 WHERE pk = ?1",
         &[&pk, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts],
     )?;
-    write_emails(t, pk, &ix.emails)?;
-    let before_body: Option<Value> = before_body.and_then(|b| serde_json::from_str(&b).ok());
+    // The index is a function of the body's emails: the same emails, the same rows.
+    if before_body.as_ref().map(|b| index(b).emails) != Some(ix.emails.clone()) {
+        write_emails(t, pk, &ix.emails)?;
+    }
     changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
-    let named = entry_name(t, entry_id)?;
     audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
-    let (_, mut u) = row(&t.query_one(&format!("SELECT {COLUMNS} FROM users r WHERE r.pk = ?1"), &[&pk])?)?;
-    u.groups = Some(groups_of(t, pk)?);
-    Ok(u)
+    Ok(StoredUser {
+        meta: Meta { id: id.to_string(), created, last_modified: ts.into_string(), version: version + 1 },
+        body: w.body.clone(),
+        groups: Some(groups_of(t, pk)?),
+        out_of_scope: w.entry.out_of_scope,
+    })
 }
 
 /// Re-applies the rules to one IdP user: only its directory entry changes (the IdP view, its
@@ -422,9 +442,8 @@ pub fn reapply(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64
     };
     let w = UserWrite { body, entry: e.clone(), matching: matching.clone(), reactivate: Some(restore) };
     let ts = Timestamp::now();
-    let (entry_id, changes, _) = apply_entry(t, idp, id, &cur, &w, &info.request_id, &ts)?;
+    let (named, changes, _) = apply_entry(t, idp, id, &cur, &w, &info.request_id, &ts)?;
     if changes.as_object().is_some_and(|o| !o.is_empty()) {
-        let named = entry_name(t, entry_id)?;
         audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
     }
     Ok((name, changes))

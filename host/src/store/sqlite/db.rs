@@ -258,13 +258,13 @@ impl SqliteStore {
     }
 }
 
-/// The WAL file is cut back to this size when it is reset (64 MiB).
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// The WAL file is cut back to this size when it is reset (128 MiB).
+const WAL_SIZE_LIMIT: i64 = 128 * 1024 * 1024;
 
-/// A WAL longer than this many frames (4 KiB pages: 32 MiB) is finished by the writer between
+/// A WAL longer than this many frames (4 KiB pages: 125 MiB) is finished by the writer between
 /// two batches (the checkpointer has copied nearly all of it), so that the next write starts
 /// the WAL over.
-const RESTART_AT_FRAMES: i64 = 8_000;
+const RESTART_AT_FRAMES: i64 = 32_000;
 
 /// How often the checkpointer looks for new commits.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
