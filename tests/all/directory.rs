@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Client, Resp, Server, enc};
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[tenant]]
 name = "acme"
 

@@ -20,10 +20,18 @@ rate_per_second = 0
 guard = { max_destructive = 3, window_secs = 3600 }
 "#;
 
+/// Whether this run is on PostgreSQL; says why the test does nothing when not.
+fn on_postgres() -> bool {
+    let yes = backend() == "postgres";
+    if !yes {
+        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+    }
+    yes
+}
+
 /// Two servers on one database, and the connection's client for each.
 fn two_replicas() -> Option<(Server, Server, Client, Client)> {
-    if backend() != "postgres" {
-        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+    if !on_postgres() {
         return None;
     }
     let a = Server::start_with(TENANT);
@@ -177,8 +185,7 @@ fn write_through(replicas: &std::sync::Arc<std::sync::RwLock<Vec<Client>>>, pref
 
 #[test]
 fn three_replicas_lose_nothing_to_a_kill_and_serve_through_a_rolling_restart() {
-    if backend() != "postgres" {
-        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+    if !on_postgres() {
         return;
     }
     let a = Server::start_with(TENANT);
@@ -239,24 +246,6 @@ fn three_replicas_lose_nothing_to_a_kill_and_serve_through_a_rolling_restart() {
     let entries = db.strings("SELECT CAST(count(*) AS TEXT) FROM entries");
     assert_eq!(entries, [acknowledged.len().to_string()], "one directory entry per IdP user");
 }
-
-const MAPPED: &str = r#"
-[[tenant]]
-name = "acme"
-
-[[tenant.idp]]
-name = "okta"
-kind = "okta"
-rate_per_second = 0
-
-[[tenant.idp.chain]]
-plugin = "builtin:username"
-config = { source = "email", local_part = true, case = "lower" }
-
-[[tenant.idp.chain]]
-plugin = "builtin:groups"
-config = { map = { "dev users" = "software_dev" }, defaults = { all_users = ["app-users"] } }
-"#;
 
 /// One IdP's traffic, each request sent by the client `via` picks for it: creates, groups with
 /// members, deactivations, a rename, a member removed, a user deleted.
@@ -322,17 +311,16 @@ fn directory_view(s: &Server, token: &str) -> Value {
 
 #[test]
 fn round_robin_over_three_replicas_makes_the_directory_one_process_makes() {
-    if backend() != "postgres" {
-        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+    if !on_postgres() {
         return;
     }
-    let single = Server::start_with(MAPPED);
+    let single = Server::start_with(crate::directory::RULES);
     let okta = single.declared("acme", "okta");
     idp_traffic(&|_| okta.clone());
     let expected = directory_view(&single, &crate::directory::directory_token(&single, "acme"));
 
-    let a = Server::start_with(MAPPED);
-    let (b, c) = (a.replica(MAPPED), a.replica(MAPPED));
+    let a = Server::start_with(crate::directory::RULES);
+    let (b, c) = (a.replica(crate::directory::RULES), a.replica(crate::directory::RULES));
     let okta_a = a.declared("acme", "okta");
     let clients = [okta_a.clone(), okta_a.rebased(&b), okta_a.rebased(&c)];
     idp_traffic(&|n| clients[n % 3].clone());
@@ -359,8 +347,7 @@ fn round_robin_over_three_replicas_makes_the_directory_one_process_makes() {
 #[test]
 fn delivery_moves_to_a_surviving_replica_when_its_holder_is_killed() {
     use crate::delivery::{DELIVERY, Receiver, TENANTS, add_webhook, eventually, feed_positions, positions, secret};
-    if backend() != "postgres" {
-        eprintln!("replicas need PostgreSQL: run with MW_BACKEND=postgres (scripts/test.sh does)");
+    if !on_postgres() {
         return;
     }
     // One secret key for all three: the target's signing secret is stored encrypted.

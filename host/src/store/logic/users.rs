@@ -324,7 +324,7 @@ fn current(t: &dyn Sql, idp_id: i64, id: &str, expected_version: Option<i64>) ->
 /// change (leaving scope deprovisions it, per the rules) and is not written. Returns the
 /// entry with its name after the change, the audit changes and the held operation if the
 /// guard held one.
-fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Option<(i64, String)>, Value, Option<i64>)> {
+fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &UserWrite, request_id: &str, ts: &Timestamp) -> StoreResult<(Named, Value, Option<i64>)> {
     let (pk, entry, was_out) = (cur.pk, cur.entry, cur.out);
     let chosen = if w.entry.out_of_scope { None } else { choose_name(t, idp, entry, w)? };
     let (w, name_note) = match &chosen {
@@ -381,7 +381,10 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
     Ok((named, changes, held))
 }
 
-fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Option<(i64, String)>> {
+/// An entry's storage key and userName, when the user has one.
+type Named = Option<(i64, String)>;
+
+fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Named> {
     entry_id.map(|e| Ok((e, entries::state(t, e)?.map(|s| s.user_name).unwrap_or_default()))).transpose()
 }
 
