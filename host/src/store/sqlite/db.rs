@@ -288,8 +288,11 @@ impl Checkpointer {
                 let mut copied_before = 0i64;
                 while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
-                    if !commits.has_changed().unwrap_or(false) {
-                        continue;
+                    match commits.has_changed() {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        // The writer is gone: so is the store (dropped without `close`).
+                        Err(_) => break,
                     }
                     commits.mark_unchanged();
                     let started = std::time::Instant::now();
