@@ -375,7 +375,10 @@ impl<S: Store> Service<S> {
         let err = |e| store_error(ResourceKind::User, "", e);
         let pipeline = self.pipelines.pipeline_for(idp);
         if pipeline.version() != job.chain_version {
-            return Err(ScimError::new(409, None, "the connection's active rules changed since this job started: start a new one"));
+            // Ended, not left unfinished: a job nobody can resume would stop the schedule.
+            let why = format!("the active chain version changed from {:?} to {:?} before it ran", job.chain_version, pipeline.version());
+            self.store.advance_reapply(job.id, ReapplyPhase::Failed, Some(why.clone())).await.map_err(err)?;
+            return Err(ScimError::new(409, None, format!("re-apply job {} stopped: {why}; start a new one", job.id)));
         }
         let request_id = format!("reapply-{}", job.id);
         let opts = PassOptions { actor: job.author.clone(), ..opts.clone() };
@@ -436,7 +439,16 @@ impl<S: Store> Service<S> {
                     continue;
                 }
                 let last = self.store.reapply_job(idp.id).await.ok().flatten();
+                let active = self.pipelines.pipeline_for(&idp).version();
                 let (resume, wait) = match &last {
+                    // A run a crash left unfinished under other rules is ended; a new one starts.
+                    Some(j) if j.finished.is_none() && j.chain_version != active => {
+                        let why = format!("the active chain version changed from {:?} to {active:?}", j.chain_version);
+                        if let Err(e) = self.store.advance_reapply(j.id, ReapplyPhase::Failed, Some(why)).await {
+                            tracing::warn!(error = %e, "ending a re-apply job run under other rules failed");
+                        }
+                        (false, Duration::ZERO)
+                    }
                     Some(j) if j.finished.is_none() => (true, Duration::ZERO),
                     Some(j) => (false, every.saturating_sub(j.started.elapsed())),
                     None => (false, Duration::ZERO),
