@@ -128,6 +128,10 @@ pub struct ServerConfig {
     pub change_retention_secs: u64,
     /// `[server.tls]`: serve HTTPS with these files (none: plain HTTP, e.g. behind a proxy).
     pub tls: Option<TlsConfig>,
+    /// Memory for the IdP users updates start from without reading them first, in MiB (0:
+    /// none). Unset: 64 on SQLite, none on PostgreSQL, where other replicas change users
+    /// under it (a stale one is only read again, but costs its update a second mapping).
+    pub remembered_users_mib: Option<usize>,
 }
 
 /// `[server.tls]`: the certificate and key, PEM files, read again when they change.
@@ -152,6 +156,7 @@ impl Default for ServerConfig {
             purge_interval_secs: 300,
             change_retention_secs: 30 * 24 * 3600,
             tls: None,
+            remembered_users_mib: None,
         }
     }
 }

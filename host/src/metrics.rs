@@ -49,6 +49,9 @@ pub struct Metrics {
     store_retries: Counter,
     store_checkpoint_seconds: Histogram,
     store_checkpointed_pages: Counter,
+    remembered_hits: Counter,
+    remembered_stale: Counter,
+    remembered_bytes: Gauge,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
@@ -79,6 +82,9 @@ pub fn get() -> &'static Metrics {
             store_retries: Counter::default(),
             store_checkpoint_seconds: seconds(),
             store_checkpointed_pages: Counter::default(),
+            remembered_hits: Counter::default(),
+            remembered_stale: Counter::default(),
+            remembered_bytes: Gauge::default(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
             skipped_members: Family::default(),
@@ -107,6 +113,9 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_retries", "Writes PostgreSQL refused for a concurrent one and that ran again", m.store_retries.clone());
         registry.register("mapwright_store_checkpoint_seconds", "SQLite WAL checkpoints (on their own thread, off the writer's path) and how long each took", m.store_checkpoint_seconds.clone());
         registry.register("mapwright_store_checkpointed_pages", "WAL pages SQLite's checkpoints copied into the database file", m.store_checkpointed_pages.clone());
+        registry.register("mapwright_remembered_user_hits", "Updates that started from a remembered IdP user instead of reading it", m.remembered_hits.clone());
+        registry.register("mapwright_remembered_user_stale", "Remembered IdP users an update found changed elsewhere (read again, mapped again)", m.remembered_stale.clone());
+        registry.register("mapwright_remembered_users_bytes", "Estimated memory held by remembered IdP users", m.remembered_bytes.clone());
         registry.register("mapwright_active_chain_version", "The chain version each IdP connection runs (0: none)", m.active_chain.clone());
         registry.register("mapwright_delivery_events", "Directory changes per delivery target and outcome (delivered, parked, failed attempt)", m.delivery_events.clone());
         registry.register(
@@ -170,6 +179,16 @@ impl Metrics {
     pub fn store_checkpoint(&self, seconds: f64, pages: u64) {
         self.store_checkpoint_seconds.observe(seconds);
         self.store_checkpointed_pages.inc_by(pages);
+    }
+
+    /// An update started from a remembered user (`stale`: it had changed; it was read again).
+    pub fn remembered_user(&self, stale: bool) {
+        if stale { &self.remembered_stale } else { &self.remembered_hits }.inc();
+    }
+
+    /// The memory remembered users hold now.
+    pub fn remembered_users_bytes(&self, bytes: usize) {
+        self.remembered_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// One commit of the writer thread, carrying `writes` writes.

@@ -10,6 +10,7 @@ use crate::config::ServerConfig;
 use crate::http::{self, AppState, AppStore};
 use crate::mapping::{IdentityRegistry, PipelineRegistry};
 use crate::service::Service;
+use crate::store::Backend;
 use crate::service::admin::AdminService;
 use crate::service::directory::DirectoryReader;
 use crate::service::guard::Guard;
@@ -40,8 +41,13 @@ impl Server {
         let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}")).trim_end_matches('/').to_string();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let shared = Arc::new(store.clone());
+        let remembered = match (cfg.remembered_users_mib, store.backend()) {
+            (Some(mib), _) => mib,
+            (None, Backend::Sqlite) => 64,
+            (None, Backend::Postgres) => 0,
+        };
         let state = Arc::new(AppState {
-            service: Service::new(shared.clone(), pipelines).with_guard(guard),
+            service: Service::new(shared.clone(), pipelines).with_guard(guard).with_remembered_users(remembered.saturating_mul(1 << 20)),
             admin: AdminService::new(shared.clone()),
             directory: DirectoryReader::new(shared),
             limiter: Default::default(),

@@ -41,6 +41,41 @@ fn two_replicas() -> Option<(Server, Server, Client, Client)> {
     Some((a, b, okta_a, okta_b))
 }
 
+/// Replicas told to remember the users they last wrote (off by default on PostgreSQL): an
+/// update that starts from a remembered user another replica has changed since is not
+/// written from it; it is read again, and nothing the other replica wrote is lost.
+#[test]
+fn an_update_from_a_user_another_replica_changed_reads_it_again() {
+    if !on_postgres() {
+        return;
+    }
+    let config = format!("remembered_users_mib = 8\n{TENANT}");
+    let a = Server::start_with(&config);
+    let b = a.replica(&config);
+    let okta_a = a.declared("acme", "okta");
+    let okta_b = okta_a.rebased(&b);
+    let id = okta_a.post("/Users", &json!({"userName": "stale@acme.com", "title": "Analyst", "active": true})).id();
+    let r = okta_b.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "title", "value": "Lead"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A remembers version 1 (it created the user); the store has version 2.
+    let r = okta_a.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "displayName", "value": "Stale Sam"}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["title"].as_str(), r.body["displayName"].as_str()), (Some("Lead"), Some("Stale Sam")), "{}", r.body);
+    assert_eq!(r.body["meta"]["version"], "W/\"3\"", "{}", r.body);
+    let r = okta_b.get(&format!("/Users/{id}"));
+    assert_eq!((r.body["title"].as_str(), r.body["displayName"].as_str()), (Some("Lead"), Some("Stale Sam")), "{}", r.body);
+    let metric = |s: &Server, name: &str| -> u64 {
+        let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(a.admin_token()).send().unwrap().text().unwrap();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name}_total ")).or_else(|| l.strip_prefix(&format!("{name} ")))).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert_eq!(metric(&a, "mapwright_remembered_user_stale"), 1);
+    // Now A remembers what it wrote: the next update starts from it, and it is current.
+    let r = okta_a.patch(&format!("/Users/{id}"), json!([{"op": "replace", "path": "title", "value": "Head"}]));
+    assert_eq!((r.status, r.body["displayName"].as_str()), (200, Some("Stale Sam")), "{}", r.body);
+    assert_eq!(metric(&a, "mapwright_remembered_user_stale"), 1);
+    assert!(metric(&a, "mapwright_remembered_user_hits") >= 2);
+}
+
 #[test]
 fn racing_creates_on_two_replicas_make_one_entry() {
     let Some((a, _b, okta_a, okta_b)) = two_replicas() else { return };

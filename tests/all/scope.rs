@@ -99,7 +99,7 @@ fn attribute_scope_follows_the_user_and_preview_and_reapply_show_scope_changes()
     };
     let ann = user("ann@acme.com", "Contractor");
     user("cy@acme.com", "Employee");
-    user("dee@partner.io", "Employee");
+    let dee = user("dee@partner.io", "Employee");
     assert!(directory_entry(&s.db(), "acme", "ann@acme.com").is_none());
     assert!(directory_entry(&s.db(), "acme", "cy@acme.com").is_some());
     assert!(directory_entry(&s.db(), "acme", "dee@partner.io").is_none());
@@ -125,6 +125,13 @@ fn attribute_scope_follows_the_user_and_preview_and_reapply_show_scope_changes()
     cli_json(&s, &["reapply", "acme", "okta", "--json"]);
     assert!(directory_entry(&s.db(), "acme", "dee@partner.io").unwrap().active);
     assert!(!directory_entry(&s.db(), "acme", "cy@acme.com").unwrap().active);
+    // The server remembers dee as it created it, out of scope; the re-apply (another
+    // process) brought it in without a new version. Its deactivation must see it in scope,
+    // and deprovision it.
+    let r = okta.patch(&format!("/Users/{dee}"), json!([{"op": "replace", "path": "active", "value": false}]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!directory_entry(&s.db(), "acme", "dee@partner.io").unwrap().active, "deprovisioned");
+    assert_eq!(last_audit(&s, &dee)["operation"], "patch");
 }
 
 #[test]

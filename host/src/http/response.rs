@@ -69,7 +69,7 @@ pub fn resource(status: StatusCode, kind: ResourceKind, body: Value, meta: &Meta
 
 /// An IdP user as SCIM clients see it (with `meta`).
 pub fn render_user(u: &StoredUser, base: &str) -> Value {
-    let mut body = u.body.clone();
+    let mut body = Value::clone(&u.body);
     if let (Some(groups), Some(o)) = (&u.groups, body.as_object_mut())
         && !groups.is_empty()
     {

@@ -1,6 +1,8 @@
 //! The IdP view: each connection's users and groups as the IdP wrote them (canonicalised),
 //! what SCIM reads return, and the writes that change them together with the directory.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::{EntryWrite, MatchPolicy};
@@ -79,13 +81,32 @@ pub struct Member {
 pub struct StoredUser {
     /// Id, times and version.
     pub meta: Meta,
-    /// The canonical resource.
-    pub body: Value,
+    /// The canonical resource (shared: an update remembers it, see `service::current`).
+    pub body: Arc<Value>,
     /// The IdP's groups the user belongs to (`None` when not requested).
     pub groups: Option<Vec<Member>>,
     /// The connection's scope rules keep it out of the directory (it has no entry, or one
     /// deprovisioned when it left scope).
     pub out_of_scope: bool,
+}
+
+/// An IdP user as an update found it, before the change: the write goes ahead only if the
+/// user is still so (the same version and the same scope), and what it was feeds the audit's
+/// list of changed attributes without the store reading it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserBefore {
+    /// Its version.
+    pub version: i64,
+    /// Whether the scope rules kept it out (re-applied rules change this without a new version).
+    pub out_of_scope: bool,
+    /// Its canonical resource (it changes only with the version).
+    pub body: Arc<Value>,
+}
+
+impl From<&StoredUser> for UserBefore {
+    fn from(u: &StoredUser) -> Self {
+        UserBefore { version: u.meta.version, out_of_scope: u.out_of_scope, body: u.body.clone() }
+    }
 }
 
 /// An IdP group as stored.

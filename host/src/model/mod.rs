@@ -25,7 +25,7 @@ pub use decision::Decision;
 pub use delivery::{DeadLetter, DeadState, DeletePolicy, Mapped, NewDeadLetter, NewTarget, Origin, Progress, ShapeActivation, ShapeVersion, Target, TargetChange, TargetCredential, TargetKind, TargetSettings, UpdateMode, WebhookSecret};
 pub use directory::{Change, ChangeKind, DirGroup, DirPage, DirRef, DirUser, Feed};
 pub use entry::{DeprovisionAction, DirectoryEntry, EntryWrite, Lifecycle, LocalChange, MatchPolicy};
-pub use idp_view::{GroupUpdate, GroupWrite, Member, MemberRule, MemberRules, Page, SkippedMember, StoredGroup, StoredUser, UserWrite};
+pub use idp_view::{GroupUpdate, GroupWrite, Member, MemberRule, MemberRules, Page, SkippedMember, StoredGroup, StoredUser, UserBefore, UserWrite};
 pub use owner::{AttrOwner, Owner, OwnerKind};
 pub use reapply::{OutcomeStatus, ReapplyGroup, ReapplyJob, ReapplyMode, ReapplyOutcome, ReapplyPhase, ReapplyUser};
 pub use records::{AuditInfo, AuditQuery, AuditRecord, DriftEntry, DriftMembership, DriftReport, DriftSkipped, Explanation, HeldKind, HeldOp, HeldStatus, MembershipSource, ShadowDiff};

@@ -1,9 +1,10 @@
 //! Provisioning operations, one per SCIM request: validate and normalise the input, run the
 //! mapping pipeline, and write the IdP view and the directory in one store transaction.
 //!
-//! Writes that start from the current state (PATCH, PUT) read it, compute the new state off
-//! the writer thread (mapping can be expensive), then write with a version check; a
-//! concurrent change makes the write retry from a fresh read instead of losing an update.
+//! Writes that start from the current state (PATCH, PUT) take it (as this process last read
+//! or wrote it, [`current`], else read), compute the new state off the writer thread (mapping
+//! can be expensive), then write with a version and scope check; a concurrent change makes
+//! the write retry from a fresh read instead of losing an update.
 
 pub mod admin;
 pub mod chain_file;
@@ -13,6 +14,7 @@ pub mod directory;
 pub mod examples;
 pub mod guard;
 pub mod lease;
+mod current;
 mod locks;
 pub mod reapply;
 pub mod rules;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::mapping::{Decisions, GroupInput, MapContext, MappingError, MappingPipeline, Operation, PipelineRegistry, Trigger};
-use crate::model::{AuditInfo, Decision, DeprovisionAction, EntryWrite, GroupUpdate, GroupWrite, IdpConnection, Lifecycle, MemberRule, MemberRules, Page, ReapplyMode, StoredGroup, StoredUser, UserWrite};
+use crate::model::{AuditInfo, Decision, DeprovisionAction, EntryWrite, GroupUpdate, GroupWrite, IdpConnection, Lifecycle, MemberRule, MemberRules, Page, ReapplyMode, StoredGroup, StoredUser, UserBefore, UserWrite};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::list::{ListQuery, Projection};
 use crate::scim::patch::{self, MemberOp};
@@ -96,6 +98,7 @@ pub struct Service<S: Store> {
     pipelines: Arc<dyn PipelineRegistry>,
     locks: locks::KeyedLocks,
     guard: Arc<guard::Guard>,
+    current: current::CurrentUsers,
 }
 
 impl From<MappingError> for ScimError {
@@ -163,7 +166,14 @@ pub(crate) async fn spend_guard<S: Store>(guard: &guard::Guard, store: &S, idp_i
 impl<S: Store> Service<S> {
     /// The service over `store`, each connection mapped by its pipeline in `pipelines`.
     pub fn new(store: Arc<S>, pipelines: Arc<dyn PipelineRegistry>) -> Self {
-        Service { store, pipelines, locks: Default::default(), guard: Default::default() }
+        Service { store, pipelines, locks: Default::default(), guard: Default::default(), current: current::CurrentUsers::new(0) }
+    }
+
+    /// Lets updates start from the users this process last read or wrote, within about
+    /// `bytes` of memory (`service::current`). Only where no other process writes the store.
+    pub fn with_remembered_users(mut self, bytes: usize) -> Self {
+        self.current = current::CurrentUsers::new(bytes);
+        self
     }
 
     /// Sets the connections' guards (without one, every connection has the default cap).
@@ -318,7 +328,7 @@ impl<S: Store> Service<S> {
         let mut w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
         let ctx = MapContext { idp, operation: Operation::Create, current: None };
         w.entry.out_of_scope = !self.in_scope(&*pipeline, ctx, "", &w.body, &mut why).await?;
-        match self.store.create_user(idp, w.clone(), call.audit(Operation::Create, why.clone())).await {
+        let u = match self.store.create_user(idp, w.clone(), call.audit(Operation::Create, why.clone())).await {
             // The create takes back an entry a deletion deprovisioned: the rules decide what
             // its reactivation restores (asked only then), and it is written again.
             Err(StoreError::NeedsReactivation) => {
@@ -329,12 +339,17 @@ impl<S: Store> Service<S> {
                 self.store.create_user(idp, w, call.audit(Operation::Create, why)).await.map_err(|e| store_error(ResourceKind::User, "", e))
             }
             r => r.map_err(|e| store_error(ResourceKind::User, "", e)),
-        }
+        }?;
+        self.current.put(idp.id, &u.meta.id, Arc::new(UserBefore::from(&u)));
+        Ok(u)
     }
 
     /// GET /Users/{id}
     pub async fn get_user(&self, idp: &IdpConnection, id: &str, p: &Projection) -> ScimResult<StoredUser> {
-        self.store.get_user(idp, id, p.wants("groups")).await.map_err(|e| store_error(ResourceKind::User, id, e))
+        let u = self.store.get_user(idp, id, p.wants("groups")).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+        // IdPs read a user before they update it (Okta's GET then PUT).
+        self.current.put(idp.id, id, Arc::new(UserBefore::from(&u)));
+        Ok(u)
     }
 
     /// GET /Users with a filter, sorting and paging.
@@ -342,7 +357,23 @@ impl<S: Store> Service<S> {
         self.store.list_users(idp, q).await.map_err(|e| store_error(ResourceKind::User, "", e))
     }
 
-    /// Read, change, write with a version check; retried when a concurrent write wins.
+    /// The user as an update starts from: remembered (unless `If-Match` asks, which is
+    /// compared with the stored version), else read.
+    async fn user_before(&self, idp: &IdpConnection, id: &str, pre: &Precondition, remembered: bool) -> ScimResult<(Arc<UserBefore>, bool)> {
+        if remembered
+            && !pre.is_set()
+            && let Some(u) = self.current.get(idp.id, id)
+        {
+            crate::metrics::get().remembered_user(false);
+            return Ok((u, true));
+        }
+        let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
+        pre.check(cur.meta.version)?;
+        Ok((Arc::new(UserBefore::from(&cur)), false))
+    }
+
+    /// Read, change, write with a version and scope check; retried from a fresh read when a
+    /// concurrent write wins (or what was remembered of the user is stale).
     async fn modify_user<F>(&self, call: &Call<'_>, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredUser>
     where
         F: Fn(&Value) -> ScimResult<Value>,
@@ -350,12 +381,10 @@ impl<S: Store> Service<S> {
         let idp = call.idp;
         let pipeline = self.pipeline(call);
         let _guard = self.locks.lock(idp.id, id).await;
-        for attempt in 0..MAX_RETRIES {
-            if attempt > 0 {
-                after_lost_race(attempt).await;
-            }
-            let cur = self.store.get_user(idp, id, false).await.map_err(|e| store_error(ResourceKind::User, id, e))?;
-            pre.check(cur.meta.version)?;
+        let mut remembered = true;
+        let mut attempt = 0;
+        while attempt < MAX_RETRIES {
+            let (cur, from_memory) = self.user_before(idp, id, pre, remembered).await?;
             let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
             // Rules see the directory entry as it is before this change (read only if they look).
             let entry = match pipeline.uses_current() {
@@ -376,9 +405,27 @@ impl<S: Store> Service<S> {
                 let go = self.guard_deprovision(idp, id, &w.body, &mut action, &mut why).await?;
                 w.entry.lifecycle = if go { Lifecycle::Deprovision(action) } else { Lifecycle::Held(action) };
             }
-            match self.store.update_user(idp, id, cur.meta.version, w, call.audit(op, why)).await {
-                Err(StoreError::VersionMismatch) if !pre.is_set() => continue,
-                r => return r.map_err(|e| store_error(ResourceKind::User, id, e)),
+            match self.store.update_user(idp, id, cur, w, call.audit(op, why)).await {
+                Ok(u) => {
+                    self.current.put(idp.id, id, Arc::new(UserBefore::from(&u)));
+                    return Ok(u);
+                }
+                // What was remembered is stale (changed or deleted elsewhere): read it.
+                Err(StoreError::VersionMismatch | StoreError::NotFound) if from_memory => {
+                    crate::metrics::get().remembered_user(true);
+                    self.current.forget(idp.id, id);
+                    remembered = false;
+                }
+                // A concurrent write won: start again from what it left (an `If-Match` is
+                // checked against that, and fails if the version moved).
+                Err(StoreError::VersionMismatch) => {
+                    attempt += 1;
+                    after_lost_race(attempt).await;
+                }
+                Err(e) => {
+                    self.current.forget(idp.id, id);
+                    return Err(store_error(ResourceKind::User, id, e));
+                }
             }
         }
         Err(ScimError::new(409, None, "the resource is being changed concurrently; retry"))
@@ -411,6 +458,7 @@ impl<S: Store> Service<S> {
         keep_decisions("deprovision", decisions, &mut why);
         let go = self.guard_deprovision(idp, id, &cur.body, &mut action, &mut why).await?;
         let expected = pre.is_set().then_some(cur.meta.version);
+        self.current.forget(idp.id, id);
         self.store.delete_user(idp, id, expected, action, !go, call.audit(Operation::Delete, why)).await.map_err(|e| store_error(ResourceKind::User, id, e))
     }
 

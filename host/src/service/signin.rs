@@ -105,7 +105,7 @@ impl<S: Store> Service<S> {
         let canonical = canonicalize(ResourceKind::User, &body)?;
         let call = Call::new(idp, request_id);
         let (user, created) = match self.find_signed_in(idp, &canonical).await? {
-            Some(u) if u.body == canonical => (u, false),
+            Some(u) if *u.body == canonical => (u, false),
             Some(u) => (self.replace_user(&call, &u.meta.id, &body, &Precondition::default()).await?, false),
             None => (self.create_user(&call, &body).await?, true),
         };

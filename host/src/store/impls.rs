@@ -1,6 +1,8 @@
 //! The store's traits on [`SqlStore`]: each operation runs one function of the module of its
 //! concern ([`super::logic`]), as a read (one snapshot) or a write (one transaction).
 
+use std::sync::Arc;
+
 use super::SqlStore;
 use super::logic::{approvals, connections, delivery, directory, drift, entries, explain, groups, guard_window, held, leases, lifecycle, local, reapply, rules, shapes, users};
 use crate::model::*;
@@ -70,9 +72,9 @@ impl IdpViewStore for SqlStore {
         let idp = idp.clone();
         self.write_for(idp.tenant_id, move |t| users::create(t, &idp, &w, &audit)).await
     }
-    async fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
+    async fn update_user(&self, idp: &IdpConnection, id: &str, before: Arc<UserBefore>, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
         let (idp, id) = (idp.clone(), id.to_string());
-        self.write_for(idp.tenant_id, move |t| users::update(t, &idp, &id, expected_version, &w, &audit)).await
+        self.write_for(idp.tenant_id, move |t| users::update(t, &idp, &id, &before, &w, &audit)).await
     }
     async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> StoreResult<()> {
         let (idp, id) = (idp.clone(), id.to_string());

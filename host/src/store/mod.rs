@@ -20,6 +20,7 @@ pub mod sqlite;
 pub use engine::{Backend, SqlStore};
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::model::*;
 use crate::scim::list::ListQuery;
@@ -103,8 +104,9 @@ pub trait IdpViewStore: Send + Sync + 'static {
     fn list_users(&self, idp: &IdpConnection, q: &ListQuery) -> impl Future<Output = StoreResult<Page<StoredUser>>> + Send;
     /// Creates a user and its entry (or adopts one, per `w.matching`).
     fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
-    /// Replaces a user still at `expected_version`, and its entry.
-    fn update_user(&self, idp: &IdpConnection, id: &str, expected_version: i64, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
+    /// Replaces a user still as `before` (its version and scope; `VersionMismatch` when it is
+    /// not), and its entry.
+    fn update_user(&self, idp: &IdpConnection, id: &str, before: Arc<UserBefore>, w: UserWrite, audit: AuditInfo) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     /// Deletes the IdP's user; `action` says what happens to its directory entry, now or
     /// (`hold`) once an admin approves.
     fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> impl Future<Output = StoreResult<()>> + Send;

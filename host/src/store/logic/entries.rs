@@ -17,8 +17,33 @@ pub(super) fn by_id(c: &dyn Sql, id: i64) -> StoreResult<DirectoryEntry> {
 
 /// An entry by id, if it exists: the state the audit trail records before and after a change.
 pub(super) fn state(c: &dyn Sql, id: i64) -> StoreResult<Option<DirectoryEntry>> {
-    let exists = c.query_opt("SELECT id FROM entries WHERE id = ?1", &[&id])?.is_some();
-    exists.then(|| by_id(c, id)).transpose()
+    Ok(found(c, id)?.map(|f| f.entry))
+}
+
+/// An entry as a rewrite finds it: its state (what the audit records as before) and who owns
+/// its attributes (what the rewrite merges under), read once.
+pub(super) struct Found {
+    pub entry: DirectoryEntry,
+    owners: Map<String, Value>,
+}
+
+/// An entry by id with its attributes' owners, if it exists.
+pub(super) fn found(c: &dyn Sql, id: i64) -> StoreResult<Option<Found>> {
+    let Some(r) = c.query_opt("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after, attr_owners FROM entries WHERE id = ?1", &[&id])? else {
+        return Ok(None);
+    };
+    let owners: String = r.get(5)?;
+    let entry = DirectoryEntry { user_name: r.get(0)?, active: r.get(1)?, attributes: r.json(2)?, groups: groups(c, id)?, deleted: r.get(3)?, purge_after: r.get::<Option<Timestamp>>(4)? };
+    Ok(Some(Found { entry, owners: parse_map(&owners) }))
+}
+
+/// An entry's state after a rewrite that left its attributes as `attributes` (and nothing
+/// since changed them): the rest is read, the attributes are not parsed again.
+pub(super) fn state_after(c: &dyn Sql, id: i64, attributes: Value) -> StoreResult<Option<DirectoryEntry>> {
+    let Some(r) = c.query_opt("SELECT user_name, active, deleted_at IS NOT NULL, purge_after FROM entries WHERE id = ?1", &[&id])? else {
+        return Ok(None);
+    };
+    Ok(Some(DirectoryEntry { user_name: r.get(0)?, active: r.get(1)?, attributes, groups: groups(c, id)?, deleted: r.get(2)?, purge_after: r.get::<Option<Timestamp>>(3)? }))
 }
 
 /// The id of a tenant's entry by userName (soft-deleted ones too, unless `live_only`).
@@ -84,18 +109,21 @@ pub(super) fn adopt(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrit
     Ok(())
 }
 
-/// Writes an entry's name, attributes and (when the write decides it) active flag. A write to
-/// a user the IdP keeps deactivated leaves the flag as deprovisioning set it: a `keep`
-/// decision stays active through later updates.
-pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp) -> StoreResult<()> {
+/// Writes an entry's name, attributes and (when the write decides it) active flag over the
+/// entry as it was `found`; returns its attributes now. A write to a user the IdP keeps
+/// deactivated leaves the flag as deprovisioning set it: a `keep` decision stays active
+/// through later updates.
+pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp, found: &Found) -> StoreResult<Value> {
     let decides_active = e.active || matches!(e.lifecycle, Lifecycle::Deprovision(_) | Lifecycle::Reactivate { .. });
-    let (attrs, owners) = merge_attributes(t, entry_id, writer, &e.attributes)?;
+    let current = found.entry.attributes.as_object().cloned().unwrap_or_default();
+    let (attrs, owners) = merge(current, found.owners.clone(), writer, &e.attributes);
+    let (attrs, owners) = (Value::Object(attrs), json_text(&Value::Object(owners)));
     t.execute(
         "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6, attr_owners = ?8 WHERE id = ?1",
-        &[&entry_id, &e.user_name, &fold(&e.user_name), &e.active, &attrs, ts, &decides_active, &owners],
+        &[&entry_id, &e.user_name, &fold(&e.user_name), &e.active, &json_text(&attrs), ts, &decides_active, &owners],
     )
     .map_err(|err| conflict(err, &e.user_name))?;
-    Ok(())
+    Ok(attrs)
 }
 
 /// Every attribute of a new entry owned by its writer.
@@ -104,20 +132,29 @@ fn owners_of(attrs: &Value, writer: AttrOwner) -> String {
     json_text(&Value::Object(owners))
 }
 
+fn parse_map(s: &str) -> Map<String, Value> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
 /// An entry's attributes and their owners, as stored.
 pub(super) fn attributes_and_owners(t: &dyn Sql, entry_id: i64) -> StoreResult<(Map<String, Value>, Map<String, Value>)> {
     let r = t.query_one("SELECT attributes, attr_owners FROM entries WHERE id = ?1", &[&entry_id])?;
     let (cur, owners): (String, String) = (r.get(0)?, r.get(1)?);
-    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
-    Ok((parse(&cur), parse(&owners)))
+    Ok((parse_map(&cur), parse_map(&owners)))
 }
 
-/// An entry's attributes after `writer` sets `new`, and their owners: the writer replaces the
-/// attributes it owns (or that nobody owns) and takes the ones it sets; attributes another
-/// IdP or the application (`local`) owns stay as they are, so one source never wipes what
-/// another set. Returns (attributes, owners) as JSON text.
+/// An entry's attributes after `writer` sets `new`, and their owners, as JSON text (see [`merge`]).
 fn merge_attributes(t: &dyn Sql, entry_id: i64, writer: AttrOwner, new: &Value) -> StoreResult<(String, String)> {
-    let (mut attrs, mut owners) = attributes_and_owners(t, entry_id)?;
+    let (attrs, owners) = attributes_and_owners(t, entry_id)?;
+    let (attrs, owners) = merge(attrs, owners, writer, new);
+    Ok((json_text(&Value::Object(attrs)), json_text(&Value::Object(owners))))
+}
+
+/// Attributes `attrs` owned as `owners` after `writer` sets `new`, and their owners: the
+/// writer replaces the attributes it owns (or that nobody owns) and takes the ones it sets;
+/// attributes another IdP or the application (`local`) owns stay as they are, so one source
+/// never wipes what another set.
+fn merge(mut attrs: Map<String, Value>, mut owners: Map<String, Value>, writer: AttrOwner, new: &Value) -> (Map<String, Value>, Map<String, Value>) {
     let empty = Map::new();
     let new = new.as_object().unwrap_or(&empty);
     let (writer, local) = (writer.to_string(), AttrOwner::Local.to_string());
@@ -131,7 +168,7 @@ fn merge_attributes(t: &dyn Sql, entry_id: i64, writer: AttrOwner, new: &Value) 
         attrs.insert(k.clone(), v.clone());
         owners.insert(k.clone(), Value::String(writer.clone()));
     }
-    Ok((json_text(&Value::Object(attrs)), json_text(&Value::Object(owners))))
+    (attrs, owners)
 }
 
 fn domain_of(address: &str) -> Option<String> {

@@ -1,12 +1,14 @@
 //! IdP users (`users`, `user_emails`), each written together with the directory entry it maps
 //! to, its rule grants, its lifecycle change and its audit record.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::audit::{self, Subject};
 use super::filter_sql::list_sql;
 use super::{entries, held, lifecycle, memberships};
-use crate::model::{AttrOwner, AuditInfo, DeprovisionAction, DirectoryEntry, EntryWrite, HeldKind, IdpConnection, Lifecycle, MatchPolicy, Member, Page, StoredUser, Timestamp, UserWrite};
+use crate::model::{AttrOwner, AuditInfo, DeprovisionAction, DirectoryEntry, EntryWrite, HeldKind, IdpConnection, Lifecycle, MatchPolicy, Member, Page, StoredUser, Timestamp, UserBefore, UserWrite};
 use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
 use crate::scim::resource::{Meta, json_text};
@@ -56,7 +58,7 @@ fn row(r: &Row) -> StoreResult<(i64, StoredUser)> {
         r.get(0)?,
         StoredUser {
             meta: Meta { id: r.get(1)?, created: r.get(3)?, last_modified: r.get(4)?, version: r.get(5)? },
-            body: r.json(2)?,
+            body: Arc::new(r.json(2)?),
             groups: None,
             out_of_scope: r.get(6)?,
         },
@@ -292,7 +294,7 @@ pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo)
     }
     Ok(StoredUser {
         meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 },
-        body: w.body.clone(),
+        body: Arc::new(w.body.clone()),
         groups: Some(Vec::new()),
         out_of_scope: w.entry.out_of_scope,
     })
@@ -345,9 +347,11 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
             (entry_name(t, Some(entry_id))?, changes)
         }
         (Some(entry_id), out) => {
-            let before = entries::state(t, entry_id)?;
+            let found = entries::found(t, entry_id)?;
+            let mut written = None;
             if !out {
-                entries::write(t, entry_id, writer(idp), e, ts)?;
+                let f = found.as_ref().ok_or(StoreError::NotFound)?;
+                written = Some(entries::write(t, entry_id, writer(idp), e, ts, f)?);
                 memberships::rule_grants(t, idp, entry_id, &e.grant, &e.revoke)?;
             }
             lifecycle::apply(t, pk, entry_id, e.lifecycle, ts)?;
@@ -355,7 +359,12 @@ fn apply_entry(t: &dyn Sql, idp: &IdpConnection, id: &str, cur: &Current, w: &Us
                 // Back in scope: what its IdP groups give comes back too.
                 memberships::regrant_idp_groups_of(t, entry_id, pk)?;
             }
-            let after = entries::state(t, entry_id)?;
+            // Deprovisioning and reactivation may change the attributes the write left.
+            let after = match (written, e.lifecycle) {
+                (Some(attributes), Lifecycle::Unchanged | Lifecycle::Held(_)) => entries::state_after(t, entry_id, attributes)?,
+                _ => entries::state(t, entry_id)?,
+            };
+            let before = found.map(|f| f.entry);
             let changes = audit::entry_diff(before.as_ref(), after.as_ref());
             (Some((entry_id, after.map(|a| a.user_name).unwrap_or_default())), changes)
         }
@@ -388,21 +397,19 @@ fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Named> {
     entry_id.map(|e| Ok((e, entries::state(t, e)?.map(|s| s.user_name).unwrap_or_default()))).transpose()
 }
 
-/// Replaces an IdP user still at `expected_version`, and rewrites its entry. An update is
-/// most of an IdP's traffic: the row is read once (what it was feeds the checks, the audit's
-/// list of changed attributes and the answer), and what did not change is not written again
-/// (the email index, the scope flag) nor checked again (a userName kept is still free).
-pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let r = t.query_one(
-        "SELECT pk, entry_id, version, out_of_scope, user_name_fold, body, created FROM users WHERE id = ?1 AND idp_id = ?2",
-        &[&id, &idp.id],
-    )?;
+/// Replaces an IdP user still as `before` (the same version and scope), and rewrites its
+/// entry. An update is most of an IdP's traffic: the row is read once, without its body (the
+/// caller has it, and it changes only with the version), and what did not change is not
+/// written again (the email index, the scope flag) nor checked again (a userName kept is
+/// still free).
+pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, before: &UserBefore, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
+    let r = t.query_one("SELECT pk, entry_id, version, out_of_scope, user_name_fold, created FROM users WHERE id = ?1 AND idp_id = ?2", &[&id, &idp.id])?;
     let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-    if version != expected_version {
+    if version != before.version || out != before.out_of_scope {
         return Err(StoreError::VersionMismatch);
     }
-    let (fold_before, created): (String, String) = (r.get(4)?, r.get(6)?);
-    let before_body: Option<Value> = r.json(5).ok();
+    let (fold_before, created): (String, String) = (r.get(4)?, r.get(5)?);
+    let before_body = Some(&*before.body);
     let cur = Current { pk, entry, out };
     let ix = index(&w.body);
     let uf = fold(&ix.user_name);
@@ -417,14 +424,14 @@ pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64,
         &[&pk, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts],
     )?;
     // The index is a function of the body's emails: the same emails, the same rows.
-    if before_body.as_ref().map(|b| index(b).emails) != Some(ix.emails.clone()) {
+    if before_body.map(|b| index(b).emails) != Some(ix.emails.clone()) {
         write_emails(t, pk, &ix.emails)?;
     }
-    changes["idp"] = serde_json::json!(audit::changed_names(before_body.as_ref(), Some(&w.body)));
+    changes["idp"] = serde_json::json!(audit::changed_names(before_body, Some(&w.body)));
     audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
     Ok(StoredUser {
         meta: Meta { id: id.to_string(), created, last_modified: ts.into_string(), version: version + 1 },
-        body: w.body.clone(),
+        body: Arc::new(w.body.clone()),
         groups: Some(groups_of(t, pk)?),
         out_of_scope: w.entry.out_of_scope,
     })
