@@ -52,6 +52,8 @@ pub struct Metrics {
     remembered_hits: Counter,
     remembered_stale: Counter,
     remembered_bytes: Gauge,
+    plugin_compiles: Family<Labels<1>, Counter>,
+    plugin_code_bytes: Gauge,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
@@ -85,6 +87,8 @@ pub fn get() -> &'static Metrics {
             remembered_hits: Counter::default(),
             remembered_stale: Counter::default(),
             remembered_bytes: Gauge::default(),
+            plugin_compiles: Family::default(),
+            plugin_code_bytes: Gauge::default(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
             skipped_members: Family::default(),
@@ -113,6 +117,8 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_retries", "Writes PostgreSQL refused for a concurrent one and that ran again", m.store_retries.clone());
         registry.register("mapwright_store_checkpoint_seconds", "SQLite WAL checkpoints (on their own thread, off the writer's path) and how long each took", m.store_checkpoint_seconds.clone());
         registry.register("mapwright_store_checkpointed_pages", "WAL pages SQLite's checkpoints copied into the database file", m.store_checkpointed_pages.clone());
+        registry.register("mapwright_plugin_compiles", "Compiled plugins this process obtained, by where from: source (compiled), artifact (loaded from the disk cache), damaged_artifact (a cached artifact that would not load, discarded and compiled again)", m.plugin_compiles.clone());
+        registry.register("mapwright_plugin_code_bytes", "Machine code of the compiled plugins this process holds", m.plugin_code_bytes.clone());
         registry.register("mapwright_remembered_user_hits", "Updates that started from a remembered IdP user instead of reading it", m.remembered_hits.clone());
         registry.register("mapwright_remembered_user_stale", "Remembered IdP users an update found changed elsewhere (read again, mapped again)", m.remembered_stale.clone());
         registry.register("mapwright_remembered_users_bytes", "Estimated memory held by remembered IdP users", m.remembered_bytes.clone());
@@ -179,6 +185,16 @@ impl Metrics {
     pub fn store_checkpoint(&self, seconds: f64, pages: u64) {
         self.store_checkpoint_seconds.observe(seconds);
         self.store_checkpointed_pages.inc_by(pages);
+    }
+
+    /// A compiled plugin obtained, `from` where (`source`, `artifact`, `damaged_artifact`).
+    pub fn plugin_compiled(&self, from: &'static str) {
+        self.plugin_compiles.get_or_create(&[("from", from.to_string())]).inc();
+    }
+
+    /// Adds `bytes` of compiled plugin code now held.
+    pub fn plugin_code_resident(&self, bytes: usize) {
+        self.plugin_code_bytes.inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// An update started from a remembered user (`stale`: it had changed; it was read again).

@@ -283,10 +283,20 @@ fn compiled_plugins_persist_across_restarts_and_bad_artifacts_are_recompiled() {
     assert_eq!(first.len(), 3, "one artifact per distinct plugin: {first:?}");
     assert!(first.iter().all(|p| p.extension().is_some_and(|e| e == "cwasm")));
     let token = s.declared("acme", "okta").token;
+    // How each process got its compiled plugins, and how much code it holds.
+    let admin = s.admin_token();
+    let metric = |s: &Server, name: &str| -> u64 {
+        let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(&admin).send().unwrap().text().unwrap();
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let compiles = |s: &Server, from: &str| metric(s, &format!("mapwright_plugin_compiles_total{{from=\"{from}\"}} "));
+    assert_eq!((compiles(&s, "source"), compiles(&s, "artifact")), (3, 0));
+    assert!(metric(&s, "mapwright_plugin_code_bytes ") > 10_000);
 
     // A restart loads the artifacts; the rules still apply.
     let s = s.restart(THREE);
     assert_eq!(artifacts(), first);
+    assert_eq!((compiles(&s, "source"), compiles(&s, "artifact")), (0, 3), "nothing compiled again");
     let okta = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token.clone());
     assert_eq!(okta.post("/Users", &json!({"userName": "a", "emails": [{"value": "ann.b@acme.com"}]})).status, 201);
     assert!(directory_entry(&s.db(), "acme", "ann.b").is_some());
@@ -298,6 +308,7 @@ fn compiled_plugins_persist_across_restarts_and_bad_artifacts_are_recompiled() {
     assert_eq!(running.post("/Users", &json!({"userName": "c", "emails": [{"value": "cy.d@acme.com"}]})).status, 201);
     let s = s.restart(THREE);
     assert!(std::fs::metadata(&first[0]).unwrap().len() > 1000, "recompiled and rewritten");
+    assert_eq!((compiles(&s, "damaged_artifact"), compiles(&s, "source"), compiles(&s, "artifact")), (1, 1, 2), "the damaged one counted and compiled");
     let okta = crate::harness::Client::new(format!("{}/scim/v2/acme/okta", s.url), token);
     assert_eq!(okta.post("/Users", &json!({"userName": "b", "emails": [{"value": "bo.c@acme.com"}]})).status, 201);
 }

@@ -183,6 +183,28 @@ impl Runtime {
     }
 }
 
+/// Where a compiled plugin came from (counted: `mapwright_plugin_compiles_total{from}`).
+#[derive(Debug, Clone, Copy)]
+enum CompiledFrom {
+    /// Its bytes, compiled now.
+    Source,
+    /// The artifact a previous run left on disk, loaded without compiling.
+    Artifact,
+    /// An artifact on disk that would not load: discarded (the plugin is compiled again).
+    DamagedArtifact,
+}
+
+impl CompiledFrom {
+    /// Counts it in the metrics.
+    fn count(self) {
+        crate::metrics::get().plugin_compiled(match self {
+            CompiledFrom::Source => "source",
+            CompiledFrom::Artifact => "artifact",
+            CompiledFrom::DamagedArtifact => "damaged_artifact",
+        });
+    }
+}
+
 /// The SHA-256 of a component, hex: its identity in the store and the caches.
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -254,7 +276,8 @@ impl Runtime {
         Some(dir.join(format!("{hash}-{:016x}.cwasm", h.finish())))
     }
 
-    /// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes.
+    /// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes;
+    /// counts which it did (and a damaged artifact discarded).
     fn compile(engine: &Engine, bytes: &[u8], artifact: Option<&std::path::Path>) -> Result<Component, PluginError> {
         if let Some(path) = artifact
             && let Ok(serialized) = std::fs::read(path)
@@ -268,14 +291,19 @@ impl Runtime {
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize(engine, &serialized) };
             match loaded {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    CompiledFrom::Artifact.count();
+                    return Ok(c);
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled plugin artifact");
+                    CompiledFrom::DamagedArtifact.count();
                     let _ = std::fs::remove_file(path);
                 }
             }
         }
         let component = Component::new(engine, bytes).map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
+        CompiledFrom::Source.count();
         if let Some(path) = artifact
             && let Ok(serialized) = component.serialize()
         {
@@ -352,8 +380,11 @@ impl Runtime {
             }
         }
         let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, scoping, candidates, self_test });
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(hash, loaded.clone());
+        if let Ok(mut c) = self.cache.lock()
+            && c.insert(hash, loaded.clone()).is_none()
+        {
+            let code = component.image_range();
+            crate::metrics::get().plugin_code_resident((code.end as usize).saturating_sub(code.start as usize));
         }
         Ok(loaded)
     }
