@@ -24,7 +24,8 @@ pub(super) fn state(c: &dyn Sql, id: i64) -> StoreResult<Option<DirectoryEntry>>
 /// its attributes (what the rewrite merges under), read once.
 pub(super) struct Found {
     pub entry: DirectoryEntry,
-    owners: Map<String, Value>,
+    /// As stored (JSON text): parsed only by a rewrite, not by readers of the state.
+    owners: String,
 }
 
 /// An entry by id with its attributes' owners, if it exists.
@@ -32,9 +33,8 @@ pub(super) fn found(c: &dyn Sql, id: i64) -> StoreResult<Option<Found>> {
     let Some(r) = c.query_opt("SELECT user_name, active, attributes, deleted_at IS NOT NULL, purge_after, attr_owners FROM entries WHERE id = ?1", &[&id])? else {
         return Ok(None);
     };
-    let owners: String = r.get(5)?;
     let entry = DirectoryEntry { user_name: r.get(0)?, active: r.get(1)?, attributes: r.json(2)?, groups: groups(c, id)?, deleted: r.get(3)?, purge_after: r.get::<Option<Timestamp>>(4)? };
-    Ok(Some(Found { entry, owners: parse_map(&owners) }))
+    Ok(Some(Found { entry, owners: r.get(5)? }))
 }
 
 /// An entry's state after a rewrite that left its attributes as `attributes` (and nothing
@@ -116,7 +116,7 @@ pub(super) fn adopt(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrit
 pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrite, ts: &Timestamp, found: &Found) -> StoreResult<Value> {
     let decides_active = e.active || matches!(e.lifecycle, Lifecycle::Deprovision(_) | Lifecycle::Reactivate { .. });
     let current = found.entry.attributes.as_object().cloned().unwrap_or_default();
-    let (attrs, owners) = merge(current, found.owners.clone(), writer, &e.attributes);
+    let (attrs, owners) = merge(current, parse_map(&found.owners), writer, &e.attributes);
     let (attrs, owners) = (Value::Object(attrs), json_text(&Value::Object(owners)));
     t.execute(
         "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6, attr_owners = ?8 WHERE id = ?1",
