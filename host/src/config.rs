@@ -132,6 +132,11 @@ pub struct ServerConfig {
     /// none). Unset: 64 on SQLite, none on PostgreSQL, where other replicas change users
     /// under it (a stale one is only read again, but costs its update a second mapping).
     pub remembered_users_mib: Option<usize>,
+    /// Memory for plugins, in MiB (default 384): two thirds for compiled code, beyond which
+    /// the plugins used least recently are evicted and load again from the on-disk cache on
+    /// their next call (a millisecond or two for a Rust plugin, ~0.1 s for a JavaScript or
+    /// Python one); a third for idle instances kept for reuse.
+    pub plugin_memory_mib: usize,
 }
 
 /// `[server.tls]`: the certificate and key, PEM files, read again when they change.
@@ -157,6 +162,7 @@ impl Default for ServerConfig {
             change_retention_secs: 30 * 24 * 3600,
             tls: None,
             remembered_users_mib: None,
+            plugin_memory_mib: 384,
         }
     }
 }

@@ -54,6 +54,8 @@ pub struct Metrics {
     remembered_bytes: Gauge,
     plugin_compiles: Family<Labels<1>, Counter>,
     plugin_code_bytes: Gauge,
+    plugin_evictions: Counter,
+    plugin_cold_load_seconds: Histogram,
     /// Set at scrape time by the HTTP layer from the rule registry.
     pub active_chain: Family<Labels<2>, Gauge>,
     delivery_events: Family<Labels<3>, Counter>,
@@ -89,6 +91,8 @@ pub fn get() -> &'static Metrics {
             remembered_bytes: Gauge::default(),
             plugin_compiles: Family::default(),
             plugin_code_bytes: Gauge::default(),
+            plugin_evictions: Counter::default(),
+            plugin_cold_load_seconds: seconds(),
             active_chain: Family::default(),
             delivery_events: Family::default(),
             skipped_members: Family::default(),
@@ -117,8 +121,10 @@ pub fn get() -> &'static Metrics {
         registry.register("mapwright_store_retries", "Writes PostgreSQL refused for a concurrent one and that ran again", m.store_retries.clone());
         registry.register("mapwright_store_checkpoint_seconds", "SQLite WAL checkpoints (on their own thread, off the writer's path) and how long each took", m.store_checkpoint_seconds.clone());
         registry.register("mapwright_store_checkpointed_pages", "WAL pages SQLite's checkpoints copied into the database file", m.store_checkpointed_pages.clone());
-        registry.register("mapwright_plugin_compiles", "Compiled plugins this process obtained, by where from: source (compiled), artifact (loaded from the disk cache), damaged_artifact (a cached artifact that would not load, discarded and compiled again)", m.plugin_compiles.clone());
-        registry.register("mapwright_plugin_code_bytes", "Machine code of the compiled plugins this process holds", m.plugin_code_bytes.clone());
+        registry.register("mapwright_plugin_compiles", "Compiled plugins this process obtained, by where from: source (compiled), artifact (loaded from the disk cache), damaged_artifact (a cached artifact that would not load, discarded and compiled again), missing_artifact (evicted code whose artifact was gone, compiled again from its stored bytes)", m.plugin_compiles.clone());
+        registry.register("mapwright_plugin_code_bytes", "Compiled plugin code (machine code and data images) this process holds; `[server] plugin_memory_mib` bounds it", m.plugin_code_bytes.clone());
+        registry.register("mapwright_plugin_evictions", "Compiled plugins evicted from memory to stay within the budget (loaded again from disk on their next call)", m.plugin_evictions.clone());
+        registry.register("mapwright_plugin_cold_load_seconds", "How long a call waited for its plugin's code to load from disk (it was not in memory)", m.plugin_cold_load_seconds.clone());
         registry.register("mapwright_remembered_user_hits", "Updates that started from a remembered IdP user instead of reading it", m.remembered_hits.clone());
         registry.register("mapwright_remembered_user_stale", "Remembered IdP users an update found changed elsewhere (read again, mapped again)", m.remembered_stale.clone());
         registry.register("mapwright_remembered_users_bytes", "Estimated memory held by remembered IdP users", m.remembered_bytes.clone());
@@ -192,9 +198,19 @@ impl Metrics {
         self.plugin_compiles.get_or_create(&[("from", from.to_string())]).inc();
     }
 
-    /// Adds `bytes` of compiled plugin code now held.
-    pub fn plugin_code_resident(&self, bytes: usize) {
-        self.plugin_code_bytes.inc_by(i64::try_from(bytes).unwrap_or(i64::MAX));
+    /// Compiled plugin code now held changed by `bytes` (negative: freed).
+    pub fn plugin_code_resident(&self, bytes: i64) {
+        self.plugin_code_bytes.inc_by(bytes);
+    }
+
+    /// Compiled plugins evicted from memory to stay within the budget.
+    pub fn plugin_evicted(&self, n: usize) {
+        self.plugin_evictions.inc_by(n as u64);
+    }
+
+    /// A call waited `seconds` for its plugin's code to load (it was not in memory).
+    pub fn plugin_cold_load(&self, seconds: f64) {
+        self.plugin_cold_load_seconds.observe(seconds);
     }
 
     /// An update started from a remembered user (`stale`: it had changed; it was read again).

@@ -67,7 +67,8 @@ impl Ctx {
     /// The rules service, with compiled plugins cached under the data directory (shared by
     /// the server and the CLI, so what one compiled the other loads).
     fn rules(&self) -> anyhow::Result<Arc<RuleManager<SqlStore>>> {
-        let runtime = Arc::new(Runtime::new()?.with_disk_cache(self.cfg.server.data_dir.join("plugin-cache")));
+        let runtime = Runtime::new()?.with_disk_cache(self.cfg.server.data_dir.join("plugin-cache")).with_memory_budget(self.cfg.server.plugin_memory_mib.saturating_mul(1 << 20));
+        let runtime = Arc::new(runtime);
         Ok(Arc::new(RuleManager::new(Arc::new(self.store.clone()), runtime, Arc::new(ChainRegistry::default()))))
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Instantiating a component costs tens of microseconds; reusing an instance between calls of
 //! one chain entry saves that. Idle instances hold guest memory (about 1 MiB for a Rust
-//! plugin), so they are bounded per entry and across the server, and dropped after a while
+//! plugin, 11-13 MiB for a JavaScript or Python one), so they are bounded per entry, across
+//! the server in number and in bytes, and dropped after a while
 //! unused so that the connections busy now keep the reuse, not those that were busy once.
 //! The pool belongs to the [`Runtime`](super::runtime::Runtime): its counts and its sweeper
 //! thread live and stop with it.
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 struct Idle<T> {
     item: T,
+    /// What it holds, as its owner weighed it.
+    bytes: usize,
     since: Instant,
 }
 
@@ -23,6 +26,9 @@ struct Shared<T> {
     /// Idle items across every list.
     total: AtomicUsize,
     max_total: usize,
+    /// Bytes they hold across every list.
+    bytes: AtomicUsize,
+    max_bytes: usize,
     lists: Mutex<Vec<Weak<List<T>>>>,
     stop: AtomicBool,
 }
@@ -41,11 +47,11 @@ pub struct IdleList<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> IdlePool<T> {
-    /// A pool of at most `max_total` idle items; a thread drops items idle longer than `ttl`
-    /// (checked every sixth of it). Without the thread (it could not start) items are still
-    /// bounded, they just do not expire.
-    pub fn new(max_total: usize, ttl: Duration) -> IdlePool<T> {
-        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total, lists: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
+    /// A pool of at most `max_total` idle items holding at most `max_bytes`; a thread drops
+    /// items idle longer than `ttl` (checked every sixth of it). Without the thread (it could
+    /// not start) items are still bounded, they just do not expire.
+    pub fn new(max_total: usize, max_bytes: usize, ttl: Duration) -> IdlePool<T> {
+        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total, bytes: AtomicUsize::new(0), max_bytes, lists: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
         let s = shared.clone();
         let sweeper = std::thread::Builder::new().name("mapwright-idle-sweeper".into()).spawn(move || {
             while !s.stop.load(Ordering::SeqCst) {
@@ -77,9 +83,35 @@ impl<T: Send + 'static> IdlePool<T> {
         self.shared.total.load(Ordering::Relaxed)
     }
 
+    /// Bytes the idle items hold, as weighed when they were put.
+    pub fn bytes(&self) -> usize {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
     /// Drops items idle longer than `ttl` now; returns how many.
     pub fn sweep(&self, ttl: Duration) -> usize {
         sweep(&self.shared, ttl)
+    }
+
+    /// Keeps only the idle items for which `keep` holds, across every list; returns how many
+    /// were dropped.
+    pub fn retain(&self, keep: impl Fn(&T) -> bool) -> usize {
+        let Ok(all) = self.shared.lists.lock() else { return 0 };
+        let (mut dropped, mut bytes) = (0, 0);
+        for list in all.iter().filter_map(Weak::upgrade) {
+            if let Ok(mut idle) = list.lock() {
+                idle.retain(|i| {
+                    let kept = keep(&i.item);
+                    if !kept {
+                        dropped += 1;
+                        bytes += i.bytes;
+                    }
+                    kept
+                });
+            }
+        }
+        self.shared.forget(dropped, bytes);
+        dropped
     }
 
     /// Stops the sweeper and waits for it.
@@ -98,20 +130,33 @@ impl<T: Send + 'static> Drop for IdlePool<T> {
     }
 }
 
+impl<T> Shared<T> {
+    /// Counts `n` items holding `bytes` out of the pool.
+    fn forget(&self, n: usize, bytes: usize) {
+        self.total.fetch_sub(n, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// Drops idle items older than `ttl`, and forgets the lists of entries that are gone.
 fn sweep<T>(shared: &Shared<T>, ttl: Duration) -> usize {
     let Ok(mut all) = shared.lists.lock() else { return 0 };
-    let mut dropped = 0;
+    let (mut dropped, mut bytes) = (0, 0);
     all.retain(|weak| {
         let Some(list) = weak.upgrade() else { return false };
         if let Ok(mut idle) = list.lock() {
-            let before = idle.len();
-            idle.retain(|i| i.since.elapsed() < ttl);
-            dropped += before - idle.len();
+            idle.retain(|i| {
+                let young = i.since.elapsed() < ttl;
+                if !young {
+                    dropped += 1;
+                    bytes += i.bytes;
+                }
+                young
+            });
         }
         true
     });
-    shared.total.fetch_sub(dropped, Ordering::Relaxed);
+    shared.forget(dropped, bytes);
     dropped
 }
 
@@ -119,12 +164,13 @@ impl<T: Send + 'static> IdleList<T> {
     /// The most recently returned item, if any.
     pub fn take(&self) -> Option<T> {
         let item = self.list.lock().ok().and_then(|mut v| v.pop())?;
-        self.shared.total.fetch_sub(1, Ordering::Relaxed);
+        self.shared.forget(1, item.bytes);
         Some(item.item)
     }
 
-    /// Keeps `item` for reuse if this list and the pool have room; drops it otherwise.
-    pub fn put(&self, item: T) {
+    /// Keeps `item`, which holds `bytes`, for reuse if this list and the pool have room;
+    /// drops it otherwise.
+    pub fn put(&self, item: T, bytes: usize) {
         let Ok(mut idle) = self.list.lock() else { return };
         if idle.len() >= self.per_list {
             return;
@@ -133,7 +179,11 @@ impl<T: Send + 'static> IdleList<T> {
             self.shared.total.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        idle.push(Idle { item, since: Instant::now() });
+        if self.shared.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes) > self.shared.max_bytes {
+            self.shared.forget(1, bytes);
+            return;
+        }
+        idle.push(Idle { item, bytes, since: Instant::now() });
     }
 
     /// Items in this list now.
@@ -150,7 +200,7 @@ impl<T: Send + 'static> IdleList<T> {
 impl<T: Send + 'static> Drop for IdleList<T> {
     fn drop(&mut self) {
         if let Ok(mut idle) = self.list.lock() {
-            self.shared.total.fetch_sub(idle.len(), Ordering::Relaxed);
+            self.shared.forget(idle.len(), idle.iter().map(|i| i.bytes).sum());
             idle.clear();
         }
     }
@@ -163,23 +213,44 @@ mod tests {
 
     #[test]
     fn bounded_per_list_and_in_total_and_expired_by_age() {
-        let pool: IdlePool<u32> = IdlePool::new(3, Duration::from_secs(3600));
+        let pool: IdlePool<u32> = IdlePool::new(3, 1000, Duration::from_secs(3600));
         let (a, b) = (pool.list(2), pool.list(2));
         for i in 0..3 {
-            a.put(i);
+            a.put(i, 1);
         }
         assert_eq!((a.len(), pool.total()), (2, 2), "two per list");
-        b.put(10);
-        b.put(11);
+        b.put(10, 1);
+        b.put(11, 1);
         assert_eq!((b.len(), pool.total()), (1, 3), "three in all");
         assert_eq!(a.take(), Some(1), "the last one returned comes out first");
         assert_eq!(pool.total(), 2);
         assert_eq!(pool.sweep(Duration::from_secs(3600)), 0, "young items stay");
         assert_eq!(pool.sweep(Duration::ZERO), 2);
         assert_eq!((a.len(), b.len(), pool.total()), (0, 0, 0));
-        b.put(12);
+        a.put(20, 1);
+        a.put(21, 1);
+        b.put(30, 1);
+        assert_eq!(pool.retain(|i| i % 2 == 0), 1, "one odd item");
+        assert_eq!((a.take(), a.take(), b.take(), pool.total()), (Some(20), None, Some(30), 0));
+        b.put(12, 1);
         drop(b);
-        assert_eq!(pool.total(), 0, "a dropped list gives its count back");
+        assert_eq!((pool.total(), pool.bytes()), (0, 0), "a dropped list gives its count back");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn bounded_in_bytes() {
+        let pool: IdlePool<u32> = IdlePool::new(10, 100, Duration::from_secs(3600));
+        let (a, b) = (pool.list(4), pool.list(4));
+        a.put(1, 60);
+        b.put(2, 50);
+        assert_eq!((b.len(), pool.total(), pool.bytes()), (0, 1, 60), "the second would exceed 100 bytes");
+        b.put(3, 40);
+        assert_eq!((pool.total(), pool.bytes()), (2, 100));
+        assert_eq!(a.take(), Some(1));
+        assert_eq!(pool.bytes(), 40);
+        pool.sweep(Duration::ZERO);
+        assert_eq!((pool.total(), pool.bytes()), (0, 0));
         pool.shutdown();
     }
 }

@@ -232,7 +232,8 @@ impl Entry {
     /// Runs the plugin's own examples with this entry's configuration, on an instance of its
     /// own (discarded after), if the plugin has a self-test.
     async fn self_test(&self) -> Result<(), PluginError> {
-        let Some(pre) = &self.plugin.self_test else { return Ok(()) };
+        let code = self.runtime.code(&self.plugin).await?;
+        let Some(pre) = &code.self_test else { return Ok(()) };
         let mut store = self.runtime.new_store(&self.limits);
         arm(&mut store, &self.limits);
         let fault = |reason: String| PluginError::Fault { plugin: self.plugin.name.clone(), reason };
@@ -245,10 +246,15 @@ impl Entry {
     }
 
     async fn instance(&self) -> Result<Instance, PluginError> {
-        match self.idle.take() {
-            Some(inst) => Ok(inst),
-            None => self.runtime.instantiate(&self.plugin, &self.limits).await,
+        // An instance whose code was evicted meanwhile is dropped, not reused: it would keep
+        // that code in memory.
+        while let Some(inst) = self.idle.take() {
+            if !inst.code.is_evicted() {
+                self.runtime.touch(&inst);
+                return Ok(inst);
+            }
         }
+        self.runtime.instantiate(&self.plugin, &self.limits).await
     }
 
     fn metrics(&self, call: Call) -> &crate::metrics::PluginHookMetrics {
@@ -262,8 +268,9 @@ impl Entry {
 
     fn put_back(&self, inst: Instance) {
         self.peak_memory.fetch_max(inst.store.data().limits.memory_bytes(), std::sync::atomic::Ordering::Relaxed);
-        if !self.limits.fresh_instance_per_call {
-            self.idle.put(inst);
+        if !self.limits.fresh_instance_per_call && !inst.code.is_evicted() {
+            let bytes = inst.store.data().limits.memory_bytes();
+            self.idle.put(inst, bytes);
         }
     }
 
@@ -481,6 +488,82 @@ mod tests {
         assert!(waiting.is_err(), "the call ran while the only lane was taken");
         drop(held);
         assert!(e.username(&ctx(), USER, "x", None).await.is_ok());
+    }
+
+    /// The builtin username plugin with a custom section appended: the same code under
+    /// another content hash.
+    fn username_copy() -> Vec<u8> {
+        let mut bytes = crate::plugins::builtin::get("username").unwrap().to_vec();
+        // A custom section (id 0) of 5 bytes: a 4-byte name "copy".
+        bytes.extend_from_slice(&[0, 5, 4, b'c', b'o', b'p', b'y']);
+        bytes
+    }
+
+    struct Sources;
+    impl crate::plugins::runtime::PluginSources for Sources {
+        fn bytes<'a>(&'a self, hash: &'a str) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>> {
+            let original = crate::plugins::builtin::get("username").unwrap().to_vec();
+            let found = [original, username_copy()].into_iter().find(|b| crate::plugins::runtime::content_hash(b) == hash);
+            Box::pin(async move { found.ok_or_else(|| "not stored".to_string()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn code_beyond_the_budget_is_evicted_with_its_idle_instances_and_loads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // How much code one copy of the plugin is.
+        let one = {
+            let r = Runtime::new().unwrap();
+            r.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap();
+            let held = r.resident_bytes();
+            r.shutdown();
+            held
+        };
+        assert!(one > 100_000, "{one}");
+        // Room for one of the two copies.
+        let runtime = Arc::new(Runtime::new().unwrap().with_disk_cache(dir.path().to_path_buf()).with_budgets(one + one / 2, 1 << 30));
+        runtime.set_sources(Arc::new(Sources));
+        let config = r#"{"source": "email", "local_part": true}"#;
+        let a = Entry::new(runtime.clone(), runtime.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap(), config.into(), Limits::default(), Lane::new()).await.unwrap();
+        assert_eq!((a.idle.len(), runtime.resident_bytes()), (1, one));
+        let b = Entry::new(runtime.clone(), runtime.load(&username_copy()).await.unwrap(), config.into(), Limits::default(), Lane::new()).await.unwrap();
+        assert_ne!(a.plugin.hash, b.plugin.hash);
+        assert_eq!(runtime.resident_bytes(), one, "the first copy's code was evicted");
+        assert_eq!((a.idle.len(), b.idle.len()), (0, 1), "and its idle instance with it");
+        // Each call loads its code again (from the artifact) and evicts the other's.
+        for round in 0..3 {
+            for (e, other) in [(&a, &b), (&b, &a)] {
+                let (name, _) = e.username(&ctx(), USER, "x", None).await.unwrap();
+                assert_eq!(name, "Jane.Doe", "round {round}");
+                assert_eq!((e.idle.len(), other.idle.len(), runtime.resident_bytes()), (1, 0, one));
+            }
+        }
+        // Artifacts gone (a cleaned cache directory): compiled again from the stored bytes.
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        assert_eq!(a.username(&ctx(), USER, "x", None).await.unwrap().0, "Jane.Doe");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "its artifact written again");
+        runtime.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_call_in_progress_keeps_its_code_though_evicted_and_its_instance_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(Runtime::new().unwrap().with_disk_cache(dir.path().to_path_buf()).with_budgets(1, 1 << 30));
+        let config = r#"{"source": "email", "local_part": true}"#;
+        let a = Entry::new(runtime.clone(), runtime.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap(), config.into(), Limits::default(), Lane::new()).await.unwrap();
+        let inst = a.instance().await.unwrap();
+        // Another plugin's load evicts the code the instance runs.
+        runtime.load(&username_copy()).await.unwrap();
+        assert!(inst.code.is_evicted());
+        let mut inst = inst;
+        arm(&mut inst.store, &a.limits);
+        let out = inst.rules.mapwright_plugin_username().call_decide(&mut inst.store, &ctx(), &a.config, USER, "x", None).await.unwrap().unwrap();
+        assert_eq!(out.user_name, "Jane.Doe", "the evicted code still runs the call it is in");
+        a.put_back(inst);
+        assert_eq!(a.idle.len(), 0, "not kept idle once evicted");
+        runtime.shutdown();
     }
 
     #[test]

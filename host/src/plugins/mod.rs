@@ -1,7 +1,9 @@
 //! Rule plugins: Wasm components run in a sandbox, chained per IdP connection.
 //!
-//! - [`runtime`]: the engine (pooling allocator, epoch interruption), the compiled-component
-//!   cache keyed by content hash, and per-call limits.
+//! - [`runtime`]: the engine (pooling allocator, epoch interruption), the plugins described
+//!   so far keyed by content hash, the on-disk artifact cache, and per-call limits.
+//! - `resident`: compiled code held under a byte budget, the least recently used evicted
+//!   (loaded again from its artifact on its next call).
 //! - [`sandbox`]: what a plugin's store holds: WASI with nothing granted (no files, network,
 //!   environment; fixed clocks; deterministic randomness), memory limits, captured stderr.
 //! - [`ticker`]: the epoch clock of the CPU limits; it runs while any plugin store exists.
@@ -17,6 +19,7 @@ pub mod builtin;
 pub mod chain;
 pub mod idle;
 pub mod instance;
+mod resident;
 pub mod runtime;
 pub mod sandbox;
 pub mod ticker;

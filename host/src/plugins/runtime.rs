@@ -5,7 +5,9 @@
 //! and is discarded after any trap. Linear memory is bounded per instance, CPU per call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -14,12 +16,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::PluginError;
 use super::bindings::HostRules as Rules;
-use super::bindings::HostRulesIndices as RulesIndices;
-use super::bindings::candidates::{Candidates, CandidatesIndices};
-use super::bindings::scoping::{Scoping, ScopingIndices};
-use super::bindings::shaping::{Shaping, ShapingIndices};
+use super::bindings::candidates::Candidates;
+use super::bindings::scoping::Scoping;
+use super::bindings::shaping::Shaping;
 use super::bindings::mapwright::plugin::types::Hook as WitHook;
 use super::idle::IdlePool;
+use super::resident::{Compiled, Resident};
 use super::sandbox::SandboxState;
 use super::ticker::Ticker;
 use crate::model::{Hook, Limits};
@@ -32,10 +34,13 @@ pub const MAX_MEMORY: usize = 64 << 20;
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Idle instances kept across the server: bounded so that busy calls always find room in the
-/// pooling allocator (`MAX_INSTANCES`), and so that memory stays bounded with many
-/// connections (an idle instance keeps the guest memory it touched, about 1 MiB for a Rust
-/// plugin: 256 of them is a quarter of a GiB at most).
+/// pooling allocator (`MAX_INSTANCES`); their memory is bounded apart (an idle instance keeps
+/// the guest memory it touched: about 1 MiB for a Rust plugin, 11-13 MiB for a JavaScript or
+/// Python one), by a share of the plugin memory budget.
 const IDLE_MAX: usize = 256;
+
+/// Without a budget (one-shot commands): 256 idle instances of 64 MiB at most.
+const IDLE_MAX_BYTES: usize = IDLE_MAX * MAX_MEMORY;
 
 /// An idle instance unused this long is dropped (its memory returns to the system).
 const IDLE_TTL: Duration = Duration::from_secs(30);
@@ -85,9 +90,12 @@ pub(crate) struct Instance {
     pub(crate) scope: Option<Scoping>,
     /// The `username-candidates` export of the same instance, if the plugin has it.
     pub(crate) candidates: Option<Candidates>,
+    /// The code it runs: held while the instance lives, even if evicted meanwhile.
+    pub(crate) code: Arc<Compiled>,
 }
 
-/// A compiled, described plugin, ready to instantiate.
+/// A described plugin: what it is, known for as long as the runtime lives. Its compiled code
+/// is held apart, under the runtime's memory budget (see [`super::resident`]).
 pub struct LoadedPlugin {
     /// SHA-256 of the component bytes.
     pub hash: String,
@@ -101,17 +109,6 @@ pub struct LoadedPlugin {
     pub exports: Vec<String>,
     /// The component's size in bytes.
     pub size: usize,
-    pub(crate) pre: wasmtime::component::InstancePre<SandboxState>,
-    /// Where the contract's exports are in an instance.
-    pub(crate) indices: RulesIndices,
-    /// Where the optional `shape` export is (contract 0.1.2 and later).
-    pub(crate) shaping: Option<ShapingIndices>,
-    /// Where the optional `scope` export is (contract 0.1.2 and later).
-    pub(crate) scoping: Option<ScopingIndices>,
-    /// Where the optional `username-candidates` export is (contract 0.1.2 and later).
-    pub(crate) candidates: Option<CandidatesIndices>,
-    /// The optional self-test export (contract 0.1.1 and later).
-    pub(crate) self_test: Option<super::bindings::self_test::SelfTestedPre<SandboxState>>,
 }
 
 impl LoadedPlugin {
@@ -144,9 +141,15 @@ impl std::fmt::Debug for LoadedPlugin {
 pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<SandboxState>,
+    /// Every plugin described so far, by content hash (small; never forgotten).
     cache: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Their compiled code, under the memory budget.
+    resident: Resident,
     /// Where compiled artifacts persist between runs (`<sha256>-<engine hash>.cwasm`).
     disk_cache: Option<std::path::PathBuf>,
+    /// Where a plugin's bytes are found again when its code was evicted and its artifact is
+    /// gone.
+    sources: OnceLock<Arc<dyn PluginSources>>,
     ticker: Ticker,
     /// Every chain entry's idle instances.
     pub(crate) idle: IdlePool<Instance>,
@@ -162,15 +165,84 @@ impl Runtime {
 
     /// A new instance of `plugin` with `limits`, its CPU budget not yet armed.
     pub(crate) async fn instantiate(&self, plugin: &LoadedPlugin, limits: &Limits) -> Result<Instance, PluginError> {
+        let code = self.code(plugin).await?;
         let mut store = self.new_store(limits);
         arm(&mut store, limits);
         let fault = |e: wasmtime::Error| PluginError::Fault { plugin: plugin.name.clone(), reason: format!("instantiation failed: {e:#}") };
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(fault)?;
-        let rules = plugin.indices.load(&mut store, &instance).map_err(fault)?;
-        let shape = plugin.shaping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
-        let scope = plugin.scoping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
-        let candidates = plugin.candidates.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
-        Ok(Instance { store, rules, shape, scope, candidates })
+        let instance = code.pre.instantiate_async(&mut store).await.map_err(fault)?;
+        let rules = code.indices.load(&mut store, &instance).map_err(fault)?;
+        let shape = code.shaping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        let scope = code.scoping.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        let candidates = code.candidates.as_ref().map(|i| i.load(&mut store, &instance)).transpose().map_err(fault)?;
+        Ok(Instance { store, rules, shape, scope, candidates, code })
+    }
+
+    /// Marks an instance's code as used now (its reuse keeps the plugin resident).
+    pub(crate) fn touch(&self, inst: &Instance) {
+        self.resident.touch(&inst.code);
+    }
+
+    /// The compiled code of a described plugin: held, or loaded again from its artifact on
+    /// disk (or compiled again from its stored bytes when the artifact is missing or damaged:
+    /// logged and counted). Loading may evict other plugins' code.
+    pub(crate) async fn code(&self, plugin: &LoadedPlugin) -> Result<Arc<Compiled>, PluginError> {
+        let started = std::time::Instant::now();
+        let (code, evicted) = self.resident.get_or_load(&plugin.hash, self.reload(plugin)).await?;
+        if let Some(evicted) = evicted {
+            crate::metrics::get().plugin_cold_load(started.elapsed().as_secs_f64());
+            self.forget(evicted);
+        }
+        Ok(code)
+    }
+
+    /// After an eviction: counts it and drops the idle instances that still hold the code
+    /// (those in a call finish on it and are dropped after).
+    fn forget(&self, evicted: Vec<Arc<Compiled>>) {
+        if evicted.is_empty() {
+            return;
+        }
+        crate::metrics::get().plugin_evicted(evicted.len());
+        // Only this list holds the code unless some instance does.
+        if evicted.iter().any(|c| Arc::strong_count(c) > 1) {
+            self.idle.retain(|i| !i.code.is_evicted());
+        }
+    }
+
+    /// Loads the code of a plugin described before (its code evicted since, or never held by
+    /// this process).
+    async fn reload(&self, plugin: &LoadedPlugin) -> Result<Compiled, PluginError> {
+        let (engine, artifact) = (self.engine.clone(), self.artifact_path(&plugin.hash));
+        let from_disk = match artifact.clone() {
+            Some(path) => tokio::task::spawn_blocking(move || Runtime::load_artifact(&engine, &path)).await.map_err(|e| PluginError::Invalid(format!("loading: {e}")))?,
+            None => None,
+        };
+        let component = match from_disk {
+            Some(c) => c,
+            None => {
+                let sources = self.sources.get().ok_or_else(|| PluginError::Fault { plugin: plugin.name.clone(), reason: format!("its compiled code sha256:{} is not held and no artifact or source is at hand", plugin.hash) })?;
+                let bytes = sources.bytes(&plugin.hash).await.map_err(|reason| PluginError::Fault { plugin: plugin.name.clone(), reason })?;
+                if content_hash(&bytes) != plugin.hash {
+                    return Err(PluginError::Fault { plugin: plugin.name.clone(), reason: format!("the stored bytes of sha256:{} no longer match their hash", plugin.hash) });
+                }
+                tracing::warn!(plugin = %plugin.name, hash = %plugin.hash, "a plugin's compiled artifact was missing: compiling it again from its stored bytes");
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || Runtime::compile_and_persist(&engine, &bytes, artifact.as_deref(), CompiledFrom::MissingArtifact))
+                    .await
+                    .map_err(|e| PluginError::Invalid(format!("compiling: {e}")))??
+            }
+        };
+        self.prepare(&component)
+    }
+
+    /// Links a compiled component against the sandbox and binds its exports.
+    fn prepare(&self, component: &Component) -> Result<Compiled, PluginError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}")))?;
+        Compiled::new(component, pre)
+    }
+
+    /// Bytes of compiled code held now (what the budget bounds).
+    pub fn resident_bytes(&self) -> usize {
+        self.resident.held()
     }
 
     /// A store for one plugin instance: its sandbox, memory limiter and CPU budget callback,
@@ -192,6 +264,8 @@ enum CompiledFrom {
     Artifact,
     /// An artifact on disk that would not load: discarded (the plugin is compiled again).
     DamagedArtifact,
+    /// Code evicted from memory whose artifact was gone: compiled again from its stored bytes.
+    MissingArtifact,
 }
 
 impl CompiledFrom {
@@ -201,6 +275,7 @@ impl CompiledFrom {
             CompiledFrom::Source => "source",
             CompiledFrom::Artifact => "artifact",
             CompiledFrom::DamagedArtifact => "damaged_artifact",
+            CompiledFrom::MissingArtifact => "missing_artifact",
         });
     }
 }
@@ -257,13 +332,45 @@ impl Runtime {
         // A store is alive for as long as no idle instance has expired: park after a second
         // without any.
         let ticker = Ticker::start(engine.clone(), TICK, 1000).map_err(|e| PluginError::Invalid(format!("starting the epoch ticker: {e}")))?;
-        Ok(Runtime { engine, linker, cache: Mutex::new(HashMap::new()), disk_cache: None, ticker, idle: IdlePool::new(IDLE_MAX, IDLE_TTL) })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            resident: Resident::new(usize::MAX),
+            disk_cache: None,
+            sources: OnceLock::new(),
+            ticker,
+            idle: IdlePool::new(IDLE_MAX, IDLE_MAX_BYTES, IDLE_TTL),
+        })
     }
 
-    /// Persists compiled components under `dir`, so a restart does not compile them again.
+    /// Persists compiled components under `dir`, so a restart does not compile them again
+    /// and evicted code loads again in milliseconds.
     pub fn with_disk_cache(mut self, dir: std::path::PathBuf) -> Runtime {
         self.disk_cache = Some(dir);
         self
+    }
+
+    /// Keeps plugins within `bytes` of memory: two thirds for compiled code (the least
+    /// recently used evicted), a third for idle instances' guest memory. The default holds
+    /// every compiled plugin (one-shot commands).
+    pub fn with_memory_budget(self, bytes: usize) -> Runtime {
+        let code = bytes / 3 * 2;
+        self.with_budgets(code, bytes - code)
+    }
+
+    /// At most `code` bytes of compiled code and `idle` bytes of idle instances.
+    pub(crate) fn with_budgets(mut self, code: usize, idle: usize) -> Runtime {
+        self.resident = Resident::new(code);
+        self.idle.shutdown();
+        self.idle = IdlePool::new(IDLE_MAX, idle, IDLE_TTL);
+        self
+    }
+
+    /// Where evicted plugins' bytes are found when their artifact is gone (the first one set
+    /// stays).
+    pub fn set_sources(&self, sources: Arc<dyn PluginSources>) {
+        let _ = self.sources.set(sources);
     }
 
     /// The artifact path of a component: keyed by its content and by everything about this
@@ -279,9 +386,17 @@ impl Runtime {
     /// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes;
     /// counts which it did (and a damaged artifact discarded).
     fn compile(engine: &Engine, bytes: &[u8], artifact: Option<&std::path::Path>) -> Result<Component, PluginError> {
-        if let Some(path) = artifact
-            && let Ok(serialized) = std::fs::read(path)
+        match artifact.and_then(|path| Runtime::load_artifact(engine, path)) {
+            Some(c) => Ok(c),
+            None => Runtime::compile_and_persist(engine, bytes, artifact, CompiledFrom::Source),
+        }
+    }
+
+    /// The artifact at `path`, if there is one and it loads (counted); a damaged one is
+    /// removed (counted too).
+    fn load_artifact(engine: &Engine, path: &std::path::Path) -> Option<Component> {
         {
+            let serialized = std::fs::read(path).ok()?;
             // Read into memory rather than mapping the file: a mapped artifact that anyone
             // truncates or rewrites in place would crash the server (SIGBUS) on next use.
             // SAFETY: wasmtime requires bytes this engine configuration produced and nobody
@@ -293,17 +408,22 @@ impl Runtime {
             match loaded {
                 Ok(c) => {
                     CompiledFrom::Artifact.count();
-                    return Ok(c);
+                    Some(c)
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable compiled plugin artifact");
                     CompiledFrom::DamagedArtifact.count();
                     let _ = std::fs::remove_file(path);
+                    None
                 }
             }
         }
+    }
+
+    /// Compiles `bytes` (counted as `from`) and writes the artifact to `artifact`.
+    fn compile_and_persist(engine: &Engine, bytes: &[u8], artifact: Option<&std::path::Path>, from: CompiledFrom) -> Result<Component, PluginError> {
         let component = Component::new(engine, bytes).map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
-        CompiledFrom::Source.count();
+        from.count();
         if let Some(path) = artifact
             && let Ok(serialized) = component.serialize()
         {
@@ -339,29 +459,19 @@ impl Runtime {
         };
         let exports: Vec<String> = component.component_type().exports(&self.engine).map(|(name, _)| name.to_string()).collect();
         check_contract_version(&exports)?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            PluginError::Invalid(format!("the component imports something the sandbox does not grant: {e:#}"))
-        })?;
-        // Optional exports are bound on their own: a component without them still loads.
-        let self_test = super::bindings::self_test::SelfTestedPre::new(instance_pre.clone()).ok();
-        let shaping = ShapingIndices::new(&instance_pre).ok();
-        let scoping = ScopingIndices::new(&instance_pre).ok();
-        let candidates = CandidatesIndices::new(&instance_pre).ok();
-        let indices = RulesIndices::new(&instance_pre).map_err(|e| {
-            PluginError::Invalid(format!("the component does not implement mapwright:plugin/rules@0.1: {e:#}"))
-        })?;
+        let code = self.prepare(&component)?;
         let mut store = self.new_store(&Limits::default());
         arm(&mut store, &Limits::default());
         let invalid = |what: &str, e: wasmtime::Error| PluginError::Invalid(format!("{what}: {e:#}"));
-        let instance = instance_pre.instantiate_async(&mut store).await.map_err(|e| invalid("instantiating", e))?;
-        let rules = indices.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
+        let instance = code.pre.instantiate_async(&mut store).await.map_err(|e| invalid("instantiating", e))?;
+        let rules = code.indices.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
         let info = rules
             .mapwright_plugin_meta()
             .call_describe(&mut store)
             .await
             .map_err(|e| PluginError::Invalid(format!("describe() failed: {e:#}")))?;
         // A component built with a 0.1.2 SDK exports `shape` whether or not it shapes: it says.
-        let shapes = match &shaping {
+        let shapes = match &code.shaping {
             Some(i) => {
                 let s = i.load(&mut store, &instance).map_err(|e| invalid("instantiating", e))?;
                 s.mapwright_plugin_shape().call_shapes(&mut store).await.map_err(|e| invalid("shape.shapes() failed", e))?
@@ -369,7 +479,8 @@ impl Runtime {
             None => false,
         };
         // Whether it scopes depends on each entry's configuration: asked per entry.
-        let scopes = scoping.is_some();
+        let scopes = code.scoping.is_some();
+        drop(store);
         let mut hooks = Hooks { shape: shapes, scope: scopes, ..Hooks::default() };
         for h in info.hooks {
             match h {
@@ -379,15 +490,22 @@ impl Runtime {
                 WitHook::Deprovision => hooks.deprovision = true,
             }
         }
-        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len(), pre: instance_pre, indices, shaping, scoping, candidates, self_test });
-        if let Ok(mut c) = self.cache.lock()
-            && c.insert(hash, loaded.clone()).is_none()
-        {
-            let code = component.image_range();
-            crate::metrics::get().plugin_code_resident((code.end as usize).saturating_sub(code.start as usize));
+        let loaded = Arc::new(LoadedPlugin { hash: hash.clone(), name: info.name, version: info.version, hooks, exports, size: bytes.len() });
+        // The code just compiled is held (it is about to be used), evicting others if needed.
+        let (_, evicted) = self.resident.get_or_load(&hash, std::future::ready(Ok(code))).await?;
+        self.forget(evicted.unwrap_or_default());
+        if let Ok(mut c) = self.cache.lock() {
+            c.entry(hash).or_insert_with(|| loaded.clone());
         }
         Ok(loaded)
     }
+}
+
+/// Where a runtime finds a plugin's bytes (by content hash) when it must compile evicted code
+/// anew: its artifact on disk was deleted or damaged.
+pub trait PluginSources: Send + Sync {
+    /// The component whose SHA-256 is `hash`, or why it cannot be had.
+    fn bytes<'a>(&'a self, hash: &'a str) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
 }
 
 /// The contract versions this host runs: `mapwright:plugin@0.1.x`. Checked by name before

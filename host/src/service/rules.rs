@@ -106,6 +106,16 @@ impl<S: Store> RuleRecords<S> {
     }
 }
 
+/// Where the plugin runtime finds a plugin's bytes again (to compile evicted code whose
+/// artifact is gone): the store, by content hash.
+struct StoredSources<S>(Arc<S>);
+
+impl<S: Store + 'static> crate::plugins::runtime::PluginSources for StoredSources<S> {
+    fn bytes<'a>(&'a self, hash: &'a str) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>> {
+        Box::pin(async move { self.0.plugin_bytes(hash).await.map_err(|e| format!("reading its stored bytes: {e}")) })
+    }
+}
+
 /// The rule lifecycle of a server (or of one CLI command): plugins, versions, activation.
 pub struct RuleManager<S: Store> {
     store: Arc<S>,
@@ -120,6 +130,7 @@ pub struct RuleManager<S: Store> {
 impl<S: Store> RuleManager<S> {
     /// The lifecycle over `store`, loading plugins with `runtime` into `registry`.
     pub fn new(store: Arc<S>, runtime: Arc<Runtime>, registry: Arc<ChainRegistry>) -> RuleManager<S> {
+        runtime.set_sources(Arc::new(StoredSources(store.clone())));
         RuleManager { records: RuleRecords::new(store.clone()), store, runtime, registry, synced: tokio::sync::Mutex::new(None) }
     }
 
