@@ -313,6 +313,46 @@ fn compiled_plugins_persist_across_restarts_and_bad_artifacts_are_recompiled() {
     assert_eq!(okta.post("/Users", &json!({"userName": "b", "emails": [{"value": "bo.c@acme.com"}]})).status, 201);
 }
 
+/// A budget far smaller than the plugins: every call may find its code evicted; it is loaded
+/// again from the disk cache (or compiled again from the stored bytes when the artifact is
+/// gone), and no request fails for it.
+#[test]
+fn plugins_beyond_the_memory_budget_are_evicted_and_load_again() {
+    let config = format!("plugin_memory_mib = 1\n{THREE}");
+    let s = Server::start_with(&config);
+    let admin = s.admin_token();
+    let metric = |name: &str| -> f64 {
+        let text = reqwest::blocking::Client::new().get(format!("{}/metrics", s.url)).bearer_auth(&admin).send().unwrap().text().unwrap();
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    };
+    let okta = s.declared("acme", "okta");
+    for i in 0..5 {
+        let u = okta.post("/Users", &json!({"userName": format!("u{i}"), "emails": [{"value": format!("user.{i}@acme.com")}]}));
+        assert_eq!(u.status, 201, "{}", u.body);
+        assert_eq!(directory_entry(&s.db(), "acme", &format!("user.{i}")).unwrap().groups, ["app-users", "onboarding"]);
+    }
+    // Three plugins, room for about one: the chain's calls evict one another.
+    let evictions = metric("mapwright_plugin_evictions_total ");
+    assert!(evictions >= 10.0, "{evictions}");
+    assert!(metric("mapwright_plugin_compiles_total{from=\"artifact\"} ") >= 10.0);
+    assert!(metric("mapwright_plugin_cold_load_seconds_count ") >= 10.0);
+    assert_eq!(metric("mapwright_plugin_compiles_total{from=\"missing_artifact\"} "), 0.0);
+    // What stays held is one plugin's code at most (the username plugin is the largest).
+    let held = metric("mapwright_plugin_code_bytes ");
+    let largest = std::fs::read_dir(s.dir.path().join("plugin-cache")).unwrap().map(|f| f.unwrap().metadata().unwrap().len()).max().unwrap() as f64;
+    assert!(held > 0.0 && held <= largest, "{held} > {largest}");
+
+    // A cleaned cache directory: the next calls compile from the stored bytes, counted.
+    for f in std::fs::read_dir(s.dir.path().join("plugin-cache")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let u = okta.post("/Users", &json!({"userName": "late", "emails": [{"value": "late.comer@acme.com"}]}));
+    assert_eq!(u.status, 201, "{}", u.body);
+    assert!(directory_entry(&s.db(), "acme", "late.comer").is_some());
+    assert!(metric("mapwright_plugin_compiles_total{from=\"missing_artifact\"} ") >= 1.0);
+    assert!(std::fs::read_dir(s.dir.path().join("plugin-cache")).unwrap().count() >= 1, "artifacts written again");
+}
+
 const KEEP: &str = r#"
 [[tenant]]
 name = "acme"
