@@ -17,6 +17,7 @@ mod report;
 mod scenarios;
 mod servers;
 mod stores;
+mod tenants;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,12 +60,20 @@ struct Args {
     /// compiled on upload: ~0.3 s of a core apiece).
     #[arg(long)]
     distinct_binaries: Option<usize>,
+    /// Connections in the tenants scenario, each with a distinct plugin binary (default 10,000;
+    /// each is compiled on upload: ~0.1 s of a core apiece).
+    #[arg(long)]
+    tenants: Option<usize>,
+    /// Where the JavaScript and Python plugins are (`scripts/test.sh` builds them into
+    /// `target/lang-plugins`): the tenants scenario gives one connection in a thousand each.
+    #[arg(long, env = "MW_LANG_PLUGINS")]
+    lang_plugins: Option<PathBuf>,
     /// A PostgreSQL cluster (a database URL whose user may create databases) for the store
     /// scenarios: Mapwright on SQLite, on PostgreSQL, and two replicas on PostgreSQL. Without
     /// one they are skipped.
     #[arg(long, env = "MW_DATABASE_URL")]
     database_url: Option<String>,
-    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, delivery; with
+    /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, tenants, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64, `updates` PATCH, PUT and POST at c8
     /// repeated for `--limit-secs` each (to profile the server meanwhile).
     #[arg(long, value_delimiter = ',')]
@@ -454,6 +463,15 @@ async fn main() -> anyhow::Result<()> {
             let f = memory::measure(&bin, &username, n, v, &http).await.with_context(|| format!("memory, {}", v.label()))?;
             report.memory(v.label(), &f);
         }
+    }
+    if wants("tenants") {
+        // Quick: a budget of two plugins' code, so that the few connections evict one another.
+        let plan = if a.quick {
+            tenants::Plan { connections: a.tenants.unwrap_or(12), hot: 2, span: Duration::from_secs(2), cold_rate: 50.0, budget_mib: Some(2), lang_dir: None }
+        } else {
+            tenants::Plan { connections: a.tenants.unwrap_or(10_000), hot: 8, span: Duration::from_secs(20), cold_rate: 20.0, budget_mib: None, lang_dir: a.lang_plugins.clone() }
+        };
+        tenants::run(&bin, &plugins.join("acme_rules.wasm"), &plan, &http, &mut report).await.context("tenants")?;
     }
     report.finish();
     quick_failures(&a, &report)

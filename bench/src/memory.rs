@@ -50,7 +50,7 @@ fn chain(k: usize, variant: Variant, username: &str) -> Value {
 
 /// A copy of a component that differs only by a custom section: a different content hash,
 /// so the server stores and compiles it as a plugin of its own.
-fn distinct_copy(component: &[u8], k: usize) -> Vec<u8> {
+pub fn distinct_copy(component: &[u8], k: usize) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
