@@ -107,7 +107,10 @@ impl Resident {
     {
         let slot = {
             let mut s = self.slots.lock().map_err(|_| poisoned())?;
-            s.by_hash.entry(hash.to_string()).or_default().clone()
+            match s.by_hash.get(hash) {
+                Some(slot) => slot.clone(),
+                None => s.by_hash.entry(hash.to_string()).or_default().clone(),
+            }
         };
         if let Some(code) = slot.get() {
             self.touch(code);
