@@ -519,6 +519,26 @@ CREATE TABLE leases (
     expires_ms INTEGER NOT NULL
 );
 "#,
+    // 20: a plugin's bytes last in its row. SQLite reads a row's columns in order, so any
+    // column after a 250 KB blob meant walking its ~60 overflow pages: listing 3,000 plugins
+    // read 180,000 pages (and every chain naming a stored plugin lists them). PostgreSQL keeps
+    // large values out of line and needs no change.
+    r#"-- foreign keys off
+    CREATE TABLE plugins_new (
+        hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        hooks TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        uploaded TEXT NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    INSERT INTO plugins_new (hash, name, version, contract, hooks, size, uploaded, bytes)
+        SELECT hash, name, version, contract, hooks, size, uploaded, bytes FROM plugins;
+    DROP TABLE plugins;
+    ALTER TABLE plugins_new RENAME TO plugins;
+"#,
 ];
 
 /// A migration that must run with foreign keys off (a table rebuild) starts with this line.
