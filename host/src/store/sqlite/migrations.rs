@@ -620,4 +620,25 @@ mod tests {
         let fk: bool = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert!(fk, "foreign keys are on again after the rebuild");
     }
+
+    /// The plugins rebuild (20) puts the bytes last and keeps rows and the references of
+    /// tenants and chain versions to them.
+    #[test]
+    fn the_plugins_rebuild_puts_bytes_last_and_keeps_references() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", true).unwrap();
+        migrate_to(&mut c, 19).unwrap();
+        c.execute_batch(
+            "INSERT INTO tenants (id, name, created) VALUES (1, 'acme', 'x');
+             INSERT INTO plugins (hash, name, version, contract, hooks, size, bytes, uploaded) VALUES ('h1', 'p', '1', '0.1.0', 'username', 3, x'010203', 'when');
+             INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (1, 'h1', 'x');",
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        let last: String = c.query_row("SELECT name FROM pragma_table_info('plugins') ORDER BY cid DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(last, "bytes");
+        let (bytes, uploaded): (Vec<u8>, String) = c.query_row("SELECT bytes, uploaded FROM plugins WHERE hash = 'h1'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((bytes, uploaded.as_str()), (vec![1, 2, 3], "when"));
+        assert!(c.execute("INSERT INTO tenant_plugins (tenant_id, hash, added) VALUES (1, 'nope', 'x')", []).is_err(), "tenant_plugins still references plugins");
+    }
 }
