@@ -68,6 +68,10 @@ struct Args {
     /// `target/lang-plugins`): the tenants scenario gives one connection in a thousand each.
     #[arg(long, env = "MW_LANG_PLUGINS")]
     lang_plugins: Option<PathBuf>,
+    /// Cold connections' first requests per second beside the hot traffic in the tenants
+    /// scenario (default 20; 0: none).
+    #[arg(long)]
+    cold_rate: Option<f64>,
     /// A PostgreSQL cluster (a database URL whose user may create databases) for the store
     /// scenarios: Mapwright on SQLite, on PostgreSQL, and two replicas on PostgreSQL. Without
     /// one they are skipped.
@@ -469,7 +473,7 @@ async fn main() -> anyhow::Result<()> {
         let plan = if a.quick {
             tenants::Plan { connections: a.tenants.unwrap_or(12), hot: 2, span: Duration::from_secs(2), cold_rate: 50.0, budget_mib: Some(2), lang_dir: None }
         } else {
-            tenants::Plan { connections: a.tenants.unwrap_or(10_000), hot: 8, span: Duration::from_secs(20), cold_rate: 20.0, budget_mib: None, lang_dir: a.lang_plugins.clone() }
+            tenants::Plan { connections: a.tenants.unwrap_or(10_000), hot: 8, span: Duration::from_secs(20), cold_rate: a.cold_rate.unwrap_or(20.0), budget_mib: None, lang_dir: a.lang_plugins.clone() }
         };
         tenants::run(&bin, &plugins.join("acme_rules.wasm"), &plan, &http, &mut report).await.context("tenants")?;
     }

@@ -161,7 +161,8 @@ async fn hot_traffic(hot: &[Connection], prefix: &str, span: Duration) -> Stats 
 
 /// One request to each of `cold` in turn, `rate` a second (or as fast as they answer), until
 /// `stop`; the latency of each (its connection's first request since its code was evicted).
-async fn cold_traffic(cold: Vec<Connection>, rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) -> Stats {
+/// The users are named `<prefix>.<i>…`: one directory for every connection of the tenant.
+async fn cold_traffic(cold: Vec<Connection>, prefix: &str, rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) -> Stats {
     let (started, mut latencies, mut errors) = (Instant::now(), Vec::new(), 0);
     let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
     for (i, c) in cold.iter().enumerate() {
@@ -169,7 +170,7 @@ async fn cold_traffic(cold: Vec<Connection>, rate: f64, stop: Arc<std::sync::ato
             break;
         }
         let t = Instant::now();
-        if c.scim.ok(c.scim.send(Method::POST, "/Users", &user(&name("cold", i), i))).await {
+        if c.scim.ok(c.scim.send(Method::POST, "/Users", &user(&name(prefix, i), i))).await {
             latencies.push(t.elapsed());
         } else {
             errors += 1;
@@ -218,17 +219,30 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
     // Hot: the last connections set up (Rust ones). Cold: the earliest, whose code the later
     // ones evicted, in the order they were set up.
     let hot: Vec<Connection> = all.iter().rev().filter(|c| c.lang == Lang::Rust).take(plan.hot).cloned().collect();
-    let cold: Vec<Connection> = all.iter().filter(|c| c.lang == Lang::Rust).take(n - plan.hot).cloned().collect();
+    let mut cold: Vec<Connection> = all.iter().filter(|c| c.lang == Lang::Rust).take(n - plan.hot).cloned().collect();
+    // Diagnosis: the same trickle to connections whose code is still held (set up last).
+    if std::env::var_os("MW_BENCH_COLD_RESIDENT").is_some() {
+        cold.reverse();
+        cold.drain(..plan.hot.min(cold.len()));
+    }
+    // First on a quiet node: what loading a plugin's code costs a request by itself.
+    let beside = cold.split_off((cold.len() / 2).min(200));
+    let quiet = std::mem::replace(&mut cold, beside);
+    let before = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await;
+    let alone_cold = cold_traffic(quiet, "quiet", 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
+    let loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await - before;
+    report.row(&format!("tenants: a cold connection's first POST /Users, Rust, quiet node ({loads:.0} code loads from disk)"), "mapwright", alone_cold);
     hot_traffic(&hot, "warm", Duration::from_secs(1)).await;
     let cold_loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trickle = tokio::spawn(cold_traffic(cold, plan.cold_rate, stop.clone()));
+    let cold = if plan.cold_rate > 0.0 { cold } else { Vec::new() };
+    let trickle = tokio::spawn(cold_traffic(cold, "cold", plan.cold_rate, stop.clone()));
     let busy = hot_traffic(&hot, "hot", plan.span).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let cold = trickle.await.unwrap_or_else(|_| Stats { done: 0, errors: 1, elapsed: Duration::ZERO, latencies: Vec::new() });
     let loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await - cold_loads;
     report.row(&format!("tenants: POST /Users c8 over {} hot of {n} connections, cold ones beside", hot.len()), "mapwright", busy.clone());
-    report.row(&format!("tenants: a cold connection's first POST /Users, Rust ({loads:.0} code loads from disk)"), "mapwright", cold);
+    report.row(&format!("tenants: a cold connection's first POST /Users, Rust, beside the hot traffic ({loads:.0} code loads from disk)"), "mapwright", cold);
 
     // Each connection of another language once, cold (set up early, evicted since).
     for lang in [Lang::JavaScript, Lang::Python] {
@@ -236,7 +250,7 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
         if cs.is_empty() {
             continue;
         }
-        let stats = cold_traffic(cs, 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
+        let stats = cold_traffic(cs, lang.label(), 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
         report.row(&format!("tenants: a cold connection's first POST /Users, {}", lang.label()), "mapwright", stats);
     }
     report.note(format!(

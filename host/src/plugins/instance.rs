@@ -9,7 +9,7 @@ use super::bindings::candidates::exports::mapwright::plugin::username_candidates
 use super::bindings::scoping::exports::mapwright::plugin::scope;
 use super::bindings::shaping::exports::mapwright::plugin::shape;
 use super::idle::IdleList;
-use super::runtime::{Instance, LoadedPlugin, Runtime, arm};
+use super::runtime::{IDLE_TTL, Instance, LoadedPlugin, Runtime, arm};
 use crate::model::{Decision, Limits};
 use crate::scim::names::{check_group_name, check_user_name};
 
@@ -151,6 +151,22 @@ pub struct Entry {
     /// The most linear memory one of its instances has held (bytes), seen when instances
     /// come back from a call.
     peak_memory: std::sync::atomic::AtomicUsize,
+    /// When its last call ended (milliseconds on [`clock_ms`]).
+    last_call: std::sync::atomic::AtomicU64,
+}
+
+/// Whether an instance is worth keeping idle after a call that ended at `now`, the entry's
+/// previous one having ended at `previous`: only if calls come closer together than an idle
+/// instance lives.
+fn worth_keeping(previous: u64, now: u64) -> bool {
+    now.saturating_sub(previous) < IDLE_TTL.as_millis() as u64
+}
+
+/// Milliseconds since the first call of this function in the process: a clock that fits an
+/// atomic.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
 }
 
 /// The exports a chain entry calls.
@@ -202,7 +218,7 @@ impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let idle = runtime.idle.list(IDLE_PER_ENTRY);
-        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false, peak_memory: Default::default() };
+        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false, peak_memory: Default::default(), last_call: clock_ms().into() };
         let mut inst = e.instance().await?;
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
@@ -268,7 +284,13 @@ impl Entry {
 
     fn put_back(&self, inst: Instance) {
         self.peak_memory.fetch_max(inst.store.data().limits.memory_bytes(), std::sync::atomic::Ordering::Relaxed);
-        if !self.limits.fresh_instance_per_call && !inst.code.is_evicted() {
+        // An idle instance pays only if the entry is called again before it expires: kept when
+        // this call came within that time of the previous one. An entry called once in a while
+        // (most of many tenants') would otherwise fill the bounded pool with instances that
+        // expire unused, and the busy connections' instances would find no room.
+        let now = clock_ms();
+        let previous = self.last_call.swap(now, std::sync::atomic::Ordering::Relaxed);
+        if worth_keeping(previous, now) && !self.limits.fresh_instance_per_call && !inst.code.is_evicted() {
             let bytes = inst.store.data().limits.memory_bytes();
             self.idle.put(inst, bytes);
         }
@@ -564,6 +586,15 @@ mod tests {
         a.put_back(inst);
         assert_eq!(a.idle.len(), 0, "not kept idle once evicted");
         runtime.shutdown();
+    }
+
+    #[test]
+    fn only_entries_called_within_the_idle_time_keep_instances() {
+        let ttl = IDLE_TTL.as_millis() as u64;
+        assert!(worth_keeping(1_000, 1_000));
+        assert!(worth_keeping(1_000, 1_000 + ttl - 1));
+        assert!(!worth_keeping(1_000, 1_000 + ttl), "the instance would have expired before this call");
+        assert!(worth_keeping(5_000, 1_000), "calls ending out of order (concurrent ones) are close");
     }
 
     #[test]

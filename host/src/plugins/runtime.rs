@@ -43,7 +43,7 @@ const IDLE_MAX: usize = 256;
 const IDLE_MAX_BYTES: usize = IDLE_MAX * MAX_MEMORY;
 
 /// An idle instance unused this long is dropped (its memory returns to the system).
-const IDLE_TTL: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TTL: Duration = Duration::from_secs(30);
 
 /// Which hooks a plugin implements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
