@@ -4,7 +4,7 @@
 # every scenario against both on 127.0.0.1. Takes 15-20 minutes on 2 cores and a few GB of
 # disk for the 1M-user database (in a temporary directory, removed after).
 #   scripts/bench.sh                      # everything
-#   scripts/bench.sh --only memory        # one group: chain, scim, swap, noisy, store, memory, delivery
+#   scripts/bench.sh --only memory        # one group: chain, scim, swap, noisy, store, memory, tenants, delivery
 #   scripts/bench.sh --max-users 100000   # skip the 1M-user population
 set -euo pipefail
 cd "$(dirname "$0")/.."
