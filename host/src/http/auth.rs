@@ -59,8 +59,14 @@ async fn token_record(state: &AppState, id: &str) -> Result<Option<TokenRecord>,
         ScimError::internal("authentication is unavailable")
     })?;
     if let (Some(r), Ok(mut cache)) = (&rec, state.auth_cache.records.lock()) {
+        // Bounded: past 10,000 tokens the expired ones go (they are read again anyway), and
+        // only if that is not enough all of them. Clearing at once made a node with more
+        // connections than that read every busy connection's token again.
         if cache.len() > 10_000 {
-            cache.clear();
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
         }
         cache.insert(id.to_string(), (r.clone(), Instant::now()));
     }
