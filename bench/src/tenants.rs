@@ -184,8 +184,7 @@ async fn cold_traffic(cold: Vec<Connection>, prefix: &str, rate: f64, stop: Arc<
 /// A counter or gauge from the server's /metrics (0 when absent).
 async fn metric(http: &reqwest::Client, server: &Process, name: &str) -> f64 {
     let Ok(token) = server.admin_token() else { return 0.0 };
-    let Ok(r) = http.get(format!("{}/metrics", server.url)).bearer_auth(token).send().await else { return 0.0 };
-    let text = r.text().await.unwrap_or_default();
+    let text = crate::metrics(http, &server.url, &token).await.unwrap_or_default();
     text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
 
