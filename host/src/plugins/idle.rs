@@ -5,10 +5,14 @@
 //! plugin, 11-13 MiB for a JavaScript or Python one), so they are bounded per entry, across
 //! the server in number and in bytes, and dropped after a while
 //! unused so that the connections busy now keep the reuse, not those that were busy once.
+//! A full pool makes room by dropping the items idle for a while (at most once a second):
+//! refusing the instance just returned, which its entry takes again within milliseconds,
+//! left a busy connection instantiating on every call while the room was held by instances
+//! of connections called once, until they expired (a third of a node's hot throughput).
 //! The pool belongs to the [`Runtime`](super::runtime::Runtime): its counts and its sweeper
 //! thread live and stop with it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,7 +35,18 @@ struct Shared<T> {
     max_bytes: usize,
     lists: Mutex<Vec<Weak<List<T>>>>,
     stop: AtomicBool,
+    /// How long an item idles before it counts as stale, making room when the pool is full.
+    stale_after: Duration,
+    /// When room was last made that way (milliseconds since `born`).
+    relieved_at: AtomicU64,
+    born: Instant,
 }
+
+/// An item idle this share of the TTL is dropped when the pool is full and a fresher one needs
+/// its room; a busy entry takes its instances back within milliseconds.
+const STALE_SHARE: u32 = 6;
+/// The pool makes room that way at most once per this long (it scans every list).
+const RELIEVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Every chain entry's idle instances, bounded in total, swept by a thread of its own.
 pub struct IdlePool<T: Send + 'static> {
@@ -51,7 +66,17 @@ impl<T: Send + 'static> IdlePool<T> {
     /// items idle longer than `ttl` (checked every sixth of it). Without the thread (it could
     /// not start) items are still bounded, they just do not expire.
     pub fn new(max_total: usize, max_bytes: usize, ttl: Duration) -> IdlePool<T> {
-        let shared = Arc::new(Shared { total: AtomicUsize::new(0), max_total, bytes: AtomicUsize::new(0), max_bytes, lists: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            total: AtomicUsize::new(0),
+            max_total,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            lists: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            stale_after: ttl / STALE_SHARE,
+            relieved_at: AtomicU64::new(0),
+            born: Instant::now(),
+        });
         let s = shared.clone();
         let sweeper = std::thread::Builder::new().name("mapwright-idle-sweeper".into()).spawn(move || {
             while !s.stop.load(Ordering::SeqCst) {
@@ -136,6 +161,30 @@ impl<T> Shared<T> {
         self.total.fetch_sub(n, Ordering::Relaxed);
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
+
+    /// Counts one item holding `bytes` into the pool if both bounds leave room.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes) > self.max_bytes {
+            self.forget(1, bytes);
+            return false;
+        }
+        true
+    }
+
+    /// The pool is full: drops the stale items, unless that was done less than
+    /// [`RELIEVE_EVERY`] ago. Whether any were dropped.
+    fn relieve(&self) -> bool {
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.relieved_at.load(Ordering::Relaxed);
+        if (last != 0 && now.saturating_sub(last) < RELIEVE_EVERY.as_millis() as u64) || self.relieved_at.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        sweep(self, self.stale_after) > 0
+    }
 }
 
 /// Drops idle items older than `ttl`, and forgets the lists of entries that are gone.
@@ -168,18 +217,22 @@ impl<T: Send + 'static> IdleList<T> {
         Some(item.item)
     }
 
-    /// Keeps `item`, which holds `bytes`, for reuse if this list and the pool have room;
-    /// drops it otherwise.
+    /// Keeps `item`, which holds `bytes`, for reuse if this list and the pool have room (a
+    /// full pool drops its stale items first, see [`RELIEVE_EVERY`]); drops it otherwise.
     pub fn put(&self, item: T, bytes: usize) {
-        let Ok(mut idle) = self.list.lock() else { return };
+        if self.len() >= self.per_list {
+            return;
+        }
+        // Room is reserved before this list is locked: making room sweeps every list.
+        if !self.shared.reserve(bytes) && !(self.shared.relieve() && self.shared.reserve(bytes)) {
+            return;
+        }
+        let Ok(mut idle) = self.list.lock() else {
+            self.shared.forget(1, bytes);
+            return;
+        };
         if idle.len() >= self.per_list {
-            return;
-        }
-        if self.shared.total.fetch_add(1, Ordering::Relaxed) >= self.shared.max_total {
-            self.shared.total.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        if self.shared.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes) > self.shared.max_bytes {
+            drop(idle);
             self.shared.forget(1, bytes);
             return;
         }
@@ -235,6 +288,23 @@ mod tests {
         b.put(12, 1);
         drop(b);
         assert_eq!((pool.total(), pool.bytes()), (0, 0), "a dropped list gives its count back");
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_full_pool_drops_its_stale_items_for_a_fresh_one_at_most_once_a_second() {
+        // Stale after 100 ms; the sweeper only expires items after 600 ms.
+        let pool: IdlePool<u32> = IdlePool::new(2, 1000, Duration::from_millis(600));
+        let (once, busy) = (pool.list(4), pool.list(4));
+        once.put(1, 10);
+        once.put(2, 10);
+        std::thread::sleep(Duration::from_millis(150));
+        busy.put(3, 10);
+        assert_eq!((once.len(), busy.len(), pool.total(), pool.bytes()), (0, 1, 1, 10), "the stale ones made room");
+        busy.put(4, 10);
+        busy.put(5, 10);
+        assert_eq!((busy.len(), pool.total()), (2, 2), "full again, and room was made less than a second ago");
+        assert_eq!((busy.take(), busy.take(), pool.total(), pool.bytes()), (Some(4), Some(3), 0, 0));
         pool.shutdown();
     }
 

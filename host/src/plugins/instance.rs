@@ -151,15 +151,19 @@ pub struct Entry {
     /// The most linear memory one of its instances has held (bytes), seen when instances
     /// come back from a call.
     peak_memory: std::sync::atomic::AtomicUsize,
-    /// When its last call ended (milliseconds on [`clock_ms`]).
+    /// When its last call ended (milliseconds on [`clock_ms`]; [`NEVER`] before the first).
     last_call: std::sync::atomic::AtomicU64,
 }
+
+/// `last_call` of an entry not called yet: validating its configuration at activation is
+/// not traffic, and an instance kept from it held pool room that busy connections needed.
+const NEVER: u64 = u64::MAX;
 
 /// Whether an instance is worth keeping idle after a call that ended at `now`, the entry's
 /// previous one having ended at `previous`: only if calls come closer together than an idle
 /// instance lives.
 fn worth_keeping(previous: u64, now: u64) -> bool {
-    now.saturating_sub(previous) < IDLE_TTL.as_millis() as u64
+    previous != NEVER && now.saturating_sub(previous) < IDLE_TTL.as_millis() as u64
 }
 
 /// Milliseconds since the first call of this function in the process: a clock that fits an
@@ -218,7 +222,7 @@ impl Entry {
     /// Creates the entry and validates its configuration with the plugin (once, at load).
     pub async fn new(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, config: String, limits: Limits, lane: Arc<Lane>) -> Result<Entry, PluginError> {
         let idle = runtime.idle.list(IDLE_PER_ENTRY);
-        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false, peak_memory: Default::default(), last_call: clock_ms().into() };
+        let mut e = Entry { plugin, config, limits, runtime, idle, lane, metrics: Default::default(), scopes: false, offers_candidates: false, peak_memory: Default::default(), last_call: NEVER.into() };
         let mut inst = e.instance().await?;
         let r = inst.rules.mapwright_plugin_meta().call_validate_config(&mut inst.store, &e.config).await;
         match r {
@@ -547,11 +551,13 @@ mod tests {
         runtime.set_sources(Arc::new(Sources));
         let config = r#"{"source": "email", "local_part": true}"#;
         let a = Entry::new(runtime.clone(), runtime.load(crate::plugins::builtin::get("username").unwrap()).await.unwrap(), config.into(), Limits::default(), Lane::new()).await.unwrap();
-        assert_eq!((a.idle.len(), runtime.resident_bytes()), (1, one));
+        assert_eq!((a.idle.len(), runtime.resident_bytes()), (0, one), "validating the configuration keeps no instance");
+        assert_eq!(a.username(&ctx(), USER, "x", None).await.unwrap().0, "Jane.Doe");
+        assert_eq!(a.idle.len(), 1, "a call soon after activation does");
         let b = Entry::new(runtime.clone(), runtime.load(&username_copy()).await.unwrap(), config.into(), Limits::default(), Lane::new()).await.unwrap();
         assert_ne!(a.plugin.hash, b.plugin.hash);
         assert_eq!(runtime.resident_bytes(), one, "the first copy's code was evicted");
-        assert_eq!((a.idle.len(), b.idle.len()), (0, 1), "and its idle instance with it");
+        assert_eq!((a.idle.len(), b.idle.len()), (0, 0), "and its idle instance with it");
         // Each call loads its code again (from the artifact) and evicts the other's.
         for round in 0..3 {
             for (e, other) in [(&a, &b), (&b, &a)] {
@@ -595,6 +601,7 @@ mod tests {
         assert!(worth_keeping(1_000, 1_000 + ttl - 1));
         assert!(!worth_keeping(1_000, 1_000 + ttl), "the instance would have expired before this call");
         assert!(worth_keeping(5_000, 1_000), "calls ending out of order (concurrent ones) are close");
+        assert!(!worth_keeping(NEVER, 1_000), "the first call keeps nothing: it may be the only one");
     }
 
     #[test]
