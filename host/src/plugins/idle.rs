@@ -224,7 +224,8 @@ impl<T: Send + 'static> IdleList<T> {
             return;
         }
         // Room is reserved before this list is locked: making room sweeps every list.
-        if !self.shared.reserve(bytes) && !(self.shared.relieve() && self.shared.reserve(bytes)) {
+        let room = self.shared.reserve(bytes) || (self.shared.relieve() && self.shared.reserve(bytes));
+        if !room {
             return;
         }
         let Ok(mut idle) = self.list.lock() else {
