@@ -160,7 +160,8 @@ async fn hot_traffic(hot: &[Connection], prefix: &str, span: Duration) -> Stats 
 }
 
 /// One request to each of `cold` in turn, `rate` a second (or as fast as they answer), until
-/// `stop`; the latency of each (its connection's first request since its code was evicted).
+/// `stop`; the latency of each (for a cold connection, its first request since its code was
+/// evicted).
 /// The users are named `<prefix>.<i>…`: one directory for every connection of the tenant.
 async fn cold_traffic(cold: Vec<Connection>, prefix: &str, rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) -> Stats {
     let (started, mut latencies, mut errors) = (Instant::now(), Vec::new(), 0);
@@ -235,13 +236,21 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
     let cold_loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cold = if plan.cold_rate > 0.0 { cold } else { Vec::new() };
+    // The control: as sparse a stream to the hot connections (code held, instances idle),
+    // over the same seconds. A sparse stream samples the node's stalls that the closed loop
+    // of the hot traffic hardly sees; what the cold requests take beyond it is theirs.
+    let control: Vec<Connection> = hot.iter().cycle().take(cold.len()).cloned().collect();
     let trickle = tokio::spawn(cold_traffic(cold, "cold", plan.cold_rate, stop.clone()));
+    let sparse = tokio::spawn(cold_traffic(control, "sparse", plan.cold_rate, stop.clone()));
     let busy = hot_traffic(&hot, "hot", plan.span).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let cold = trickle.await.unwrap_or_else(|_| Stats { done: 0, errors: 1, elapsed: Duration::ZERO, latencies: Vec::new() });
+    let failed = || Stats { done: 0, errors: 1, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let cold = trickle.await.unwrap_or_else(|_| failed());
+    let sparse = sparse.await.unwrap_or_else(|_| failed());
     let loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await - cold_loads;
     report.row(&format!("tenants: POST /Users c8 over {} hot of {n} connections, cold ones beside", hot.len()), "mapwright", busy.clone());
     report.row(&format!("tenants: a cold connection's first POST /Users, Rust, beside the hot traffic ({loads:.0} code loads from disk)"), "mapwright", cold);
+    report.row("tenants: a hot connection's POST /Users at the cold ones' rate, beside the hot traffic (the control)", "mapwright", sparse);
 
     // Each connection of another language once, cold (set up early, evicted since).
     for lang in [Lang::JavaScript, Lang::Python] {

@@ -120,7 +120,10 @@ impl Server {
                 Ok(listener) => axum::serve(listener, router).with_graceful_shutdown(shutdown).await,
                 Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
             },
-            None => axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await,
+            None => {
+                use axum::serve::ListenerExt;
+                axum::serve(self.listener.tap_io(|tcp| http::no_delay(tcp)), router).with_graceful_shutdown(shutdown).await
+            }
         };
         purger.abort();
         let _ = purger.await;

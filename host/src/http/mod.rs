@@ -255,6 +255,14 @@ async fn ensure_scim_error_body(resp: Response) -> Response {
     fixed
 }
 
+/// Sends each write at once: a response written in more than one part must not wait for the
+/// client's acknowledgement of the first (Nagle's algorithm against a delayed ACK: up to 40 ms).
+pub(crate) fn no_delay(stream: &tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]

@@ -112,6 +112,7 @@ async fn accept_loop(tcp: TcpListener, current: Arc<RwLock<Arc<rustls::ServerCon
                 continue;
             }
         };
+        super::no_delay(&stream);
         let Ok(config) = current.read().map(|c| c.clone()) else { return };
         let ready = ready.clone();
         tokio::spawn(async move {
