@@ -37,6 +37,19 @@ impl Stats {
     pub fn p99_ms(&self) -> f64 {
         self.quantile(0.99).as_secs_f64() * 1e3
     }
+
+    /// Several runs of the same traffic as one: their requests and their time added up.
+    pub fn merge(parts: Vec<Stats>) -> Stats {
+        let mut all = Stats::default();
+        for p in parts {
+            all.done += p.done;
+            all.errors += p.errors;
+            all.elapsed += p.elapsed;
+            all.latencies.extend(p.latencies);
+        }
+        all.latencies.sort();
+        all
+    }
 }
 
 /// Runs `make(i)` for i in 0..n from `concurrency` workers until all are done or `limit` has
@@ -117,5 +130,14 @@ mod tests {
         assert_eq!(s.quantile(0.99), Duration::from_millis(99));
         assert_eq!(s.quantile(1.0), Duration::from_millis(100));
         assert_eq!(Stats::default().quantile(0.99), Duration::ZERO);
+    }
+
+    #[test]
+    fn merged_runs_add_requests_and_time_and_keep_latencies_sorted() {
+        let run = |done, secs, ms: &[u64]| Stats { done, errors: 1, elapsed: Duration::from_secs(secs), latencies: ms.iter().map(|m| Duration::from_millis(*m)).collect() };
+        let m = Stats::merge(vec![run(100, 10, &[1, 5]), run(300, 10, &[2, 3])]);
+        assert_eq!((m.done, m.errors, m.elapsed), (400, 2, Duration::from_secs(20)));
+        assert!((m.rate() - 20.0).abs() < 1e-9, "the rate over both: {}", m.rate());
+        assert_eq!(m.latencies, [1, 2, 3, 5].map(Duration::from_millis));
     }
 }

@@ -163,7 +163,7 @@ async fn hot_traffic(hot: &[Connection], prefix: &str, span: Duration) -> Stats 
 /// `stop`; the latency of each (for a cold connection, its first request since its code was
 /// evicted).
 /// The users are named `<prefix>.<i>…`: one directory for every connection of the tenant.
-async fn cold_traffic(cold: Vec<Connection>, prefix: &str, rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) -> Stats {
+async fn cold_traffic(cold: Vec<Connection>, prefix: String, rate: f64, stop: Arc<std::sync::atomic::AtomicBool>) -> Stats {
     let (started, mut latencies, mut errors) = (Instant::now(), Vec::new(), 0);
     let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
     for (i, c) in cold.iter().enumerate() {
@@ -171,7 +171,7 @@ async fn cold_traffic(cold: Vec<Connection>, prefix: &str, rate: f64, stop: Arc<
             break;
         }
         let t = Instant::now();
-        if c.scim.ok(c.scim.send(Method::POST, "/Users", &user(&name(prefix, i), i))).await {
+        if c.scim.ok(c.scim.send(Method::POST, "/Users", &user(&name(&prefix, i), i))).await {
             latencies.push(t.elapsed());
         } else {
             errors += 1;
@@ -191,9 +191,36 @@ async fn metric(http: &reqwest::Client, server: &Process, name: &str) -> f64 {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The scenario: server A with every connection, hot traffic beside a trickle of cold
-/// requests; server B with only the hot connections, the same hot traffic; then each
-/// connection of another language once, cold.
+/// Lets the node settle after a setup that wrote gigabytes: what is dirty goes to the disk
+/// (`sync`) before the measured turns, which are about serving, not about setup's writeback.
+async fn settle() {
+    let _ = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Runs `traffic`; with `MW_BENCH_PERF=<dir>` set (diagnosis), under `perf record` of
+/// `server`, written to `<dir>/<label>.data`.
+async fn profiled(server: &Process, label: &str, traffic: impl Future<Output = Stats>) -> Stats {
+    let Some(dir) = std::env::var_os("MW_BENCH_PERF") else { return traffic.await };
+    let out = Path::new(&dir).join(format!("{label}.data"));
+    let perf = std::process::Command::new("perf")
+        .args(["record", "-q", "-F", "499", "-g", "-p", &server.pid().to_string(), "-o"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let stats = traffic.await;
+    if let Ok(mut perf) = perf {
+        // perf writes its file on SIGINT.
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
+    stats
+}
+
+/// The scenario: server A with every connection; a cold connection's first request on the
+/// quiet node; server B with only the hot connections; the hot traffic in four turns, A beside
+/// a trickle of cold requests, B, B, A; then each connection of another language once, cold.
 pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Client, report: &mut Report) -> anyhow::Result<()> {
     let binaries = Arc::new(Binaries::read(rust_plugin, plan.lang_dir.as_deref())?);
     let n = plan.connections.max(plan.hot + 1);
@@ -229,28 +256,62 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
     let beside = cold.split_off((cold.len() / 2).min(200));
     let quiet = std::mem::replace(&mut cold, beside);
     let before = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await;
-    let alone_cold = cold_traffic(quiet, "quiet", 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
+    let alone_cold = cold_traffic(quiet, "quiet".to_string(), 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
     let loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await - before;
     report.row(&format!("tenants: a cold connection's first POST /Users, Rust, quiet node ({loads:.0} code loads from disk)"), "mapwright", alone_cold);
+
+    // The same hot connections (the same binaries) on a server of their own, kept beside the
+    // first (idle while the other runs): the two are measured in turns, ABBA, so that neither
+    // has the machine's better minutes (setup's last writes reaching the disk, the databases
+    // growing with each round).
+    let alone_server = servers::mapwright(bin, &config(plan.budget_mib))?;
+    let ks: Vec<usize> = (0..n).rev().filter(|&k| Lang::of(k, plan) == Lang::Rust).take(plan.hot).collect();
+    let only = set_up(&alone_server, ks, plan, binaries, http).await.context("setting up the hot connections alone")?;
+    settle().await;
     hot_traffic(&hot, "warm", Duration::from_secs(1)).await;
+    hot_traffic(&only, "warm", Duration::from_secs(1)).await;
     let cold_loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cold = if plan.cold_rate > 0.0 { cold } else { Vec::new() };
-    // The control: as sparse a stream to the hot connections (code held, instances idle),
-    // over the same seconds. A sparse stream samples the node's stalls that the closed loop
-    // of the hot traffic hardly sees; what the cold requests take beyond it is theirs.
-    let control: Vec<Connection> = hot.iter().cycle().take(cold.len()).cloned().collect();
-    let trickle = tokio::spawn(cold_traffic(cold, "cold", plan.cold_rate, stop.clone()));
-    let sparse = tokio::spawn(cold_traffic(control, "sparse", plan.cold_rate, stop.clone()));
-    let busy = hot_traffic(&hot, "hot", plan.span).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let failed = || Stats { done: 0, errors: 1, elapsed: Duration::ZERO, latencies: Vec::new() };
-    let cold = trickle.await.unwrap_or_else(|_| failed());
-    let sparse = sparse.await.unwrap_or_else(|_| failed());
+    let mut halves = {
+        let mut first = cold;
+        let second = first.split_off(first.len() / 2);
+        vec![second, first]
+    };
+    let turn = plan.span / 2;
+    let (mut busy, mut alone, mut colds, mut sparses, mut turns) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (round, beside) in [true, false, false, true].into_iter().enumerate() {
+        if !beside {
+            let stats = profiled(&alone_server, &format!("alone{round}"), hot_traffic(&only, &format!("hot{round}"), turn)).await;
+            turns.push(format!("alone {:.0}/s", stats.rate()));
+            alone.push(stats);
+            continue;
+        }
+        let cold = halves.pop().unwrap_or_default();
+        // The control: as sparse a stream to the hot connections (code held, instances idle),
+        // over the same seconds. A sparse stream samples the node's stalls that the closed loop
+        // of the hot traffic hardly sees; what the cold requests take beyond it is theirs.
+        let control: Vec<Connection> = hot.iter().cycle().take(cold.len()).cloned().collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let trickle = tokio::spawn(cold_traffic(cold, format!("cold{round}"), plan.cold_rate, stop.clone()));
+        let sparse = tokio::spawn(cold_traffic(control, format!("sparse{round}"), plan.cold_rate, stop.clone()));
+        let stats = profiled(&server, &format!("busy{round}"), hot_traffic(&hot, &format!("hot{round}"), turn)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let failed = || Stats { done: 0, errors: 1, elapsed: Duration::ZERO, latencies: Vec::new() };
+        colds.push(trickle.await.unwrap_or_else(|_| failed()));
+        sparses.push(sparse.await.unwrap_or_else(|_| failed()));
+        turns.push(format!("beside {:.0}/s", stats.rate()));
+        busy.push(stats);
+    }
+    let (busy, alone) = (Stats::merge(busy), Stats::merge(alone));
     let loads = metric(http, &server, "mapwright_plugin_cold_load_seconds_count ").await - cold_loads;
     report.row(&format!("tenants: POST /Users c8 over {} hot of {n} connections, cold ones beside", hot.len()), "mapwright", busy.clone());
-    report.row(&format!("tenants: a cold connection's first POST /Users, Rust, beside the hot traffic ({loads:.0} code loads from disk)"), "mapwright", cold);
-    report.row("tenants: a hot connection's POST /Users at the cold ones' rate, beside the hot traffic (the control)", "mapwright", sparse);
+    report.row(&format!("tenants: a cold connection's first POST /Users, Rust, beside the hot traffic ({loads:.0} code loads from disk)"), "mapwright", Stats::merge(colds));
+    report.row("tenants: a hot connection's POST /Users at the cold ones' rate, beside the hot traffic (the control)", "mapwright", Stats::merge(sparses));
+    report.row(&format!("tenants: POST /Users c8 over the {} hot connections on a server of their own", only.len()), "mapwright", alone.clone());
+    report.note(format!("tenants: the hot traffic in turns of {:.0} s, ABBA: {}", turn.as_secs_f64(), turns.join(", ")));
+    report.ratio("tenants: hot throughput beside every other connection / alone", busy.rate() / alone.rate().max(f64::MIN_POSITIVE));
+    report.ratio("tenants: hot p99 beside every other connection / alone", busy.p99_ms() / alone.p99_ms().max(f64::MIN_POSITIVE));
+    drop(alone_server);
 
     // Each connection of another language once, cold (set up early, evicted since).
     for lang in [Lang::JavaScript, Lang::Python] {
@@ -258,7 +319,7 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
         if cs.is_empty() {
             continue;
         }
-        let stats = cold_traffic(cs, lang.label(), 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
+        let stats = cold_traffic(cs, lang.label().to_string(), 1000.0, Arc::new(std::sync::atomic::AtomicBool::new(false))).await;
         report.row(&format!("tenants: a cold connection's first POST /Users, {}", lang.label()), "mapwright", stats);
     }
     report.note(format!(
@@ -269,16 +330,5 @@ pub async fn run(bin: &Path, rust_plugin: &Path, plan: &Plan, http: &reqwest::Cl
         metric(http, &server, "mapwright_plugin_compiles_total{from=\"source\"} ").await,
         metric(http, &server, "mapwright_plugin_compiles_total{from=\"artifact\"} ").await,
     ));
-    drop(server);
-
-    // The same hot connections (the same binaries) on a server of their own.
-    let alone_server = servers::mapwright(bin, &config(plan.budget_mib))?;
-    let ks: Vec<usize> = (0..n).rev().filter(|&k| Lang::of(k, plan) == Lang::Rust).take(plan.hot).collect();
-    let only = set_up(&alone_server, ks, plan, binaries, http).await.context("setting up the hot connections alone")?;
-    hot_traffic(&only, "warm", Duration::from_secs(1)).await;
-    let alone = hot_traffic(&only, "hot", plan.span).await;
-    report.row(&format!("tenants: POST /Users c8 over the {} hot connections on a server of their own", only.len()), "mapwright", alone.clone());
-    report.ratio("tenants: hot throughput beside every other connection / alone", busy.rate() / alone.rate().max(f64::MIN_POSITIVE));
-    report.ratio("tenants: hot p99 beside every other connection / alone", busy.p99_ms() / alone.p99_ms().max(f64::MIN_POSITIVE));
     Ok(())
 }
