@@ -11,6 +11,12 @@ fn main() -> std::process::ExitCode {
     let _ = mapwright::store::sqlite::alloc::install();
     let cli = mapwright::cli::Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
+        // Blocking threads (compiles, artifact loads, SQLite reads) idle for an hour, not 10 s,
+        // before they exit: an exiting thread's partly used heap pages go to the next thread
+        // that needs pages, the request workers, whose allocations then land in memory the
+        // compiles left scattered. On a node with 10,000 plugins the workers' malloc fast path
+        // took ~4x the samples per request of a small server's (BENCHMARKS.md, issue 21).
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
