@@ -328,7 +328,7 @@ impl Checkpointer {
 ///
 /// Waking a sleeping thread costs far more than a write's own work on a small VM (the futex,
 /// and the vCPU's way out of idle): with the writer asleep between writes a create at
-/// concurrency 1 took 0.39-0.44 ms at the median, looking 250 µs for the next job 0.24 ms
+/// concurrency 1 took 0.39-0.44 ms at the median, looking 250 µs for the next job 0.24-0.30
 /// (BENCHMARKS.md). At concurrency 1 the next write comes one round trip later, under load
 /// it is already queued. Yielding rather than spinning hands the CPU to any thread that
 /// wants it; an idle server pays at most this much CPU per write.
