@@ -90,6 +90,14 @@ struct Args {
     /// The bearer token for `--url`.
     #[arg(long)]
     token: Option<String>,
+    /// With `--url`: send users without the enterprise extension (for a server validating
+    /// against the core schema only, such as the Rust `scim-server` peer run by hand).
+    #[arg(long, requires = "url")]
+    core_schema_only: bool,
+    /// With `--url --only updates`: how many users to create before updating them round after
+    /// round; with `--only creates`: how many to create at each concurrency (default 3,000).
+    #[arg(long, requires = "url")]
+    users: Option<usize>,
     /// Time bound of any one scenario, in seconds.
     #[arg(long, default_value_t = 300)]
     limit_secs: u64,
@@ -188,16 +196,19 @@ async fn main() -> anyhow::Result<()> {
     );
 
     if let (Some(url), Some(token)) = (&a.url, &a.token) {
-        let t = Scim::new("target", url.trim_end_matches('/').to_string(), token.clone(), &http)?;
+        let mut t = Scim::new("target", url.trim_end_matches('/').to_string(), token.clone(), &http)?;
+        t.core_schema_only = a.core_schema_only;
         if a.only.iter().any(|o| o == "creates") {
-            creates(&t, scale.creates, limit, &mut report).await;
+            creates(&t, a.users.unwrap_or(scale.creates), limit, &mut report).await;
             report.finish();
             return quick_failures(&a, &report);
         }
         if a.only.iter().any(|o| o == "updates") {
             // Long enough to profile: creates, then PATCH and PUT over them round after round
             // until the time bound, then the same for creates.
-            let (_, users) = scenarios::creates(&t, 8, scale.creates, "upd", limit).await;
+            let stored = a.users.unwrap_or(scale.creates);
+            let (_, users) = scenarios::creates(&t, 8, stored, "upd", limit.max(Duration::from_secs(600))).await;
+            println!("{} users stored", users.len());
             for (how, what) in [(Update::Patch, "PATCH replace 2 attributes, c8, repeated"), (Update::Put, "PUT whole user, c8, repeated")] {
                 let s = repeat(limit, || scenarios::updates(&t, &users, how, 8, limit)).await;
                 report.row(what, &t.label, s);

@@ -74,7 +74,7 @@ fn main() {
             for plugin in rules {
                 decisions.push(Decision { plugin: plugin.to_string(), rule: format!("{plugin}.rule"), reason: "what the example chain records".into() });
             }
-            let w = UserWrite { body, entry, matching: MatchPolicy::Conflict, reactivate: None };
+            let w = UserWrite { body: std::sync::Arc::new(body), entry, matching: MatchPolicy::Conflict, reactivate: None };
             let audit = AuditInfo { actor: "idp:t/i".into(), request_id: format!("r{i}"), operation: "create".into(), chain_version: (!rules.is_empty()).then_some(1), decisions };
             store.create_user(&idp, w, audit).await.unwrap();
         }

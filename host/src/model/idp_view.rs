@@ -12,8 +12,8 @@ use crate::scim::resource::Meta;
 /// A user write: the IdP view and the directory entry, stored together.
 #[derive(Debug, Clone)]
 pub struct UserWrite {
-    /// The canonical IdP resource.
-    pub body: Value,
+    /// The canonical IdP resource (shared with the answer and the remembered user).
+    pub body: Arc<Value>,
     /// The directory entry it maps to.
     pub entry: EntryWrite,
     /// What a create does when the directory already has the user.

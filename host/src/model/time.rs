@@ -46,7 +46,17 @@ impl Timestamp {
     }
 
     fn from_utc(t: DateTime<Utc>) -> Timestamp {
-        Timestamp(t.format(FORMAT).to_string())
+        use chrono::{Datelike, Timelike};
+        // `FORMAT` written out: every write stamps two or three times on the writer thread,
+        // and chrono's format string is parsed again each time. Years outside 0..=9999 (never
+        // made here) take the general path.
+        if !(0..=9999).contains(&t.year()) {
+            return Timestamp(t.format(FORMAT).to_string());
+        }
+        // A leap second (nanoseconds past 1e9) reads as second 60, as chrono writes it.
+        let (leap, ns) = (t.nanosecond() / 1_000_000_000, t.nanosecond() % 1_000_000_000);
+        let (sec, ms) = (t.second() + leap, ns / 1_000_000);
+        Timestamp(format!("{:04}-{:02}-{:02}T{:02}:{:02}:{sec:02}.{ms:03}Z", t.year(), t.month(), t.day(), t.hour(), t.minute()))
     }
 
     fn to_utc(&self) -> Option<DateTime<Utc>> {
@@ -111,5 +121,15 @@ mod tests {
         let now = Timestamp::now();
         assert_eq!(now.as_str().len(), "2026-01-09T23:59:59.999Z".len());
         assert!(now.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    proptest::proptest! {
+        /// The format written out is chrono's `FORMAT`, for any time of any year.
+        #[test]
+        fn the_written_format_is_chronos(secs in -70_000_000_000i64..300_000_000_000, nanos in 0u32..2_000_000_000) {
+            if let Some(t) = DateTime::<Utc>::from_timestamp(secs, nanos) {
+                proptest::prop_assert_eq!(Timestamp::from_utc(t).0, t.format(FORMAT).to_string());
+            }
+        }
     }
 }

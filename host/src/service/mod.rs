@@ -223,7 +223,7 @@ impl<S: Store> Service<S> {
         let (entry, decisions) = pipeline.map_user(ctx, &body).await?;
         keep_decisions("user", decisions, why);
         shadow::user(self, call, op, pipeline.version(), &body, current, &entry);
-        Ok(UserWrite { body, entry, matching: pipeline.matching(), reactivate: None })
+        Ok(UserWrite { body: Arc::new(body), entry, matching: pipeline.matching(), reactivate: None })
     }
 
     async fn group_write(&self, pipeline: &dyn MappingPipeline, call: &Call<'_>, op: Operation, id: &str, body: Value, why: &mut Vec<Decision>) -> ScimResult<GroupWrite> {
@@ -322,12 +322,14 @@ impl<S: Store> Service<S> {
     /// POST /Users
     pub async fn create_user(&self, call: &Call<'_>, input: &Value) -> ScimResult<StoredUser> {
         let idp = call.idp;
+        let coming = self.store.write_coming();
         let body = canonicalize(ResourceKind::User, input)?;
         let pipeline = self.pipeline(call);
         let mut why = Vec::new();
         let mut w = self.user_write(&*pipeline, call, Operation::Create, body, None, &mut why).await?;
         let ctx = MapContext { idp, operation: Operation::Create, current: None };
         w.entry.out_of_scope = !self.in_scope(&*pipeline, ctx, "", &w.body, &mut why).await?;
+        drop(coming);
         let u = match self.store.create_user(idp, w.clone(), call.audit(Operation::Create, why.clone())).await {
             // The create takes back an entry a deletion deprovisioned: the rules decide what
             // its reactivation restores (asked only then), and it is written again.
@@ -373,7 +375,8 @@ impl<S: Store> Service<S> {
     }
 
     /// Read, change, write with a version and scope check; retried from a fresh read when a
-    /// concurrent write wins (or what was remembered of the user is stale).
+    /// concurrent write wins (or what was remembered of the user is stale). `change` returns
+    /// the user's canonical body after the change.
     async fn modify_user<F>(&self, call: &Call<'_>, id: &str, pre: &Precondition, op: Operation, change: F) -> ScimResult<StoredUser>
     where
         F: Fn(&Value) -> ScimResult<Value>,
@@ -384,8 +387,9 @@ impl<S: Store> Service<S> {
         let mut remembered = true;
         let mut attempt = 0;
         while attempt < MAX_RETRIES {
+            let coming = self.store.write_coming();
             let (cur, from_memory) = self.user_before(idp, id, pre, remembered).await?;
-            let body = canonicalize(ResourceKind::User, &change(&cur.body)?)?;
+            let body = change(&cur.body)?;
             // Rules see the directory entry as it is before this change (read only if they look).
             let entry = match pipeline.uses_current() {
                 true => self.store.entry_of_user(idp, id).await.map_err(|e| store_error(ResourceKind::User, id, e))?.map(|e| e.to_json()),
@@ -405,6 +409,7 @@ impl<S: Store> Service<S> {
                 let go = self.guard_deprovision(idp, id, &w.body, &mut action, &mut why).await?;
                 w.entry.lifecycle = if go { Lifecycle::Deprovision(action) } else { Lifecycle::Held(action) };
             }
+            drop(coming);
             match self.store.update_user(idp, id, cur, w, call.audit(op, why)).await {
                 Ok(u) => {
                     self.current.put(idp.id, id, Arc::new(UserBefore::from(&u)));
@@ -433,15 +438,15 @@ impl<S: Store> Service<S> {
 
     /// PUT /Users/{id}
     pub async fn replace_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
-        // Validate once up front so a bad body fails before any read.
-        canonicalize(ResourceKind::User, input)?;
-        self.modify_user(call, id, pre, Operation::Replace, |_| Ok(input.clone())).await
+        // Canonical once, up front: a bad body fails before any read.
+        let body = canonicalize(ResourceKind::User, input)?;
+        self.modify_user(call, id, pre, Operation::Replace, |_| Ok(body.clone())).await
     }
 
     /// PATCH /Users/{id}
     pub async fn patch_user(&self, call: &Call<'_>, id: &str, input: &Value, pre: &Precondition) -> ScimResult<StoredUser> {
         let ops = patch::parse_and_resolve(ResourceKind::User, input)?;
-        self.modify_user(call, id, pre, Operation::Patch, |cur| patch::apply(cur, &ops)).await
+        self.modify_user(call, id, pre, Operation::Patch, |cur| canonicalize(ResourceKind::User, &patch::apply(cur, &ops)?)).await
     }
 
     /// DELETE /Users/{id}: the rules and the guard decide what happens to the entry.

@@ -7,7 +7,7 @@ use super::SqlStore;
 use super::logic::{approvals, connections, delivery, directory, drift, entries, explain, groups, guard_window, held, leases, lifecycle, local, reapply, rules, shapes, users};
 use crate::model::*;
 use crate::scim::list::ListQuery;
-use crate::store::{DeliveryStore, DirectoryStore, FeedStore, GuardStore, IdpViewStore, LeaseStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore};
+use crate::store::{DeliveryStore, DirectoryStore, FeedStore, GuardStore, IdpViewStore, LeaseStore, ReapplyStore, RecordStore, RuleStore, StoreResult, TenantStore, WriteComing};
 
 impl TenantStore for SqlStore {
     async fn create_tenant(&self, name: &str) -> StoreResult<Tenant> {
@@ -60,6 +60,12 @@ impl TenantStore for SqlStore {
 }
 
 impl IdpViewStore for SqlStore {
+    fn write_coming(&self) -> WriteComing {
+        match self.as_sqlite() {
+            Some(s) => s.write_coming(),
+            None => WriteComing::uncounted(),
+        }
+    }
     async fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> StoreResult<StoredUser> {
         let (idp_id, id) = (idp.id, id.to_string());
         self.read(move |c| users::get(c, idp_id, &id, with_groups)).await
@@ -69,12 +75,12 @@ impl IdpViewStore for SqlStore {
         self.read(move |c| users::list(c, idp_id, &q)).await
     }
     async fn create_user(&self, idp: &IdpConnection, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
-        let idp = idp.clone();
-        self.write_for(idp.tenant_id, move |t| users::create(t, &idp, &w, &audit)).await
+        let (idp, prep) = (idp.clone(), users::Prepared::new(&w, None));
+        self.write_for(idp.tenant_id, move |t| users::create(t, &idp, &w, &prep, &audit)).await
     }
     async fn update_user(&self, idp: &IdpConnection, id: &str, before: Arc<UserBefore>, w: UserWrite, audit: AuditInfo) -> StoreResult<StoredUser> {
-        let (idp, id) = (idp.clone(), id.to_string());
-        self.write_for(idp.tenant_id, move |t| users::update(t, &idp, &id, &before, &w, &audit)).await
+        let (idp, id, prep) = (idp.clone(), id.to_string(), users::Prepared::new(&w, Some(&before.body)));
+        self.write_for(idp.tenant_id, move |t| users::update(t, &idp, &id, &before, &w, &prep, &audit)).await
     }
     async fn delete_user(&self, idp: &IdpConnection, id: &str, expected_version: Option<i64>, action: DeprovisionAction, hold: bool, audit: AuditInfo) -> StoreResult<()> {
         let (idp, id) = (idp.clone(), id.to_string());

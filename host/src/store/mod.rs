@@ -95,9 +95,42 @@ pub trait TenantStore: Send + Sync + 'static {
     fn count_admin_tokens(&self) -> impl Future<Output = StoreResult<i64>> + Send;
 }
 
+/// A write on its way to the store, from the moment its request is being mapped until it
+/// is sent (drop it then, or when the request fails first). See
+/// [`IdpViewStore::write_coming`].
+#[must_use = "the write counts as on its way until this is dropped"]
+pub struct WriteComing(Option<Arc<std::sync::atomic::AtomicUsize>>);
+
+impl WriteComing {
+    /// Counted nowhere (a store that does not batch commits).
+    pub fn uncounted() -> WriteComing {
+        WriteComing(None)
+    }
+
+    /// Counted in `on_the_way` until dropped.
+    pub(crate) fn counted(on_the_way: &Arc<std::sync::atomic::AtomicUsize>) -> WriteComing {
+        on_the_way.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        WriteComing(Some(on_the_way.clone()))
+    }
+}
+
+impl Drop for WriteComing {
+    fn drop(&mut self) {
+        if let Some(n) = &self.0 {
+            n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
 /// The IdP view: each connection's users and groups, written together with the directory
 /// entries and memberships they map to.
 pub trait IdpViewStore: Send + Sync + 'static {
+    /// Says a user write is on its way (its request is being mapped): SQLite's writer holds
+    /// a commit a moment for it rather than commit twice. Drop the guard when the write is
+    /// sent.
+    fn write_coming(&self) -> WriteComing {
+        WriteComing::uncounted()
+    }
     /// One user of the connection.
     fn get_user(&self, idp: &IdpConnection, id: &str, with_groups: bool) -> impl Future<Output = StoreResult<StoredUser>> + Send;
     /// A filtered, sorted page of the connection's users.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::model::{AttrOwner, DirectoryEntry, EntryWrite, Lifecycle, Timestamp};
 use crate::scim::eval::fold;
 use crate::scim::resource::json_text;
-use crate::store::sql::Sql;
+use crate::store::sql::{Assignments, Sql};
 use crate::store::{StoreError, StoreResult};
 
 /// An entry by id (it must exist).
@@ -118,11 +118,17 @@ pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrit
     let current = found.entry.attributes.as_object().cloned().unwrap_or_default();
     let (attrs, owners) = merge(current, parse_map(&found.owners), writer, &e.attributes);
     let (attrs, owners) = (Value::Object(attrs), json_text(&Value::Object(owners)));
-    t.execute(
-        "UPDATE entries SET user_name = ?2, user_name_fold = ?3, active = CASE WHEN ?7 THEN ?4 ELSE active END, attributes = ?5, modified = ?6, attr_owners = ?8 WHERE id = ?1",
-        &[&entry_id, &e.user_name, &fold(&e.user_name), &e.active, &json_text(&attrs), ts, &decides_active, &owners],
-    )
-    .map_err(|err| conflict(err, &e.user_name))?;
+    let (text, name_fold) = (json_text(&attrs), fold(&e.user_name));
+    // The name (and its unique index) only when it changes; the flag only when this write decides it.
+    let mut set = Assignments::new(&[&entry_id]);
+    let renamed = e.user_name != found.entry.user_name;
+    set.column_if(renamed, "user_name", &e.user_name);
+    set.column_if(renamed, "user_name_fold", &name_fold);
+    set.column_if(decides_active, "active", &e.active);
+    set.column("attributes", &text);
+    set.column("modified", ts);
+    set.column("attr_owners", &owners);
+    t.execute(&format!("UPDATE entries SET {} WHERE id = ?1", set.list()), set.params()).map_err(|err| conflict(err, &e.user_name))?;
     Ok(attrs)
 }
 

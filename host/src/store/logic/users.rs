@@ -13,7 +13,7 @@ use crate::scim::eval::fold;
 use crate::scim::list::ListQuery;
 use crate::scim::resource::{Meta, json_text};
 use crate::scim::schema::ResourceKind;
-use crate::store::sql::{Row, Sql, params_of};
+use crate::store::sql::{Assignments, Row, Sql, params_of};
 use crate::store::{StoreError, StoreResult};
 
 /// The indexed fields of a canonical user body.
@@ -49,6 +49,29 @@ fn index(body: &Value) -> Index {
 pub(super) fn index_for_tests(body: &Value) -> (String, Option<String>, Option<String>, bool, Vec<String>) {
     let ix = index(body);
     (ix.user_name, ix.external_id, ix.display_name, ix.active, ix.emails)
+}
+
+/// What a user write stores that follows from the request alone (its indexed columns, its
+/// body as text, what it changes of the IdP's view), worked out on the caller's thread before
+/// the write is queued: the writer thread, which every write waits for, then does only the
+/// database's part.
+pub struct Prepared {
+    ix: Index,
+    text: String,
+    /// The user's emails differ from the ones before (the email index is rewritten).
+    emails_changed: bool,
+    /// The names of the IdP attributes that changed, as the audit records them.
+    idp_changes: Value,
+}
+
+impl Prepared {
+    /// `w` as written over `before` (`None`: a create).
+    pub fn new(w: &UserWrite, before: Option<&Value>) -> Prepared {
+        let ix = index(&w.body);
+        let emails_changed = before.is_none_or(|b| index(b).emails != ix.emails);
+        let idp_changes = before.map(|b| serde_json::json!(audit::changed_names(Some(b), Some(&w.body)))).unwrap_or(Value::Null);
+        Prepared { ix, text: json_text(&w.body), emails_changed, idp_changes }
+    }
 }
 
 const COLUMNS: &str = "r.pk, r.id, r.body, r.created, r.modified, r.version, r.out_of_scope";
@@ -255,8 +278,8 @@ fn choose_name(t: &dyn Sql, idp: &IdpConnection, entry_id: Option<i64>, w: &User
 
 /// Creates an IdP user and its entry (or joins an existing entry, per the matching policy);
 /// a user the scope rules keep out is stored in the IdP view only.
-pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let ix = index(&w.body);
+pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, prep: &Prepared, info: &AuditInfo) -> StoreResult<StoredUser> {
+    let ix = &prep.ix;
     let uf = fold(&ix.user_name);
     if taken_in_idp(t, idp.id, &uf, None)? {
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
@@ -276,7 +299,7 @@ pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo)
         .query_one(
             "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version, out_of_scope)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10) RETURNING pk",
-            &[&idp.id, &id, &entry_id, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts, &w.entry.out_of_scope],
+            &[&idp.id, &id, &entry_id, &uf, &ix.external_id, &ix.display_name, &ix.active, &prep.text, &ts, &w.entry.out_of_scope],
         )?
         .get(0)?;
     write_emails(t, pk, &ix.emails)?;
@@ -294,7 +317,7 @@ pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, info: &AuditInfo)
     }
     Ok(StoredUser {
         meta: Meta { id, created: ts.to_string(), last_modified: ts.into_string(), version: 1 },
-        body: Arc::new(w.body.clone()),
+        body: w.body.clone(),
         groups: Some(Vec::new()),
         out_of_scope: w.entry.out_of_scope,
     })
@@ -402,36 +425,44 @@ fn entry_name(t: &dyn Sql, entry_id: Option<i64>) -> StoreResult<Named> {
 /// caller has it, and it changes only with the version), and what did not change is not
 /// written again (the email index, the scope flag) nor checked again (a userName kept is
 /// still free).
-pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, before: &UserBefore, w: &UserWrite, info: &AuditInfo) -> StoreResult<StoredUser> {
-    let r = t.query_one("SELECT pk, entry_id, version, out_of_scope, user_name_fold, created FROM users WHERE id = ?1 AND idp_id = ?2", &[&id, &idp.id])?;
+pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, before: &UserBefore, w: &UserWrite, prep: &Prepared, info: &AuditInfo) -> StoreResult<StoredUser> {
+    let r = t.query_one(
+        "SELECT pk, entry_id, version, out_of_scope, user_name_fold, created, external_id, display_name_fold, active FROM users WHERE id = ?1 AND idp_id = ?2",
+        &[&id, &idp.id],
+    )?;
     let (pk, entry, version, out): (i64, Option<i64>, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
     if version != before.version || out != before.out_of_scope {
         return Err(StoreError::VersionMismatch);
     }
     let (fold_before, created): (String, String) = (r.get(4)?, r.get(5)?);
-    let before_body = Some(&*before.body);
+    let (external_before, display_before, active_before): (Option<String>, Option<String>, bool) = (r.get(6)?, r.get(7)?, r.get(8)?);
     let cur = Current { pk, entry, out };
-    let ix = index(&w.body);
+    let ix = &prep.ix;
     let uf = fold(&ix.user_name);
     if uf != fold_before && taken_in_idp(t, idp.id, &uf, Some(pk))? {
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
     let (named, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
-    t.execute(
-        "UPDATE users SET user_name_fold = ?2, external_id = ?3, display_name_fold = ?4, active = ?5, body = ?6, modified = ?7,
-         version = version + 1 WHERE pk = ?1",
-        &[&pk, &uf, &ix.external_id, &ix.display_name, &ix.active, &json_text(&w.body), &ts],
-    )?;
+    // The indexed columns only when they change: each one named is an index entry rewritten.
+    let mut set = Assignments::new(&[&pk]);
+    set.column_if(uf != fold_before, "user_name_fold", &uf);
+    set.column_if(ix.external_id != external_before, "external_id", &ix.external_id);
+    set.column_if(ix.display_name != display_before, "display_name_fold", &ix.display_name);
+    set.column_if(ix.active != active_before, "active", &ix.active);
+    set.column("body", &prep.text);
+    set.column("modified", &ts);
+    set.expression("version = version + 1");
+    t.execute(&format!("UPDATE users SET {} WHERE pk = ?1", set.list()), set.params())?;
     // The index is a function of the body's emails: the same emails, the same rows.
-    if before_body.map(|b| index(b).emails) != Some(ix.emails.clone()) {
+    if prep.emails_changed {
         write_emails(t, pk, &ix.emails)?;
     }
-    changes["idp"] = serde_json::json!(audit::changed_names(before_body, Some(&w.body)));
+    changes["idp"] = prep.idp_changes.clone();
     audit::record(t, &Subject::user(idp, id, named.as_ref().map(|(e, n)| (*e, n.as_str()))), info, &changes)?;
     Ok(StoredUser {
         meta: Meta { id: id.to_string(), created, last_modified: ts.into_string(), version: version + 1 },
-        body: Arc::new(w.body.clone()),
+        body: w.body.clone(),
         groups: Some(groups_of(t, pk)?),
         out_of_scope: w.entry.out_of_scope,
     })
@@ -450,7 +481,7 @@ pub fn reapply(t: &dyn Sql, idp: &IdpConnection, id: &str, expected_version: i64
         Lifecycle::Reactivate { restore } => restore,
         _ => true,
     };
-    let w = UserWrite { body, entry: e.clone(), matching: matching.clone(), reactivate: Some(restore) };
+    let w = UserWrite { body: Arc::new(body), entry: e.clone(), matching: matching.clone(), reactivate: Some(restore) };
     let ts = Timestamp::now();
     let (named, changes, _) = apply_entry(t, idp, id, &cur, &w, &info.request_id, &ts)?;
     if changes.as_object().is_some_and(|o| !o.is_empty()) {

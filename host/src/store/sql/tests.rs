@@ -44,6 +44,15 @@ fn exercise(db: &dyn Sql) {
     assert_eq!(db.query_one("SELECT count(*) FROM things WHERE flag = ?1", &[&false]).unwrap().get::<usize>(0).unwrap(), 1);
     assert_eq!(db.query_one("SELECT score FROM things WHERE name = ?1", &[&"bob"]).unwrap().get::<f64>(0).unwrap(), 3.0);
     assert!(matches!(db.query_one("SELECT pk FROM things WHERE name = ?1", &[&"nobody"]), Err(StoreError::NotFound)));
+    // Only the columns that change: the fixed parameters first, then one per column set.
+    let (score, unchanged_flag) = (4.5, false);
+    let mut set = Assignments::new(&[&"bob"]);
+    set.column_if(false, "flag", &unchanged_flag);
+    set.column("score", &score);
+    set.expression("at = NULL");
+    assert_eq!(set.list(), "score = ?2, at = NULL");
+    assert_eq!(db.execute(&format!("UPDATE things SET {} WHERE name = ?1", set.list()), set.params()).unwrap(), 1);
+    assert_eq!(db.query_one("SELECT score FROM things WHERE name = ?1", &[&"bob"]).unwrap().get::<f64>(0).unwrap(), 4.5);
     // A uniqueness rule is a conflict on both.
     let dup = db.execute("INSERT INTO things (name, flag) VALUES (?1, ?2)", &[&"jane", &true]).unwrap_err();
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup:?}");

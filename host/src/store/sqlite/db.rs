@@ -54,6 +54,8 @@ struct Inner {
     stats: Arc<WriterStats>,
     /// Bumped by the writer after each commit.
     commits: tokio::sync::watch::Receiver<u64>,
+    /// Writes on their way to the writer (see [`SqliteStore::write_coming`]).
+    coming: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the writer thread has done: how well group commit batches.
@@ -124,29 +126,20 @@ impl SqliteStore {
         let (committed, commits) = tokio::sync::watch::channel(0u64);
         let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restart_wanted = restart.clone();
+        let coming = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gathering = coming.clone();
         let handle = std::thread::Builder::new()
             .name("mapwright-writer".into())
             .spawn(move || {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                'serve: while let Some(Some(first)) = next_job(&mut rx, WRITER_SPIN) {
-                    batch.push(first);
-                    // Group commit: whatever queued up while the last batch committed goes in
-                    // this one, so concurrent writes share one WAL commit instead of one each.
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(Some(job)) => batch.push(job),
-                            Ok(None) => {
-                                run_batch(&mut conn, &mut batch, &counters, &committed);
-                                break 'serve;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    run_batch(&mut conn, &mut batch, &counters, &committed);
+                while let Some(Some(first)) = next_job(&mut rx, WRITER_SPIN) {
+                    let more = run_batch(&mut conn, first, &mut rx, &gathering, &counters, &committed);
                     if restart_wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
                         && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "finishing a WAL checkpoint failed");
+                    }
+                    if !more {
+                        break;
                     }
                 }
                 drop(conn);
@@ -163,6 +156,7 @@ impl SqliteStore {
                 checkpointer: Mutex::new(Some(checkpointer)),
                 stats,
                 commits,
+                coming,
             }),
         })
     }
@@ -182,6 +176,15 @@ impl SqliteStore {
             let _ = self.inner.writer.send(None);
             let _ = h.join();
         }
+    }
+
+    /// Says a write is on its way: its request is being mapped and will reach the writer
+    /// soon (drop the guard when it is sent, or when it will not come). While any is on its
+    /// way the writer holds a batch's commit up to [`GATHER`] for it, so concurrent writes share
+    /// one commit (its WAL frames, its page cache work) instead of each paying for its own;
+    /// with none on its way (a lone client) it commits at once.
+    pub fn write_coming(&self) -> crate::store::WriteComing {
+        crate::store::WriteComing::counted(&self.inner.coming)
     }
 
     /// Counters of the writer thread (group commit).
@@ -347,48 +350,72 @@ fn next_job(rx: &mut mpsc::UnboundedReceiver<Option<Job>>, spin: std::time::Dura
     }
 }
 
-/// Runs queued writes in one transaction, each inside its own savepoint: a write that fails
-/// is rolled back alone (it leaves no partial change), the others commit together (a write
-/// alone is its own transaction, rolled back whole if it fails). Results
-/// are delivered only after the commit, so nothing is acknowledged that is not durable.
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats, committed: &tokio::sync::watch::Sender<u64>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    stats.commits.fetch_add(1, Relaxed);
-    stats.writes.fetch_add(batch.len() as u64, Relaxed);
-    stats.largest_batch.fetch_max(batch.len() as u64, Relaxed);
-    crate::metrics::get().store_commit(batch.len());
-    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+/// The longest a batch's commit waits for writes on their way (see [`SqliteStore::write_coming`]).
+const GATHER: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Runs `first` and the writes queued behind it in one transaction: the ones that arrive
+/// while it runs join it too, and, while more are on their way (`coming`), the commit waits
+/// up to [`GATHER`] for them (group commit, up to [`MAX_BATCH`] writes). The first write runs
+/// bare (SQLite builds a bit vector per savepoint over the pages it writes) and a failure
+/// rolls it back whole; each later one runs in its own savepoint, so a write that fails is
+/// rolled back alone and the others commit together. Results are delivered only after the
+/// commit, so nothing is acknowledged that is not durable. Returns false when the writer
+/// is asked to stop (or every sender is gone).
+fn run_batch(
+    conn: &mut Connection,
+    first: Job,
+    rx: &mut mpsc::UnboundedReceiver<Option<Job>>,
+    coming: &std::sync::atomic::AtomicUsize,
+    stats: &WriterStats,
+    committed: &tokio::sync::watch::Sender<u64>,
+) -> bool {
+    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    let mut done: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+    let mut more = true;
+    let mut first = Some(first);
     let result = (|| -> StoreResult<bool> {
         let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if batch.len() == 1
-            && let Some(job) = batch.pop()
-        {
-            // A write alone needs no savepoint (SQLite builds a bit vector per savepoint over
-            // the pages it writes): if it fails, the whole transaction is rolled back.
+        if let Some(job) = first.take() {
             let (ok, d) = job(&txn);
             done.push(d);
             if !ok {
                 txn.rollback()?;
                 return Ok(false);
             }
-        } else {
-            for job in batch.drain(..) {
-                // Cached: parsing them for every write cost ~6k instructions each (callgrind).
-                txn.prepare_cached("SAVEPOINT job")?.execute([])?;
-                let (ok, d) = job(&txn);
-                done.push(d);
-                if !ok {
-                    txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        }
+        let until = std::time::Instant::now() + GATHER;
+        while done.len() < MAX_BATCH {
+            let job = match rx.try_recv() {
+                Ok(Some(job)) => job,
+                Ok(None) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    more = false;
+                    break;
                 }
-                txn.prepare_cached("RELEASE job")?.execute([])?;
+                Err(mpsc::error::TryRecvError::Empty) if coming.load(Acquire) > 0 && std::time::Instant::now() < until => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+            };
+            // Cached: parsing them for every write cost ~6k instructions each (callgrind).
+            txn.prepare_cached("SAVEPOINT job")?.execute([])?;
+            let (ok, d) = job(&txn);
+            done.push(d);
+            if !ok {
+                txn.prepare_cached("ROLLBACK TO job")?.execute([])?;
             }
+            txn.prepare_cached("RELEASE job")?.execute([])?;
         }
         txn.commit()?;
         Ok(true)
     })();
-    // Jobs not reached (the batch failed before them) were dropped: their callers see the
-    // writer drop the request and fail it.
-    batch.clear();
+    stats.commits.fetch_add(1, Relaxed);
+    stats.writes.fetch_add(done.len() as u64, Relaxed);
+    stats.largest_batch.fetch_max(done.len() as u64, Relaxed);
+    crate::metrics::get().store_commit(done.len());
+    // A job not reached (the batch failed before it ran) was dropped: its caller sees the
+    // writer drop the request and fails it.
+    drop(first);
     let failed = result.as_ref().err();
     if matches!(result, Ok(true)) {
         committed.send_modify(|n| *n += 1);
@@ -396,6 +423,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, stats: &WriterStats, c
     for d in done {
         d(failed.map(|e| StoreError::backend(format!("commit failed: {e}"))));
     }
+    more
 }
 
 /// Times are stored as their canonical text (see [`Timestamp`]).
@@ -434,6 +462,74 @@ mod tests {
         assert!(matches!(next_job(&mut rx, spin), Some(None)), "the stop message");
         sender.join().unwrap();
         assert!(next_job(&mut rx, spin).is_none(), "no sender left");
+    }
+
+    fn counts(store: &SqliteStore) -> (u64, u64) {
+        let st = store.writer_stats();
+        (st.commits.load(std::sync::atomic::Ordering::Relaxed), st.writes.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Writes sent while a batch runs join it (one commit for all), each in its own savepoint:
+    /// a later write that fails leaves the others committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_sent_while_a_batch_runs_join_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("m.db"), Durability::Process).unwrap();
+        store.write(|t| Ok(t.execute_batch("CREATE TABLE t (v INTEGER)")?)).await.unwrap();
+        let (c0, w0) = counts(&store);
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let slow = store.clone();
+        let first = tokio::spawn(async move {
+            slow.write(move |t| {
+                started.send(()).unwrap();
+                // Long enough for the writes below to be queued behind it.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Ok(t.execute("INSERT INTO t VALUES (1)", [])?)
+            })
+            .await
+        });
+        tokio::task::spawn_blocking(move || running.recv().unwrap()).await.unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let second = tokio::spawn(async move { a.write(|t| Ok(t.execute("INSERT INTO t VALUES (2)", [])?)).await });
+        let failing = tokio::spawn(async move {
+            b.write(|t| {
+                t.execute("INSERT INTO t VALUES (3)", [])?;
+                Err::<(), _>(StoreError::Conflict("refused after writing".into()))
+            })
+            .await
+        });
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 1);
+        assert!(matches!(failing.await.unwrap(), Err(StoreError::Conflict(_))));
+        let (c1, w1) = counts(&store);
+        assert_eq!((c1 - c0, w1 - w0), (1, 3), "one commit carried the three writes");
+        let kept: Vec<i64> = store.read(|c| Ok(c.prepare("SELECT v FROM t ORDER BY v")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)).await.unwrap();
+        assert_eq!(kept, [1, 2], "the failed write alone was rolled back");
+        store.close();
+    }
+
+    /// While a write is on its way the writer holds its commit for it (up to `GATHER`); with
+    /// none on its way a write commits alone, at once; a write said to be coming that never
+    /// comes costs the others at most `GATHER`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commit_waits_for_a_write_on_its_way_and_only_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("m.db"), Durability::Process).unwrap();
+        store.write(|t| Ok(t.execute_batch("CREATE TABLE t (v INTEGER)")?)).await.unwrap();
+        let insert = |v: i64| move |t: &rusqlite::Transaction<'_>| Ok(t.execute("INSERT INTO t VALUES (?1)", [v])?);
+        // None on its way: two writes one after the other are two commits.
+        let (c0, _) = counts(&store);
+        store.write(insert(1)).await.unwrap();
+        store.write(insert(2)).await.unwrap();
+        assert_eq!(counts(&store).0 - c0, 2);
+        // One said to be coming and never sent: the write still commits (after GATHER).
+        let never = store.write_coming();
+        let started = std::time::Instant::now();
+        store.write(insert(3)).await.unwrap();
+        assert!(started.elapsed() >= GATHER, "the commit waited for the write on its way");
+        drop(never);
+        assert_eq!(store.write_coming().0.as_ref().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)), Some(1), "the guard counts itself only");
+        store.close();
     }
 
     /// Nothing reaches the database file but through a checkpoint: it grows while the writer
