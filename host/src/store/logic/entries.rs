@@ -118,10 +118,11 @@ pub(super) fn write(t: &dyn Sql, entry_id: i64, writer: AttrOwner, e: &EntryWrit
     let current = found.entry.attributes.as_object().cloned().unwrap_or_default();
     let (attrs, owners) = merge(current, parse_map(&found.owners), writer, &e.attributes);
     let (attrs, owners) = (Value::Object(attrs), json_text(&Value::Object(owners)));
-    let (text, name_fold) = (json_text(&attrs), fold(&e.user_name));
+    let text = json_text(&attrs);
     // The name (and its unique index) only when it changes; the flag only when this write decides it.
-    let mut set = Assignments::new(&[&entry_id]);
     let renamed = e.user_name != found.entry.user_name;
+    let name_fold = if renamed { fold(&e.user_name) } else { String::new() };
+    let mut set = Assignments::new(&[&entry_id]);
     set.column_if(renamed, "user_name", &e.user_name);
     set.column_if(renamed, "user_name_fold", &name_fold);
     set.column_if(decides_active, "active", &e.active);

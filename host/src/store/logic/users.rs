@@ -57,6 +57,8 @@ pub(super) fn index_for_tests(body: &Value) -> (String, Option<String>, Option<S
 /// database's part.
 pub struct Prepared {
     ix: Index,
+    /// The userName folded, as the uniqueness index holds it.
+    user_name_fold: String,
     text: String,
     /// The user's emails differ from the ones before (the email index is rewritten).
     emails_changed: bool,
@@ -70,7 +72,7 @@ impl Prepared {
         let ix = index(&w.body);
         let emails_changed = before.is_none_or(|b| index(b).emails != ix.emails);
         let idp_changes = before.map(|b| serde_json::json!(audit::changed_names(Some(b), Some(&w.body)))).unwrap_or(Value::Null);
-        Prepared { ix, text: json_text(&w.body), emails_changed, idp_changes }
+        Prepared { user_name_fold: fold(&ix.user_name), ix, text: json_text(&w.body), emails_changed, idp_changes }
     }
 }
 
@@ -280,8 +282,8 @@ fn choose_name(t: &dyn Sql, idp: &IdpConnection, entry_id: Option<i64>, w: &User
 /// a user the scope rules keep out is stored in the IdP view only.
 pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, prep: &Prepared, info: &AuditInfo) -> StoreResult<StoredUser> {
     let ix = &prep.ix;
-    let uf = fold(&ix.user_name);
-    if taken_in_idp(t, idp.id, &uf, None)? {
+    let uf = &prep.user_name_fold;
+    if taken_in_idp(t, idp.id, uf, None)? {
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
@@ -299,7 +301,7 @@ pub fn create(t: &dyn Sql, idp: &IdpConnection, w: &UserWrite, prep: &Prepared, 
         .query_one(
             "INSERT INTO users (idp_id, id, entry_id, user_name_fold, external_id, display_name_fold, active, body, created, modified, version, out_of_scope)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, 1, ?10) RETURNING pk",
-            &[&idp.id, &id, &entry_id, &uf, &ix.external_id, &ix.display_name, &ix.active, &prep.text, &ts, &w.entry.out_of_scope],
+            &[&idp.id, &id, &entry_id, uf, &ix.external_id, &ix.display_name, &ix.active, &prep.text, &ts, &w.entry.out_of_scope],
         )?
         .get(0)?;
     write_emails(t, pk, &ix.emails)?;
@@ -438,15 +440,15 @@ pub fn update(t: &dyn Sql, idp: &IdpConnection, id: &str, before: &UserBefore, w
     let (external_before, display_before, active_before): (Option<String>, Option<String>, bool) = (r.get(6)?, r.get(7)?, r.get(8)?);
     let cur = Current { pk, entry, out };
     let ix = &prep.ix;
-    let uf = fold(&ix.user_name);
-    if uf != fold_before && taken_in_idp(t, idp.id, &uf, Some(pk))? {
+    let uf = &prep.user_name_fold;
+    if *uf != fold_before && taken_in_idp(t, idp.id, uf, Some(pk))? {
         return Err(StoreError::Conflict(format!("a user with userName '{}' already exists for this IdP connection", ix.user_name)));
     }
     let ts = Timestamp::now();
     let (named, mut changes, _) = apply_entry(t, idp, id, &cur, w, &info.request_id, &ts)?;
     // The indexed columns only when they change: each one named is an index entry rewritten.
     let mut set = Assignments::new(&[&pk]);
-    set.column_if(uf != fold_before, "user_name_fold", &uf);
+    set.column_if(*uf != fold_before, "user_name_fold", uf);
     set.column_if(ix.external_id != external_before, "external_id", &ix.external_id);
     set.column_if(ix.display_name != display_before, "display_name_fold", &ix.display_name);
     set.column_if(ix.active != active_before, "active", &ix.active);

@@ -273,7 +273,7 @@ const RESTART_AT_FRAMES: i64 = 32_000;
 /// since the last one once, however often it changed (the audit's and the feed's last pages
 /// change with every commit), and one that catches up makes the next write restart the WAL
 /// (an fsync on the writer): every second rather than every 200 ms, a lone client's create
-/// p99 / p50 went from 3.9-4.1 to 3.5-3.6 (4 pairs, BENCHMARKS.md), c8 updates unchanged.
+/// p99 / p50 went from 3.9-4.1 to 3.5-3.7 (6 pairs, BENCHMARKS.md), c8 updates no worse.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The thread that checkpoints the WAL while the writer goes on writing. Its checkpoints are
