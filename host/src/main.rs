@@ -6,6 +6,7 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    without_huge_pages();
     // Before anything opens a database: SQLite takes an allocator only before it initialises.
     // Should it ever not take effect, SQLite keeps its default one, slower but correct.
     let _ = mapwright::store::sqlite::alloc::install();
@@ -31,5 +32,34 @@ fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas, and
+/// the first touch of each 2 MiB page zeroes it whole inside a request: while the heap grew
+/// under a lone client's creates, a request in ~20 stalled 6-7 ms on the test VM, every
+/// ~100 ms (BENCHMARKS.md, issue 20). With 4 KiB pages the same zeroing is spread thin;
+/// throughput at c8 was the same either way. Disabled before mimalloc's arenas are first
+/// touched by the program's own work; a kernel without the call keeps its default.
+fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and changes only this
+    // process's memory policy.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn huge_pages_are_off_once_main_has_begun() {
+        super::without_huge_pages();
+        // SAFETY: a read of this process's flag.
+        #[allow(unsafe_code)]
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1);
     }
 }
