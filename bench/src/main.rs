@@ -17,6 +17,7 @@ mod report;
 mod scenarios;
 mod servers;
 mod stores;
+mod sustained;
 mod tenants;
 
 use std::path::PathBuf;
@@ -79,7 +80,9 @@ struct Args {
     database_url: Option<String>,
     /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, tenants, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64, `updates` PATCH, PUT and POST at c8
-    /// repeated for `--limit-secs` each (to profile the server meanwhile).
+    /// repeated for `--limit-secs` each (to profile the server meanwhile), `sustained` an hour
+    /// of one connection's IdP traffic compressed into `--limit-secs` at c1 over `--users`
+    /// stored users (each kind's p50/p99, and the writes' p99/p50 window by window).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Drive a SCIM endpoint that is already running instead (its base URL on loopback, e.g.
@@ -94,7 +97,7 @@ struct Args {
     /// against the core schema only, such as the Rust `scim-server` peer run by hand).
     #[arg(long, requires = "url")]
     core_schema_only: bool,
-    /// With `--url --only updates`: how many users to create before updating them round after
+    /// With `--url --only updates` or `sustained`: how many users to create before updating them round after
     /// round; with `--only creates`: how many to create at each concurrency (default 3,000).
     #[arg(long, requires = "url")]
     users: Option<usize>,
@@ -200,6 +203,11 @@ async fn main() -> anyhow::Result<()> {
         t.core_schema_only = a.core_schema_only;
         if a.only.iter().any(|o| o == "creates") {
             creates(&t, a.users.unwrap_or(scale.creates), limit, &mut report).await;
+            report.finish();
+            return quick_failures(&a, &report);
+        }
+        if a.only.iter().any(|o| o == "sustained") {
+            sustained(&t, a.users.unwrap_or(scale.creates), limit, &mut report).await?;
             report.finish();
             return quick_failures(&a, &report);
         }
@@ -589,6 +597,22 @@ where
     all.elapsed = started.elapsed();
     all.latencies.sort();
     all
+}
+
+/// An hour of one connection's IdP traffic compressed into `limit` at c1 (see
+/// `sustained.rs`), over `stored` users created first: a row per kind, one for every write,
+/// and the writes' p99/p50 in each 30 s window.
+async fn sustained(t: &Scim, stored: usize, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
+    let (_, users) = scenarios::creates(t, 8, stored, "hour", limit.max(Duration::from_secs(600))).await;
+    println!("{} users stored", users.len());
+    let (samples, elapsed) = sustained::run(t, &users, limit).await?;
+    for kind in sustained::Kind::ALL {
+        report.row(&format!("IdP mix c1: {}", kind.label()), &t.label, sustained::stats(&samples, elapsed, |s| s.kind == kind));
+    }
+    report.row("IdP mix c1: every write", &t.label, sustained::stats(&samples, elapsed, |s| s.kind.is_write()));
+    let ratios: Vec<String> = sustained::write_ratios(&samples, elapsed, Duration::from_secs(30)).iter().map(|r| format!("{r:.2}")).collect();
+    println!("writes' p99/p50 by 30 s window: {}", ratios.join(" "));
+    Ok(())
 }
 
 /// Creates at concurrency 1, 8 and 64.

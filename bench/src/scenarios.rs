@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::load::{Stats, drive};
 use crate::servers::Scim;
 
-const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// A user as Okta pushes one (name, a primary work email, the enterprise extension).
 pub fn user(user_name: &str, i: usize) -> Value {
