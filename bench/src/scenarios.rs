@@ -117,6 +117,22 @@ pub enum Update {
     Deactivate,
 }
 
+/// A PATCH of two attributes (a title and a surname), step `k`'s values: most of what an
+/// incremental sync sends.
+pub fn two_attributes(k: impl std::fmt::Display) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": [
+        {"op": "replace", "path": "title", "value": format!("Title {k}")},
+        {"op": "replace", "path": "name.familyName", "value": format!("Renamed{k}")},
+    ]})
+}
+
+/// User `u` whole again with `title` changed, as a PUT sends it.
+pub fn replaced(t: &Scim, u: &Created, title: &str) -> Value {
+    let mut body = user_for(t, &u.user_name, u.i);
+    body["title"] = json!(title);
+    body
+}
+
 pub async fn updates(t: &Scim, users: &[Created], how: Update, concurrency: usize, limit: Duration) -> Stats {
     let users: Arc<Vec<Created>> = Arc::new(users.to_vec());
     let t = t.clone();
@@ -127,15 +143,8 @@ pub async fn updates(t: &Scim, users: &[Created], how: Update, concurrency: usiz
             let u = &users[k];
             let path = format!("/Users/{}", u.id);
             let rb = match how {
-                Update::Patch => t.send(Method::PATCH, &path, &json!({"schemas": [PATCH_OP], "Operations": [
-                    {"op": "replace", "path": "title", "value": format!("Title {k}")},
-                    {"op": "replace", "path": "name.familyName", "value": format!("Renamed{k}")},
-                ]})),
-                Update::Put => {
-                    let mut body = user_for(&t, &u.user_name, u.i);
-                    body["title"] = json!("Replaced");
-                    t.send(Method::PUT, &path, &body)
-                }
+                Update::Patch => t.send(Method::PATCH, &path, &two_attributes(k)),
+                Update::Put => t.send(Method::PUT, &path, &replaced(&t, u, "Replaced")),
                 Update::Deactivate => t.send(Method::PATCH, &path, &json!({"schemas": [PATCH_OP], "Operations": [
                     {"op": "replace", "path": "active", "value": false},
                 ]})),

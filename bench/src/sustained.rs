@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::load::Stats;
-use crate::scenarios::{Created, PATCH_OP, name, user_for};
+use crate::scenarios::{Created, PATCH_OP, name, replaced, two_attributes, user_for};
 use crate::servers::Scim;
 
 /// What one step of the mix sends.
@@ -99,15 +99,8 @@ pub async fn run(t: &Scim, users: &[Created], limit: Duration) -> anyhow::Result
         let u = &users[i];
         let path = format!("/Users/{}", u.id);
         let rb = match kind {
-            Kind::Patch => t.send(Method::PATCH, &path, &json!({"schemas": [PATCH_OP], "Operations": [
-                {"op": "replace", "path": "title", "value": format!("Title {k}")},
-                {"op": "replace", "path": "name.familyName", "value": format!("Renamed{k}")},
-            ]})),
-            Kind::Put => {
-                let mut body = user_for(t, &u.user_name, u.i);
-                body["title"] = json!(format!("Replaced {k}"));
-                t.send(Method::PUT, &path, &body)
-            }
+            Kind::Patch => t.send(Method::PATCH, &path, &two_attributes(k)),
+            Kind::Put => t.send(Method::PUT, &path, &replaced(t, u, &format!("Replaced {k}"))),
             Kind::Create => {
                 hired += 1;
                 let user_name = name("hire", hired);
