@@ -120,6 +120,7 @@ impl SqliteStore {
         // time: one write now and then waited for the copy and its fsyncs (the tail of a
         // write's latency). The checkpointer thread does it instead.
         conn.execute_batch(&format!("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_SIZE_LIMIT};"))?;
+        conn.execute_batch(&format!("PRAGMA cache_size=-{WRITER_CACHE_KIB}; PRAGMA mmap_size={WRITER_MMAP_BYTES};"))?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Option<Job>>();
         let stats = Arc::new(WriterStats::default());
         let counters = stats.clone();
@@ -331,6 +332,21 @@ impl Checkpointer {
     }
 }
 
+/// The writer's page cache, in KiB (readers keep 32 MB each).
+///
+/// Small on purpose. When a commit's B-tree balancing reordered pages, it moved one through
+/// the page number just past the lock-byte page (`balance_nonroot`), far beyond the end of the
+/// database; at the end of that transaction SQLite drops cached pages past the end by
+/// scanning its whole page-cache hash (`pcache1TruncateUnsafe`). With 32 MB cached that scan
+/// took ~0.5 ms on ~4% of commits, most of a lone write's p99 (BENCHMARKS.md, issue 20); with
+/// 2 MB it takes microseconds. Pages the writer no longer holds are read through the memory
+/// map below, without a copy or a system call.
+const WRITER_CACHE_KIB: u32 = 2_000;
+
+/// How much of the database file the writer reads through a memory map (SQLite writes
+/// through `pwrite` still, and reads WAL pages from the WAL).
+const WRITER_MMAP_BYTES: u64 = 1 << 30;
+
 /// How long the writer looks for the next job, yielding its CPU, before it sleeps.
 ///
 /// Waking a sleeping thread costs far more than a write's own work on a small VM (the futex,
@@ -533,6 +549,20 @@ mod tests {
         assert!(started.elapsed() >= GATHER, "the commit waited for the write on its way");
         drop(never);
         assert_eq!(store.write_coming().0.as_ref().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)), Some(1), "the guard counts itself only");
+        store.close();
+    }
+
+    /// The writer connection keeps a small page cache and reads through a memory map (see
+    /// [`WRITER_CACHE_KIB`]); readers keep their own larger caches.
+    #[tokio::test]
+    async fn the_writer_caches_little_and_reads_through_a_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("m.db"), Durability::Process).unwrap();
+        let pragma = |name: &'static str| move |c: &Connection| Ok(c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))?);
+        let cache = store.write(move |t| pragma("cache_size")(t)).await.unwrap();
+        let map = store.write(move |t| pragma("mmap_size")(t)).await.unwrap();
+        assert_eq!((cache, map), (-i64::from(WRITER_CACHE_KIB), i64::try_from(WRITER_MMAP_BYTES).unwrap()));
+        assert_eq!(store.read(move |c| pragma("cache_size")(c)).await.unwrap(), -32000, "readers keep theirs");
         store.close();
     }
 
