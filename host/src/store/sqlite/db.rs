@@ -95,7 +95,7 @@ pub(crate) fn open(path: &Path, durability: Durability, write: bool) -> rusqlite
         Durability::Power => "FULL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-32000; PRAGMA temp_store=MEMORY;"
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON; PRAGMA cache_size=-{READER_CACHE_KIB}; PRAGMA temp_store=MEMORY;"
     ))?;
     // Unicode case folding for caseExact=false comparisons, matching `scim::eval::fold`.
     conn.create_scalar_function("scim_fold", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, |ctx| {
@@ -332,7 +332,10 @@ impl Checkpointer {
     }
 }
 
-/// The writer's page cache, in KiB (readers keep 32 MB each).
+/// Each connection's page cache, in KiB, but the writer's ([`WRITER_CACHE_KIB`]).
+const READER_CACHE_KIB: u32 = 32_000;
+
+/// The writer's page cache, in KiB (readers keep [`READER_CACHE_KIB`] each).
 ///
 /// Small on purpose. When a commit's B-tree balancing reordered pages, it moved one through
 /// the page number just past the lock-byte page (`balance_nonroot`), far beyond the end of the
@@ -562,7 +565,7 @@ mod tests {
         let cache = store.write(move |t| pragma("cache_size")(t)).await.unwrap();
         let map = store.write(move |t| pragma("mmap_size")(t)).await.unwrap();
         assert_eq!((cache, map), (-i64::from(WRITER_CACHE_KIB), i64::try_from(WRITER_MMAP_BYTES).unwrap()));
-        assert_eq!(store.read(move |c| pragma("cache_size")(c)).await.unwrap(), -32000, "readers keep theirs");
+        assert_eq!(store.read(move |c| pragma("cache_size")(c)).await.unwrap(), -i64::from(READER_CACHE_KIB), "readers keep theirs");
         store.close();
     }
 
