@@ -80,7 +80,7 @@ struct Args {
     database_url: Option<String>,
     /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, tenants, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64, `updates` PATCH, PUT and POST at c8
-    /// repeated for `--limit-secs` each (to profile the server meanwhile), `sustained` an hour
+    /// repeated for `--limit-secs` each (to profile the server meanwhile), `lookups` seeds `--users` (default 10,000) and looks them up at c1 and c8, `sustained` an hour
     /// of one connection's IdP traffic compressed into `--limit-secs` at c1 over `--users`
     /// stored users (each kind's p50/p99, and the writes' p99/p50 window by window).
     #[arg(long, value_delimiter = ',')]
@@ -203,6 +203,17 @@ async fn main() -> anyhow::Result<()> {
         t.core_schema_only = a.core_schema_only;
         if a.only.iter().any(|o| o == "creates") {
             creates(&t, a.users.unwrap_or(scale.creates), limit, &mut report).await;
+            report.finish();
+            return quick_failures(&a, &report);
+        }
+        if a.only.iter().any(|o| o == "lookups") {
+            // The lookups row alone (seeded as the full run seeds), to compare two builds.
+            let pop = a.users.unwrap_or(10_000);
+            let seeded = scenarios::seed(&t, 64, 0, pop, "pop", Duration::from_secs(3600)).await;
+            report.row(&format!("seed {pop} users, c64"), &t.label, seeded);
+            for c in [1usize, 8] {
+                report.row(&format!("GET userName eq at {pop} users, c{c}"), &t.label, scenarios::lookups(&t, pop, c, scale.lookups, "pop", limit).await);
+            }
             report.finish();
             return quick_failures(&a, &report);
         }
