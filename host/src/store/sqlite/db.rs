@@ -134,10 +134,13 @@ impl SqliteStore {
             .spawn(move || {
                 while let Some(Some(first)) = next_job(&mut rx, WRITER_SPIN) {
                     let more = run_batch(&mut conn, first, &mut rx, &gathering, &counters, &committed);
-                    if restart_wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
-                        && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "finishing a WAL checkpoint failed");
+                    if restart_wanted.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        // Writes sent meanwhile wait (their queue phase): logged to be seen.
+                        let started = std::time::Instant::now();
+                        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                            Ok((frames, copied)) => tracing::debug!(frames, copied, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "the writer finished a long WAL's checkpoint"),
+                            Err(e) => tracing::warn!(error = %e, "finishing a WAL checkpoint failed"),
+                        }
                     }
                     if !more {
                         break;
@@ -214,22 +217,33 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
+        use std::time::Instant;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
+            let started = Instant::now();
             let result = f(txn);
+            let ran = Instant::now();
             let ok = result.is_ok() && commit;
             let done: Done = Box::new(move |commit_failed| {
-                let _ = tx.send(match commit_failed {
+                let result = match commit_failed {
                     Some(e) => Err(e),
                     None => result,
-                });
+                };
+                let _ = tx.send((result, [started, ran, Instant::now()]));
             });
             (ok, done)
         });
-        let started = std::time::Instant::now();
+        let sent = Instant::now();
         self.inner.writer.send(Some(job)).map_err(|_| StoreError::backend("the writer thread has stopped"))?;
-        let result = rx.await.map_err(|_| StoreError::backend("the writer thread dropped a request"))?;
-        crate::metrics::get().store_write(started.elapsed().as_secs_f64());
+        let (result, [started, ran, committed]) = rx.await.map_err(|_| StoreError::backend("the writer thread dropped a request"))?;
+        let woke = Instant::now();
+        let m = crate::metrics::get();
+        m.store_write(woke.duration_since(sent).as_secs_f64());
+        let phases = [started.saturating_duration_since(sent), ran.saturating_duration_since(started), committed.saturating_duration_since(ran), woke.saturating_duration_since(committed)];
+        m.store_write_phases(phases.map(|d| d.as_secs_f64()));
+        // Per write, for finding where a slow one lost its time (RUST_LOG=mapwright::store=debug).
+        let [queue_us, run_us, commit_us, wake_us] = phases.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        tracing::debug!(queue_us, run_us, commit_us, wake_us, "sqlite write");
         result
     }
 
@@ -309,6 +323,7 @@ impl Checkpointer {
                             let new = if copied >= copied_before { copied - copied_before } else { copied };
                             copied_before = copied;
                             crate::metrics::get().store_checkpoint(started.elapsed().as_secs_f64(), u64::try_from(new).unwrap_or(0));
+                            tracing::debug!(frames, copied = new, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "checkpointed the WAL");
                             // Under steady writes a checkpoint never catches up with the end of
                             // the WAL, and SQLite restarts only a WAL copied whole: past the
                             // limit the writer copies the little rest between two batches.
