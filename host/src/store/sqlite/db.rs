@@ -138,7 +138,7 @@ impl SqliteStore {
                         // Writes sent meanwhile wait (their queue phase): logged to be seen.
                         let started = std::time::Instant::now();
                         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
-                            Ok((frames, copied)) => tracing::debug!(frames, copied, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "the writer finished a long WAL's checkpoint"),
+                            Ok((frames, copied)) => tracing::debug!(frames, copied, us = micros(started.elapsed()), "the writer finished a long WAL's checkpoint"),
                             Err(e) => tracing::warn!(error = %e, "finishing a WAL checkpoint failed"),
                         }
                     }
@@ -241,8 +241,8 @@ impl SqliteStore {
         m.store_write(woke.duration_since(sent).as_secs_f64());
         let phases = [started.saturating_duration_since(sent), ran.saturating_duration_since(started), committed.saturating_duration_since(ran), woke.saturating_duration_since(committed)];
         m.store_write_phases(phases.map(|d| d.as_secs_f64()));
-        // Per write, for finding where a slow one lost its time (RUST_LOG=mapwright::store=debug).
-        let [queue_us, run_us, commit_us, wake_us] = phases.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        // Per write, for finding where a slow one lost its time (RUST_LOG=mapwright::store::sqlite=debug).
+        let [queue_us, run_us, commit_us, wake_us] = phases.map(micros);
         tracing::debug!(queue_us, run_us, commit_us, wake_us, "sqlite write");
         result
     }
@@ -274,6 +274,11 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::backend(format!("read task failed: {e}")))?
     }
+}
+
+/// A duration in whole microseconds, for the debug log.
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The WAL file is cut back to this size when it is reset (128 MiB).
@@ -323,7 +328,7 @@ impl Checkpointer {
                             let new = if copied >= copied_before { copied - copied_before } else { copied };
                             copied_before = copied;
                             crate::metrics::get().store_checkpoint(started.elapsed().as_secs_f64(), u64::try_from(new).unwrap_or(0));
-                            tracing::debug!(frames, copied = new, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "checkpointed the WAL");
+                            tracing::debug!(frames, copied = new, us = micros(started.elapsed()), "checkpointed the WAL");
                             // Under steady writes a checkpoint never catches up with the end of
                             // the WAL, and SQLite restarts only a WAL copied whole: past the
                             // limit the writer copies the little rest between two batches.
