@@ -12,7 +12,36 @@ use super::error::{ScimError, ScimResult};
 use super::filter::canonical_datetime;
 use super::schema::{self, AttrDef, AttrType, Mutability, ResourceKind};
 
-fn coerce_simple(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
+/// An attribute's name as an error message shows it (`emails.value`,
+/// `urn:...:User:manager`), put together only when an error is raised: naming every
+/// attribute of every body up front was an allocation per attribute on each write.
+#[derive(Clone, Copy)]
+struct Shown<'a> {
+    prefix: &'a str,
+    name: &'a str,
+    sub: Option<&'a str>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(prefix: &'a str, name: &'a str) -> Self {
+        Shown { prefix, name, sub: None }
+    }
+    fn sub(self, sub: &'a str) -> Self {
+        Shown { sub: Some(sub), ..self }
+    }
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.prefix, self.name)?;
+        match self.sub {
+            Some(s) => write!(f, ".{s}"),
+            None => Ok(()),
+        }
+    }
+}
+
+fn coerce_simple(def: &AttrDef, v: &Value, shown: Shown<'_>) -> ScimResult<Option<Value>> {
     let bad = |want: &str| ScimError::invalid_value(format!("'{shown}' must be {want}"));
     Ok(Some(match (def.ty, v) {
         (_, Value::Null) => return Ok(None),
@@ -36,7 +65,7 @@ fn coerce_simple(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Val
     }))
 }
 
-fn canonical_complex(def: &AttrDef, v: &Value, shown: &str, keep_read_only: bool) -> ScimResult<Option<Value>> {
+fn canonical_complex(def: &AttrDef, v: &Value, shown: Shown<'_>, keep_read_only: bool) -> ScimResult<Option<Value>> {
     let obj = match v {
         Value::Null => return Ok(None),
         Value::Object(o) => o,
@@ -55,7 +84,7 @@ fn canonical_complex(def: &AttrDef, v: &Value, shown: &str, keep_read_only: bool
         if sd.mutability == Mutability::ReadOnly && !keep_read_only {
             continue;
         }
-        if let Some(c) = coerce_simple(sd, sv, &format!("{shown}.{}", sd.name))? {
+        if let Some(c) = coerce_simple(sd, sv, shown.sub(sd.name))? {
             out.insert(sd.name.to_string(), c);
         }
     }
@@ -69,26 +98,48 @@ pub fn json_text(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// Canonicalises one attribute value; `None` means "unassigned".
+/// Canonicalises one attribute value; `None` means "unassigned". `shown` names the
+/// attribute in an error.
 pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Option<Value>> {
+    canonical_value_at(def, v, Shown::new("", shown))
+}
+
+/// Above this many values, duplicates are found through a set of their texts; below it, by
+/// comparing each with the ones kept, which allocates nothing.
+const DEDUP_BY_SET: usize = 16;
+
+/// The same JSON text: [`Value`]'s own equality ignores the order of an object's keys, the
+/// text (which the set of long lists compares) does not.
+fn same_text(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().zip(y).all(|((k, v), (l, w))| k == l && same_text(v, w)),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_text(v, w)),
+        _ => a == b,
+    }
+}
+
+fn canonical_value_at(def: &AttrDef, v: &Value, shown: Shown<'_>) -> ScimResult<Option<Value>> {
     if def.multi {
-        let items: Vec<&Value> = match v {
+        let items: &[Value] = match v {
             Value::Null => return Ok(None),
-            Value::Array(a) => a.iter().collect(),
-            other => vec![other],
+            Value::Array(a) => a,
+            other => std::slice::from_ref(other),
         };
-        let mut out = Vec::with_capacity(items.len());
+        let mut out: Vec<Value> = Vec::with_capacity(items.len());
         // Duplicates are dropped; a set keeps that linear for 100k-member groups.
-        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        let mut seen = (items.len() > DEDUP_BY_SET).then(|| std::collections::HashSet::with_capacity(items.len()));
         for item in items {
             let c = if def.ty == AttrType::Complex {
                 canonical_complex(def, item, shown, false)?
             } else {
                 coerce_simple(def, item, shown)?
             };
-            if let Some(c) = c
-                && seen.insert(c.to_string())
-            {
+            let Some(c) = c else { continue };
+            let fresh = match &mut seen {
+                Some(seen) => seen.insert(json_text(&c)),
+                None => !out.iter().any(|o| same_text(o, &c)),
+            };
+            if fresh {
                 out.push(c);
             }
         }
@@ -97,23 +148,25 @@ pub fn canonical_value(def: &AttrDef, v: &Value, shown: &str) -> ScimResult<Opti
     if def.ty == AttrType::Complex { canonical_complex(def, v, shown, false) } else { coerce_simple(def, v, shown) }
 }
 
-fn canonical_attrs(
-    attrs: &'static [AttrDef],
-    input: &Map<String, Value>,
-    out: &mut Map<String, Value>,
-    prefix: &str,
-) -> ScimResult<()> {
+/// Canonicalises the attribute `k` of `attrs` into `out` (`prefix` names its schema in an
+/// error); an unknown or read-only one is skipped.
+fn canonical_attr(attrs: &'static [AttrDef], k: &str, v: &Value, out: &mut Map<String, Value>, prefix: &str) -> ScimResult<()> {
+    let Some(def) = schema::find(attrs, k) else {
+        tracing::debug!(attribute = %k, "dropping unknown attribute");
+        return Ok(());
+    };
+    if def.mutability == Mutability::ReadOnly {
+        return Ok(());
+    }
+    if let Some(c) = canonical_value_at(def, v, Shown::new(prefix, def.name))? {
+        out.insert(def.name.to_string(), c);
+    }
+    Ok(())
+}
+
+fn canonical_attrs(attrs: &'static [AttrDef], input: &Map<String, Value>, out: &mut Map<String, Value>, prefix: &str) -> ScimResult<()> {
     for (k, v) in input {
-        let Some(def) = schema::find(attrs, k) else {
-            tracing::debug!(attribute = %k, "dropping unknown attribute");
-            continue;
-        };
-        if def.mutability == Mutability::ReadOnly {
-            continue;
-        }
-        if let Some(c) = canonical_value(def, v, &format!("{prefix}{}", def.name))? {
-            out.insert(def.name.to_string(), c);
-        }
+        canonical_attr(attrs, k, v, out, prefix)?;
     }
     Ok(())
 }
@@ -199,10 +252,8 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
                 None => tracing::debug!(attribute = %k, "dropping unknown attribute"),
             }
         } else {
-            let mut one = Map::new();
-            one.insert(k.clone(), v.clone());
-            canonical_attrs(schema::COMMON_ATTRS, &one, &mut core, "")?;
-            canonical_attrs(kind.core_attrs(), &one, &mut core, "")?;
+            canonical_attr(schema::COMMON_ATTRS, k, v, &mut core, "")?;
+            canonical_attr(kind.core_attrs(), k, v, &mut core, "")?;
         }
     }
     // Core attributes first, extensions after: the order a reader expects.
@@ -280,27 +331,26 @@ impl Meta {
     }
 }
 
-/// Turns a stored canonical resource into the representation a client receives.
-pub fn render(kind: ResourceKind, body: &Value, meta: &Meta, base_url: &str) -> Value {
-    let mut out = Map::new();
+/// Turns a stored canonical resource into the representation a client receives. Takes the
+/// body by value: its attributes move into the result rather than being copied again.
+pub fn render(kind: ResourceKind, body: Value, meta: &Meta, base_url: &str) -> Value {
+    let attrs = match body {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
     let mut schemas = vec![Value::from(kind.core_schema())];
     for (urn, _) in kind.extensions() {
-        if body.get(*urn).is_some() {
+        if attrs.contains_key(*urn) {
             schemas.push(Value::from(*urn));
         }
     }
-    if let Some(o) = body.as_object() {
-        for k in o.keys().filter(|k| schema::has_urn_prefix(k) && !schema::is_known_schema(kind, k)) {
-            schemas.push(Value::from(k.clone()));
-        }
+    for k in attrs.keys().filter(|k| schema::has_urn_prefix(k) && !schema::is_known_schema(kind, k)) {
+        schemas.push(Value::from(k.clone()));
     }
+    let mut out = Map::with_capacity(attrs.len() + 3);
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::from(meta.id.clone()));
-    if let Some(o) = body.as_object() {
-        for (k, v) in o {
-            out.insert(k.clone(), v.clone());
-        }
-    }
+    out.extend(attrs);
     let mut m = Map::new();
     m.insert("resourceType".into(), kind.name().into());
     m.insert("created".into(), meta.created.clone().into());
@@ -353,8 +403,42 @@ mod tests {
         assert_eq!(c[custom], json!({"worksiteId": "180", "nested": {"x": [1, 2]}}));
         assert_eq!(c["urn:ietf:params:scim:schemas:extension:other:2.0:User"], json!({"costCode": "C1"}));
         let meta = Meta { id: "i".into(), created: "c".into(), last_modified: "m".into(), version: 1 };
-        let r = render(ResourceKind::User, &c, &meta, "http://x");
+        let r = render(ResourceKind::User, c, &meta, "http://x");
         assert!(r["schemas"].as_array().unwrap().contains(&json!(custom)));
+    }
+
+    #[test]
+    fn errors_name_the_attribute_as_sent_under_its_schema() {
+        let user = |extra: serde_json::Value| {
+            let mut b = json!({"userName": "a"});
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            canonicalize(ResourceKind::User, &b).unwrap_err().detail
+        };
+        assert_eq!(user(json!({"emails": [{"value": "a@b.c", "primary": "often"}]})), "'emails.primary' must be a boolean");
+        assert_eq!(user(json!({"active": 3})), "'active' must be a boolean");
+        assert_eq!(user(json!({"name": "x"})), "'name' must be an object");
+        let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        assert_eq!(user(json!({ent: {"manager": {"value": true}}})), format!("'{ent}:manager.value' must be a string"));
+        assert_eq!(user(json!({format!("{ent}:department"): [1]})), format!("'{ent}:department' must be a string"));
+    }
+
+    #[test]
+    fn duplicate_values_are_dropped_in_short_and_long_lists() {
+        // Short lists compare values in place, long ones their texts through a set: the same
+        // answer (key order counts in both).
+        let short = canonicalize(
+            ResourceKind::User,
+            &json!({"userName": "a", "emails": [{"value": "x@y.z", "type": "work"}, {"value": "x@y.z", "type": "work"}, {"type": "work", "value": "x@y.z"}, {"value": "w@y.z"}]}),
+        )
+        .unwrap();
+        let texts: Vec<_> = short["emails"].as_array().unwrap().iter().map(json_text).collect();
+        assert_eq!(texts, [r#"{"value":"x@y.z","type":"work"}"#, r#"{"type":"work","value":"x@y.z"}"#, r#"{"value":"w@y.z"}"#]);
+        let many: Vec<_> = (0..40).map(|i| json!({"value": format!("e{}@y.z", i % 25)})).collect();
+        let long = canonicalize(ResourceKind::User, &json!({"userName": "a", "emails": many})).unwrap();
+        let kept: Vec<_> = long["emails"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kept, (0..25).map(|i| format!("e{i}@y.z")).collect::<Vec<_>>());
+        let roles = canonical_value(schema::find(ResourceKind::User.core_attrs(), "roles").unwrap(), &json!([{"value": "r"}, {"value": "r"}]), "roles").unwrap();
+        assert_eq!(roles, Some(json!([{"value": "r"}])));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn render_user(u: &StoredUser, base: &str) -> Value {
             .collect();
         o.insert("groups".into(), Value::Array(refs));
     }
-    render(ResourceKind::User, &body, &u.meta, base)
+    render(ResourceKind::User, body, &u.meta, base)
 }
 
 /// An IdP group as SCIM clients see it (with `meta`).
@@ -94,7 +94,7 @@ pub fn render_group(g: &StoredGroup, base: &str) -> Value {
             .collect();
         o.insert("members".into(), Value::Array(refs));
     }
-    render(ResourceKind::Group, &body, &g.meta, base)
+    render(ResourceKind::Group, body, &g.meta, base)
 }
 
 /// A SCIM ListResponse.
