@@ -80,7 +80,8 @@ struct Args {
     database_url: Option<String>,
     /// Only these scenario groups (comma-separated): chain, scim, swap, noisy, store, memory, tenants, delivery; with
     /// `--url`, `creates` runs only the creates at c1/c8/c64, `updates` PATCH, PUT and POST at c8
-    /// repeated for `--limit-secs` each (to profile the server meanwhile), `lookups` seeds `--users` (default 10,000) and looks them up at c1 and c8, `sustained` an hour
+    /// repeated for `--limit-secs` each (to profile the server meanwhile), `lookups` seeds
+    /// `--users` (default 10,000) and looks them up at c1 and c8, `sustained` an hour
     /// of one connection's IdP traffic compressed into `--limit-secs` at c1 over `--users`
     /// stored users (each kind's p50/p99, and the writes' p99/p50 window by window).
     #[arg(long, value_delimiter = ',')]

@@ -252,8 +252,10 @@ pub fn canonicalize(kind: ResourceKind, input: &Value) -> ScimResult<Value> {
                 None => tracing::debug!(attribute = %k, "dropping unknown attribute"),
             }
         } else {
-            canonical_attr(schema::COMMON_ATTRS, k, v, &mut core, "")?;
-            canonical_attr(kind.core_attrs(), k, v, &mut core, "")?;
+            // Looked up where `schema::locate` looks (common, then core), once: asking both
+            // logged every attribute as dropped by the list it was not in.
+            let attrs = if schema::find(schema::COMMON_ATTRS, k).is_some() { schema::COMMON_ATTRS } else { kind.core_attrs() };
+            canonical_attr(attrs, k, v, &mut core, "")?;
         }
     }
     // Core attributes first, extensions after: the order a reader expects.
