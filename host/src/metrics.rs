@@ -72,8 +72,7 @@ pub struct Metrics {
     plugin_cpu: Histograms<2>,
     plugin_faults: Family<Labels<2>, Counter>,
     store_write_seconds: Histogram,
-    /// SQLite writes' time by phase, one child per [`WritePhase`], created up front so that
-    /// a write does not hash labels four times.
+    /// SQLite writes' time by phase, one child per [`WritePhase`] (see [`get`]).
     store_write_phases: [Histogram; 4],
     store_commits: Counter,
     store_writes: Counter,
